@@ -1,0 +1,230 @@
+"""The ``mlops`` command. Imports only argparse-level code at start; everything heavy loads on use."""
+
+import argparse
+import json
+import sys
+
+from mlops_framework.errors import MlopsError
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            print(_help_text())
+            return 0
+        command, rest = argv[0], argv[1:]
+        if command == "run":
+            return _run(rest)
+        if command == "plan":
+            return _plan(rest)
+        if command == "registry":
+            return _registry(rest)
+        raise MlopsError(f"unknown command {command!r}; commands: run, plan, registry (see mlops --help)")
+    except MlopsError as error:
+        print(f"mlops: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _components():
+    from mlops_framework.plugins import Components, get_plugin_manager
+
+    return Components(get_plugin_manager())
+
+
+def _help_text():
+    from mlops_framework import config
+
+    components = _components()
+    lines = [
+        "usage: mlops COMMAND [OVERRIDES...]",
+        "",
+        "Declarative MLOps: Hydra configs in, trained, registered and scored models out.",
+        "",
+        "commands:",
+        "  run [-m] [OVERRIDES...]   run the configured pipeline (-m: a Hydra multirun / sweep)",
+        "  plan [OVERRIDES...]       resolve the config and print what each stage would do; touches nothing",
+        "  registry ...              models | versions MODEL | show MODEL VERSION_OR_ALIAS |",
+        "                            alias set MODEL VERSION ALIAS | alias unset MODEL ALIAS |",
+        "                            tag set MODEL TAG VALUE | history MODEL   (each takes --json)",
+        "",
+        "config groups (choose with GROUP=OPTION, change a value with GROUP.KEY=VALUE):",
+    ]
+    for group, options in config.group_options(components).items():
+        lines.append(f"  {group:<12} {', '.join(options)}")
+    lines += ["", f"registered stages: {', '.join(components.stages)}",
+              "examples: mlops run   |   mlops plan backend=local data=csv data.path=loans.csv"]
+    return "\n".join(lines)
+
+
+def execute(cfg, components, output_dir):
+    """Check, resolve and run a composed config; save the resolved config and summary beside the outputs."""
+    from pathlib import Path
+
+    import yaml
+
+    from mlops_framework import config
+    from mlops_framework.pipeline import build_run
+
+    config.check(cfg, components)
+    resolved = config.resolved(cfg)
+    output_dir = Path(output_dir)
+    run = build_run(resolved, components, output_dir=output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "resolved_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    run.backend.execute(run)
+    summary = _summary(run)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _print_summary(summary)
+    return summary
+
+
+def _summary(run):
+    summary = {"model": run.registration.model_name, "outputs": str(run.output_dir)}
+    if "version" in run.results:
+        summary["version"] = run.results["version"]["version_name"]
+        summary["registry"] = run.registry.describe()
+    metrics = run.results.get("metrics") or {}
+    summary["metrics"] = {key: round(value, 4) for key, value in metrics.items() if key.startswith("holdout_")}
+    if "scored" in run.results:
+        summary["scored"] = run.results["scored"]
+    summary.update(run.results.get("summary", {}))
+    return summary
+
+
+def _print_summary(summary):
+    lines = [f"model     {summary['model']} {summary.get('version', '')}".rstrip()]
+    if summary.get("metrics"):
+        lines.append("holdout   " + "  ".join(f"{k.removeprefix('holdout_')}={v}" for k, v in summary["metrics"].items()))
+    if "scored" in summary:
+        scored = summary["scored"]
+        lines.append(f"scored    {scored['rows']:,} rows with {scored['version']} in {scored['seconds']:.1f}s "
+                     f"-> {scored['destination']}")
+    if "registry" in summary:
+        lines.append(f"registry  {summary['registry']}")
+    lines.append(f"outputs   {summary['outputs']}")
+    print("\n".join(lines))
+
+
+def _run(overrides):
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from mlops_framework import config
+
+    components = _components()
+
+    def task(cfg):
+        try:
+            return execute(cfg, components, HydraConfig.get().runtime.output_dir)
+        except MlopsError as error:
+            print(f"mlops: error: {error}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+
+    task.__module__ = __name__
+    saved_argv = sys.argv
+    sys.argv = ["mlops run", *overrides, *config.search_path_overrides(components)]
+    try:
+        hydra.main(config_path=str(config.conf_dir()), config_name="config", version_base="1.3")(task)()
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+def _plan(overrides):
+    from mlops_framework import config
+    from mlops_framework.pipeline import build_run
+
+    components = _components()
+    cfg = config.compose(overrides, components)
+    config.check(cfg, components)
+    run = build_run(config.resolved(cfg), components)
+    backend = cfg.backend.kind
+    print(f"plan: backend {backend}, registry {run.registry.describe()}, {len(run.stages)} stages")
+    for number, line in enumerate(run.backend.plan(run), 1):
+        print(f"{number:>3}. {line}")
+    return 0
+
+
+def _registry(argv):
+    from mlops_framework import config
+
+    parser = argparse.ArgumentParser(prog="mlops registry", description="Inspect and change the model registry.")
+    parser.add_argument("-c", "--config", action="append", default=[], metavar="OVERRIDE",
+                        help="a config override choosing the registry, e.g. -c registry=snowflake")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("models")
+    sub.add_parser("versions").add_argument("model")
+    show = sub.add_parser("show")
+    show.add_argument("model")
+    show.add_argument("version")
+    sub.add_parser("history").add_argument("model")
+    alias = sub.add_parser("alias").add_subparsers(dest="alias_action", required=True)
+    alias_set = alias.add_parser("set")
+    for name in ("model", "version", "alias"):
+        alias_set.add_argument(name)
+    alias_unset = alias.add_parser("unset")
+    alias_unset.add_argument("model")
+    alias_unset.add_argument("alias")
+    tag = sub.add_parser("tag").add_subparsers(dest="tag_action", required=True)
+    tag_set = tag.add_parser("set")
+    for name in ("model", "tag", "value"):
+        tag_set.add_argument(name)
+    args = parser.parse_args(_options_first(argv))
+
+    components = _components()
+    cfg = config.compose(args.config, components)
+    registry_values = {k: v for k, v in config.resolved(cfg)["registry"].items()
+                       if k not in ("model_name", "version_name", "comment")}
+    registry = components.build("registry", registry_values, where="registry")
+
+    if args.action == "models":
+        result = registry.models()
+    elif args.action == "versions":
+        result = registry.versions(args.model)
+    elif args.action == "show":
+        result = registry.get_version(args.model, args.version)
+    elif args.action == "history":
+        result = registry.history(args.model)
+    elif args.action == "alias" and args.alias_action == "set":
+        result = registry.set_alias(args.model, args.version, args.alias)
+    elif args.action == "alias":
+        result = registry.unset_alias(args.model, args.alias)
+    else:
+        registry.set_tag(args.model, args.tag, args.value)
+        result = {"model": args.model, "tag": args.tag, "value": args.value}
+    print(json.dumps(result, indent=2, default=str) if args.json else _table(result))
+    return 0
+
+
+def _options_first(argv):
+    """Let ``--json`` and ``-c X`` appear anywhere, as users type them."""
+    options, rest, iterator = [], [], iter(argv)
+    for item in iterator:
+        if item == "--json":
+            options.append(item)
+        elif item in ("-c", "--config"):
+            options += [item, next(iterator, "")]
+        else:
+            rest.append(item)
+    return options + rest
+
+
+def _table(result):
+    if isinstance(result, list):
+        if not result:
+            return "(none)"
+        keys = [k for k in result[0] if not isinstance(result[0][k], (dict, list))]
+        rows = [[str(item.get(k, "")) for k in keys] for item in result]
+        widths = [max(len(k), *(len(r[i]) for r in rows)) for i, k in enumerate(keys)]
+        lines = ["  ".join(k.upper().ljust(w) for k, w in zip(keys, widths))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+        return "\n".join(lines)
+    return json.dumps(result, indent=2, default=str)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""What a registered version records about where it came from."""
+
+import importlib.metadata
+import subprocess
+
+PACKAGES = ("mlops-framework", "xgboost", "scikit-learn", "pandas", "numpy", "pyarrow", "duckdb")
+
+
+def git_commit():
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
+
+
+def package_versions():
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def lineage(config, data_fingerprint):
+    """The resolved (secret-free) config, the training data's fingerprint, the git commit, package versions."""
+    return {"config": config, "data_fingerprint": data_fingerprint, "git_commit": git_commit(),
+            "packages": package_versions()}
+
+
+def signature(frame, columns):
+    """Input and output columns with their types, as Snowflake's model signatures record them."""
+    return {
+        "inputs": [{"name": column, "type": str(frame[column].dtype)} for column in columns],
+        "outputs": [{"name": "PREDICTED_SCORE", "type": "float"}, {"name": "PREDICTED_RESPONSE", "type": "class"}],
+    }

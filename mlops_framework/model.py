@@ -1,0 +1,99 @@
+"""A fitted classifier together with its feature contract: what is trained, registered and scored."""
+
+import json
+from pathlib import Path
+
+from mlops_framework.errors import MlopsError
+
+XGBOOST_FILE = "model.ubj"
+SKOPS_FILE = "model.skops"
+
+
+def build_estimator(target, params, *, encoding="onehot"):
+    """Instantiate the scikit-learn-API classifier named by ``target`` (``module.Class``) with ``params``."""
+    import importlib
+
+    module_name, _, class_name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise MlopsError(f"model._target_ {target!r} cannot be imported: {error}") from error
+    params = {key: value for key, value in params.items() if value is not None}
+    if encoding == "native":
+        if not cls.__module__.startswith("xgboost"):
+            raise MlopsError(f"features.encoding=native needs an XGBoost model, not {target}")
+        params.setdefault("enable_categorical", True)
+    try:
+        return cls(**params)
+    except TypeError as error:
+        raise MlopsError(f"model.params do not fit {target}: {error}") from error
+
+
+class TrainedModel:
+    """A fitted estimator, the ``FeatureContract`` it was trained under, and its decision threshold.
+
+    ``predict_scores(X)`` returns the positive-class probability for what ``contract.encode_batch`` or
+    ``contract.encode_frame`` produced. ``save(directory)`` writes XGBoost's own format (or skops for
+    other scikit-learn estimators) plus ``contract.json``; nothing is pickled.
+    """
+
+    def __init__(self, estimator, contract, *, threshold=0.5):
+        self.estimator = estimator
+        self.contract = contract
+        self.threshold = threshold
+        self._booster = estimator.get_booster() if hasattr(estimator, "get_booster") else None
+        if self._booster is None and type(estimator).__name__ == "Booster":
+            self._booster = estimator
+
+    @property
+    def flavor(self):
+        return "xgboost" if self._booster is not None else "sklearn"
+
+    def predict_scores(self, X):
+        if self._booster is not None:
+            return self._booster.inplace_predict(X)
+        return self.estimator.predict_proba(X)[:, 1]
+
+    def predict_classes(self, scores):
+        import numpy as np
+
+        classes = np.asarray(self.contract.classes)
+        return classes[(scores >= self.threshold).astype(np.int8)]
+
+    def save(self, directory):
+        directory = Path(directory)
+        if self._booster is not None:
+            self._booster.save_model(directory / XGBOOST_FILE)
+        else:
+            import skops.io
+
+            skops.io.dump(self.estimator, directory / SKOPS_FILE)
+        info = {"flavor": self.flavor, "threshold": self.threshold, "estimator": _qualified_name(self.estimator)}
+        (directory / "model_info.json").write_text(json.dumps(info, indent=2))
+        (directory / "contract.json").write_text(json.dumps(self.contract.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, directory):
+        from mlops_framework.features import FeatureContract
+
+        directory = Path(directory)
+        info = json.loads((directory / "model_info.json").read_text())
+        contract = FeatureContract.from_dict(json.loads((directory / "contract.json").read_text()))
+        if info["flavor"] == "xgboost":
+            import xgboost
+
+            estimator = xgboost.Booster()
+            estimator.load_model(directory / XGBOOST_FILE)
+        else:
+            import skops.io
+
+            path = directory / SKOPS_FILE
+            untrusted = skops.io.get_untrusted_types(file=path)
+            if untrusted:
+                raise MlopsError(f"{path} holds types that are not trusted for loading: {untrusted}")
+            estimator = skops.io.load(path, trusted=[])
+        return cls(estimator, contract, threshold=info["threshold"])
+
+
+def _qualified_name(obj):
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"

@@ -1,0 +1,148 @@
+"""A run: the objects built from a resolved config, the stages to apply to them, and their results."""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mlops_framework.errors import MlopsError
+from mlops_framework.plugins import check_arguments
+
+
+@dataclass
+class Stage:
+    """One step of a pipeline. ``run(run)`` reads objects from the run and stores outputs in ``run.results``;
+    ``describe(run)`` says in one line what it would do, touching nothing."""
+
+    name: str
+    run: Callable[["Run"], None]
+    describe: Callable[["Run"], str]
+
+
+@dataclass
+class FeatureSpec:
+    target: str
+    numeric: list
+    categorical: list
+    encoding: str = "onehot"
+    unseen: str = "ignore"
+
+    def __post_init__(self):
+        for key, allowed in (("encoding", ("onehot", "native")), ("unseen", ("ignore", "error"))):
+            if getattr(self, key) not in allowed:
+                raise MlopsError(f"features.{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
+
+    @property
+    def columns(self):
+        return [*self.numeric, *self.categorical, self.target]
+
+
+@dataclass
+class ModelSpec:
+    _target_: str
+    params: dict = field(default_factory=dict)
+    threshold: float = 0.5
+
+    def build(self, encoding):
+        from mlops_framework.model import build_estimator
+
+        return build_estimator(self._target_, self.params, encoding=encoding)
+
+    def describe(self):
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items() if v is not None)
+        return f"{self._target_}({params})"
+
+
+@dataclass
+class SplitSpec:
+    holdout: float = 0.2
+    validation: float = 0.25
+    stratify: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        for key in ("holdout", "validation"):
+            if not 0 < getattr(self, key) < 1:
+                raise MlopsError(f"split.{key} must be between 0 and 1, not {getattr(self, key)}")
+
+
+@dataclass
+class Registration:
+    model_name: str
+    version_name: str | None = None
+    comment: str | None = None
+    tags: dict = field(default_factory=dict)
+
+
+@dataclass
+class Scoring:
+    sink: Any
+    source: Any = None
+    version: str | None = None
+    batch_size: int = 262_144
+
+
+@dataclass
+class Run:
+    """Everything a stage may use. Built once from the config; stages never see the config itself."""
+
+    stages: list
+    source: Any
+    features: FeatureSpec
+    model: ModelSpec
+    split: SplitSpec
+    registry: Any
+    registration: Registration
+    scoring: Scoring
+    backend: Any
+    hook: Any
+    config: dict
+    output_dir: Path | None = None
+    results: dict = field(default_factory=dict)
+
+
+def _spec(cls, values, where):
+    values = dict(values or {})
+    check_arguments(cls, values, where=where)
+    return cls(**values)
+
+
+def build_run(config, components, *, output_dir=None):
+    """Turn a resolved config (plain dict, see ``config.resolved``) into a ``Run`` of objects."""
+    registry_values = dict(config["registry"])
+    registration = {key: registry_values.pop(key) for key in ("model_name", "version_name", "comment") if key in registry_values}
+    scoring_values = dict(config["scoring"])
+    sink = components.build("sink", scoring_values.pop("sink"), where="scoring.sink")
+    source_values = scoring_values.pop("source", None)
+    scoring_source = components.build("data", source_values, where="scoring.source") if source_values else None
+    stage_names = list(config["pipeline"].get("stages") or [])
+    unknown = [name for name in stage_names if name not in components.stages]
+    if unknown:
+        raise MlopsError(f"unknown stages {', '.join(unknown)}; registered stages: {', '.join(components.stages)}")
+    return Run(
+        stages=[components.stages[name] for name in stage_names],
+        source=components.build("data", config["data"], where="data"),
+        features=_spec(FeatureSpec, config["features"], "features"),
+        model=_spec(ModelSpec, config["model"], "model"),
+        split=_spec(SplitSpec, config["split"], "split"),
+        registry=components.build("registry", registry_values, where="registry"),
+        registration=_spec(Registration, {**registration, "tags": config.get("tags") or {}}, "registry"),
+        scoring=_spec(Scoring, {**scoring_values, "sink": sink, "source": scoring_source}, "scoring"),
+        backend=components.build("backend", config["backend"], where="backend"),
+        hook=components.pm.hook,
+        config=config,
+        output_dir=Path(output_dir) if output_dir else None,
+    )
+
+
+def run_stages(run):
+    """Run each stage in this process, in order, calling the lifecycle hooks around it."""
+    for stage in run.stages:
+        run.hook.before_stage_run(stage=stage, run=run)
+        started = time.perf_counter()
+        try:
+            stage.run(run)
+        except BaseException as error:
+            run.hook.on_stage_error(stage=stage, run=run, error=error)
+            raise
+        run.hook.after_stage_run(stage=stage, run=run, seconds=time.perf_counter() - started)

@@ -1,0 +1,114 @@
+"""Composition: every experiment and option composes; bad configs are refused once, up front, by name."""
+
+from pathlib import Path
+
+import pytest
+
+from mlops_framework import config, hookspecs
+from mlops_framework.errors import MlopsError
+from mlops_framework.pipeline import build_run
+from mlops_framework.plugins import Components, get_plugin_manager
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def components():
+    return Components(get_plugin_manager())
+
+
+def build(overrides, components):
+    cfg = config.compose(overrides, components)
+    config.check(cfg, components)
+    return build_run(config.resolved(cfg), components)
+
+
+def test_there_are_experiments():
+    assert "mortgage_xgb" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_builds(experiment, components, home):
+    run = build([f"experiment={experiment}"], components)
+    assert run.stages and run.backend.plan(run)
+
+
+@pytest.mark.parametrize("group", ["data", "model", "pipeline", "scoring", "features", "split", "tags"])
+def test_every_core_option_composes(group, components, home):
+    for option in config.group_options(components)[group]:
+        overrides = [f"{group}={option}"]
+        if group == "data" and option != "synthetic":
+            overrides.append("data.path=loans.file")
+        build(overrides, components)
+
+
+def test_defaults_are_the_documented_ones(components, home):
+    run = build([], components)
+    assert [s.name for s in run.stages] == ["load", "validate", "features", "split", "train", "evaluate", "register", "score"]
+    assert run.registration.model_name == "MORTGAGE_XGB"
+    assert run.scoring.sink.describe().endswith("PREDICTIONS_WITH_GROUND_TRUTH") or "PREDICTIONS_WITH_GROUND_TRUTH" in run.scoring.sink.describe()
+    assert str(home) in run.registry.describe()
+
+
+def test_missing_required_values_are_reported_together(components):
+    cfg = config.compose(["data=csv"], components)
+    with pytest.raises(MlopsError, match=r"missing required config values: data.path"):
+        config.check(cfg, components)
+
+
+def test_unknown_option_names_the_group(components):
+    with pytest.raises(MlopsError, match="Could not find 'data/excel'"):
+        config.compose(["data=excel"], components)
+
+
+def test_typo_override_key_is_refused(components):
+    with pytest.raises(MlopsError, match="rows_per_wek"):
+        config.compose(["data.rows_per_wek=3"], components)
+
+
+def test_typo_key_in_a_config_file_is_refused(components, home):
+    with pytest.raises(MlopsError, match=r"unknown key data.rows_per_wek \(did you mean 'rows_per_week'\?\)"):
+        build(["+data.rows_per_wek=3"], components)
+    with pytest.raises(MlopsError, match=r"unknown key features.encodng"):
+        build(["+features.encodng=native"], components)
+
+
+def test_bad_values_are_refused(components, home):
+    with pytest.raises(MlopsError, match="features.encoding must be one of onehot, native"):
+        build(["features.encoding=ordinal"], components)
+    with pytest.raises(MlopsError, match="split.holdout must be between 0 and 1"):
+        build(["split.holdout=1.5"], components)
+    with pytest.raises(MlopsError, match="unknown stages trian"):
+        build(["pipeline.stages=[load,trian]"], components)
+
+
+def test_home_moves_with_mlops_home_and_paths_home(components, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "a"))
+    assert str(tmp_path / "a") in build([], components).registry.describe()
+    assert str(tmp_path / "b") in build([f"paths.home={tmp_path / 'b'}"], components).registry.describe()
+
+
+def test_secrets_are_redacted_from_resolved_configs():
+    data = {"connection": {"password": "hunter2", "private_key_file": "/k.p8", "nested": [{"token": "t"}]}}
+    redacted = config.redact(data)
+    assert redacted["connection"]["password"] == config.REDACTED
+    assert redacted["connection"]["private_key_file"] == "/k.p8"
+    assert redacted["connection"]["nested"][0]["token"] == config.REDACTED
+
+
+def test_a_plugin_config_dir_adds_options(tmp_path, home):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "fixed.yaml").write_text("kind: synthetic\nweeks: 2\nrows_per_week: 7\n")
+
+    class ConfPlugin:
+        @hookspecs.hookimpl
+        def register_config_dirs(self, register):
+            register(tmp_path)
+
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(ConfPlugin())
+    components = Components(pm)
+    assert "fixed" in config.group_options(components)["data"]
+    run = build(["data=fixed"], components)
+    assert run.source.rows_per_week == 7
