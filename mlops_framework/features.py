@@ -1,0 +1,382 @@
+"""The feature contract: learned at training, saved with the model, enforced at scoring.
+
+A :class:`FeatureContract` records which raw columns a model reads, how categorical columns were
+encoded (their vocabulary, in a fixed order) and what the target classes are. Training encodes with
+:meth:`FeatureContract.encode_frame`, scoring with :meth:`FeatureContract.encode_batch`; both run the
+same Arrow code, so a row encodes to the same feature vector whichever way it arrives.
+
+``inplace_predict`` on a numpy matrix checks neither feature names nor order: this contract is the
+only thing that keeps the columns the model was trained on lined up with the ones it scores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlops_framework.errors import MlopsError
+
+ENCODINGS = ("onehot", "native")
+UNSEEN_POLICIES = ("ignore", "error")
+_DELIMITERS = (";", "\t", "|", ",")
+_MISSING = -1  # code of a null categorical value
+_UNSEEN = -2  # code of a value not in the vocabulary
+
+
+@dataclass
+class FeatureContract:
+    """Which columns a model reads and how they become features.
+
+    - ``numeric``: columns used as float32 (null -> NaN, which XGBoost treats as missing).
+    - ``categorical``: column -> vocabulary learned at training (sorted, nulls excluded).
+    - ``target`` / ``classes``: the target column and its two classes, sorted; ``classes[1]`` is the
+      positive class, the one whose probability the model scores.
+    - ``encoding``: ``"onehot"`` (one float32 0/1 column per vocabulary value) or ``"native"``
+      (pandas category dtype with the fixed vocabulary, for XGBoost ``enable_categorical``).
+    - ``unseen``: a categorical value not in the vocabulary is scored as missing (``"ignore"``:
+      all-zero dummies / NaN) or stops scoring (``"error"``). A null is missing, never unseen.
+    """
+
+    numeric: list[str]
+    categorical: dict[str, list]
+    target: str
+    classes: list
+    encoding: str = "onehot"
+    unseen: str = "ignore"
+
+    def __post_init__(self) -> None:
+        self._value_sets: dict = {}  # (column, Arrow type) -> vocabulary as an Arrow array of that type
+        if self.encoding not in ENCODINGS:
+            raise MlopsError(f"unknown feature encoding {self.encoding!r}: use one of {', '.join(ENCODINGS)}")
+        if self.unseen not in UNSEEN_POLICIES:
+            raise MlopsError(
+                f"unknown unseen-category policy {self.unseen!r}: use one of {', '.join(UNSEEN_POLICIES)}"
+            )
+
+    # ------------------------------------------------------------------ learning
+    @classmethod
+    def fit(
+        cls,
+        frame: pd.DataFrame,
+        *,
+        numeric: Iterable[str],
+        categorical: Iterable[str],
+        target: str,
+        encoding: str = "onehot",
+        unseen: str = "ignore",
+    ) -> "FeatureContract":
+        """Learn the contract from a training frame; every problem is one clear MlopsError."""
+        if not isinstance(frame, pd.DataFrame):
+            raise MlopsError(f"the training data must be a pandas DataFrame, got {type(frame).__name__}")
+        numeric, categorical = list(numeric), list(categorical)
+        _check_names(numeric, categorical, target)
+        probe = cls(numeric, {c: [] for c in categorical}, target, [], encoding, unseen)
+        probe.check_columns(list(frame.columns), need_target=True)
+
+        classes = _learn_classes(frame[target], target)
+        for col in numeric:
+            series = frame[col]
+            if not (pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)):
+                raise MlopsError(
+                    f"numeric feature column {col!r} has dtype {series.dtype}, not a number: "
+                    f"list it under categorical features or fix its type"
+                )
+            if series.isna().all():
+                raise MlopsError(f"numeric feature column {col!r} has no values (every row is missing)")
+        vocabulary = {col: _learn_vocabulary(frame[col], col) for col in categorical}
+        contract = cls(numeric, vocabulary, target, classes, encoding, unseen)
+        if encoding == "onehot":
+            names = contract.feature_names
+            if len(set(names)) != len(names):
+                dupes = sorted({n for n in names if names.count(n) > 1})
+                raise MlopsError(f"one-hot feature names collide: {', '.join(dupes[:10])}; rename the columns")
+        return contract
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def feature_names(self) -> list[str]:
+        """The model's input columns, in order."""
+        if self.encoding == "native":
+            return [*self.numeric, *self.categorical]
+        return [*self.numeric, *(f"{col}_{value}" for col, vocab in self.categorical.items() for value in vocab)]
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The raw columns needed to score."""
+        return [*self.numeric, *self.categorical]
+
+    def check_columns(self, columns: Iterable[str], *, need_target: bool = False) -> None:
+        """Raise one MlopsError listing every required column missing from ``columns``."""
+        columns = list(columns)
+        present = set(columns)
+        needed = self.input_columns + ([self.target] if need_target else [])
+        missing = [c for c in needed if c not in present]
+        if not missing:
+            return
+        message = f"the input is missing {len(missing)} required column(s): {', '.join(missing)}."
+        by_lower = {str(c).lower(): c for c in columns}
+        recased = [f"{by_lower[m.lower()]!r} for {m!r}" for m in missing if m.lower() in by_lower]
+        if recased:
+            message += f" Column names are case-sensitive; found {', '.join(recased)}."
+        hint = _delimiter_hint(columns, needed)
+        if hint:
+            message += " " + hint
+        else:
+            shown = ", ".join(map(str, columns[:20])) + (f", ... ({len(columns)} in all)" if len(columns) > 20 else "")
+            message += f" Found: {shown or 'no columns'}."
+        raise MlopsError(message)
+
+    # ------------------------------------------------------------------ encoding
+    def encode_frame(self, frame: pd.DataFrame):
+        """Encode a pandas frame for training or evaluation.
+
+        onehot: float32 DataFrame with columns == feature_names (dummies are 0.0/1.0 floats, never
+        bool); native: numeric float32 columns and categorical columns as pd.Categorical with the
+        learned vocabulary. The frame's index is kept.
+        """
+        self.check_columns(list(frame.columns))
+        try:
+            table = pa.Table.from_pandas(frame[self.input_columns], preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise MlopsError(f"cannot read the feature columns: {exc}") from exc
+        encoded = self.encode_batch(table)
+        if self.encoding == "native":
+            encoded.index = frame.index
+            return encoded
+        return pd.DataFrame(encoded, columns=self.feature_names, index=frame.index, copy=False)
+
+    def encode_target(self, series) -> np.ndarray:
+        """Target values -> int32 0/1 (the index of each value in ``classes``)."""
+        if isinstance(series, (pa.Array, pa.ChunkedArray)):
+            series = series.to_pandas()
+        series = pd.Series(series)
+        codes = series.map({value: i for i, value in enumerate(self.classes)})
+        bad = codes.isna()
+        if bad.any():
+            values = pd.unique(series[bad])[:10]
+            raise MlopsError(
+                f"target column {self.target!r} has {int(bad.sum())} value(s) outside the classes "
+                f"{self.classes!r}: {', '.join(map(repr, values))}"
+            )
+        return codes.to_numpy(dtype=np.int32)
+
+    def encode_batch(self, batch: pa.RecordBatch | pa.Table):
+        """Encode Arrow data for scoring.
+
+        onehot: C-contiguous float32 matrix (rows x len(feature_names)) built straight from Arrow;
+        native: DataFrame like :meth:`encode_frame`. Extra columns are ignored, order is irrelevant.
+        """
+        names = batch.schema.names
+        self.check_columns(names)
+        n = batch.num_rows
+        codes = {col: self._codes(batch.column(col), col) for col in self.categorical}
+        self._raise_unseen(batch, codes)
+        if self.encoding == "native":
+            data = {col: self._numeric(batch.column(col), col) for col in self.numeric}
+            for col, vocab in self.categorical.items():
+                col_codes = codes[col]
+                data[col] = pd.Categorical.from_codes(np.where(col_codes < 0, -1, col_codes), categories=vocab)
+            return pd.DataFrame(data, index=pd.RangeIndex(n), columns=self.feature_names)
+
+        width = len(self.numeric) + sum(len(v) for v in self.categorical.values())
+        matrix = np.zeros((n, width), dtype=np.float32)
+        for j, col in enumerate(self.numeric):
+            matrix[:, j] = self._numeric(batch.column(col), col)
+        offset = len(self.numeric)
+        flat = matrix.reshape(-1)
+        for col, vocab in self.categorical.items():
+            col_codes = codes[col]
+            rows = np.flatnonzero(col_codes >= 0)
+            flat[rows * width + (offset + col_codes[rows])] = 1.0
+            offset += len(vocab)
+        return matrix
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict:
+        """JSON-safe description (vocabulary values are str, int, float or bool)."""
+        return {
+            "numeric": list(self.numeric),
+            "categorical": {col: list(vocab) for col, vocab in self.categorical.items()},
+            "target": self.target,
+            "classes": list(self.classes),
+            "encoding": self.encoding,
+            "unseen": self.unseen,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureContract":
+        if not isinstance(d, dict):
+            raise MlopsError(f"a feature contract must be a mapping, got {type(d).__name__}")
+        missing = [k for k in ("numeric", "categorical", "target", "classes") if k not in d]
+        if missing:
+            raise MlopsError(f"the saved feature contract lacks {', '.join(missing)}: was it written by this framework?")
+        unknown = sorted(set(d) - {"numeric", "categorical", "target", "classes", "encoding", "unseen"})
+        if unknown:
+            raise MlopsError(f"the saved feature contract has unknown keys: {', '.join(unknown)}")
+        if not isinstance(d["categorical"], dict) or len(d["classes"]) != 2:
+            raise MlopsError("the saved feature contract is malformed (categorical must be a mapping, classes two values)")
+        return cls(
+            numeric=list(d["numeric"]),
+            categorical={str(col): list(vocab) for col, vocab in d["categorical"].items()},
+            target=d["target"],
+            classes=list(d["classes"]),
+            encoding=d.get("encoding", "onehot"),
+            unseen=d.get("unseen", "ignore"),
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _numeric(self, column, col: str) -> np.ndarray:
+        try:
+            return pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise MlopsError(f"numeric feature column {col!r} (type {column.type}) cannot be read as numbers: {exc}") from exc
+
+    def _value_set(self, col: str, arrow_type: pa.DataType) -> pa.Array:
+        key = (col, arrow_type)
+        cached = self._value_sets.get(key)
+        if cached is None:
+            vocab = pa.array(self.categorical[col])
+            if vocab.type != arrow_type:
+                try:
+                    vocab = vocab.cast(arrow_type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise MlopsError(
+                        f"categorical column {col!r} has type {arrow_type}, but the model learned "
+                        f"values of type {pa.array(self.categorical[col]).type}"
+                    ) from exc
+            cached = self._value_sets[key] = vocab
+        return cached
+
+    def _codes(self, column, col: str) -> np.ndarray:
+        """Vocabulary position of every row: >= 0 known, -1 null, -2 unseen."""
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        parts = [self._chunk_codes(chunk, col) for chunk in chunks]
+        if not parts:
+            return np.empty(0, dtype=np.int32)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _chunk_codes(self, array: pa.Array, col: str) -> np.ndarray:
+        if pa.types.is_dictionary(array.type):
+            # Look up the (small) dictionary once, then gather by index.
+            lookup = self._chunk_codes(array.dictionary, col)
+            indices = array.indices
+            codes = lookup[indices.fill_null(0).to_numpy(zero_copy_only=False)] if len(lookup) else np.full(
+                len(array), _MISSING, dtype=np.int32
+            )
+            if indices.null_count:
+                codes[~np.asarray(indices.is_valid())] = _MISSING
+            return codes
+        if pa.types.is_null(array.type):
+            return np.full(len(array), _MISSING, dtype=np.int32)
+        value_set = self._value_set(col, array.type)
+        found = pc.index_in(array, value_set=value_set)
+        codes = found.fill_null(_UNSEEN).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        if array.null_count:
+            if not codes.flags.writeable:
+                codes = codes.copy()
+            codes[~np.asarray(array.is_valid())] = _MISSING
+        return codes
+
+    def _raise_unseen(self, batch, codes: dict[str, np.ndarray]) -> None:
+        if self.unseen != "error":
+            return
+        problems = []
+        for col, col_codes in codes.items():
+            mask = col_codes == _UNSEEN
+            if mask.any():
+                column = batch.column(col)
+                values = pc.unique(pc.filter(column, pa.array(mask))).to_pylist()
+                shown = ", ".join(repr(v) for v in sorted(values, key=str)[:10])
+                more = f" and {len(values) - 10} more" if len(values) > 10 else ""
+                problems.append(f"{col!r}: {shown}{more}")
+        if problems:
+            raise MlopsError(
+                "categorical values not seen in training (unseen='error'; use unseen='ignore' to score "
+                "them as missing): " + "; ".join(problems)
+            )
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_names(numeric: list[str], categorical: list[str], target: str) -> None:
+    if not numeric and not categorical:
+        raise MlopsError("no feature columns: list at least one numeric or categorical column")
+    both = sorted(set(numeric) & set(categorical))
+    if both:
+        raise MlopsError(f"columns listed as both numeric and categorical: {', '.join(both)}")
+    for kind, cols in (("numeric", numeric), ("categorical", categorical)):
+        dupes = sorted({c for c in cols if cols.count(c) > 1})
+        if dupes:
+            raise MlopsError(f"{kind} feature columns listed twice: {', '.join(dupes)}")
+    if target in numeric or target in categorical:
+        raise MlopsError(f"the target column {target!r} is also listed as a feature")
+
+
+def _learn_classes(series: pd.Series, target: str) -> list:
+    if series.isna().any():
+        raise MlopsError(f"target column {target!r} has {int(series.isna().sum())} missing value(s); drop or fill them")
+    values = _natives(pd.unique(series))
+    try:
+        values = sorted(values)
+    except TypeError as exc:
+        raise MlopsError(f"target column {target!r} mixes value types: {values[:5]!r}") from exc
+    if len(values) < 2:
+        raise MlopsError(
+            f"target column {target!r} has only one class ({values[0]!r}): binary classification needs two"
+            if values
+            else f"target column {target!r} has no rows"
+        )
+    if len(values) > 2:
+        shown = ", ".join(map(repr, values[:10])) + (", ..." if len(values) > 10 else "")
+        raise MlopsError(
+            f"target column {target!r} has {len(values)} classes ({shown}): binary classification needs exactly two"
+        )
+    return values
+
+
+def _learn_vocabulary(series: pd.Series, col: str) -> list:
+    values = _natives(pd.unique(series.dropna()))
+    if not values:
+        raise MlopsError(f"categorical feature column {col!r} has no values (every row is missing)")
+    kinds = {type(v) for v in values}
+    if not kinds <= {str} and not kinds <= {int, bool} and not kinds <= {int, float}:
+        names = ", ".join(sorted(k.__name__ for k in kinds))
+        raise MlopsError(
+            f"categorical feature column {col!r} has values of type {names}: "
+            f"use one type of strings or integers"
+        )
+    return sorted(values)
+
+
+def _natives(values) -> list:
+    """numpy scalars -> Python values (JSON-safe), NaN-free."""
+    out = []
+    for v in (values.tolist() if hasattr(values, "tolist") else list(values)):
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and math.isnan(v):
+            continue
+        out.append(v)
+    return out
+
+
+def _delimiter_hint(columns: list, needed: list[str]) -> str:
+    """'A;B;C' as the only column name means the file was read with the wrong delimiter."""
+    for name in columns:
+        if not isinstance(name, str):
+            continue
+        for delim in _DELIMITERS:
+            parts = [p.strip().strip('"') for p in name.split(delim)]
+            if len(parts) > 1 and set(parts) & set(needed):
+                shown = name if len(name) <= 80 else name[:77] + "..."
+                label = "a tab" if delim == "\t" else repr(delim)
+                return (
+                    f"The input has one column named {shown!r}: the file looks delimited by {label}, "
+                    f"not the delimiter it was read with; set the delimiter to {label}."
+                )
+    return ""
