@@ -1,0 +1,621 @@
+"""``registry=snowflake``: the Snowflake Model Registry behind the same interface as the local registry.
+
+What ``log_model`` registers is a snowflake-ml ``CustomModel`` (:mod:`mlops_snowflake.custom_model`)
+holding the booster and the feature contract, so ``mv.run`` in the warehouse takes the raw input columns
+and returns ``PREDICTED_SCORE`` and ``PREDICTED_RESPONSE``. After logging, the sample input is scored
+through the registry and compared with the local predictions; on any difference, or any later failure
+(model comment, tags), the version is deleted again: logging is all-or-nothing.
+
+Snowflake facts this relies on (snowflake-ml-python 2.6.0): ``Registry(...)`` runs SHOW queries, so one
+is built per instance, lazily; tags are model-level and the tag object must exist first; an alias is
+moved as unset-then-set; our own promotion record goes to a history table (``MLOPS_PROMOTION_HISTORY``
+beside the models); explainability and monitoring defaults changed between releases, so both are set.
+Unquoted identifiers are upper-cased by Snowflake: versions are named ``V1``, ``V2``, ...
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import importlib.metadata
+import json
+import re
+import tempfile
+import uuid
+from pathlib import Path
+
+from mlops_framework.errors import MlopsError
+from mlops_framework.registry import MAX_TAG_VALUE, NAME_RE
+
+from mlops_snowflake import connection as connection_module
+
+FUNCTION_NAME = "predict"
+SYSTEM_ALIASES = frozenset({"FIRST", "LAST", "DEFAULT"})
+HISTORY_TABLE = "MLOPS_PROMOTION_HISTORY"
+RECORD_METRIC = "mlops"  # the metric holding our metadata, signature and lineage
+AUTO_VERSION = re.compile(r"^[vV](\d+)$")
+IDENTIFIER = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"[^"]+")$')
+PLATFORMS = ("WAREHOUSE", "SNOWPARK_CONTAINER_SERVICES")
+COMMON_PINS = ("pandas", "numpy", "pyarrow")
+FLAVOR_PINS = {"xgboost": ("xgboost",), "sklearn": ("scikit-learn", "skops")}
+MISMATCH_ROWS_SHOWN = 10
+
+
+class SnowflakeRegistry:
+    """The Snowflake Model Registry in ``database.schema`` (default: the connection's)."""
+
+    def __init__(self, connection=None, database: str | None = None, schema: str | None = None,
+                 enable_explainability: bool = False, enable_monitoring: bool = True,
+                 target_platforms=("WAREHOUSE",), relax_version: bool = False, tolerance: float = 1e-6,
+                 history_table: str = HISTORY_TABLE):
+        self.connection = connection
+        self.database = database
+        self.schema = schema
+        self.enable_explainability = enable_explainability
+        self.enable_monitoring = enable_monitoring
+        self.target_platforms = target_platforms
+        self.relax_version = relax_version
+        self.tolerance = tolerance
+        self.history_table = history_table
+        self._registry = None
+
+    # ---- description and plans (no connection) -----------------------------------------------------
+
+    def location(self) -> str:
+        """Where models live, as SQL: ``DB.SCHEMA``, ``SCHEMA`` or empty (the session's current schema)."""
+        for value in (self.database, self.schema, self.history_table):
+            if value is not None and not IDENTIFIER.match(str(value)):
+                raise MlopsError(f"registry: {value!r} is not a Snowflake identifier (letters, digits, _ and $)")
+        if self.database:
+            return f"{self.database}.{self.schema or 'PUBLIC'}"
+        return self.schema or ""
+
+    def qualified(self, name: str) -> str:
+        location = self.location()
+        return f"{location}.{name}" if location else name
+
+    def describe(self) -> str:
+        where = self.location() or "the connection's current schema"
+        options = (f"platforms {', '.join(map(str, self.target_platforms))}, monitoring "
+                   f"{'on' if self.enable_monitoring else 'off'}, explainability {'on' if self.enable_explainability else 'off'}")
+        return (f"Snowflake Model Registry in {where} ({options}) via "
+                f"{connection_module.describe(self.connection)}")
+
+    def dependencies(self, flavor: str = "xgboost") -> list[str]:
+        """The explicit ``name==version`` pins the registered model runs with, from this environment."""
+        pins = []
+        for name in (*COMMON_PINS, *FLAVOR_PINS.get(flavor, ())):
+            try:
+                pins.append(f"{name}=={importlib.metadata.version(name)}")
+            except importlib.metadata.PackageNotFoundError:
+                raise MlopsError(f"cannot pin {name} for the registered model: it is not installed here") from None
+        return pins
+
+    def plan_log_model(self, *, model_name: str, version_name: str | None, comment: str | None, tags: dict,
+                       flavor: str = "xgboost") -> list[str]:
+        """What ``log_model`` will do, one operation per line, touching nothing."""
+        version = version_name or "the next V<n> after SHOW VERSIONS IN MODEL"
+        model = self.qualified(model_name)
+        lines = [
+            f"Registry(session, database_name={self.database!r}, schema_name={self.schema!r}, "
+            f"options={{'enable_monitoring': {bool(self.enable_monitoring)}}})",
+            f"log_model(ContractModel[model.ubj + contract.json], model_name={model_name!r}, version_name={version}, "
+            f"comment={comment!r}, metrics=<evaluation metrics + mlops record>, sample_input_data=<10 training rows>, "
+            f"conda_dependencies={self.dependencies(flavor)}, target_platforms={list(self.target_platforms)}, "
+            f"code_paths=[mlops_framework], task=TABULAR_BINARY_CLASSIFICATION, options="
+            f"{{'enable_explainability': {bool(self.enable_explainability)}, 'relax_version': {bool(self.relax_version)}}})",
+            f"verify: mv.run(sample_input, function_name={FUNCTION_NAME!r}) equals the local predictions "
+            f"(|score difference| <= {self.tolerance}, same classes), else DROP the version and fail",
+        ]
+        if comment:
+            lines.append(f"ALTER MODEL {model} SET COMMENT = {_sql_string(comment)}")
+        for tag, value in sorted((tags or {}).items()):
+            lines.append(f"CREATE TAG IF NOT EXISTS {self.qualified(tag)}; "
+                         f"ALTER MODEL {model} SET TAG {self.qualified(tag)} = {_sql_string(str(value))}")
+        return lines
+
+    def plan_alias(self, model_name: str, version: str, alias: str) -> list[str]:
+        model = self.qualified(model_name)
+        return [
+            f"ALTER MODEL {model} VERSION <current holder> UNSET ALIAS = {alias.upper()}",
+            f"ALTER MODEL {model} VERSION {version} SET ALIAS = {alias.upper()}",
+            f"INSERT INTO {self.qualified(self.history_table)} (...) -- promotion record",
+        ]
+
+    # ---- writing versions ---------------------------------------------------------------------------
+
+    def log_model(self, model, *, model_name: str, version_name: str | None = None, comment: str | None = None,
+                  metrics: dict | None = None, metadata: dict | None = None, tags: dict | None = None,
+                  sample_input=None, signature: dict | None = None, lineage: dict | None = None) -> dict:
+        """Register ``model`` (a ``TrainedModel``) as a new version; return its record. All-or-nothing."""
+        _check_name(model_name, "model name")
+        if version_name is not None:
+            _check_name(version_name, "version name")
+        tags = dict(tags or {})
+        for tag, value in tags.items():
+            _check_tag(tag, value)
+        if sample_input is None or not hasattr(sample_input, "columns") or len(sample_input) == 0:
+            raise MlopsError("the Snowflake registry needs a non-empty sample_input DataFrame: it infers the model "
+                             "signature and verifies the registered model's predictions against the local ones")
+        if self.enable_explainability:
+            raise MlopsError("registry.enable_explainability=true is not available: the registered model is a "
+                             "custom model (it carries the feature contract), for which snowflake-ml has no SHAP explainer")
+        registration_id = uuid.uuid4().hex  # tells our version from one a concurrent run logged under the same name
+        record_metric = {"metadata": metadata or {}, "signature": signature, "lineage": lineage or {},
+                         "registration_id": registration_id}
+        all_metrics = {**(metrics or {}), RECORD_METRIC: record_metric}
+        _json(all_metrics)
+        platforms = self._platforms()
+
+        registry = self._get_registry()
+        existing = self._model(registry, model_name, missing_ok=True)
+        rows = _rows(existing.show_versions()) if existing is not None else []
+        names = [row["name"] for row in rows]
+        version = version_name or _next_version(names)
+        if _canonical(version) in {_canonical(name) for name in names}:
+            raise MlopsError(f"model {model_name!r} already has a version {_canonical(version)!r}")
+        if _canonical(version) in {alias for row in rows for alias in _aliases(row)}:
+            raise MlopsError(f"{version!r} is already an alias of model {model_name!r}")
+
+        from snowflake.ml.model import task as task_module
+        from snowflake.ml.model import target_platform
+
+        from mlops_snowflake import custom_model
+
+        with tempfile.TemporaryDirectory(prefix="mlops-snowflake-") as tmp:
+            wrapped = custom_model.build(model, Path(tmp) / "model")
+            try:
+                mv = registry.log_model(
+                    wrapped,
+                    model_name=model_name,
+                    version_name=version,
+                    comment=comment,
+                    metrics=all_metrics,
+                    conda_dependencies=self.dependencies(model.flavor),
+                    target_platforms=[getattr(target_platform.TargetPlatform, p) for p in platforms],
+                    sample_input_data=sample_input,
+                    code_paths=[_core_package_dir()],
+                    task=task_module.Task.TABULAR_BINARY_CLASSIFICATION,
+                    options={"enable_explainability": bool(self.enable_explainability),
+                             "relax_version": bool(self.relax_version)},
+                )
+            except Exception as error:
+                note = self._discard(registry, model_name, version, created_model=existing is None,
+                                     only_if=registration_id)
+                raise MlopsError(f"log_model of {model_name} {version} failed: {_one_line(error)}{note}") from error
+        try:
+            self._verify(mv, model, sample_input)
+            registered = self._model(registry, model_name)
+            if comment:
+                registered.comment = comment
+            for tag, value in tags.items():
+                self._create_tag(tag)
+                registered.set_tag(self.qualified(tag), value)
+        except BaseException as error:
+            note = self._discard(registry, model_name, version, created_model=existing is None)
+            if isinstance(error, MlopsError):
+                raise MlopsError(f"{error}{note}") from error
+            if not isinstance(error, Exception):
+                raise
+            raise MlopsError(f"registering {model_name} {version} failed after log_model: {_one_line(error)}{note}") from error
+        return {
+            "model_name": model_name, "version_name": _canonical(version), "created_on": _now(),
+            "comment": comment, "metrics": dict(metrics or {}), "metadata": metadata or {}, "signature": signature,
+            "lineage": lineage or {}, "aliases": [], "location": self.location() or None,
+            "files": {}, "sample_input": None,
+        }
+
+    def _verify(self, mv, model, sample_input) -> None:
+        """Score the sample through the registry and compare with the local predictions."""
+        import numpy as np
+
+        try:
+            remote = mv.run(sample_input, function_name=FUNCTION_NAME)
+        except Exception as error:
+            raise MlopsError(f"the registered model could not score its sample input: {_one_line(error)}") from error
+        from mlops_snowflake.custom_model import CLASS_COLUMN, SCORE_COLUMN
+
+        columns = {str(c).strip('"').upper(): c for c in remote.columns}
+        missing = [c for c in (SCORE_COLUMN, CLASS_COLUMN) if c not in columns]
+        if missing:
+            raise MlopsError(f"the registered model's {FUNCTION_NAME} returned no {', '.join(missing)}; "
+                             f"it returned: {', '.join(map(str, remote.columns))}")
+        if len(remote) != len(sample_input):
+            raise MlopsError(f"the registered model scored {len(remote)} rows of a {len(sample_input)}-row sample")
+        local_scores = np.asarray(model.predict_scores(model.contract.encode_frame(sample_input)), dtype="float64")
+        local_classes = list(model.predict_classes(local_scores))
+        remote_scores = np.asarray(remote[columns[SCORE_COLUMN]], dtype="float64")
+        remote_classes = list(remote[columns[CLASS_COLUMN]])
+        bad = [i for i in range(len(local_scores))
+               if not abs(remote_scores[i] - local_scores[i]) <= self.tolerance
+               or not _same_value(remote_classes[i], local_classes[i])]
+        if bad:
+            shown = "\n".join(
+                f"  row {i}: {sample_input.iloc[i].to_dict()} local {local_scores[i]:.9f}/{local_classes[i]!r} "
+                f"registry {remote_scores[i]:.9f}/{remote_classes[i]!r}" for i in bad[:MISMATCH_ROWS_SHOWN])
+            more = f"\n  ... and {len(bad) - MISMATCH_ROWS_SHOWN} more" if len(bad) > MISMATCH_ROWS_SHOWN else ""
+            raise MlopsError(
+                f"the registered model's predictions differ from the local ones on {len(bad)} of {len(local_scores)} "
+                f"sample rows (tolerance {self.tolerance}); dependency versions or column casing may have drifted:\n"
+                f"{shown}{more}"
+            )
+
+    def _discard(self, registry, model_name, version, *, created_model: bool, only_if: str | None = None) -> str:
+        """Delete a version logged by a failed registration; '' or a note saying why it was not deleted.
+
+        With ``only_if`` (log_model itself failed, so the version may not exist, or may be another run's),
+        the version is deleted only when its metrics carry that registration id."""
+        try:
+            model = self._model(registry, model_name, missing_ok=True)
+            if model is None:
+                return ""
+            rows = {_canonical(row["name"]): row for row in _rows(model.show_versions())}
+            names = set(rows)
+            if only_if is not None:
+                row = rows.get(_canonical(version))
+                if row is None:
+                    return ""
+                ours = ((_loads(row.get("metadata")) or {}).get("metrics") or {}).get(RECORD_METRIC) or {}
+                if ours.get("registration_id") != only_if:
+                    return (f"; a version {_canonical(version)} exists but was not provably logged by this run, so it "
+                            f"was left alone: check it with mlops registry show {model_name} {_canonical(version)}")
+            if created_model and names <= {_canonical(version)}:
+                registry.delete_model(model_name)
+            else:
+                model.delete_version(version)
+            return f"; version {_canonical(version)} was deleted again"
+        except Exception as error:
+            return (f"; version {_canonical(version)} could not be deleted ({_one_line(error)}): delete it by hand with "
+                    f"ALTER MODEL {self.qualified(model_name)} DROP VERSION {_canonical(version)}")
+
+    # ---- reading ------------------------------------------------------------------------------------
+
+    def models(self) -> list[dict]:
+        """Every model: name, comment, tags, versions (count), aliases, created_on; sorted by name."""
+        registry = self._get_registry()
+        frame = _call(registry.show_models, "SHOW MODELS")
+        out = []
+        for row in _rows(frame):
+            model = self._model(registry, row["name"])
+            versions = _rows(model.show_versions())
+            out.append({
+                "name": row["name"], "comment": row.get("comment") or None, "tags": dict(model.show_tags() or {}),
+                "versions": len(versions), "aliases": _alias_map(versions), "created_on": _iso(row.get("created_on")),
+            })
+        return sorted(out, key=lambda m: m["name"])
+
+    def versions(self, model_name: str) -> list[dict]:
+        """The version records of a model, oldest first."""
+        rows = self._versions(model_name)
+        records = [self._record(model_name, row) for row in rows]
+        return sorted(records, key=lambda r: (str(r["created_on"]), _natural_key(r["version_name"])))
+
+    def get_version(self, model_name: str, version_or_alias: str) -> dict:
+        """The record of a version, by version name or alias (case-insensitive, as Snowflake identifiers)."""
+        return self._record(model_name, self._resolve(model_name, version_or_alias))
+
+    def model_version(self, model_name: str, version_or_alias: str):
+        """The snowflake-ml ``ModelVersion`` (resolved by Snowflake, so an alias follows its promotions)."""
+        model = self._model(self._get_registry(), model_name)
+        try:
+            return model.version(version_or_alias)
+        except ValueError:
+            rows = _rows(model.show_versions())
+            raise MlopsError(f"model {model_name!r} has no version or alias {version_or_alias!r}; "
+                             f"versions: {_listing(r['name'] for r in rows)}; aliases: {_listing(_alias_map(rows))}") from None
+
+    def load_model(self, model_name: str, version_or_alias: str):
+        """Download a version's files and load them as a ``TrainedModel`` (nothing is unpickled)."""
+        from mlops_framework.model import TrainedModel
+
+        row = self._resolve(model_name, version_or_alias)
+        mv = self.model_version(model_name, row["name"])
+        with tempfile.TemporaryDirectory(prefix="mlops-snowflake-") as tmp:
+            target = Path(tmp) / "export"
+            try:
+                mv.export(str(target))
+            except Exception as error:
+                raise MlopsError(f"cannot download {model_name} {row['name']}: {_one_line(error)}") from error
+            found = sorted(target.glob("**/artifacts/model_info.json"))
+            if not found:
+                raise MlopsError(f"{model_name} {row['name']} holds no mlops-framework model (no model_info.json): "
+                                 f"was it registered by this framework?")
+            return TrainedModel.load(found[0].parent)
+
+    def aliases(self, model_name: str) -> dict[str, str]:
+        """alias -> version name (Snowflake's system aliases FIRST, LAST and DEFAULT left out)."""
+        return _alias_map(self._versions(model_name))
+
+    # ---- aliases and tags -----------------------------------------------------------------------------
+
+    def set_alias(self, model_name: str, version_name: str, alias: str, *, actor: str | None = None,
+                  reason: str | None = None, metrics: dict | None = None) -> dict:
+        """Point ``alias`` at ``version_name`` (unset from its holder, then set); record it; return the record."""
+        alias = _check_alias(alias)
+        rows = self._versions(model_name)
+        target = next((row["name"] for row in rows if _canonical(row["name"]) == _canonical(version_name)), None)
+        if target is None:
+            raise MlopsError(f"model {model_name!r} has no version {version_name!r}; versions: "
+                             f"{_listing(r['name'] for r in rows)}")
+        if any(_canonical(row["name"]) == alias for row in rows):
+            raise MlopsError(f"alias {alias!r} clashes with a version name of model {model_name!r}")
+        old = _alias_map(rows).get(alias)
+        model = self._model(self._get_registry(), model_name)
+        if old != target:
+            if old is not None:
+                _call(lambda: model.version(old).unset_alias(alias), f"unset alias {alias} of {model_name} {old}")
+            try:
+                model.version(target).set_alias(alias)
+            except Exception as error:
+                restored = ""
+                if old is not None:
+                    try:
+                        model.version(old).set_alias(alias)
+                        restored = f"; {alias} was put back on {old}"
+                    except Exception as again:
+                        restored = f"; {alias} could not be put back on {old} ({_one_line(again)}): it is unset now"
+                raise MlopsError(f"cannot set alias {alias} on {model_name} {target}: {_one_line(error)}{restored}") from error
+        return self._record_move(model_name, alias, old, target, actor, reason, metrics)
+
+    def unset_alias(self, model_name: str, alias: str, *, actor: str | None = None, reason: str | None = None) -> dict:
+        """Remove an alias; record it; return the record."""
+        alias = str(alias).upper()
+        rows = self._versions(model_name)
+        aliases = _alias_map(rows)
+        if alias not in aliases:
+            raise MlopsError(f"model {model_name!r} has no alias {alias!r}; aliases: {_listing(aliases)}")
+        model = self._model(self._get_registry(), model_name)
+        _call(lambda: model.version(aliases[alias]).unset_alias(alias), f"unset alias {alias} of {model_name}")
+        return self._record_move(model_name, alias, aliases[alias], None, actor, reason, None)
+
+    def history(self, model_name: str) -> list[dict]:
+        """Every alias move recorded by this framework, oldest first."""
+        self._model(self._get_registry(), model_name)
+        table = self.qualified(self.history_table)
+        try:
+            rows = self._session().sql(
+                f"SELECT CHANGED_AT, ACTOR, ALIAS, OLD_VERSION, NEW_VERSION, REASON, METRICS FROM {table} "
+                f"WHERE MODEL_NAME = ? ORDER BY CHANGED_AT, SEQ", params=[model_name]).collect()
+        except Exception as error:
+            if "does not exist" in str(error).lower():
+                return []
+            raise MlopsError(f"cannot read the promotion history {table}: {_one_line(error)}") from error
+        return [{
+            "when": _iso(row["CHANGED_AT"]), "actor": row["ACTOR"], "alias": row["ALIAS"],
+            "old_version": row["OLD_VERSION"], "new_version": row["NEW_VERSION"], "reason": row["REASON"],
+            "metrics": _loads(row["METRICS"]) or {},
+        } for row in rows]
+
+    def set_tag(self, model_name: str, tag: str, value: str) -> None:
+        """Set a model-level tag: ``CREATE TAG IF NOT EXISTS`` then ``Model.set_tag``."""
+        _check_tag(tag, value)
+        model = self._model(self._get_registry(), model_name)
+        self._create_tag(tag)
+        _call(lambda: model.set_tag(self.qualified(tag), value), f"set tag {tag} on {model_name}")
+
+    # ---- internals ------------------------------------------------------------------------------------
+
+    def _session(self):
+        return connection_module.resolve(self.connection).session()
+
+    def _get_registry(self):
+        if self._registry is None:
+            from snowflake.ml.registry import Registry
+
+            session = self._session()
+            location = self.location()  # validates the identifiers
+            try:
+                self._registry = Registry(session, database_name=self.database, schema_name=self.schema,
+                                          options={"enable_monitoring": bool(self.enable_monitoring)})
+            except Exception as error:
+                raise MlopsError(f"cannot open the Snowflake Model Registry in {location or 'the current schema'}: "
+                                 f"{_one_line(error)}") from error
+        return self._registry
+
+    def _model(self, registry, model_name: str, *, missing_ok: bool = False):
+        try:
+            return registry.get_model(model_name)
+        except ValueError:
+            if missing_ok:
+                return None
+            known = [row["name"] for row in _rows(_call(registry.show_models, "SHOW MODELS"))]
+            raise MlopsError(f"unknown model {model_name!r}; known models: {_listing(known)}") from None
+
+    def _versions(self, model_name: str) -> list[dict]:
+        model = self._model(self._get_registry(), model_name)
+        return _rows(_call(model.show_versions, f"SHOW VERSIONS IN MODEL {model_name}"))
+
+    def _resolve(self, model_name: str, version_or_alias: str) -> dict:
+        rows = self._versions(model_name)
+        wanted = _canonical(version_or_alias)
+        for row in rows:
+            if _canonical(row["name"]) == wanted:
+                return row
+        for row in rows:
+            if wanted in _aliases(row):
+                return row
+        raise MlopsError(f"model {model_name!r} has no version or alias {version_or_alias!r}; versions: "
+                         f"{_listing(r['name'] for r in rows)}; aliases: {_listing(_alias_map(rows))}")
+
+    def _record(self, model_name: str, row: dict) -> dict:
+        metadata = _loads(row.get("metadata")) or {}
+        metrics = dict(metadata.get("metrics") or {})
+        ours = metrics.pop(RECORD_METRIC, None) or {}
+        return {
+            "model_name": model_name, "version_name": row["name"], "created_on": _iso(row.get("created_on")),
+            "comment": row.get("comment") or None, "metrics": metrics, "metadata": ours.get("metadata") or {},
+            "signature": ours.get("signature"), "lineage": ours.get("lineage") or {},
+            "aliases": sorted(a for a in _aliases(row) if a not in SYSTEM_ALIASES),
+            "location": self.location() or None, "files": {}, "sample_input": None,
+        }
+
+    def _platforms(self) -> list[str]:
+        platforms = [self.target_platforms] if isinstance(self.target_platforms, str) else list(self.target_platforms or [])
+        bad = [p for p in platforms if str(p).upper() not in PLATFORMS]
+        if bad or not platforms:
+            raise MlopsError(f"registry.target_platforms must be a non-empty list of {', '.join(PLATFORMS)}; got {platforms!r}")
+        return [str(p).upper() for p in platforms]
+
+    def _create_tag(self, tag: str) -> None:
+        name = self.qualified(tag)
+        _call(lambda: self._session().sql(f"CREATE TAG IF NOT EXISTS {name}").collect(), f"CREATE TAG {name}")
+
+    def _record_move(self, model_name, alias, old, new, actor, reason, metrics) -> dict:
+        entry = {"when": _now(), "actor": actor or _user(), "alias": alias, "old_version": old,
+                 "new_version": new, "reason": reason, "metrics": metrics or {}}
+        table = self.qualified(self.history_table)
+        session = self._session()
+        try:
+            session.sql(HISTORY_DDL.format(table=table)).collect()
+            session.sql(HISTORY_INSERT.format(table=table), params=[
+                entry["when"], entry["actor"], model_name, alias, old, new, reason, _json(entry["metrics"]),
+            ]).collect()
+        except Exception as error:
+            moved = f"now on {new}" if new else "unset"
+            raise MlopsError(f"alias {alias} of {model_name} is {moved}, but its promotion record could not be "
+                             f"written to {table}: {_one_line(error)}") from error
+        return entry
+
+
+HISTORY_DDL = (
+    "CREATE TABLE IF NOT EXISTS {table} (SEQ NUMBER AUTOINCREMENT, CHANGED_AT TIMESTAMP_NTZ, ACTOR VARCHAR, "
+    "MODEL_NAME VARCHAR, ALIAS VARCHAR, OLD_VERSION VARCHAR, NEW_VERSION VARCHAR, REASON VARCHAR, METRICS VARIANT)"
+)
+HISTORY_INSERT = (
+    "INSERT INTO {table} (CHANGED_AT, ACTOR, MODEL_NAME, ALIAS, OLD_VERSION, NEW_VERSION, REASON, METRICS) "
+    "SELECT TO_TIMESTAMP_NTZ(?), ?, ?, ?, ?, ?, ?, PARSE_JSON(?)"
+)
+
+
+# ---- helpers -------------------------------------------------------------------------------------------
+
+def _core_package_dir() -> str:
+    import mlops_framework
+
+    return str(Path(mlops_framework.__file__).resolve().parent)
+
+
+def _check_name(name, what: str) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise MlopsError(f"invalid {what} {name!r}: use letters, digits, _ and $, starting with a letter or _")
+
+
+def _check_tag(tag, value) -> None:
+    _check_name(tag, "tag name")
+    if not isinstance(value, str):
+        raise MlopsError(f"tag {tag!r}: value must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TAG_VALUE:
+        raise MlopsError(f"tag {tag!r}: value is {len(value)} characters; Snowflake allows at most {MAX_TAG_VALUE}")
+
+
+def _check_alias(alias) -> str:
+    _check_name(alias, "alias")
+    alias = alias.upper()
+    if AUTO_VERSION.match(alias):
+        raise MlopsError(f"alias {alias!r} looks like a version name; choose another")
+    if alias in SYSTEM_ALIASES:
+        raise MlopsError(f"{alias} is a Snowflake system alias and cannot be set; choose another")
+    return alias
+
+
+def _canonical(name) -> str:
+    """A name as Snowflake stores an unquoted identifier: upper-cased."""
+    name = str(name)
+    return name[1:-1] if len(name) > 1 and name[0] == name[-1] == '"' else name.upper()
+
+
+def _next_version(names) -> str:
+    numbers = [int(m.group(1)) for name in names if (m := AUTO_VERSION.match(str(name)))]
+    return f"V{max(numbers, default=0) + 1}"
+
+
+def _rows(frame) -> list[dict]:
+    if frame is None or len(frame) == 0:
+        return []
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _aliases(row: dict) -> list[str]:
+    value = _loads(row.get("aliases"))
+    return [str(a).upper() for a in value] if isinstance(value, list) else []
+
+
+def _alias_map(rows) -> dict[str, str]:
+    return dict(sorted((alias, row["name"]) for row in rows for alias in _aliases(row) if alias not in SYSTEM_ALIASES))
+
+
+def _loads(value):
+    if value is None or isinstance(value, (dict, list)):
+        return value
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _json(value) -> str:
+    def default(obj):
+        if hasattr(obj, "tolist"):
+            return obj.tolist()
+        if isinstance(obj, (dt.date, dt.datetime)):
+            return obj.isoformat()
+        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+    try:
+        return json.dumps(value, default=default)
+    except (TypeError, ValueError) as error:
+        raise MlopsError(f"registry records must be JSON-serialisable: {error}") from None
+
+
+def _same_value(a, b) -> bool:
+    if a == b:
+        return True
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _natural_key(name: str):
+    m = AUTO_VERSION.match(name)
+    return (0, int(m.group(1)), name) if m else (1, 0, name)
+
+
+def _listing(names) -> str:
+    names = list(names)
+    return ", ".join(sorted(map(str, names), key=_natural_key)) if names else "(none)"
+
+
+def _iso(value):
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat()
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _one_line(error) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _call(fn, what: str):
+    try:
+        return fn()
+    except MlopsError:
+        raise
+    except Exception as error:
+        raise MlopsError(f"{what} failed: {_one_line(error)}") from error
