@@ -1,12 +1,16 @@
 """What a registered version records about where it came from."""
 
 import importlib.metadata
+import os
 import subprocess
 
 PACKAGES = ("mlops-framework", "xgboost", "scikit-learn", "pandas", "numpy", "pyarrow", "duckdb")
 
 
 def git_commit():
+    """The checkout's HEAD, or ``MLOPS_GIT_COMMIT`` where there is no checkout (inside an ML Job)."""
+    if os.environ.get("MLOPS_GIT_COMMIT"):
+        return os.environ["MLOPS_GIT_COMMIT"]
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):

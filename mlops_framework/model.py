@@ -7,6 +7,7 @@ from mlops_framework.errors import MlopsError
 
 XGBOOST_FILE = "model.ubj"
 SKOPS_FILE = "model.skops"
+TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")  # skops artifacts may only hold these libraries' types
 
 
 def build_estimator(target, params, *, encoding="onehot"):
@@ -88,10 +89,11 @@ class TrainedModel:
             import skops.io
 
             path = directory / SKOPS_FILE
-            untrusted = skops.io.get_untrusted_types(file=path)
-            if untrusted:
-                raise MlopsError(f"{path} holds types that are not trusted for loading: {untrusted}")
-            estimator = skops.io.load(path, trusted=[])
+            types = skops.io.get_untrusted_types(file=path)
+            foreign = [name for name in types if not name.startswith(TRUSTED_MODULES)]
+            if foreign:
+                raise MlopsError(f"{path} holds types outside {', '.join(TRUSTED_MODULES)}; refusing to load: {foreign}")
+            estimator = skops.io.load(path, trusted=types)
         return cls(estimator, contract, threshold=info["threshold"])
 
 

@@ -77,7 +77,10 @@ def train(run):
     splits = _need(run, "splits", "train")
     estimator = run.model.build(run.features.encoding)
     X_train, y_train = splits["train"]
-    estimator.fit(X_train, y_train)
+    try:
+        estimator.fit(X_train, y_train)
+    except ValueError as error:
+        raise MlopsError(f"training {run.model._target_} failed: {error}") from error
     run.results["model"] = TrainedModel(estimator, run.results["contract"], threshold=run.model.threshold)
 
 

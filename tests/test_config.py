@@ -36,9 +36,10 @@ def test_every_experiment_composes_and_builds(experiment, components, home):
 
 @pytest.mark.parametrize("group", ["data", "model", "pipeline", "scoring", "features", "split", "tags"])
 def test_every_core_option_composes(group, components, home):
-    for option in config.group_options(components)[group]:
+    """Plugin options are composed by the plugins' own tests, with the values they require."""
+    for option in sorted(f.stem for f in (config.conf_dir() / group).glob("*.yaml")):
         overrides = [f"{group}={option}"]
-        if group == "data" and option != "synthetic":
+        if group == "data" and option in ("csv", "parquet"):
             overrides.append("data.path=loans.file")
         build(overrides, components)
 
