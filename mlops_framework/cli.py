@@ -22,7 +22,11 @@ def main(argv=None):
             return _plan(rest)
         if command == "registry":
             return _registry(rest)
-        raise MlopsError(f"unknown command {command!r}; commands: run, plan, registry (see mlops --help)")
+        if command == "sweep":
+            from mlops_framework.sweeps import main as sweep_main
+
+            return sweep_main(rest)
+        raise MlopsError(f"unknown command {command!r}; commands: run, plan, registry, sweep (see mlops --help)")
     except MlopsError as error:
         print(f"mlops: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -49,6 +53,7 @@ def _help_text():
         "  registry ...              models | versions MODEL | show MODEL VERSION_OR_ALIAS |",
         "                            alias set MODEL VERSION ALIAS | alias unset MODEL ALIAS |",
         "                            tag set MODEL TAG VALUE | history MODEL   (each takes --json)",
+        "  sweep show [DIR]          the leaderboard of a sweep (default: the latest), as a table, CSV and plot",
         "",
         "config groups (choose with GROUP=OPTION, change a value with GROUP.KEY=VALUE):",
     ]
@@ -104,6 +109,8 @@ def _print_summary(summary):
                      f"-> {scored['destination']}")
     if "registry" in summary:
         lines.append(f"registry  {summary['registry']}")
+    shown = {"model", "version", "metrics", "scored", "registry", "outputs"}
+    lines += [f"{key:<9} {value}" for key, value in summary.items() if key not in shown]
     lines.append(f"outputs   {summary['outputs']}")
     print("\n".join(lines))
 
