@@ -233,3 +233,20 @@ def test_a_plugin_that_raises_on_import(home, tmp_path, monkeypatch, capsys):
     code, out, err = invoke(capsys, "run", *SMALL)
     assert code == 2 and "exploding_plugin" in err and "not installed" in err
     assert snapshot(home) == before
+
+
+def test_a_warehouse_locked_by_another_process(home, capsys):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+         "time.sleep(60)", str(home / "warehouse.duckdb")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, out, err = invoke(capsys, "run", "pipeline=score", *SMALL[:2])
+        assert code == 2 and "warehouse.duckdb" in err and "lock" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "1,200 rows" in invoke(capsys, "run", "pipeline=score", *SMALL[:2])[1]
