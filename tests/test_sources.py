@@ -1,0 +1,400 @@
+"""Data sources on real files: local CSV and Parquet, the generator, and gs:// through a real GCS emulator.
+
+The emulator (gcp-storage-emulator, pure Python) runs in this process on 127.0.0.1 on a free port, and
+gcsfs talks HTTP to it exactly as it would to Google.
+"""
+
+import hashlib
+import io
+import socket
+import time
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from mlops_framework import sources
+from mlops_framework.errors import MlopsError
+from mlops_framework.sources import CsvSource, ParquetSource, SyntheticSource
+from mlops_framework.synthetic import SCHEMA, generate_table
+
+GEN = {"weeks": 4, "rows_per_week": 500, "seed": 7, "drift_from_week": 3}
+BUCKET = "mlops-test"
+
+
+@pytest.fixture(scope="module")
+def table():
+    return generate_table(**GEN)
+
+
+@pytest.fixture(scope="module")
+def files(table, tmp_path_factory):
+    """The same generated table as one CSV, one Parquet file and a directory of Parquet parts."""
+    root = tmp_path_factory.mktemp("data")
+    pacsv.write_csv(table, root / "loans.csv")
+    pq.write_table(table, root / "loans.parquet", row_group_size=300)
+    parts = root / "parts"
+    parts.mkdir()
+    for i, start in enumerate(range(0, table.num_rows, 700)):
+        pq.write_table(table.slice(start, 700), parts / f"part-{i:03d}.parquet")
+    (parts / "_SUCCESS").write_bytes(b"")  # what Spark leaves behind: skipped
+    return root
+
+
+def make(kind, files, **kwargs):
+    if kind == "csv":
+        return CsvSource(str(files / "loans.csv"), **kwargs)
+    if kind == "parquet":
+        return ParquetSource(str(files / "loans.parquet"), **kwargs)
+    if kind == "parquet-dir":
+        return ParquetSource(str(files / "parts"), **kwargs)
+    if kind == "parquet-glob":
+        return ParquetSource(str(files / "parts" / "*.parquet"), **kwargs)
+    return SyntheticSource(**GEN, **kwargs)
+
+
+KINDS = ["synthetic", "csv", "parquet", "parquet-dir", "parquet-glob"]
+
+
+def one_line_error(excinfo, *needles):
+    message = str(excinfo.value)
+    assert "\n" not in message and "Traceback" not in message, message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+# -- every kind ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_read_equals_the_generated_table_values_and_types(kind, files, table):
+    df = make(kind, files).read()
+    pd.testing.assert_frame_equal(df, table.to_pandas())
+    assert df["COUNTY_NAME"].dtype == object and isinstance(df["COUNTY_NAME"].iloc[0], str)
+    assert str(df["WEEK"].dtype) == "int32" and str(df["MORTGAGERESPONSE"].dtype) == "int8"
+    assert str(df["TS"].dtype) == "datetime64[us]" and str(df["APPLICANT_INCOME_000S"].dtype) == "float64"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_where_filters_before_projection(kind, files, table):
+    df = make(kind, files, where="WEEK BETWEEN 2 AND 3 AND LOAN_TYPE_NAME <> 'Conventional'").read(
+        ["MORTGAGERESPONSE", "LOAN_ID"]
+    )
+    expected = table.to_pandas()
+    expected = expected[expected.WEEK.between(2, 3) & (expected.LOAN_TYPE_NAME != "Conventional")]
+    assert list(df.columns) == ["MORTGAGERESPONSE", "LOAN_ID"]  # in the order asked for
+    pd.testing.assert_frame_equal(df, expected[["MORTGAGERESPONSE", "LOAN_ID"]].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batches_stream_the_same_rows_as_read(kind, files):
+    source = make(kind, files, where="WEEK >= 2")
+    batches = list(source.batches(columns=["LOAN_ID", "TS", "COUNTY_NAME"], batch_size=256))
+    assert len(batches) > 3 and all(0 < b.num_rows <= 256 for b in batches)
+    assert batches[0].schema == pa.schema([SCHEMA.field(c) for c in ("LOAN_ID", "TS", "COUNTY_NAME")])
+    streamed = pa.Table.from_batches(batches).to_pandas()
+    pd.testing.assert_frame_equal(streamed, source.read(["LOAN_ID", "TS", "COUNTY_NAME"]))
+
+
+def test_batches_stream_without_building_the_whole_table():
+    # 50 million rows (several GB) would take minutes to build; the first batch takes well under a second
+    source = SyntheticSource(weeks=10_000, rows_per_week=5_000)
+    t0 = time.perf_counter()
+    stream = source.batches(columns=["LOAN_ID"], batch_size=1000)
+    first = next(stream)
+    elapsed = time.perf_counter() - t0
+    stream.close()
+    assert first.num_rows == 1000 and first.column(0)[0].as_py() == 1_000_000
+    assert elapsed < 3.0, f"first batch after {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [("synthetic", 2000), ("parquet", 2000), ("parquet-dir", 2000), ("parquet-glob", 2000), ("csv", None)],
+)
+def test_count_rows(kind, expected, files):
+    assert make(kind, files).count_rows() == expected
+    if expected is not None:
+        assert make(kind, files, where="WEEK = 4").count_rows() == 500
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_errors_for_columns_and_where(kind, files):
+    source = make(kind, files)
+    with pytest.raises(MlopsError) as e:
+        source.read(["LOAN_ID", "week"])
+    one_line_error(e, "unknown column 'week'", "did you mean 'WEEK'", "available: WEEK_START_DATE, WEEK,")
+    with pytest.raises(MlopsError) as e:
+        source.batches(["NOPE"])  # raised at the call, before any iteration
+    one_line_error(e, "unknown column 'NOPE'")
+    with pytest.raises(MlopsError) as e:
+        make(kind, files, where="WEKK <= 5").read()
+    one_line_error(e, "bad where 'WEKK <= 5'", "WEKK", "available columns: WEEK_START_DATE")
+    with pytest.raises(MlopsError) as e:
+        make(kind, files, where="WEEK <=").read()
+    one_line_error(e, "bad where 'WEEK <='")
+    with pytest.raises(MlopsError) as e:
+        make(kind, files, where="WEEK > 99").read()
+    one_line_error(e, "no rows match where 'WEEK > 99'")
+    with pytest.raises(MlopsError) as e:
+        list(make(kind, files, where="WEEK > 99").batches())
+    one_line_error(e, "no rows match where 'WEEK > 99'")
+    with pytest.raises(MlopsError) as e:
+        make(kind, files, where="CAST(COUNTY_NAME AS INTEGER) > 3").read()  # fails running, not binding
+    one_line_error(e, "with where 'CAST(COUNTY_NAME AS INTEGER) > 3'", "Conversion Error")
+    with pytest.raises(MlopsError, match="batch_size"):
+        source.batches(batch_size=0)
+
+
+def test_describe_is_one_line_naming_the_data(files):
+    assert CsvSource("gs://b/loans.csv", delimiter=",", where="WEEK <= 5").describe() == (
+        "CSV gs://b/loans.csv (delimiter ',') where WEEK <= 5"
+    )
+    assert CsvSource("x.csv").describe() == "CSV x.csv (delimiter sniffed)"
+    assert ParquetSource("gs://b/p/*.parquet").describe() == "Parquet gs://b/p/*.parquet"
+    assert SyntheticSource(drift_from_week=11, where="WEEK <= 5").describe() == (
+        "synthetic mortgage data: 20 weeks x 5,000 rows from 2024-01-01, seed 0, "
+        "drift from week 11 (strength 1.0) where WEEK <= 5"
+    )
+    assert CsvSource("/no/such/file.csv").describe()  # touches nothing
+
+
+# -- fingerprints ----------------------------------------------------------------------------------
+
+
+def test_file_fingerprint_is_the_sha256_of_the_bytes_and_follows_changes(tmp_path, table):
+    path = tmp_path / "loans.csv"
+    pacsv.write_csv(table, path)
+    source = CsvSource(str(path))
+    first = source.fingerprint()
+    assert first == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert source.fingerprint() == first
+    pacsv.write_csv(table.slice(1), path)
+    assert source.fingerprint() != first
+    assert CsvSource(str(path), where="WEEK = 1").fingerprint() not in (first, source.fingerprint())
+
+
+def test_directory_fingerprint_changes_when_a_file_is_added(tmp_path, table):
+    pq.write_table(table.slice(0, 100), tmp_path / "a.parquet")
+    source = ParquetSource(str(tmp_path))
+    before = source.fingerprint()
+    assert before == ParquetSource(str(tmp_path / "*.parquet")).fingerprint()
+    pq.write_table(table.slice(100, 100), tmp_path / "b.parquet")
+    assert source.fingerprint() != before
+    assert source.count_rows() == 200
+
+
+def test_synthetic_fingerprint_follows_the_arguments():
+    base = SyntheticSource(**GEN).fingerprint()
+    assert base == SyntheticSource(**GEN).fingerprint()
+    assert base.startswith("sha256:") and len(base) == 7 + 64
+    others = {SyntheticSource(**{**GEN, "seed": 8}).fingerprint(),
+              SyntheticSource(**{**GEN, "drift_strength": 0.5}).fingerprint(),
+              SyntheticSource(**GEN, where="WEEK = 1").fingerprint()}
+    assert base not in others and len(others) == 3
+
+
+# -- CSV types and dialects ------------------------------------------------------------------------
+
+
+def test_csv_keeps_codes_as_strings_and_whole_number_incomes_as_floats(tmp_path):
+    path = tmp_path / "codes.csv"
+    path.write_text(
+        "WEEK;COUNTY_NAME;FIPS;APPLICANT_INCOME_000S;MORTGAGERESPONSE;NOTE\n"
+        "1;001;053;85;1;a\n"
+        "2;013;001;;0;b\n"
+    )
+    df = CsvSource(str(path)).read()
+    assert df["COUNTY_NAME"].tolist() == ["001", "013"]  # named like the demo's: always text
+    assert df["FIPS"].tolist() == ["053", "001"]  # leading zeros: the sniffer keeps text
+    assert str(df["APPLICANT_INCOME_000S"].dtype) == "float64"
+    assert df["APPLICANT_INCOME_000S"].isna().tolist() == [False, True]
+    assert str(df["WEEK"].dtype) == "int32" and str(df["MORTGAGERESPONSE"].dtype) == "int8"
+    explicit = CsvSource(str(path), delimiter=";", where="WEEK = 2").read(["NOTE"])
+    assert explicit["NOTE"].tolist() == ["b"]
+    wrong = CsvSource(str(path), delimiter=",").read()  # one column called by the whole header
+    assert list(wrong.columns) == ["WEEK;COUNTY_NAME;FIPS;APPLICANT_INCOME_000S;MORTGAGERESPONSE;NOTE"]
+
+
+def test_csv_with_a_demo_column_of_the_wrong_type_names_it(tmp_path):
+    path = tmp_path / "weeks.csv"
+    path.write_text("WEEK,X\n2024-W01,1\n")
+    with pytest.raises(MlopsError) as e:
+        CsvSource(str(path)).read()
+    one_line_error(e, str(path), "2024-W01")
+
+
+# -- file errors -----------------------------------------------------------------------------------
+
+
+def test_missing_and_empty_files(tmp_path):
+    for source in (CsvSource(str(tmp_path / "nope.csv")), ParquetSource(str(tmp_path / "nope.parquet"))):
+        with pytest.raises(MlopsError) as e:
+            source.read()
+        one_line_error(e, "file not found", str(tmp_path / "nope."))
+        with pytest.raises(MlopsError, match="file not found"):
+            source.fingerprint()
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    for source in (CsvSource(str(tmp_path / "empty.csv")), ParquetSource(str(tmp_path / "empty.parquet"))):
+        with pytest.raises(MlopsError) as e:
+            source.read()
+        one_line_error(e, "empty file", str(tmp_path / "empty."))
+    (tmp_path / "header.csv").write_text("WEEK,LOAN_ID\n")
+    with pytest.raises(MlopsError) as e:
+        CsvSource(str(tmp_path / "header.csv")).read()
+    one_line_error(e, "no rows in CSV", "header.csv")
+    pq.write_table(generate_table(weeks=1, rows_per_week=1).slice(0, 0), tmp_path / "none.parquet")
+    with pytest.raises(MlopsError) as e:
+        list(ParquetSource(str(tmp_path / "none.parquet")).batches())
+    one_line_error(e, "no rows in Parquet", "none.parquet")
+    assert ParquetSource(str(tmp_path / "none.parquet")).count_rows() == 0
+
+
+def test_unreadable_files(tmp_path, table):
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 this is not really parquet")
+    with pytest.raises(MlopsError) as e:
+        ParquetSource(str(corrupt)).read()
+    one_line_error(e, "cannot read Parquet", str(corrupt), "corrupt")
+    with pytest.raises(MlopsError) as e:
+        ParquetSource(str(corrupt)).count_rows()
+    one_line_error(e, str(corrupt))
+    truncated = tmp_path / "truncated.parquet"
+    pq.write_table(table, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    with pytest.raises(MlopsError) as e:
+        ParquetSource(str(truncated)).read()
+    one_line_error(e, "cannot read Parquet", str(truncated))
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("COUNTY_NAME,X\nDoña Ana County,1\n".encode("latin-1"))
+    with pytest.raises(MlopsError) as e:
+        CsvSource(str(latin)).read()
+    one_line_error(e, "cannot read CSV", str(latin), "utf-8")
+
+
+def test_paths_that_name_no_file(tmp_path):
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(MlopsError) as e:
+        CsvSource(str(tmp_path / "dir")).read()
+    one_line_error(e, "is a directory")
+    with pytest.raises(MlopsError) as e:
+        ParquetSource(str(tmp_path / "dir")).read()
+    one_line_error(e, "no Parquet files in directory", str(tmp_path / "dir"))
+    with pytest.raises(MlopsError) as e:
+        ParquetSource(str(tmp_path / "dir" / "*.parquet")).read()
+    one_line_error(e, "no Parquet files match")
+    with pytest.raises(MlopsError, match="delimiter"):
+        CsvSource(str(tmp_path / "x.csv"), delimiter=";;").read()
+    with pytest.raises(MlopsError, match="weeks"):
+        SyntheticSource(weeks=0).read()
+    with pytest.raises(MlopsError, match="weeks"):
+        SyntheticSource(weeks=0).count_rows()
+
+
+# -- gs:// through a real GCS emulator -------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs(table):
+    """A gcp-storage-emulator server in this process, with the demo table as CSV, Parquet and parts."""
+    from gcp_storage_emulator.server import create_server
+
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+    server.start()
+    env = pytest.MonkeyPatch()
+    env.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    try:
+        fs = sources._filesystem("gs")
+        csv_bytes = io.BytesIO()
+        pacsv.write_csv(table, csv_bytes)
+        fs.pipe(f"{BUCKET}/loans.csv", csv_bytes.getvalue())
+        for i, start in enumerate(range(0, table.num_rows, 900)):
+            part = io.BytesIO()
+            pq.write_table(table.slice(start, 900), part)
+            fs.pipe(f"{BUCKET}/parts/part-{i}.parquet", part.getvalue())
+        fs.pipe(f"{BUCKET}/empty.csv", b"")
+        yield fs
+    finally:
+        env.undo()
+        server.stop()
+
+
+def test_gcs_filesystem_is_anonymous_against_the_emulator_and_skips_the_hns_probe(gcs, monkeypatch):
+    assert gcs.credentials.method == "anon"
+    assert gcs._location.startswith("http://127.0.0.1:")
+    with gcs.open(f"{BUCKET}/loans.csv", "rb") as f:  # DuckDB leaves files open: no background prefetch
+        assert type(f.cache).__name__ == "ReadAheadCache"
+    monkeypatch.delenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", raising=False)
+    sources._filesystem("gs")
+    assert sources.os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] == "false"
+
+
+def test_gcs_csv(gcs, table):
+    source = CsvSource(f"gs://{BUCKET}/loans.csv")
+    pd.testing.assert_frame_equal(source.read(), table.to_pandas())
+    assert source.fingerprint() == "sha256:" + hashlib.sha256(gcs.cat(f"{BUCKET}/loans.csv")).hexdigest()
+    filtered = CsvSource(f"gs://{BUCKET}/loans.csv", where="WEEK = 3")
+    streamed = pa.Table.from_batches(list(filtered.batches(["LOAN_ID"], batch_size=128)))
+    assert streamed.column("LOAN_ID").to_pylist() == list(range(1_001_000, 1_001_500))
+
+
+@pytest.mark.parametrize("path", ["parts", "parts/", "parts/*.parquet"])
+def test_gcs_parquet(gcs, table, path):
+    source = ParquetSource(f"gs://{BUCKET}/{path}")
+    pd.testing.assert_frame_equal(source.read(), table.to_pandas())
+    assert source.count_rows() == 2000
+    assert ParquetSource(f"gs://{BUCKET}/{path}", where="WEEK >= 3").count_rows() == 1000
+    assert sum(b.num_rows for b in source.batches(batch_size=500)) == 2000
+
+
+def test_gcs_fingerprint_follows_changes(gcs, table):
+    path = f"{BUCKET}/changing.parquet"
+    for rows in (10, 11):
+        buf = io.BytesIO()
+        pq.write_table(table.slice(0, rows), buf)
+        gcs.pipe(path, buf.getvalue())
+        source = ParquetSource(f"gs://{path}")
+        assert source.fingerprint() == "sha256:" + hashlib.sha256(buf.getvalue()).hexdigest()
+        assert source.count_rows() == rows
+
+
+def test_gcs_errors(gcs):
+    cases = [
+        (CsvSource(f"gs://{BUCKET}/nope.csv"), ["CSV file not found", f"gs://{BUCKET}/nope.csv"]),
+        (CsvSource("gs://no-such-bucket/loans.csv"), ["file not found", "gs://no-such-bucket/loans.csv"]),
+        (CsvSource(f"gs://{BUCKET}/empty.csv"), ["empty file", f"gs://{BUCKET}/empty.csv"]),
+        (ParquetSource(f"gs://{BUCKET}/nope/*.parquet"), ["no Parquet files match"]),
+        (ParquetSource(f"gs://{BUCKET}/loans.csv"), ["cannot read Parquet", f"gs://{BUCKET}/loans.csv"]),
+        (CsvSource(f"gs://{BUCKET}/loans.csv", where="WEEK > 9"), ["no rows match where 'WEEK > 9'"]),
+    ]
+    for source, needles in cases:
+        with pytest.raises(MlopsError) as e:
+            source.read()
+        one_line_error(e, *needles)
+
+
+def test_gcs_unreachable_says_so(gcs, monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{_free_port()}")  # nothing listens
+    monkeypatch.setattr(sources, "_REMOTE_TIMEOUT_S", 1.0)
+    t0 = time.perf_counter()
+    with pytest.raises(MlopsError) as e:
+        CsvSource(f"gs://{BUCKET}/loans.csv").read()
+    one_line_error(e, "cannot reach or authorise", f"gs://{BUCKET}/loans.csv", "storage emulator", "1 s")
+    assert time.perf_counter() - t0 < 10
+
+
+def test_unknown_protocol_and_missing_package():
+    with pytest.raises(MlopsError) as e:
+        CsvSource("nosuchproto://bucket/loans.csv").read()
+    one_line_error(e, "nosuchproto")
