@@ -20,6 +20,8 @@ def _need(run, key, stage):
 def load(run):
     run.results["frame"] = run.source.read(columns=run.features.columns)
     run.results["data_fingerprint"] = run.source.fingerprint()
+    source_lineage = getattr(run.source, "lineage", None)  # e.g. the feature views and versions read
+    run.results["source_lineage"] = source_lineage() if callable(source_lineage) else None
 
 
 def validate(run):
@@ -129,6 +131,9 @@ def register(run):
     reg = run.registration
     frame = run.results["frame"]
     input_columns = model.contract.input_columns
+    record = lineage(run.config, run.results.get("data_fingerprint"))
+    if run.results.get("source_lineage"):
+        record["source"] = run.results["source_lineage"]
     run.results["version"] = run.registry.log_model(
         model,
         model_name=reg.model_name,
@@ -139,7 +144,7 @@ def register(run):
         tags={key: str(value) for key, value in reg.tags.items()},
         sample_input=frame[input_columns].head(10),
         signature=signature(frame, input_columns),
-        lineage=lineage(run.config, run.results.get("data_fingerprint")),
+        lineage=record,
     )
 
 

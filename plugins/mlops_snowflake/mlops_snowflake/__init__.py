@@ -21,6 +21,7 @@ def register_config_dirs(register):
 @hookimpl
 def register_data_sources(register):
     register("snowflake", "mlops_snowflake.data:SnowflakeSource")
+    register("snowflake_feature_store", "mlops_snowflake.feature_store:SnowflakeFeatureStoreSource")
 
 
 @hookimpl
