@@ -135,6 +135,8 @@ def _run(overrides):
     sys.argv = ["mlops run", *overrides, *config.search_path_overrides(components)]
     try:
         hydra.main(config_path=str(config.conf_dir()), config_name="config", version_base="1.3")(task)()
+    except SystemExit as exit_:  # Hydra and the task exit this way; `main` returns the status instead
+        return exit_.code if isinstance(exit_.code, int) else 1
     finally:
         sys.argv = saved_argv
     return 0
