@@ -52,7 +52,8 @@ def _help_text():
         "  plan [OVERRIDES...]       resolve the config and print what each stage would do; touches nothing",
         "  registry ...              models | versions MODEL | show MODEL VERSION_OR_ALIAS |",
         "                            alias set MODEL VERSION ALIAS | alias unset MODEL ALIAS |",
-        "                            tag set MODEL TAG VALUE | history MODEL   (each takes --json)",
+        "                            tag set MODEL TAG VALUE | history MODEL | rollback MODEL ALIAS",
+        "                            (each takes --json)",
         "  sweep show [DIR]          the leaderboard of a sweep (default: the latest), as a table, CSV and plot",
         "",
         "config groups (choose with GROUP=OPTION, change a value with GROUP.KEY=VALUE):",
@@ -171,6 +172,10 @@ def _registry(argv):
     show.add_argument("model")
     show.add_argument("version")
     sub.add_parser("history").add_argument("model")
+    rollback = sub.add_parser("rollback", help="move an alias back to the version it held before")
+    rollback.add_argument("model")
+    rollback.add_argument("alias")
+    rollback.add_argument("--reason", default=None)
     alias = sub.add_parser("alias").add_subparsers(dest="alias_action", required=True)
     alias_set = alias.add_parser("set")
     for name in ("model", "version", "alias"):
@@ -198,6 +203,10 @@ def _registry(argv):
         result = registry.get_version(args.model, args.version)
     elif args.action == "history":
         result = registry.history(args.model)
+    elif args.action == "rollback":
+        if not hasattr(registry, "rollback"):
+            raise MlopsError(f"{registry.describe()} cannot roll back aliases")
+        result = registry.rollback(args.model, args.alias, reason=args.reason)
     elif args.action == "alias" and args.alias_action == "set":
         result = registry.set_alias(args.model, args.version, args.alias)
     elif args.action == "alias":

@@ -86,6 +86,19 @@ def register_stages(register):
 
 
 @hookspec
+def register_notifiers(register):
+    """Add alert notifiers: ``register(kind, cls)``.
+
+    A notifier has ``describe() -> str`` and ``notify(alerts)``, called once after a monitor run in
+    which at least one alert rule fired, with the list of ``mlops_framework.alerts.Alert`` (each names
+    its rule, window, column, value and threshold; ``to_dict()`` and ``message`` serialise it). It
+    delivers them somewhere (console, file, webhook, email...) and raises on failure; a failing
+    notifier is reported and does not stop the others. Options live under ``alerts.notifiers.NAME``
+    with a ``kind:`` key.
+    """
+
+
+@hookspec
 def before_stage_run(stage, run):
     """Called before a stage runs."""
 

@@ -29,6 +29,8 @@ def register_data_sources(register):
     register("synthetic", "mlops_framework.sources:SyntheticSource")
     register("csv", "mlops_framework.sources:CsvSource")
     register("parquet", "mlops_framework.sources:ParquetSource")
+    register("duckdb", "mlops_framework.sources:DuckDBTableSource")
+    register("feature_store", "mlops_framework.feature_store:FeatureStoreSource")
 
 
 @hookimpl
@@ -43,8 +45,17 @@ def register_registries(register):
 
 
 @hookimpl
+def register_notifiers(register):
+    register("console", "mlops_framework.alerts:ConsoleNotifier")
+    register("jsonl", "mlops_framework.alerts:JsonLinesNotifier")
+    register("webhook", "mlops_framework.alerts:WebhookNotifier")
+    register("email", "mlops_framework.alerts:EmailNotifier")
+
+
+@hookimpl
 def register_stages(register):
+    from mlops_framework.lifecycle import LIFECYCLE_STAGES
     from mlops_framework.stages import BUILTIN_STAGES
 
-    for stage in BUILTIN_STAGES:
+    for stage in (*BUILTIN_STAGES, *LIFECYCLE_STAGES):
         register(stage)

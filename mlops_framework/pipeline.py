@@ -83,6 +83,65 @@ class Scoring:
 
 
 @dataclass
+class MonitorSpec:
+    """What the ``monitor`` stage watches (``conf/monitor/``): see ``mlops_framework.monitoring``."""
+
+    warehouse: str
+    baseline: str | None = None
+    baseline_source: Any = None
+    source: Any = None
+    timestamp: str = "TS"
+    window: str = "7 days"
+    origin: str = "2000-01-03"
+    bins: int = 10
+    binning: str = "quantile"
+    columns: list | None = None
+    average: str = "macro"
+    score_column: str = "PREDICTED_SCORE"
+    prediction_column: str = "PREDICTED_RESPONSE"
+    performance_table: str = "MONITOR_PERFORMANCE"
+    drift_table: str = "MONITOR_DRIFT"
+    alerts_table: str = "MONITOR_ALERTS"
+
+
+@dataclass
+class Alerting:
+    """The alert rules evaluated after each monitor run and the notifiers, by name (``conf/alerts/``)."""
+
+    rules: list = field(default_factory=list)
+    notifiers: dict = field(default_factory=dict)
+
+
+@dataclass
+class RetrainSpec:
+    """Where the ``retrain`` stage's new data comes from (None: the data group) and what ``explain``
+    writes (``conf/retrain/``)."""
+
+    source: Any = None
+    explain_rows: int = 1000
+    warehouse: str | None = None
+    explanations_table: str = "EXPLANATIONS"
+
+
+@dataclass
+class PromotionSpec:
+    """The gate of the ``promote`` stage (``conf/promotion/``): the candidate takes ``alias`` only if its
+    ``metric`` on the shared holdout is >= the champion's + ``min_improvement`` (and >= ``min_value``)."""
+
+    alias: str = "PRODUCTION"
+    metric: str = "f1"
+    min_improvement: float = 0.0
+    min_value: float | None = None
+    block_on_drift_alert: bool = False
+    promote_first: bool = True
+
+    def __post_init__(self):
+        allowed = ("accuracy", "precision", "recall", "f1", "roc_auc")
+        if self.metric not in allowed:
+            raise MlopsError(f"promotion.metric must be one of {', '.join(allowed)}, not {self.metric!r}")
+
+
+@dataclass
 class Run:
     """Everything a stage may use. Built once from the config; stages never see the config itself."""
 
@@ -99,6 +158,10 @@ class Run:
     config: dict
     output_dir: Path | None = None
     results: dict = field(default_factory=dict)
+    monitor: MonitorSpec | None = None
+    alerts: Alerting | None = None
+    retrain: RetrainSpec | None = None
+    promotion: PromotionSpec | None = None
 
 
 def _spec(cls, values, where):
@@ -132,7 +195,40 @@ def build_run(config, components, *, output_dir=None):
         hook=components.pm.hook,
         config=config,
         output_dir=Path(output_dir) if output_dir else None,
+        **_lifecycle_specs(config, components),
     )
+
+
+def _data_or_none(components, values, where):
+    return components.build("data", values, where=where) if values else None
+
+
+def _lifecycle_specs(config, components):
+    """The monitor, alerts, retrain and promotion groups, each optional."""
+    specs = {}
+    if config.get("monitor"):
+        values = dict(config["monitor"])
+        for key in ("source", "baseline_source"):
+            values[key] = _data_or_none(components, values.get(key), f"monitor.{key}")
+        specs["monitor"] = _spec(MonitorSpec, values, "monitor")
+    if config.get("alerts"):
+        from mlops_framework.alerts import build_rules
+
+        values = dict(config["alerts"])
+        unknown = sorted(set(values) - {"rules", "notifiers"})
+        if unknown:
+            raise MlopsError(f"unknown key alerts.{unknown[0]}; alerts accepts: rules, notifiers")
+        notifiers = {name: components.build("notifier", keys, where=f"alerts.notifiers.{name}")
+                     for name, keys in (values.get("notifiers") or {}).items() if keys}
+        specs["alerts"] = Alerting(rules=build_rules(values.get("rules")), notifiers=notifiers)
+    if config.get("retrain"):
+        values = dict(config["retrain"])
+        values["source"] = _data_or_none(components, values.get("source"), "retrain.source")
+        specs["retrain"] = _spec(RetrainSpec, values, "retrain")
+    if config.get("promotion"):
+        specs["promotion"] = _spec(PromotionSpec, config["promotion"], "promotion")
+    return specs
+
 
 
 def run_stages(run):

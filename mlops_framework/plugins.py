@@ -65,6 +65,7 @@ class Components:
         "sink": "register_sinks",
         "registry": "register_registries",
         "backend": "register_backends",
+        "notifier": "register_notifiers",
     }
 
     def __init__(self, pm):

@@ -2,13 +2,13 @@
 
 Modelled on Snowflake's Model Registry. A model has versions (immutable once logged), model-level
 tags and comment, and aliases (upper-case names such as ``PRODUCTION``) that point at versions.
-Every alias move is appended to an audit history.
+Every alias move, refused promotion and rollback is appended to an audit history.
 
 Layout under ``root``::
 
     MODEL/model.json          name, comment, tags, created_on
     MODEL/aliases.json        {"PRODUCTION": "v3", ...}
-    MODEL/history.jsonl       one line per alias move, append-only
+    MODEL/history.jsonl       one line per alias move or refusal, append-only
     MODEL/.lock               flock'ed by every writer
     MODEL/.staging/           versions being written; never read
     MODEL/versions/NAME/version.json
@@ -209,7 +209,8 @@ class LocalRegistry:
     # ---- aliases ----------------------------------------------------------------------------
 
     def set_alias(self, model_name: str, version_name: str, alias: str, *, actor: str | None = None,
-                  reason: str | None = None, metrics: dict | None = None) -> dict:
+                  reason: str | None = None, metrics: dict | None = None,
+                  config_hash: str | None = None) -> dict:
         """Point ``alias`` (stored upper-case) at ``version_name``; return the history entry."""
         _check_name(alias, "alias")
         alias = alias.upper()
@@ -220,7 +221,42 @@ class LocalRegistry:
             self._version_dir(model_dir, version_name)
             if any(n.upper() == alias for n in _version_names(model_dir)):
                 raise MlopsError(f"alias {alias!r} clashes with a version name of model {model_name!r}")
-            return self._move_alias(model_dir, alias, version_name, actor, reason, metrics)
+            return self._move_alias(model_dir, alias, version_name, actor, reason, metrics,
+                                    config_hash=config_hash)
+
+    def record_refusal(self, model_name: str, version_name: str, alias: str, *, actor: str | None = None,
+                       reason: str | None = None, metrics: dict | None = None,
+                       config_hash: str | None = None) -> dict:
+        """Record that ``version_name`` was refused ``alias`` (the alias does not move); return the entry.
+
+        The entry's ``event`` is ``refused``, ``old_version`` the alias's holder, ``new_version`` the
+        refused candidate."""
+        alias = str(alias).upper()
+        model_dir = self._existing_model(model_name)
+        with _locked(model_dir):
+            self._version_dir(model_dir, version_name)
+            return self._append_history(model_dir, self._entry(
+                model_dir, alias, version_name, actor, reason, metrics, "refused", config_hash))
+
+    def rollback(self, model_name: str, alias: str, *, actor: str | None = None,
+                 reason: str | None = None) -> dict:
+        """Move ``alias`` back to the version it held before its current one; return the history entry.
+
+        Repeated rollbacks walk further back (v1 -> v2 -> v3, rollback: v2, rollback: v1); refusals
+        are skipped. Refused when the alias never held another version or that version was deleted."""
+        alias = str(alias).upper()
+        model_dir = self._existing_model(model_name)
+        with _locked(model_dir):
+            aliases = _read_json(model_dir / "aliases.json", {})
+            previous = _previous_holders(self.history(model_name), alias)
+            target = previous[-1] if previous else None
+            if target is None:
+                now = f"holds {aliases[alias]}" if alias in aliases else "is not set"
+                raise MlopsError(f"alias {alias!r} of model {model_name!r} {now} and has no earlier "
+                                 f"version to roll back to; see mlops registry history {model_name}")
+            self._version_dir(model_dir, target)
+            return self._move_alias(model_dir, alias, target, actor,
+                                    reason or f"rollback from {aliases.get(alias)}", None, event="rollback")
 
     def unset_alias(self, model_name: str, alias: str, *, actor: str | None = None,
                     reason: str | None = None) -> dict:
@@ -239,7 +275,8 @@ class LocalRegistry:
         return _read_json(self._existing_model(model_name) / "aliases.json", {})
 
     def history(self, model_name: str) -> list[dict]:
-        """Every alias move, oldest first: when, actor, alias, old_version, new_version, reason, metrics."""
+        """Every alias move, oldest first: when, actor, alias, old_version, new_version, reason, metrics,
+        event (``set``, ``unset``, ``rollback`` or ``refused``: the alias did not move) and config_hash."""
         path = self._existing_model(model_name) / "history.jsonl"
         if not path.exists():
             return []
@@ -318,14 +355,15 @@ class LocalRegistry:
             record["tags"].update(tags)
             _write_json_atomic(path, record)
 
-    def _move_alias(self, model_dir, alias, new_version, actor, reason, metrics) -> dict:
-        """Record the move in history, then apply it. Call under the lock."""
+    def _entry(self, model_dir, alias, new_version, actor, reason, metrics, event, config_hash) -> dict:
         aliases = _read_json(model_dir / "aliases.json", {})
-        entry = {
+        return {
             "when": _now(), "actor": actor or _user(), "alias": alias,
             "old_version": aliases.get(alias), "new_version": new_version,
-            "reason": reason, "metrics": metrics or {},
+            "reason": reason, "metrics": metrics or {}, "event": event, "config_hash": config_hash,
         }
+
+    def _append_history(self, model_dir, entry) -> dict:
         line = (_dumps(entry, indent=None) + "\n").encode()
         fd = os.open(model_dir / "history.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -333,12 +371,36 @@ class LocalRegistry:
             os.fsync(fd)
         finally:
             os.close(fd)
+        return entry
+
+    def _move_alias(self, model_dir, alias, new_version, actor, reason, metrics, *, event=None,
+                    config_hash=None) -> dict:
+        """Record the move in history, then apply it. Call under the lock."""
+        aliases = _read_json(model_dir / "aliases.json", {})
+        event = event or ("set" if new_version is not None else "unset")
+        entry = self._append_history(model_dir, self._entry(
+            model_dir, alias, new_version, actor, reason, metrics, event, config_hash))
         if new_version is None:
             aliases.pop(alias)
         else:
             aliases[alias] = new_version
         _write_json_atomic(model_dir / "aliases.json", dict(sorted(aliases.items())))
         return entry
+
+
+def _previous_holders(history: list[dict], alias: str) -> list:
+    """The stack of versions ``alias`` held before its current one, replaying its history."""
+    stack = []
+    for entry in history:
+        if entry.get("alias") != alias:
+            continue
+        event = entry.get("event") or ("set" if entry.get("new_version") else "unset")
+        if event == "rollback":
+            if stack:
+                stack.pop()
+        elif event in ("set", "unset") and entry.get("old_version") != entry.get("new_version"):
+            stack.append(entry.get("old_version"))
+    return stack
 
 
 def _check_name(name, what: str) -> None:

@@ -1,0 +1,274 @@
+"""Alert rules evaluated after each monitor run, and the built-in notifiers that deliver what fired.
+
+A rule (``conf/alerts/*.yaml``, under ``rules:``, keyed by its name) compares one metric with a
+threshold::
+
+    f1_low:           {metric: f1, op: "<", threshold: 0.7, window: last}
+    feature_psi_high: {metric: psi, op: ">", threshold: 0.2, window: last, columns: null}
+
+``metric`` is a performance metric (accuracy, precision, recall, f1, roc_auc, rows) or a drift metric
+(psi, jensen_shannon, hellinger, wasserstein, difference_of_means; ``columns`` names the columns it
+watches, null meaning every feature). ``window`` is ``last`` (the latest window only) or ``any``. Each
+(window, column) that breaks the rule fires one :class:`Alert`, naming the rule, window, value and
+threshold.
+
+Notifiers are plugins (hook ``register_notifiers``): a class whose ``__init__`` stores its YAML keys,
+with ``describe() -> str`` and ``notify(alerts: list[Alert]) -> None``, called once per monitor run in
+which something fired. Built in: ``console``, ``jsonl`` (append JSON lines to a file), ``webhook``
+(POST JSON with urllib) and ``email`` (SMTP with smtplib). A notifier that fails is reported on stderr
+and in the run summary; the others still run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import operator
+import os
+import sys
+from dataclasses import asdict, dataclass
+
+from mlops_framework.errors import MlopsError
+
+OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+PERFORMANCE = ("accuracy", "precision", "recall", "f1", "roc_auc", "rows")
+DRIFT = ("psi", "jensen_shannon", "hellinger", "wasserstein", "difference_of_means")
+
+
+@dataclass
+class AlertRule:
+    """One rule: ``metric op threshold`` in the ``last`` window or ``any`` window."""
+
+    name: str
+    metric: str
+    threshold: float
+    op: str = "<"
+    window: str = "last"
+    columns: list | None = None
+    absolute: bool = False  # compare |value| (for difference_of_means)
+
+    def __post_init__(self):
+        where = f"alerts.rules.{self.name}"
+        if self.metric not in PERFORMANCE + DRIFT:
+            raise MlopsError(f"{where}.metric {self.metric!r} is unknown; use one of {', '.join(PERFORMANCE + DRIFT)}")
+        if self.op not in OPERATORS:
+            raise MlopsError(f"{where}.op {self.op!r} is unknown; use one of {', '.join(OPERATORS)}")
+        if self.window not in ("last", "any"):
+            raise MlopsError(f"{where}.window must be last or any, not {self.window!r}")
+        if self.columns is not None and self.metric in PERFORMANCE:
+            raise MlopsError(f"{where}.columns applies to drift metrics only")
+
+    @property
+    def is_drift(self) -> bool:
+        return self.metric in DRIFT
+
+    def describe(self) -> str:
+        scope = "" if not self.is_drift else f" of {', '.join(self.columns) if self.columns else 'any feature'}"
+        value = f"|{self.metric}|" if self.absolute else self.metric
+        return f"{self.name}: {value}{scope} {self.op} {self.threshold} in {self.window} window"
+
+
+@dataclass
+class Alert:
+    """A rule that fired: which, where (window, column), the value and the threshold."""
+
+    rule: str
+    metric: str
+    op: str
+    threshold: float
+    value: float
+    window_start: object
+    window_end: object
+    column: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    run_id: str | None = None
+    fired_at: str | None = None
+
+    @property
+    def message(self) -> str:
+        column = f" of {self.column}" if self.column else ""
+        version = f" ({self.model_name} {self.model_version})" if self.model_version else ""
+        return (f"{self.rule}: {self.metric}{column} = {self.value:.4g} {self.op} {self.threshold} "
+                f"in window {_day(self.window_start)}..{_day(self.window_end)}{version}")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["message"] = self.message
+        return data
+
+
+def _day(value) -> str:
+    return value.date().isoformat() if isinstance(value, dt.datetime) else str(value)
+
+
+def build_rules(values: dict | None) -> list[AlertRule]:
+    """Rules from the ``rules:`` mapping (name -> keys); a null entry is a rule switched off."""
+    from mlops_framework.plugins import check_arguments
+
+    rules = []
+    for name, keys in (values or {}).items():
+        if keys is None:
+            continue
+        keys = dict(keys)
+        check_arguments(AlertRule, {"name": name, **keys}, where=f"alerts.rules.{name}")
+        rules.append(AlertRule(name=name, **keys))
+    return rules
+
+
+def evaluate(rules: list[AlertRule], result: dict) -> list[Alert]:
+    """The alerts that ``rules`` fire on one monitor ``result`` (see ``monitoring.compute``)."""
+    fired = []
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    stamp = {key: result.get(key) for key in ("model_name", "model_version", "run_id")}
+    performance = result.get("performance") or []
+    last = max((row["window_start"] for row in performance), default=None)
+    for rule in rules:
+        compare = OPERATORS[rule.op]
+        if rule.is_drift:
+            rows = [row for row in result.get("drift") or []
+                    if (row["column"] in rule.columns if rule.columns else row["role"] == "feature")]
+        else:
+            rows = performance
+        if rule.window == "last":
+            rows = [row for row in rows if row["window_start"] == last]
+        for row in rows:
+            value = row.get(rule.metric)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            if compare(abs(value) if rule.absolute else value, rule.threshold):
+                fired.append(Alert(rule=rule.name, metric=rule.metric, op=rule.op, threshold=rule.threshold,
+                                   value=float(value), window_start=row["window_start"], window_end=row["window_end"],
+                                   column=row.get("column") if rule.is_drift else None, fired_at=now, **stamp))
+    return fired
+
+
+def notify(notifiers: dict, alerts: list[Alert]) -> dict:
+    """Hand ``alerts`` to every notifier (none is called when nothing fired); ``{name: "ok" | error}``."""
+    delivery = {}
+    if not alerts:
+        return delivery
+    for name, notifier in notifiers.items():
+        try:
+            notifier.notify(alerts)
+            delivery[name] = "ok"
+        except Exception as error:  # one broken channel must not hide the alert from the others
+            delivery[name] = f"{type(error).__name__}: {error}"
+            print(f"mlops: warning: notifier {name} ({notifier.describe()}) failed: {delivery[name]}", file=sys.stderr)
+    return delivery
+
+
+def _payload(alerts: list[Alert]) -> dict:
+    return {"alerts": [a.to_dict() for a in alerts], "count": len(alerts)}
+
+
+def _subject(alerts: list[Alert], prefix: str) -> str:
+    rules = sorted({a.rule for a in alerts})
+    model = next((f" {a.model_name} {a.model_version or ''}".rstrip() for a in alerts if a.model_name), "")
+    return f"{prefix} {len(alerts)} alert(s){model}: {', '.join(rules)}"
+
+
+# ---------------------------------------------------------------------- built-in notifiers
+class ConsoleNotifier:
+    """One line per alert on standard output (``stream: stderr`` for standard error)."""
+
+    def __init__(self, stream: str = "stdout"):
+        self.stream = stream
+
+    def describe(self) -> str:
+        return f"console ({self.stream})"
+
+    def notify(self, alerts):
+        out = sys.stderr if self.stream == "stderr" else sys.stdout
+        for alert in alerts:
+            print(f"ALERT {alert.message}", file=out)
+
+
+class JsonLinesNotifier:
+    """Appends one JSON object per alert to ``path`` (created with its directory)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def describe(self) -> str:
+        return f"JSON lines {self.path}"
+
+    def notify(self, alerts):
+        from pathlib import Path
+
+        path = Path(self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps(a.to_dict(), default=str) + "\n" for a in alerts)
+        with open(path, "a") as f:
+            f.write(text)
+
+
+class WebhookNotifier:
+    """POSTs ``{"alerts": [...], "count": n}`` as JSON to ``url`` (http or https); fails on a non-2xx reply."""
+
+    def __init__(self, url: str, headers: dict | None = None, timeout: float = 10.0):
+        self.url = url
+        self.headers = headers
+        self.timeout = timeout
+
+    def describe(self) -> str:
+        return f"webhook POST {self.url}"
+
+    def notify(self, alerts):
+        import urllib.request
+
+        if not str(self.url).startswith(("http://", "https://")):
+            raise MlopsError(f"webhook url must start with http:// or https://, not {self.url!r}")
+        body = json.dumps(_payload(alerts), default=str).encode()
+        request = urllib.request.Request(
+            self.url, data=body, method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "mlops-framework", **(self.headers or {})},
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # raises HTTPError on 4xx/5xx
+            reply.read()
+
+
+class EmailNotifier:
+    """Sends one plain-text email per monitor run over SMTP.
+
+    ``password_env`` names an environment variable holding the password (never the password itself);
+    ``starttls`` upgrades the connection before logging in."""
+
+    def __init__(self, host: str, to: list, sender: str = "mlops@localhost", port: int = 25,
+                 username: str | None = None, password_env: str | None = None, starttls: bool = False,
+                 timeout: float = 10.0, subject_prefix: str = "[mlops]"):
+        self.host = host
+        self.to = to
+        self.sender = sender
+        self.port = port
+        self.username = username
+        self.password_env = password_env
+        self.starttls = starttls
+        self.timeout = timeout
+        self.subject_prefix = subject_prefix
+
+    def describe(self) -> str:
+        return f"email to {', '.join(self._recipients())} via {self.host}:{self.port}"
+
+    def _recipients(self) -> list[str]:
+        return [self.to] if isinstance(self.to, str) else list(self.to)
+
+    def notify(self, alerts):
+        import smtplib
+        from email.message import EmailMessage
+
+        message = EmailMessage()
+        message["Subject"] = _subject(alerts, self.subject_prefix)
+        message["From"] = self.sender
+        message["To"] = ", ".join(self._recipients())
+        message.set_content("\n".join(a.message for a in alerts) + "\n\n" + json.dumps(_payload(alerts), indent=1, default=str))
+        with smtplib.SMTP(self.host, int(self.port), timeout=self.timeout) as smtp:
+            if self.starttls:
+                smtp.starttls()
+            if self.username:
+                password = os.environ.get(self.password_env or "", None)
+                if password is None:
+                    raise MlopsError(f"email notifier: set the environment variable {self.password_env or '(password_env)'}")
+                smtp.login(self.username, password)
+            smtp.send_message(message)

@@ -1,0 +1,196 @@
+"""The Snowflake model monitor and its ALERTs: offline SQL checks and contract tests against
+``create_autospec`` of the installed snowflake-ml ``Registry``, ``Model``, ``ModelVersion`` and
+``ModelMonitor`` (a call that drifts from the installed signatures fails)."""
+
+import re
+from unittest import mock
+
+import pytest
+
+from mlops_framework.alerts import build_rules
+from mlops_framework.errors import MlopsError
+from mlops_snowflake import monitor as mon
+
+FEATURES = ["APPLICANT_INCOME_000S", "LOAN_AMOUNT_000S", "LOAN_TYPE_NAME"]
+
+
+def settings(**overrides):
+    values = dict(source="DB.SCH.PREDICTIONS", warehouse="WH", baseline="DB.SCH.BASELINE")
+    return mon.MonitorSettings(**{**values, **overrides})
+
+
+def normalized(sql):
+    return re.sub(r"\s+", " ", sql).strip()
+
+
+def test_create_monitor_sql_is_what_snowflake_ml_itself_sends():
+    """Our statement, token for token, against the one snowflake-ml's own SQL client builds."""
+    from snowflake.ml._internal.utils.sql_identifier import SqlIdentifier as I
+    from snowflake.ml.monitoring._client import model_monitor_sql_client as client_module
+
+    client = client_module.ModelMonitorSQLClient.__new__(client_module.ModelMonitorSQLClient)
+    client._database_name, client._schema_name, client._sql_client = I("DB"), I("SCH"), mock.MagicMock()
+    with mock.patch.object(client_module.query_result_checker, "SqlResultValidator") as validator:
+        client.create_model_monitor(
+            monitor_database=None, monitor_schema=None, monitor_name=I("MORTGAGE_XGB_V2_MONITOR"),
+            source_database=None, source_schema=None, source=I("PREDICTIONS"), model_database=None,
+            model_schema=None, model_name=I("MORTGAGE_XGB"), version_name=I("v2"), function_name="predict",
+            warehouse_name=I("WH"), timestamp_column=I("TS"), id_columns=[I("LOAN_ID")],
+            prediction_score_columns=[I("PREDICTED_SCORE")], prediction_class_columns=[I("PREDICTED_RESPONSE")],
+            actual_score_columns=[], actual_class_columns=[I("MORTGAGERESPONSE")], refresh_interval="1 day",
+            aggregation_window="7 days", baseline=I("BASELINE"))
+    theirs = validator.call_args[0][1]
+    ours = mon.create_monitor_sql("DB.SCH.MORTGAGE_XGB", "v2", settings(), if_not_exists=False)
+    assert ours.splitlines()[0] == "CREATE MODEL MONITOR DB.SCH.MORTGAGE_XGB_V2_MONITOR WITH"
+    assert normalized(ours) == normalized(theirs)
+    assert mon.create_monitor_sql("MORTGAGE_XGB", "v2", settings()).startswith(
+        "CREATE MODEL MONITOR IF NOT EXISTS MORTGAGE_XGB_V2_MONITOR WITH")
+
+
+def test_settings_and_names_are_checked():
+    assert mon.monitor_name("MORTGAGE_XGB", "v3") == "MORTGAGE_XGB_V3_MONITOR"
+    with pytest.raises(MlopsError, match="not a plain Snowflake identifier"):
+        settings(source="PREDICTIONS; DROP TABLE X")
+    with pytest.raises(MlopsError, match="whole days"):
+        settings(aggregation_window="12 hours")
+    with pytest.raises(MlopsError, match="identifier"):
+        mon.monitor_name("M", "v1'--")
+    sql = mon.create_monitor_sql("M", "v1", settings(segment_columns=["LOAN_TYPE_NAME"], baseline=None))
+    assert "SEGMENT_COLUMNS=('LOAN_TYPE_NAME')" in sql and "BASELINE" not in sql
+
+
+def test_add_monitor_calls_the_installed_registry_api():
+    from snowflake.ml.model._client.model.model_version_impl import ModelVersion
+    from snowflake.ml.monitoring.entities.model_monitor_config import ModelMonitorConfig, ModelMonitorSourceConfig
+    from snowflake.ml.monitoring.model_monitor import ModelMonitor
+    from snowflake.ml.registry import Registry
+
+    registry = mock.create_autospec(Registry, instance=True)
+    registry.add_monitor.return_value = mock.create_autospec(ModelMonitor, instance=True)
+    version = mock.create_autospec(ModelVersion, instance=True)
+    version.model_name, version.version_name = "MORTGAGE_XGB", "V2"
+    result = mon.add_monitor(registry, version, settings())
+    assert result is registry.add_monitor.return_value
+    registry.add_monitor.assert_called_once_with(
+        "MORTGAGE_XGB_V2_MONITOR",
+        ModelMonitorSourceConfig(source="DB.SCH.PREDICTIONS", timestamp_column="TS", id_columns=["LOAN_ID"],
+                                 prediction_score_columns=["PREDICTED_SCORE"],
+                                 prediction_class_columns=["PREDICTED_RESPONSE"], actual_score_columns=None,
+                                 actual_class_columns=["MORTGAGERESPONSE"], baseline="DB.SCH.BASELINE",
+                                 segment_columns=None),
+        ModelMonitorConfig(model_version=version, model_function_name="predict", background_compute_warehouse_name="WH",
+                           refresh_interval="1 day", aggregation_window="7 days"),
+    )
+    registry.add_monitor.side_effect = ValueError("Monitoring is not enabled in the Registry")
+    with pytest.raises(MlopsError, match="cannot create model monitor MORTGAGE_XGB_V2_MONITOR: Monitoring is not enabled"):
+        mon.add_monitor(registry, version, settings())
+
+
+RULES = build_rules({"f1_low": {"metric": "f1", "op": "<", "threshold": 0.7},
+                     "feature_psi_high": {"metric": "psi", "op": ">", "threshold": 0.2}})
+
+
+def test_alert_statements_for_the_default_rules():
+    statements = mon.alerts_sql(RULES, "MORTGAGE_XGB_V2_MONITOR", warehouse="WH", columns=FEATURES)
+    assert statements[0] == mon.ALERT_LOG_DDL
+    f1, resume_f1, psi, resume_psi = statements[1:]
+    assert f1 == (
+        "CREATE OR REPLACE ALERT MORTGAGE_XGB_V2_MONITOR_F1_LOW_ALERT\n"
+        "  WAREHOUSE = WH\n"
+        "  SCHEDULE = 'USING CRON 0 7 * * * UTC'\n"
+        "  IF (EXISTS (SELECT 1 FROM TABLE(MODEL_MONITOR_PERFORMANCE_METRIC('MORTGAGE_XGB_V2_MONITOR', 'F1_SCORE', "
+        "'7 DAYS', DATEADD('DAY', -7, CURRENT_TIMESTAMP()), CURRENT_TIMESTAMP())) WHERE METRIC_VALUE < 0.7))\n"
+        "  THEN INSERT INTO MLOPS_ALERT_LOG (FIRED_AT, ALERT, MONITOR, MESSAGE) SELECT CURRENT_TIMESTAMP(), "
+        "'MORTGAGE_XGB_V2_MONITOR_F1_LOW_ALERT', 'MORTGAGE_XGB_V2_MONITOR', 'f1_low: f1 < 0.7 on MORTGAGE_XGB_V2_MONITOR'"
+    )
+    assert resume_f1 == "ALTER ALERT MORTGAGE_XGB_V2_MONITOR_F1_LOW_ALERT RESUME"
+    assert psi.count("MODEL_MONITOR_DRIFT_METRIC('MORTGAGE_XGB_V2_MONITOR', 'POPULATION_STABILITY_INDEX', ") == 3
+    assert all(f"'{column}', '7 DAYS'" in psi for column in FEATURES)
+    assert psi.count(") OR EXISTS (") == 2 and psi.count("WHERE METRIC_VALUE > 0.2") == 3
+    assert resume_psi == "ALTER ALERT MORTGAGE_XGB_V2_MONITOR_FEATURE_PSI_HIGH_ALERT RESUME"
+    # balanced parentheses: a cheap guard against a broken statement
+    for statement in statements:
+        assert statement.count("(") == statement.count(")")
+
+
+def test_alert_action_and_unsupported_rules():
+    email = "CALL SYSTEM$SEND_EMAIL('ml_alerts', 'ops@example.com', 'F1 below 0.7', 'see the monitor')"
+    statements = mon.alerts_sql(RULES[:1], "M_V1_MONITOR", warehouse="WH", action=email,
+                                schedule="USING CRON 0 * * * * UTC")
+    assert len(statements) == 2 and statements[0].endswith(f"THEN {email}")
+    assert "SCHEDULE = 'USING CRON 0 * * * * UTC'" in statements[0]
+    for definition, message in (({"metric": "hellinger", "op": ">", "threshold": 0.1}, "do not compute hellinger"),
+                                ({"metric": "f1", "threshold": 0.7, "window": "any"}, "last window only"),
+                                ({"metric": "psi", "op": ">", "threshold": 0.2}, "name the columns")):
+        with pytest.raises(MlopsError, match=message):
+            mon.alerts_sql(build_rules({"r": definition}), "M_V1_MONITOR", warehouse="WH")
+
+
+def test_follow_alias_sql_creates_the_new_monitor_suspends_the_old_and_repoints_alerts():
+    statements = mon.follow_alias_sql("MORTGAGE_XGB", "v2", ["v1", None, "v2"], settings(), RULES, columns=FEATURES)
+    assert statements[0].startswith("CREATE MODEL MONITOR IF NOT EXISTS MORTGAGE_XGB_V2_MONITOR WITH")
+    assert statements[1] == "ALTER MODEL MONITOR MORTGAGE_XGB_V2_MONITOR RESUME"
+    assert statements[2] == "ALTER MODEL MONITOR IF EXISTS MORTGAGE_XGB_V1_MONITOR SUSPEND"
+    assert [s.split("\n")[0] for s in statements[4:] if s.startswith("CREATE OR REPLACE ALERT")] == [
+        "CREATE OR REPLACE ALERT MORTGAGE_XGB_V2_MONITOR_F1_LOW_ALERT",
+        "CREATE OR REPLACE ALERT MORTGAGE_XGB_V2_MONITOR_FEATURE_PSI_HIGH_ALERT"]
+    assert not any("V1_MONITOR'" in s for s in statements)  # the alerts watch the new version only
+
+
+def _snowml(existing):
+    from snowflake.ml.model._client.model.model_impl import Model
+    from snowflake.ml.model._client.model.model_version_impl import ModelVersion
+    from snowflake.ml.monitoring.model_monitor import ModelMonitor
+    from snowflake.ml.registry import Registry
+    from snowflake.snowpark import DataFrame, Row, Session
+
+    registry = mock.create_autospec(Registry, instance=True)
+    registry.show_model_monitors.return_value = [Row(name=n, model='{"model_name": "M"}') for n in existing]
+    monitors = {}
+
+    def get_monitor(*, name=None, model_version=None):
+        return monitors.setdefault(name, mock.create_autospec(ModelMonitor, instance=True))
+
+    registry.get_monitor.side_effect = get_monitor
+    model = mock.create_autospec(Model, instance=True)
+    model.name = "MORTGAGE_XGB"
+    versions = {}
+
+    def version(name):
+        mv = versions.setdefault(name, mock.create_autospec(ModelVersion, instance=True))
+        mv.model_name, mv.version_name = "MORTGAGE_XGB", name.upper()
+        return mv
+
+    model.version.side_effect = version
+    session = mock.create_autospec(Session, instance=True)
+    session.sql.return_value = mock.create_autospec(DataFrame, instance=True)
+    return registry, model, session, monitors, versions
+
+
+def test_follow_alias_with_the_python_api():
+    registry, model, session, monitors, versions = _snowml(["MORTGAGE_XGB_V1_MONITOR", "OTHER_MODEL_V1_MONITOR"])
+    done = mon.follow_alias(registry, session, model, "v2", settings(), RULES, columns=FEATURES)
+    assert done["created"] and done["suspended"] == ["MORTGAGE_XGB_V1_MONITOR"]
+    name, source, config = registry.add_monitor.call_args[0]
+    assert name == "MORTGAGE_XGB_V2_MONITOR" and config.model_version is versions["v2"]
+    assert source.source == "DB.SCH.PREDICTIONS" and source.baseline == "DB.SCH.BASELINE"
+    monitors["MORTGAGE_XGB_V1_MONITOR"].suspend.assert_called_once_with()
+    assert "OTHER_MODEL_V1_MONITOR" not in monitors  # another model's monitor is left alone
+    executed = [call.args[0] for call in session.sql.call_args_list]
+    assert executed == done["statements"] == mon.alerts_sql(RULES, "MORTGAGE_XGB_V2_MONITOR", warehouse="WH",
+                                                            columns=FEATURES)
+    assert session.sql.return_value.collect.call_count == len(executed)
+
+
+def test_follow_alias_back_to_a_version_resumes_its_monitor():
+    registry, model, session, monitors, _ = _snowml(["MORTGAGE_XGB_V1_MONITOR", "MORTGAGE_XGB_V2_MONITOR"])
+    done = mon.follow_alias(registry, session, model, "v1", settings(), [])  # a rollback
+    assert done["resumed"] and not done["created"] and done["suspended"] == ["MORTGAGE_XGB_V2_MONITOR"]
+    registry.add_monitor.assert_not_called()
+    monitors["MORTGAGE_XGB_V1_MONITOR"].resume.assert_called_once_with()
+    monitors["MORTGAGE_XGB_V2_MONITOR"].suspend.assert_called_once_with()
+    session.sql.assert_not_called()
+
+    monitors["MORTGAGE_XGB_V2_MONITOR"].suspend.side_effect = RuntimeError("insufficient privileges")
+    with pytest.raises(MlopsError, match="suspend model monitor MORTGAGE_XGB_V2_MONITOR: insufficient privileges"):
+        mon.follow_alias(registry, session, model, "v1", settings(), [])

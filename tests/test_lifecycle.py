@@ -1,0 +1,221 @@
+"""Retrain, explain, the promotion gate, the promotion history and rollback, the report, and the whole
+``experiment=mortgage_lifecycle`` story end to end."""
+
+import json
+import re
+import subprocess
+import sys
+import uuid
+
+import duckdb
+import numpy as np
+import pytest
+
+from mlops_framework import config
+from mlops_framework.alerts import Alert
+from mlops_framework.errors import MlopsError
+from mlops_framework.lifecycle import config_hash, gate
+from mlops_framework.pipeline import PromotionSpec, build_run
+from mlops_framework.plugins import Components, get_plugin_manager
+from mlops_framework.registry import LocalRegistry
+
+SMALL = ["data.weeks=3", "data.rows_per_week=400", "model.params.n_estimators=30", "model.params.n_jobs=1"]
+TRAIN_AND_PROMOTE = "pipeline.stages=[load,validate,features,split,train,evaluate,register,explain,promote]"
+
+
+class _Saved:
+    def save(self, directory):
+        (directory / "model.txt").write_text("x")
+
+
+@pytest.fixture
+def registry(tmp_path):
+    reg = LocalRegistry(tmp_path / "registry")
+    for _ in range(4):
+        reg.log_model(_Saved(), model_name="M")
+    return reg
+
+
+def test_rollback_walks_back_through_the_alias_history(registry):
+    with pytest.raises(MlopsError, match="no earlier version to roll back to"):
+        registry.rollback("M", "PRODUCTION")
+    registry.set_alias("M", "v1", "PRODUCTION")
+    with pytest.raises(MlopsError, match="holds v1 and has no earlier version"):
+        registry.rollback("M", "production")
+    registry.set_alias("M", "v2", "PRODUCTION")
+    registry.record_refusal("M", "v4", "PRODUCTION", reason="worse", metrics={"candidate_f1": 0.5})
+    registry.set_alias("M", "v3", "PRODUCTION", config_hash="sha256:abc")
+    entry = registry.rollback("M", "PRODUCTION", actor="oncall")
+    assert registry.aliases("M") == {"PRODUCTION": "v2"}
+    assert (entry["event"], entry["old_version"], entry["new_version"], entry["actor"]) == ("rollback", "v3", "v2", "oncall")
+    registry.rollback("M", "PRODUCTION")
+    assert registry.aliases("M") == {"PRODUCTION": "v1"}  # the refused v4 was never a holder
+    registry.set_alias("M", "v4", "PRODUCTION")
+    registry.rollback("M", "PRODUCTION")
+    assert registry.aliases("M") == {"PRODUCTION": "v1"}
+    events = [(h["event"], h["old_version"], h["new_version"]) for h in registry.history("M")]
+    assert events == [("set", None, "v1"), ("set", "v1", "v2"), ("refused", "v2", "v4"), ("set", "v2", "v3"),
+                      ("rollback", "v3", "v2"), ("rollback", "v2", "v1"), ("set", "v1", "v4"), ("rollback", "v4", "v1")]
+    refused = registry.history("M")[2]
+    assert refused["reason"] == "worse" and refused["metrics"] == {"candidate_f1": 0.5}
+    assert registry.history("M")[3]["config_hash"] == "sha256:abc"
+
+
+def test_rollback_refuses_a_deleted_previous_version(registry):
+    registry.set_alias("M", "v1", "STAGING")
+    registry.set_alias("M", "v2", "STAGING")
+    registry.delete_version("M", "v1")
+    with pytest.raises(MlopsError, match="no version 'v1'"):
+        registry.rollback("M", "STAGING")
+    assert registry.aliases("M") == {"STAGING": "v2"}
+
+
+def _comparison(candidate_f1, champion_f1):
+    champion = None if champion_f1 is None else {"f1": champion_f1}
+    return {"holdout_rows": 100, "candidate": {"f1": candidate_f1}, "champion": champion}
+
+
+def test_gate():
+    spec = PromotionSpec(min_improvement=0.01)
+    assert gate(spec, _comparison(0.80, 0.78)) == (True, "gate passed: f1 0.8000 vs champion's 0.7800 + 0.01 on 100 holdout rows")
+    passed, reason = gate(spec, _comparison(0.785, 0.78))
+    assert not passed and reason.startswith("refused: f1 0.7850 < champion's 0.7800 + 0.01")
+    assert gate(spec, _comparison(0.3, None))[0]  # nothing holds the alias yet
+    assert not gate(PromotionSpec(promote_first=False), _comparison(0.9, None))[0]
+    assert not gate(PromotionSpec(min_value=0.7), _comparison(0.65, 0.5))[0]
+    drift = Alert(rule="psi_high", metric="psi", op=">", threshold=0.2, value=0.3, window_start=None, window_end=None)
+    assert gate(PromotionSpec(), _comparison(0.9, 0.5), [drift])[0]
+    passed, reason = gate(PromotionSpec(block_on_drift_alert=True), _comparison(0.9, 0.5), [drift])
+    assert not passed and "drift alert(s) fired in this run: psi_high" in reason
+    with pytest.raises(MlopsError, match="promotion.metric"):
+        PromotionSpec(metric="mse")
+
+
+def test_config_hash_is_stable_and_order_independent():
+    assert config_hash({"a": 1, "b": {"c": [1, 2]}}) == config_hash({"b": {"c": [1, 2]}, "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def run_pipeline(home, *overrides):
+    components = Components(get_plugin_manager(load_entrypoints=False))
+    cfg = config.compose([*SMALL, *overrides], components)
+    config.check(cfg, components)
+    output_dir = home / "runs" / uuid.uuid4().hex[:8]
+    run = build_run(config.resolved(cfg), components, output_dir=output_dir)
+    output_dir.mkdir(parents=True)
+    run.backend.execute(run)
+    return run
+
+
+def test_gate_refuses_a_worse_challenger_then_promotes_a_better_one(home):
+    first = run_pipeline(home, TRAIN_AND_PROMOTE)
+    registry = first.registry
+    assert registry.aliases("MORTGAGE_XGB") == {"PRODUCTION": "v1"}
+
+    # SHAP: the contributions of each row add up to the model's margin, i.e. to its score
+    explained = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True).sql(
+        "SELECT * FROM EXPLANATIONS").df()
+    assert len(explained) == first.results["explanation"]["rows"] > 0
+    contrib = explained.filter(like="CONTRIB_").sum(axis=1) + explained.BIAS
+    model = first.results["model"]
+    X = first.results["splits"]["holdout"][0].iloc[: len(explained)]
+    assert np.allclose(1 / (1 + np.exp(-contrib)), model.predict_scores(X), atol=1e-5)
+    assert np.allclose(explained.SCORE, model.predict_scores(X), atol=1e-5)
+    assert set(first.results["explanation"]["global"]) == {
+        "APPLICANT_INCOME_000S", "LOAN_AMOUNT_000S", "LOAN_TYPE_NAME", "LOAN_PURPOSE_NAME", "COUNTY_NAME"}
+    assert (first.output_dir / "explanations.parquet").is_file()
+
+    worse = run_pipeline(home, TRAIN_AND_PROMOTE, "model.params.max_depth=1", "model.params.n_estimators=1",
+                         "model.params.learning_rate=0.01", "data.seed=5")
+    assert registry.aliases("MORTGAGE_XGB") == {"PRODUCTION": "v1"}
+    decision = worse.results["promotions"][-1]
+    assert decision["promoted"] is False and decision["champion"] == "v1" and decision["candidate"] == "v2"
+    comparison = decision["comparison"]
+    assert comparison["candidate"]["f1"] < comparison["champion"]["f1"]
+    refused = registry.history("MORTGAGE_XGB")[-1]
+    assert refused["event"] == "refused" and (refused["old_version"], refused["new_version"]) == ("v1", "v2")
+    assert refused["metrics"]["candidate_f1"] == comparison["candidate"]["f1"]
+    assert refused["metrics"]["champion_f1"] == comparison["champion"]["f1"]
+    assert refused["config_hash"] == config_hash(worse.config) and refused["reason"].startswith("refused: f1")
+
+    # the champion was scored on the challenger's own holdout (data.seed=5), not on its training data
+    assert comparison["holdout_rows"] == len(worse.results["splits"]["holdout"][1])
+
+    better = run_pipeline(home, TRAIN_AND_PROMOTE, "model.params.n_estimators=60", "promotion.min_improvement=-1")
+    assert registry.aliases("MORTGAGE_XGB") == {"PRODUCTION": "v3"}
+    assert better.results["promotions"][-1]["promoted"] is True
+    registry.rollback("MORTGAGE_XGB", "PRODUCTION")
+    assert registry.aliases("MORTGAGE_XGB") == {"PRODUCTION": "v1"}
+
+
+def test_retrain_pipeline_trains_on_the_retrain_source(home):
+    run_pipeline(home, TRAIN_AND_PROMOTE, "data.where='WEEK <= 2'")
+    run = run_pipeline(home, "pipeline=retrain", "+retrain.source={kind: synthetic, weeks: 3, rows_per_week: 400, "
+                       "drift_from_week: 3, where: 'WEEK = 3'}", "retrain.explain_rows=50")
+    assert run.results["retrained"]["rows"] == 400 and "drift from week 3" in run.results["retrained"]["source"]
+    assert run.results["version"]["version_name"] == "v2"
+    assert run.results["version"]["lineage"]["data_fingerprint"] == run.results["data_fingerprint"]
+    assert run.results["explanation"]["rows"] == 50
+    decision = run.results["promotions"][-1]
+    assert decision["champion"] == "v1" and decision["comparison"]["holdout_rows"] == 80
+    assert (run.output_dir / "report.html").is_file() and (run.output_dir / "retrain_evaluation.json").is_file()
+
+
+def test_monitor_against_the_training_holdout(home):
+    run = run_pipeline(home, "pipeline.stages=[load,validate,features,split,train,evaluate,register,score,monitor]",
+                       "monitor.baseline=holdout", "alerts.rules.f1_low=null")
+    result = run.results["monitor"]
+    assert result["baseline_rows"] == len(run.results["splits"]["holdout"][1]) == 240
+    assert len(result["performance"]) == 3 and result["model_version"] == "v1"
+    features = [d for d in result["drift"] if d["role"] == "feature"]
+    assert len(features) == 3 * 5 and max(d["psi"] for d in features) < 0.2  # no drift in these weeks
+    assert run.results["alerts"] == []
+
+
+def test_plan_of_the_lifecycle_touches_nothing_and_imports_no_monitoring(home):
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "mlops_framework.cli", "plan",
+                             "experiment=mortgage_lifecycle"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "10. monitor: performance and drift of DuckDB table LIFECYCLE_PREDICTIONS" in result.stdout
+    assert "14. promote: move PRODUCTION" in result.stdout and "17. report:" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    for module in ("mlops_framework.monitoring", "mlops_framework.report", "xgboost", "sklearn", "scipy"):
+        assert module not in imported
+    assert "mlops_framework.alerts" in imported  # the notifiers were built (lazily, cheaply)
+    assert not home.exists()
+
+
+def test_mortgage_lifecycle_experiment_end_to_end(mlops, home):
+    """train v1 -> PRODUCTION -> score -> monitor (alerts) -> retrain v2 -> promote -> score -> report."""
+    result = mlops("run", "experiment=mortgage_lifecycle", check=True)  # as documented, 24,000 rows
+    assert "ALERT f1_low: f1 = " in result.stdout
+    shown = json.loads(mlops("registry", "show", "MORTGAGE_LIFECYCLE", "PRODUCTION", "--json", check=True).stdout)
+    assert shown["version_name"] == "v2"
+    history = json.loads(mlops("registry", "history", "MORTGAGE_LIFECYCLE", "--json", check=True).stdout)
+    assert [(h["event"], h["old_version"], h["new_version"]) for h in history] == [("set", None, "v1"), ("set", "v1", "v2")]
+    assert history[1]["metrics"]["candidate_f1"] > history[1]["metrics"]["champion_f1"] + 0.01
+    assert history[0]["config_hash"].startswith("sha256:") and history[0]["config_hash"] == history[1]["config_hash"]
+
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        perf = con.sql("SELECT MODEL_VERSION, WEEK(WINDOW_START) AS w, F1 FROM MONITOR_PERFORMANCE "
+                       "ORDER BY MONITORED_AT, WINDOW_START").fetchall()
+        alerts = con.sql("SELECT RULE, MODEL_VERSION, WINDOW_START FROM MONITOR_ALERTS").fetchall()
+        scored = con.sql("SELECT count(*) FROM LIFECYCLE_PREDICTIONS").fetchall()[0][0]
+    v1 = {w: f1 for version, w, f1 in perf if version == "v1"}
+    v2 = {w: f1 for version, w, f1 in perf if version == "v2"}
+    assert len(v1) == len(v2) == 16 and scored == 16 * 1500
+    assert min(v1[w] for w in range(1, 9)) > 0.7 > max(v1[w] for w in range(9, 17))  # drift from week 9
+    assert v2[16] > 0.7 > v1[16]
+    assert ("f1_low", "v1") in {(rule, version) for rule, version, _ in alerts}
+    assert ("f1_low", "v2") not in {(rule, version) for rule, version, _ in alerts}
+    assert any(rule == "feature_psi_high" for rule, _, _ in alerts)
+    assert len((home / "alerts.jsonl").read_text().splitlines()) == len(alerts)
+
+    run_dir = next((home / "runs").iterdir())
+    report = (run_dir / "report.html").read_text()
+    assert "f1_low" in report and "feature_psi_high" in report and "APPLICANT_INCOME_000S" in report
+    assert "PRODUCTION &rarr; v2" in report and "Confusion matrices" in report and "mean |SHAP" in report
+    assert report.count("<svg") > 20
+    # self-contained: no script, stylesheet, image or link fetched from anywhere
+    assert not re.search(r"<script|<link|<img|src=|href=|@import|url\(", report)
+    assert set(re.findall(r"https?://[^\s\"'<>]+", report)) == {"http://www.w3.org/2000/svg"}
