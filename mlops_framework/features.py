@@ -166,11 +166,16 @@ class FeatureContract:
             )
         return codes.to_numpy(dtype=np.int32)
 
-    def encode_batch(self, batch: pa.RecordBatch | pa.Table):
+    def encode_batch(self, batch: pa.RecordBatch | pa.Table, *, out: np.ndarray | None = None):
         """Encode Arrow data for scoring.
 
         onehot: C-contiguous float32 matrix (rows x len(feature_names)) built straight from Arrow;
         native: DataFrame like :meth:`encode_frame`. Extra columns are ignored, order is irrelevant.
+
+        ``out`` (onehot only): a C-contiguous float32 buffer of at least ``rows`` rows and
+        ``len(feature_names)`` columns to encode into; the result is then its first ``rows`` rows.
+        A streaming scorer reuses a few such buffers: a fresh matrix per batch costs a page fault
+        per 4 KiB, more than the encoding itself.
         """
         names = batch.schema.names
         self.check_columns(names)
@@ -185,10 +190,20 @@ class FeatureContract:
             return pd.DataFrame(data, index=pd.RangeIndex(n), columns=self.feature_names)
 
         width = len(self.numeric) + sum(len(v) for v in self.categorical.values())
-        matrix = np.zeros((n, width), dtype=np.float32)
+        offset = len(self.numeric)
+        if out is None:
+            matrix = np.zeros((n, width), dtype=np.float32)
+        else:
+            if (out.dtype != np.float32 or out.ndim != 2 or out.shape[1] != width or out.shape[0] < n
+                    or not out.flags.c_contiguous or not out.flags.writeable):
+                raise MlopsError(
+                    f"encode_batch(out=...) needs a writable C-contiguous float32 buffer of at least "
+                    f"({n}, {width}), got {out.dtype} {out.shape}"
+                )
+            matrix = out[:n]
+            matrix.fill(0.0)  # one contiguous pass: cheaper than zeroing only the dummy columns
         for j, col in enumerate(self.numeric):
             matrix[:, j] = self._numeric(batch.column(col), col)
-        offset = len(self.numeric)
         flat = matrix.reshape(-1)
         for col, vocab in self.categorical.items():
             col_codes = codes[col]

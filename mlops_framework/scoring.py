@@ -1,18 +1,28 @@
 """Streaming batch scoring: Arrow batches in, input rows plus predictions out, into a sink.
 
-Three threads overlap the work: a reader pulls the next batch from the source and encodes it, the
-calling thread scores it (one ``predict_scores`` call per batch; XGBoost and Arrow release the GIL),
-a writer hands the previous batch to the sink. Queues hold at most two batches each, so memory stays
-bounded whatever the input size. The first error in any thread stops all three and aborts the sink,
-which leaves the previous data as it was.
+The work overlaps in threads: a reader pulls the next batch from the source and encodes it (into one
+of a few recycled buffers), predictor threads score it, the calling thread collects the scores and
+adds the prediction columns, a writer hands finished batches to the sink. Queues are short, so memory
+stays bounded whatever the input size. The first error in any thread stops them all and aborts the
+sink, which leaves the previous data as it was.
+
+Why predictor threads rather than one ``predict`` call using every core: XGBoost splits a call's rows
+evenly between its OpenMP threads and waits for the slowest, so while the reader and the writer take
+turns on a core, every call runs at the speed of the thread that lost the turns; reading, encoding
+and writing then cost as much time as if nothing overlapped. Instead each predictor thread scores
+small slices of the batch with one OpenMP thread (a per-thread limit, through threadpoolctl), and takes
+the next slice as soon as it is done: the cores stay busy with whatever work there is.
 """
 
 from __future__ import annotations
 
+import collections
+import os
 import queue
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -21,7 +31,9 @@ import pyarrow as pa
 
 from mlops_framework.errors import MlopsError
 
-_QUEUE_SIZE = 2
+_QUEUE_SIZE = 1  # encoded batches waiting to be scored (and scored batches waiting to be written)
+_IN_FLIGHT = 2  # batches being scored at once: the next one keeps the predictors busy at a batch's end
+_SLICE_ROWS = 32_768  # rows per predict call in a predictor thread (~50 ms of a 200-tree model)
 _POLL_S = 0.05
 _DONE = object()
 
@@ -51,11 +63,14 @@ def score_to_sink(
     """Score every row of ``batches`` with ``model`` and write it, with its predictions, to ``sink``.
 
     ``model`` has ``contract`` (a FeatureContract) and ``predict_scores(X)``, the probability of
-    ``contract.classes[1]`` for X as returned by ``contract.encode_batch``. Each output batch is
-    the input batch unchanged plus ``score_column`` (float64) and ``class_column`` (``classes[1]`` if
-    the score is >= ``threshold``, else ``classes[0]``; same type as the classes). The input
-    columns are checked on the first batch, before the sink is opened. With no batch at all the
-    sink is never opened and 0 rows are reported. ``progress=None`` shows a bar if stderr is a TTY.
+    ``contract.classes[1]`` for X as returned by ``contract.encode_batch`` (or a slice of its rows;
+    it is called from several threads at once, as XGBoost's ``inplace_predict`` allows). Each output
+    batch is the input batch unchanged plus ``score_column`` (float64) and ``class_column``
+    (``classes[1]`` if the score is >= ``threshold``, else ``classes[0]``; same type as the classes).
+    The input columns are checked on the first batch, before the sink is opened. With no batch at
+    all the sink is never opened and 0 rows are reported. ``progress=None`` shows a bar if stderr is
+    a TTY. Predictor threads: as many as OpenMP would use in the calling thread (all cores unless
+    ``OMP_NUM_THREADS`` or a threadpoolctl limit says fewer), each with one OpenMP thread.
     """
     if not 0.0 <= float(threshold) <= 1.0:
         raise MlopsError(f"threshold must be between 0 and 1, got {threshold}")
@@ -98,6 +113,27 @@ def score_to_sink(
             except queue.Empty:
                 continue
 
+    # One-hot features are encoded into a few recycled buffers (the batch being encoded, those queued,
+    # those being scored): a fresh matrix per batch would cost a page fault per 4 KiB.
+    reuse = getattr(contract, "encoding", None) == "onehot"
+    width = len(contract.feature_names) if reuse else 0
+    free_q: queue.Queue = queue.Queue()
+    allocated = 0
+
+    def take_buffer(n: int) -> np.ndarray:
+        nonlocal allocated
+        while True:
+            try:
+                buffer = free_q.get_nowait()
+            except queue.Empty:
+                if allocated < _QUEUE_SIZE + _IN_FLIGHT + 1:
+                    allocated += 1
+                    return np.empty((n, width), dtype=np.float32)
+                buffer = get(free_q)
+            if buffer.shape[0] >= n:
+                return buffer
+            allocated -= 1  # too small for this batch: let it go
+
     def read() -> None:
         try:
             first = True
@@ -111,8 +147,14 @@ def score_to_sink(
                             f"name the prediction columns differently"
                         )
                     first = False
-                features = contract.encode_batch(batch) if batch.num_rows else None
-                put(encoded_q, (batch, features))
+                buffer = features = None
+                if batch.num_rows:
+                    if reuse:
+                        buffer = take_buffer(batch.num_rows)
+                        features = contract.encode_batch(batch, out=buffer)
+                    else:
+                        features = contract.encode_batch(batch)
+                put(encoded_q, (batch, features, buffer))
             put(encoded_q, _DONE)
         except _Stopped:
             pass
@@ -133,10 +175,25 @@ def score_to_sink(
         except BaseException as exc:  # noqa: BLE001
             fail(exc)
 
+    predictor = _Predictor(model)
     reader = threading.Thread(target=read, name="mlops-score-reader", daemon=True)
     writer = threading.Thread(target=write, name="mlops-score-writer", daemon=True)
     bar = _Progress(total_rows) if progress else None
     rows = 0
+    in_flight: collections.deque = collections.deque()
+
+    def finish() -> None:
+        nonlocal rows
+        batch, buffer, pending = in_flight.popleft()
+        scores = pending.result()
+        if buffer is not None:
+            free_q.put(buffer)
+        labels = classes.take(pa.array((scores >= threshold).view(np.int8)))
+        put(output_q, _with_columns(batch, [score_column, class_column], [pa.array(scores), labels]))
+        rows += batch.num_rows
+        if bar:
+            bar.advance(batch.num_rows)
+
     try:
         reader.start()
         writer.start()
@@ -144,14 +201,13 @@ def score_to_sink(
             item = get(encoded_q)
             if item is _DONE:
                 break
-            batch, features = item
-            n = batch.num_rows
-            scores = _scores(model, features, n)
-            labels = classes.take(pa.array((scores >= threshold).view(np.int8)))
-            put(output_q, _with_columns(batch, [score_column, class_column], [pa.array(scores), labels]))
-            rows += n
-            if bar:
-                bar.advance(n)
+            batch, features, buffer = item
+            in_flight.append((batch, buffer, predictor.submit(features, batch.num_rows)))
+            del features
+            if len(in_flight) >= _IN_FLIGHT:
+                finish()
+        while in_flight:
+            finish()
         put(output_q, _DONE)
         writer.join()
     except _Stopped:
@@ -159,6 +215,7 @@ def score_to_sink(
     except BaseException as exc:  # noqa: BLE001 - includes KeyboardInterrupt: abort the sink
         fail(exc)
     finally:
+        predictor.close()
         if errors:
             stop.set()
         writer.join()
@@ -169,6 +226,68 @@ def score_to_sink(
         raise errors[0]
     reader.join()
     return ScoreResult(rows=rows, seconds=time.perf_counter() - start, destination=sink.describe())
+
+
+class _Predictor:
+    """Scores batches in slices on a few threads, each limited to one OpenMP thread."""
+
+    def __init__(self, model):
+        self._model = model
+        self._threads = _predictor_threads()
+        self._pool: ThreadPoolExecutor | None = None
+        if self._threads:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="mlops-score-predict",
+                                            initializer=_one_openmp_thread)
+
+    def submit(self, features, n: int) -> "_Pending":
+        """Start scoring ``n`` rows; ``.result()`` gives their float64 scores."""
+        if n == 0 or self._pool is None or n <= _SLICE_ROWS // 2:
+            done: Future = Future()
+            try:
+                done.set_result(_scores(self._model, features, n))
+            except BaseException as exc:  # noqa: BLE001 - raised again by result()
+                done.set_exception(exc)
+            return _Pending(None, [done])
+        out = np.empty(n, dtype=np.float64)
+        step = max(_SLICE_ROWS, -(-n // (64 * self._threads)))  # not too many calls for huge batches
+        futures = [self._pool.submit(self._slice, features, out, i, min(i + step, n)) for i in range(0, n, step)]
+        return _Pending(out, futures)
+
+    def _slice(self, features, out: np.ndarray, i: int, j: int) -> None:
+        part = features.iloc[i:j] if hasattr(features, "iloc") else features[i:j]
+        out[i:j] = _scores(self._model, part, j - i)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Pending:
+    def __init__(self, out: np.ndarray | None, futures: list[Future]):
+        self._out, self._futures = out, futures
+
+    def result(self) -> np.ndarray:
+        values = [f.result() for f in self._futures]
+        return values[0] if self._out is None else self._out
+
+
+def _predictor_threads() -> int:
+    """How many threads OpenMP would use here (0: threadpoolctl is missing, predict in one call)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - a dependency of scikit-learn
+        return 0
+    openmp = [info.get("num_threads") or 1 for info in threadpool_info() if info.get("user_api") == "openmp"]
+    if openmp:
+        return max(1, min(openmp))
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(1, len(cores))
+
+
+def _one_openmp_thread() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="openmp")  # this thread only: OpenMP's thread count is per thread
 
 
 def _scores(model, features, n: int) -> np.ndarray:
