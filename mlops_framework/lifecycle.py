@@ -265,8 +265,15 @@ def _describe_promote(run):
     spec = run.promotion or PromotionSpec()
     extra = f" and >= {spec.min_value}" if spec.min_value is not None else ""
     drift = "; refused if a drift alert fired" if spec.block_on_drift_alert else ""
-    return (f"move {spec.alias.upper()} to the version registered last if its holdout {spec.metric} >= "
+    line = (f"move {spec.alias.upper()} to the version registered last if its holdout {spec.metric} >= "
             f"the holder's + {spec.min_improvement}{extra}{drift}; record it in the history either way")
+    plan_alias = getattr(run.registry, "plan_alias", None)
+    if plan_alias:
+        version = run.registration.version_name or "VNEXT"
+        line += f"; in the registry ({version}: the version this run registers):"
+        line += "".join(f"\n       {statement}" for statement in
+                        plan_alias(run.registration.model_name, version, spec.alias))
+    return line
 
 
 # ---------------------------------------------------------------------- report

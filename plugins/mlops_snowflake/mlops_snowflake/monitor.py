@@ -181,7 +181,8 @@ def rule_condition(rule, monitor: str, *, columns, window: str = "7 DAYS") -> st
     if rule.metric in DRIFT_METRICS:
         watched = rule.columns or columns
         if not watched:
-            raise MlopsError(f"alert rule {rule.name}: name the columns a drift alert watches")
+            raise MlopsError(f"alert rule {rule.name}: name the columns a drift alert watches "
+                             f"(registry.monitor.feature_columns, or the rule's columns)")
         value = "ABS(METRIC_VALUE)" if getattr(rule, "absolute", False) else "METRIC_VALUE"
         parts = []
         for column in watched:

@@ -47,7 +47,7 @@ class SnowflakeRegistry:
     def __init__(self, connection=None, database: str | None = None, schema: str | None = None,
                  enable_explainability: bool = False, enable_monitoring: bool = True,
                  target_platforms=("WAREHOUSE",), relax_version: bool = False, tolerance: float = 1e-6,
-                 history_table: str = HISTORY_TABLE):
+                 history_table: str = HISTORY_TABLE, monitor: dict | None = None, alert_rules: dict | None = None):
         self.connection = connection
         self.database = database
         self.schema = schema
@@ -57,6 +57,8 @@ class SnowflakeRegistry:
         self.relax_version = relax_version
         self.tolerance = tolerance
         self.history_table = history_table
+        self.monitor = monitor
+        self.alert_rules = alert_rules
         self._registry = None
 
     # ---- description and plans (no connection) -----------------------------------------------------
@@ -116,11 +118,29 @@ class SnowflakeRegistry:
 
     def plan_alias(self, model_name: str, version: str, alias: str) -> list[str]:
         model = self.qualified(model_name)
-        return [
+        statements = [
             f"ALTER MODEL {model} VERSION <current holder> UNSET ALIAS = {alias.upper()}",
             f"ALTER MODEL {model} VERSION {version} SET ALIAS = {alias.upper()}",
             f"INSERT INTO {self.qualified(self.history_table)} (...) -- promotion record",
         ]
+        monitored = self._monitored(alias)
+        if monitored:
+            from mlops_snowflake.monitor import follow_alias_sql
+
+            settings, rules, columns = monitored
+            statements += follow_alias_sql(model_name, version, [], settings, rules, columns=columns)
+            statements.append(f"-- and SUSPEND the model monitor of the version that held {alias.upper()} before")
+        return statements
+
+    def _monitored(self, alias):
+        """(settings, rules, feature columns) when ``alias`` is the one the model monitor follows, else None."""
+        if not self.monitor or str(alias).upper() != str(self.monitor.get("alias", "PRODUCTION")).upper():
+            return None
+        from mlops_framework.alerts import build_rules
+        from mlops_snowflake.monitor import MonitorSettings
+
+        values = {key: value for key, value in self.monitor.items() if key not in ("alias", "feature_columns")}
+        return MonitorSettings(**values), build_rules(self.alert_rules), list(self.monitor.get("feature_columns") or [])
 
     # ---- writing versions ---------------------------------------------------------------------------
 
@@ -355,7 +375,15 @@ class SnowflakeRegistry:
                     except Exception as again:
                         restored = f"; {alias} could not be put back on {old} ({_one_line(again)}): it is unset now"
                 raise MlopsError(f"cannot set alias {alias} on {model_name} {target}: {_one_line(error)}{restored}") from error
-        return self._record_move(model_name, alias, old, target, actor, reason, metrics)
+        record = self._record_move(model_name, alias, old, target, actor, reason, metrics)
+        monitored = self._monitored(alias)
+        if monitored:
+            from mlops_snowflake import monitor as model_monitor
+
+            settings, rules, columns = monitored
+            record["monitor"] = model_monitor.follow_alias(self._get_registry(), self._session(), model, target,
+                                                           settings, rules, columns=columns)
+        return record
 
     def unset_alias(self, model_name: str, alias: str, *, actor: str | None = None, reason: str | None = None) -> dict:
         """Remove an alias; record it; return the record."""

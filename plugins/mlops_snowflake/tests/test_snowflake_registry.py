@@ -374,3 +374,28 @@ print(json.dumps(handler.infer(batch)))
     scores, classes = kit.local_predictions(trained_model, rows)
     np.testing.assert_allclose(out["PREDICTED_SCORE"].to_numpy(), scores, rtol=0, atol=1e-6)
     assert out["PREDICTED_RESPONSE"].tolist() == list(classes)
+
+
+def test_the_model_monitor_follows_the_monitored_alias(snowml, fakesnow_session, trained_model, frame, kit, log,
+                                                       monkeypatch):
+    from mlops_snowflake import monitor as model_monitor
+
+    registry = SnowflakeRegistry(
+        kit.FakeConnection(fakesnow_session), database="DB", schema="S",
+        monitor={"alias": "PRODUCTION", "source": "DB.S.PREDICTIONS", "warehouse": "ML_WH", "baseline": "DB.S.BASELINE",
+                 "feature_columns": ["APPLICANT_INCOME_000S"]},
+        alert_rules={"f1_low": {"metric": "f1", "op": "<", "threshold": 0.7}},
+    )
+    calls = []
+    monkeypatch.setattr(model_monitor, "follow_alias",
+                        lambda reg, session, model, version, settings, rules, columns: calls.append(
+                            (version, settings.source, [r.name for r in rules], columns)) or {"monitor": version})
+    log(registry, trained_model, frame)
+    log(registry, trained_model, frame)
+    registry.set_alias("MORTGAGE_XGB", "V1", "CHALLENGER")
+    assert calls == []  # not the monitored alias
+    record = registry.set_alias("MORTGAGE_XGB", "V2", "production")
+    assert calls == [("V2", "DB.S.PREDICTIONS", ["f1_low"], ["APPLICANT_INCOME_000S"])]
+    assert record["monitor"] == {"monitor": "V2"}
+    plan = "\n".join(registry.plan_alias("MORTGAGE_XGB", "V2", "PRODUCTION"))
+    assert "CREATE MODEL MONITOR" in plan and "MORTGAGE_XGB_V2" in plan and "CREATE OR REPLACE ALERT" in plan
