@@ -73,12 +73,12 @@ class LocalRegistry:
         into the model-level tags. ``sample_input`` (a DataFrame) keeps its first 100 rows.
         ``metrics``, ``metadata``, ``signature`` and ``lineage`` must be JSON-serialisable.
         """
-        _check_name(model_name, "model name")
+        check_name(model_name, "model name")
         if version_name is not None:
-            _check_name(version_name, "version name")
+            check_name(version_name, "version name")
         tags = dict(tags or {})
         for tag, value in tags.items():
-            _check_tag(tag, value)
+            check_tag(tag, value)
         record = {
             "model_name": model_name, "version_name": None, "created_on": None,
             "comment": comment, "metrics": metrics or {}, "metadata": metadata or {},
@@ -212,7 +212,7 @@ class LocalRegistry:
                   reason: str | None = None, metrics: dict | None = None,
                   config_hash: str | None = None) -> dict:
         """Point ``alias`` (stored upper-case) at ``version_name``; return the history entry."""
-        _check_name(alias, "alias")
+        check_name(alias, "alias")
         alias = alias.upper()
         if AUTO_VERSION_RE.match(alias):
             raise MlopsError(f"alias {alias!r} looks like a version name; choose another")
@@ -288,7 +288,7 @@ class LocalRegistry:
 
     def set_tag(self, model_name: str, tag: str, value: str) -> None:
         """Set a model-level tag (value: a string of at most 256 characters)."""
-        _check_tag(tag, value)
+        check_tag(tag, value)
         model_dir = self._existing_model(model_name)
         with _locked(model_dir):
             self._update_model_record(model_dir, model_name, tags={tag: value})
@@ -314,7 +314,7 @@ class LocalRegistry:
     # ---- internals --------------------------------------------------------------------------
 
     def _model_path(self, model_name: str) -> pathlib.Path:
-        _check_name(model_name, "model name")
+        check_name(model_name, "model name")
         return pathlib.Path(self.root) / model_name
 
     def _existing_model(self, model_name: str) -> pathlib.Path:
@@ -403,14 +403,16 @@ def _previous_holders(history: list[dict], alias: str) -> list:
     return stack
 
 
-def _check_name(name, what: str) -> None:
+def check_name(name, what: str) -> None:
+    """Model, version, alias and tag names are identifiers, as in Snowflake."""
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise MlopsError(f"invalid {what} {name!r}: use letters, digits, _ and $, "
                          "starting with a letter or _")
 
 
-def _check_tag(tag, value) -> None:
-    _check_name(tag, "tag name")
+def check_tag(tag, value) -> None:
+    """Tag values are strings of at most 256 characters, as in Snowflake."""
+    check_name(tag, "tag name")
     if not isinstance(value, str):
         raise MlopsError(f"tag {tag!r}: value must be a string, got {type(value).__name__}")
     if len(value) > MAX_TAG_VALUE:

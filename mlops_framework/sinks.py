@@ -21,10 +21,12 @@ import shutil
 import urllib.parse
 import uuid
 from pathlib import Path
-from typing import Iterator
-
+from typing import TYPE_CHECKING, Iterator
 
 from mlops_framework.errors import MlopsError
+
+if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
+    import pyarrow as pa
 
 _BATCH_VIEW = "__mlops_batch"
 _KEYS_VIEW = "__mlops_partition_keys"
@@ -106,7 +108,6 @@ class _DuckDBWriter:
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         import duckdb
-        import pyarrow as pa
 
         con = self._con
         if not self._started:
@@ -376,8 +377,6 @@ def _conform(batch, schema: pa.Schema):
 
 
 def _drop_fields(schema: pa.Schema, names: list[str]) -> pa.Schema:
-    import pyarrow as pa
-
     for name in names:
         schema = schema.remove(schema.get_field_index(name))
     return schema

@@ -38,9 +38,14 @@ import json
 import os
 import posixpath
 from collections.abc import Iterator
-
+from typing import TYPE_CHECKING
 
 from mlops_framework.errors import MlopsError
+
+if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
+    import duckdb
+    import pandas as pd
+    import pyarrow as pa
 
 DEFAULT_BATCH_SIZE = 262_144
 # How long listing or checking a remote path may take before we say it cannot be reached.
@@ -64,8 +69,6 @@ class _Source:
 
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
         """All rows matching ``where``, only ``columns`` (all when None), as a pandas DataFrame."""
-        import pandas as pd
-
         con, rel = self._open()
         try:
             table = self._run(self._select(rel, columns).to_arrow_table)
@@ -80,8 +83,6 @@ class _Source:
     ) -> Iterator[pa.RecordBatch]:
         """Stream the rows as Arrow record batches of at most ``batch_size`` rows, holding a few batches
         in memory. Problems found before the first row (path, ``where``, columns) raise at the call."""
-        import pyarrow as pa
-
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MlopsError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         con, rel = self._open()
@@ -113,13 +114,10 @@ class _Source:
         raise NotImplementedError
 
     def _open(self) -> tuple[duckdb.DuckDBPyConnection, duckdb.DuckDBPyRelation]:  # pragma: no cover
-        import duckdb
 
         raise NotImplementedError
 
     def _stream(self, con, reader) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
-
         rows = 0
         try:
             while True:
@@ -294,7 +292,6 @@ class _FileSource(_Source):
             raise
 
     def _bind(self, con, urls) -> duckdb.DuckDBPyRelation:  # pragma: no cover
-        import duckdb
 
         raise NotImplementedError
 

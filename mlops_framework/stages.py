@@ -148,7 +148,8 @@ def register(run):
     )
 
 
-def _scoring_version(run):
+def scoring_version(run):
+    """The version (or alias) a score stage uses: ``scoring.version``, else this run's, else the latest."""
     if run.scoring.version:
         return run.scoring.version
     if "version" in run.results:
@@ -162,7 +163,7 @@ def _scoring_version(run):
 def score(run):
     from mlops_framework.scoring import score_to_sink
 
-    version = _scoring_version(run)
+    version = scoring_version(run)
     model = run.registry.load_model(run.registration.model_name, version)
     source = run.scoring.source or run.source
     result = score_to_sink(

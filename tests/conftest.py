@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["data.weeks=4", "data.rows_per_week=300", "model.params.n_estimators=20", "model.params.n_jobs=1"]
 
 
 @pytest.fixture

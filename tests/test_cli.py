@@ -11,7 +11,7 @@ import duckdb
 import pyarrow.csv as pa_csv
 import pytest
 
-from conftest import SMALL
+from run_sizes import SMALL
 from mlops_framework.synthetic import generate_table
 
 HEAVY = ("xgboost", "sklearn", "pandas", "snowflake")

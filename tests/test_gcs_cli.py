@@ -7,7 +7,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SMALL
+from run_sizes import SMALL
 from mlops_framework.cli import main
 from mlops_framework.synthetic import generate_table
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import SMALL
+from run_sizes import SMALL
 
 pytest.importorskip("mlops_snowflake", reason="the Snowflake plugin is not installed")
 

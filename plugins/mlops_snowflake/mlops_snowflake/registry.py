@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.registry import MAX_TAG_VALUE, NAME_RE
+from mlops_framework.registry import check_name, check_tag
 
 from mlops_snowflake import connection as connection_module
 
@@ -148,12 +148,12 @@ class SnowflakeRegistry:
                   metrics: dict | None = None, metadata: dict | None = None, tags: dict | None = None,
                   sample_input=None, signature: dict | None = None, lineage: dict | None = None) -> dict:
         """Register ``model`` (a ``TrainedModel``) as a new version; return its record. All-or-nothing."""
-        _check_name(model_name, "model name")
+        check_name(model_name, "model name")
         if version_name is not None:
-            _check_name(version_name, "version name")
+            check_name(version_name, "version name")
         tags = dict(tags or {})
         for tag, value in tags.items():
-            _check_tag(tag, value)
+            check_tag(tag, value)
         if sample_input is None or not hasattr(sample_input, "columns") or len(sample_input) == 0:
             raise MlopsError("the Snowflake registry needs a non-empty sample_input DataFrame: it infers the model "
                              "signature and verifies the registered model's predictions against the local ones")
@@ -416,7 +416,7 @@ class SnowflakeRegistry:
 
     def set_tag(self, model_name: str, tag: str, value: str) -> None:
         """Set a model-level tag: ``CREATE TAG IF NOT EXISTS`` then ``Model.set_tag``."""
-        _check_tag(tag, value)
+        check_tag(tag, value)
         model = self._model(self._get_registry(), model_name)
         self._create_tag(tag)
         _call(lambda: model.set_tag(self.qualified(tag), value), f"set tag {tag} on {model_name}")
@@ -523,21 +523,8 @@ def _core_package_dir() -> str:
     return str(Path(mlops_framework.__file__).resolve().parent)
 
 
-def _check_name(name, what: str) -> None:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise MlopsError(f"invalid {what} {name!r}: use letters, digits, _ and $, starting with a letter or _")
-
-
-def _check_tag(tag, value) -> None:
-    _check_name(tag, "tag name")
-    if not isinstance(value, str):
-        raise MlopsError(f"tag {tag!r}: value must be a string, got {type(value).__name__}")
-    if len(value) > MAX_TAG_VALUE:
-        raise MlopsError(f"tag {tag!r}: value is {len(value)} characters; Snowflake allows at most {MAX_TAG_VALUE}")
-
-
 def _check_alias(alias) -> str:
-    _check_name(alias, "alias")
+    check_name(alias, "alias")
     alias = alias.upper()
     if AUTO_VERSION.match(alias):
         raise MlopsError(f"alias {alias!r} looks like a version name; choose another")

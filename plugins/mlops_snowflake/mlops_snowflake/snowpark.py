@@ -19,6 +19,7 @@ import time
 
 from mlops_framework.errors import MlopsError
 from mlops_framework.pipeline import Stage, run_stages
+from mlops_framework.stages import scoring_version
 
 from mlops_snowflake import connection as connection_module
 from mlops_snowflake.registry import FUNCTION_NAME
@@ -93,7 +94,7 @@ class SnowparkBackend:
     def _score(self, run) -> None:
         started = time.perf_counter()
         model_name = run.registration.model_name
-        version = _scoring_version(run)
+        version = scoring_version(run)
         mv = run.registry.model_version(model_name, version)
         source = run.scoring.source or run.source
         df = source.snowpark_dataframe()
@@ -107,17 +108,6 @@ class SnowparkBackend:
                                  "destination": run.scoring.sink.describe(), "version": mv.version_name,
                                  "where": "warehouse"}
 
-
-def _scoring_version(run) -> str:
-    """As the core's score stage: ``scoring.version``, else this run's version, else the latest."""
-    if run.scoring.version:
-        return run.scoring.version
-    if "version" in run.results:
-        return run.results["version"]["version_name"]
-    versions = run.registry.versions(run.registration.model_name)
-    if not versions:
-        raise MlopsError(f"model {run.registration.model_name} has no versions to score with")
-    return versions[-1]["version_name"]
 
 
 def _planned_version(run) -> str:

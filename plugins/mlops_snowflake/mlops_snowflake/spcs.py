@@ -242,9 +242,9 @@ class SPCSBackend:
         return None
 
     def _model_version(self, run):
-        from mlops_snowflake.snowpark import _scoring_version
+        from mlops_framework.stages import scoring_version
 
-        return run.registry.model_version(run.registration.model_name, _scoring_version(run))
+        return run.registry.model_version(run.registration.model_name, scoring_version(run))
 
     def _deploy(self, run, console):
         mv = self._model_version(run)
@@ -360,10 +360,10 @@ class SPCSBackend:
         return rows
 
     def _manage(self, run, console):
-        from mlops_snowflake.snowpark import _scoring_version
+        from mlops_framework.stages import scoring_version
 
         model_name = run.registration.model_name
-        mv = run.registry.model_version(model_name, _scoring_version(run))
+        mv = run.registry.model_version(model_name, scoring_version(run))
         if self.action == "list":
             services = mv.list_services()
             console.print(services.to_string(index=False) if len(services) else
