@@ -275,9 +275,10 @@ def _predictor_threads() -> int:
     """How many threads OpenMP would use here (0: threadpoolctl is missing, predict in one call)."""
     try:
         from threadpoolctl import threadpool_info
-    except ImportError:  # pragma: no cover - a dependency of scikit-learn
+
+        openmp = [info.get("num_threads") or 1 for info in threadpool_info() if info.get("user_api") == "openmp"]
+    except Exception:  # noqa: BLE001 - pragma: no cover - threadpoolctl is a dependency of scikit-learn
         return 0
-    openmp = [info.get("num_threads") or 1 for info in threadpool_info() if info.get("user_api") == "openmp"]
     if openmp:
         return max(1, min(openmp))
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
@@ -285,9 +286,12 @@ def _predictor_threads() -> int:
 
 
 def _one_openmp_thread() -> None:
-    from threadpoolctl import threadpool_limits
+    try:
+        from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1, user_api="openmp")  # this thread only: OpenMP's thread count is per thread
+        threadpool_limits(1, user_api="openmp")  # this thread only: OpenMP's thread count is per thread
+    except Exception:  # noqa: BLE001 - pragma: no cover - slower (threads compete), never wrong
+        pass
 
 
 def _scores(model, features, n: int) -> np.ndarray:
