@@ -55,6 +55,7 @@ def _help_text():
         "                            tag set MODEL TAG VALUE | history MODEL | rollback MODEL ALIAS",
         "                            (each takes --json)",
         "  sweep show [DIR]          the leaderboard of a sweep (default: the latest), as a table, CSV and plot",
+        "  sweep list | rerun [DIR]  every sweep | run a sweep's recorded command again, compare the metrics",
         "",
         "config groups (choose with GROUP=OPTION, change a value with GROUP.KEY=VALUE):",
     ]
@@ -117,19 +118,30 @@ def _print_summary(summary):
 
 
 def _run(overrides):
+    import traceback
+
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from mlops_framework import config
 
     components = _components()
 
     def task(cfg):
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
             return execute(cfg, components, HydraConfig.get().runtime.output_dir)
         except MlopsError as error:
             print(f"mlops: error: {error}", file=sys.stderr)
+            if multirun:  # one failed trial: the others go on; the sweep reports it at the end (sweeps.py)
+                return {"error": str(error)}
             raise SystemExit(EXIT_USER_ERROR) from None
+        except Exception as error:
+            if not multirun:
+                raise
+            traceback.print_exc()
+            return {"error": f"{type(error).__name__}: {error}"}
 
     task.__module__ = __name__
     saved_argv = sys.argv

@@ -1,0 +1,369 @@
+"""``MlopsOptunaSweeper``: an Optuna study driven by ask/tell, trials on a pool of warm worker processes.
+
+How a sweep runs:
+
+1. The search space is ``hydra.sweeper.params`` with the command line's overrides on top (a sweep
+   override such as ``model.params.max_depth=3,6`` becomes a dimension; a plain one is fixed).
+2. The study is created in, or loaded from, ``storage`` (default ``<sweep dir>/optuna.journal``), so a
+   killed or finished sweep resumes with ``hydra.sweep.dir=<that dir>``: its trials keep their numbers.
+3. ``n_jobs`` worker processes are started once (loky, as Hydra's joblib launcher uses), each with
+   ``OMP_NUM_THREADS`` (and the BLAS equivalents) set to ``threads_per_trial``. The sweeper asks for
+   a trial whenever a worker is free and tells Optuna its result as soon as it finishes: no worker
+   waits for a batch to end.
+4. A worker runs the trial as Hydra's launchers do (``run_job``: the trial's config, ``.hydra/``, its
+   output directory ``<sweep dir>/<trial number>``) and reads the metric from the files the run left.
+   A trial that raises, exits, or lacks the metric is told ``FAIL`` and the study goes on; a worker
+   that dies fails its trials and the pool is restarted.
+
+The sweeper records the study (name, storage, best trial) in ``sweep.json`` and each trial's Optuna
+state in ``<trial>/trial.json``; the leaderboard and the best-version alias are written at the end of
+the sweep by ``mlops_framework.sweeps.SweepCallback``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, List
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.errors import CompactHydraException
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
+SAFE_VALUE = re.compile(r"^[\w.:/+-]+$")
+
+
+class SweepConfigError(CompactHydraException):
+    """A sweeper setting or search space that cannot work; reported (message only) before any trial runs."""
+
+
+# ------------------------------------------------------------------------------ search space
+def search_space(params, arguments, config_loader=None):
+    """``({name: distribution}, {name: key element}, [fixed overrides])`` from config params and the command line.
+
+    ``params`` maps keys to values in Hydra's override grammar; ``arguments`` are the command line's
+    overrides, which win over ``params`` key by key.
+    """
+    import optuna.distributions as dist
+
+    parser = OverridesParser.create(config_loader=config_loader)
+    lines = {}
+    for key, value in (params or {}).items():
+        lines[str(key).lstrip("+~")] = f"{key}={value}"
+    for line in arguments:
+        lines[parser.parse_override(line).key_or_group] = line
+    space, keys, fixed = {}, {}, []
+    for override in parser.parse_overrides(list(lines.values())):
+        name = override.key_or_group
+        if not override.is_sweep_override():
+            fixed.append(override.input_line)
+            continue
+        value = override.value()
+        keys[name] = override.get_key_element()
+        space[name] = _distribution(name, value, dist)
+    return space, keys, fixed
+
+
+def _distribution(name, value, dist):
+    log_scale = "log" in value.tags
+    if isinstance(value, ChoiceSweep):
+        choices = list(value.list)
+        bad = [c for c in choices if c is not None and not isinstance(c, (bool, int, float, str))]
+        if bad or log_scale:
+            raise SweepConfigError(f"search space {name}: choices must be plain values without tags, not {value}")
+        return dist.CategoricalDistribution(choices)
+    if isinstance(value, RangeSweep):
+        values = list(value.range())
+        if log_scale or not values:
+            raise SweepConfigError(f"search space {name}: {value} is empty or tagged log (use tag(log, interval(...)))")
+        if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
+            return dist.IntDistribution(values[0], values[-1], step=value.step)
+        return dist.FloatDistribution(float(values[0]), float(values[-1]), step=float(value.step))
+    if isinstance(value, IntervalSweep):
+        if "int" in value.tags:
+            return dist.IntDistribution(int(value.start), int(value.end), log=log_scale)
+        return dist.FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    raise SweepConfigError(f"search space {name}: unsupported sweep {value}")
+
+
+def format_value(value):
+    """A value as Hydra's override grammar reads it back unchanged."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    if isinstance(value, str) and not SAFE_VALUE.match(text):
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return text
+
+
+def worker_env(threads, explicit=False):
+    """Thread limits for a trial's process; unless ``explicit``, variables the user set are kept."""
+    return {var: str(threads) if explicit else os.environ.get(var, str(threads)) for var in THREAD_VARS}
+
+
+def _first_value(distribution):
+    return distribution.choices[0] if hasattr(distribution, "choices") else distribution.low
+
+
+# ------------------------------------------------------------------------------ the sweeper
+class MlopsOptunaSweeper(Sweeper):
+    def __init__(self, metric, direction, n_trials, n_jobs, threads_per_trial, sampler, seed, study_name,
+                 storage, params):
+        self.metric, self.direction = metric, direction
+        self.n_trials, self.n_jobs, self.threads_per_trial = n_trials, n_jobs, threads_per_trial
+        self.sampler_name, self.seed = sampler, seed
+        self.study_name, self.storage = study_name, storage
+        self.params = dict(params or {})
+        self.config = self.hydra_context = self.task_function = None
+
+    def setup(self, *, hydra_context, task_function, config):
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    # -- settings ---------------------------------------------------------------------------
+    def _check(self):
+        if self.direction not in ("maximize", "minimize"):
+            raise SweepConfigError(f"hydra.sweeper.direction must be maximize or minimize, not {self.direction!r}")
+        if self.n_trials < 1:
+            raise SweepConfigError(f"hydra.sweeper.n_trials must be at least 1, not {self.n_trials}")
+        if self.sampler_name not in ("tpe", "random"):
+            raise SweepConfigError(f"hydra.sweeper.sampler must be tpe or random, not {self.sampler_name!r}")
+
+    def workers(self):
+        from joblib import cpu_count
+
+        cores = cpu_count()
+        workers = cores if self.n_jobs in (None, -1) else self.n_jobs
+        if workers < 1:
+            raise SweepConfigError(f"hydra.sweeper.n_jobs must be -1 or at least 1, not {self.n_jobs}")
+        workers = min(workers, self.n_trials)
+        threads = self.threads_per_trial or max(1, cores // workers)
+        return workers, threads
+
+    def _env(self, threads):
+        return worker_env(threads, explicit=self.threads_per_trial is not None)
+
+    def _storage(self, sweep_dir):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        location = self.storage or str(sweep_dir / "optuna.journal")
+        if "://" in location:
+            return location, location
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        return location, JournalStorage(JournalFileBackend(location))
+
+    def _sampler(self, seed):
+        import optuna
+
+        if self.sampler_name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed)
+
+    # -- the sweep --------------------------------------------------------------------------
+    def sweep(self, arguments: List[str]) -> Any:
+        import optuna
+        from optuna.trial import TrialState
+
+        from mlops_framework import sweeps
+
+        self._check()
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        space, keys, fixed = search_space(self.params, arguments, self.hydra_context.config_loader)
+        if not space:
+            raise SweepConfigError("the search space is empty: set hydra.sweeper.params or sweep a key on the "
+                                   "command line, e.g. model.params.max_depth=range(3,10)")
+        workers, threads = self.workers()
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        location, storage = self._storage(sweep_dir)
+        study = optuna.create_study(storage=storage, study_name=self.study_name, direction=self.direction,
+                                    load_if_exists=True)
+        if study.direction.name.lower() != self.direction:
+            raise SweepConfigError(f"study {self.study_name!r} in {location} was created to "
+                                   f"{study.direction.name.lower()}, not {self.direction}")
+        stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        for trial in stale:  # left running by a killed session
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        before = len(study.trials)
+        seed = None if self.seed is None else self.seed + before
+        study.sampler = self._sampler(seed)
+        sweeps.update_record(sweep_dir, study={
+            "name": self.study_name, "storage": location, "metric": self.metric, "direction": self.direction,
+            "sampler": self.sampler_name, "sampler_seed": seed, "trials_before": before,
+            "n_trials": self.n_trials, "workers": workers, "threads_per_trial": threads,
+            "search_space": {name: repr(d) for name, d in space.items()}, "fixed": fixed,
+        })
+        log.info(f"Optuna study {self.study_name!r} ({location}): {self.n_trials} trials, {workers} at once, "
+                 f"{threads} thread(s) each, {self.direction} {self.metric}; {before} earlier trials")
+
+        self.validate_batch_is_legal([fixed + [f"{keys[n]}={format_value(_first_value(d))}" for n, d in space.items()]])
+        results = self._optimize(study, space, keys, fixed, workers, threads, sweep_dir)
+
+        finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        best = None
+        if finished:
+            trial = study.best_trial
+            best = {"number": trial.number, "value": trial.value, "params": trial.params,
+                    "trial_dir": trial.user_attrs.get("trial_dir")}
+            log.info(f"best trial of the study: #{trial.number} {self.metric}={trial.value:.4f} {trial.params}")
+        sweeps.update_record(sweep_dir, study={"trials_after": len(study.trials), "best": best})
+        return results
+
+    def _optimize(self, study, space, keys, fixed, workers, threads, sweep_dir):
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        from hydra.core.singleton import Singleton
+        from joblib.externals.loky.process_executor import BrokenProcessPool, ProcessPoolExecutor
+        from optuna.trial import TrialState
+
+        from mlops_framework import sweeps
+
+        executor = ProcessPoolExecutor(max_workers=workers, env=self._env(threads))
+        singleton_state = Singleton.get_state()
+        running, results, asked = {}, [], 0
+        previous_handler = _exit_on_sigterm()
+        try:
+            while asked < self.n_trials or running:
+                while asked < self.n_trials and len(running) < workers:
+                    trial = study.ask(space)
+                    overrides = fixed + [f"{keys[name]}={format_value(value)}" for name, value in trial.params.items()]
+                    trial.set_user_attr("trial_dir", str(sweep_dir / str(trial.number)))
+                    log.info(f"\t#{trial.number} : {' '.join(overrides)}")
+                    future = executor.submit(run_trial, trial.number, overrides, self.hydra_context, self.config,
+                                             self.task_function, singleton_state, self.metric)
+                    running[future] = (trial, overrides, time.time())
+                    asked += 1
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                broken = False
+                for future in done:
+                    trial, overrides, started = running.pop(future)
+                    try:
+                        outcome = future.result()
+                    except BrokenProcessPool as error:
+                        broken = True
+                        outcome = {"value": None, "error": f"the worker process died: {error}",
+                                   "seconds": time.time() - started, "trial_dir": str(sweep_dir / str(trial.number))}
+                    except Exception as error:  # e.g. an unpicklable result
+                        outcome = {"value": None, "error": f"{type(error).__name__}: {error}",
+                                   "seconds": time.time() - started, "trial_dir": str(sweep_dir / str(trial.number))}
+                    value = outcome["value"]
+                    ok = value is not None and not math.isnan(value)
+                    if ok:
+                        study.tell(trial, value)
+                    else:
+                        trial.set_user_attr("error", outcome["error"])
+                        study.tell(trial, state=TrialState.FAIL)
+                        log.warning(f"trial #{trial.number} failed: {outcome['error']}")
+                    sweeps.update_trial(outcome["trial_dir"], optuna={
+                        "number": trial.number, "state": "COMPLETE" if ok else "FAIL", "value": value,
+                        "params": trial.params, "study": self.study_name, "seconds": round(outcome["seconds"], 3),
+                    }, error=outcome["error"])
+                    results.append(outcome)
+                if broken:
+                    executor.shutdown(wait=False, kill_workers=True)
+                    executor = ProcessPoolExecutor(max_workers=workers, env=self._env(threads))
+        finally:
+            for future, (trial, _, _) in running.items():  # interrupted: the running trials failed
+                future.cancel()
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            executor.shutdown(wait=not running, kill_workers=bool(running))
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+        return results
+
+
+def _exit_on_sigterm():
+    """Turn SIGTERM into SystemExit while trials run, so that the workers are stopped and the running trials
+    told FAIL (the default action would leave them orphaned). Returns the previous handler to restore."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+# ------------------------------------------------------------------------------ in a worker
+class _Tee(io.TextIOBase):
+    """Writes to a stream and keeps the last few kilobytes, to report why a trial failed."""
+
+    def __init__(self, stream, keep=4000):
+        self.stream, self.keep, self.tail = stream, keep, ""
+
+    def write(self, text):
+        self.tail = (self.tail + text)[-self.keep:]
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+def run_trial(number, overrides, hydra_context, config, task_function, singleton_state, metric):
+    """Run one trial in this (worker) process as Hydra's launchers do; return its metric or why it failed."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobStatus, run_job, setup_globals
+    from omegaconf import open_dict
+
+    from mlops_framework import sweeps
+
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    started = time.time()
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
+        sweep_config.hydra.job.num = number
+    trial_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+    HydraConfig.instance().set_config(sweep_config)
+    error = None
+    saved_stderr, sys.stderr = sys.stderr, _Tee(sys.stderr)
+    try:
+        ret = run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        if ret.status == JobStatus.FAILED:
+            error = f"{type(ret._return_value).__name__}: {ret._return_value}"
+        elif isinstance(ret.return_value, dict) and ret.return_value.get("error"):
+            error = str(ret.return_value["error"])
+    except SystemExit as exit_:
+        error = _last_error(sys.stderr.tail) or f"the trial exited with status {exit_.code}"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        sys.stderr = saved_stderr
+    value = None
+    if error is None:
+        metrics = sweeps.trial_metrics(trial_dir)
+        if metric in metrics and metrics[metric] is not None:
+            value = float(metrics[metric])
+        else:
+            error = f"metric {metric!r} not in the trial's metrics ({', '.join(sorted(metrics)) or 'none'})"
+    return {"value": value, "error": error, "seconds": time.time() - started, "trial_dir": str(trial_dir)}
+
+
+def _last_error(text):
+    lines = [line for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or [None])[-1]

@@ -1,0 +1,209 @@
+"""Sweeps end to end, in subprocesses as a user runs them: a grid and an Optuna search in parallel, their
+leaderboards, the best version aliased, a resumed study, a failed trial, and a rerun giving the same metrics."""
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from joblib import cpu_count
+
+from run_sizes import SMALL
+from hydra_plugins.mlops_optuna_sweeper.sweeper import search_space
+from mlops_framework import config
+from mlops_framework.hookspecs import hookimpl
+from mlops_framework.pipeline import build_run
+from mlops_framework.plugins import Components, get_plugin_manager
+from mlops_framework.registry import LocalRegistry
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny trials, without SMALL's model.params.n_jobs=1: a sweep sets the threads per trial itself.
+TINY = [override for override in SMALL if not override.startswith("model.params.n_jobs=")]
+OPTIONS = sorted(p.stem for p in (REPO / "conf" / "hparams_search").glob("*.yaml"))
+THREADS_FOR_TWO = str(max(1, cpu_count() // 2))
+
+
+# A plugin for these tests, loaded in the trials with MLOPS_PLUGINS=test_sweeps. After training, trial #0
+# sleeps SLOW_TRIAL_ZERO seconds (so that the trials take unequal times), and trial #1 kills its process
+# when CRASH_TRIAL_ONE is set.
+@hookimpl
+def after_stage_run(stage, run, seconds):
+    if stage.name != "train":
+        return
+    from hydra.core.hydra_config import HydraConfig
+
+    number = HydraConfig.get().job.num
+    if number == 0 and os.environ.get("SLOW_TRIAL_ZERO"):
+        time.sleep(float(os.environ["SLOW_TRIAL_ZERO"]))
+    if number == 1 and os.environ.get("CRASH_TRIAL_ONE"):
+        os._exit(9)
+
+
+TEST_PLUGIN = {"MLOPS_PLUGINS": "test_sweeps",
+               "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+
+
+def compose_with_hydra(overrides):
+    from hydra import compose, initialize_config_dir
+
+    components = Components(get_plugin_manager())
+    with initialize_config_dir(config_dir=str(config.conf_dir()), version_base="1.3", job_name="mlops"):
+        return compose("config", overrides=[*overrides, *config.search_path_overrides(components)],
+                       return_hydra_config=True), components
+
+
+def sweep_dir(home):
+    dirs = sorted((home / "multiruns").iterdir())
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def trials(directory):
+    return sorted((p for p in directory.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def read(path):
+    return json.loads(Path(path).read_text())
+
+
+def leaderboard_rows(directory):
+    with open(directory / "leaderboard.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def versions(home, model="MORTGAGE_XGB"):
+    return LocalRegistry(home / "registry").versions(model)
+
+
+def assert_best_is_aliased(home, directory):
+    rows = leaderboard_rows(directory)
+    ok = [r for r in rows if r["status"] == "ok"]
+    values = [float(r["validation_f1"]) for r in ok]
+    assert values == sorted(values, reverse=True) and ok[0]["rank"] == "1"
+    best = read(directory / "sweep.json")["best"]
+    assert (best["trial"], best["version"], best["alias"]) == (ok[0]["trial"], ok[0]["version"], "SWEEP_BEST")
+    registry = LocalRegistry(home / "registry")
+    assert registry.get_version("MORTGAGE_XGB", "SWEEP_BEST")["version_name"] == ok[0]["version"]
+    history = registry.history("MORTGAGE_XGB")
+    assert history[-1]["new_version"] == ok[0]["version"] and str(directory) in history[-1]["reason"]
+    assert any((directory / name).is_file() for name in ("leaderboard.png", "leaderboard.svg"))
+    return rows
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_search_option_composes(option, home):
+    cfg, components = compose_with_hydra([f"hparams_search={option}"])
+    sweeper = cfg.hydra.sweeper
+    assert sweeper.params, "a search option names its search space"
+    if "mlops_optuna" in sweeper._target_:
+        space, _, _ = search_space(sweeper.params, [])
+        assert set(space) == {k.lstrip("+") for k in sweeper.params}
+        assert sweeper.metric and sweeper.direction in ("maximize", "minimize")
+    else:
+        assert "joblib" in cfg.hydra.launcher._target_
+    assert "score" not in cfg.pipeline.stages, "trials of a parallel sweep must not all score into one table"
+    job = config.compose([f"hparams_search={option}"], components)
+    config.check(job, components)
+    assert build_run(config.resolved(job), components).stages
+    assert any(c._target_ == "mlops_framework.sweeps.SweepCallback" for c in cfg.hydra.callbacks.values())
+
+
+def test_search_space_grammar():
+    space, keys, fixed = search_space(
+        {"a": "range(3, 10)", "b": "tag(log, interval(0.01, 0.3))", "++c": "x,y", "d": "tag(int, interval(1, 5))"},
+        ["a=range(2, 4)", "e=7"])
+    assert (space["a"].low, space["a"].high, space["a"].step) == (2, 3, 1)  # the command line wins; 4 excluded
+    assert space["b"].log and (space["b"].low, space["b"].high) == (0.01, 0.3)
+    assert space["c"].choices == ("x", "y") and keys["c"] == "++c"
+    assert type(space["d"]).__name__ == "IntDistribution" and fixed == ["e=7"]
+
+
+def test_grid_runs_trials_in_parallel_and_aliases_the_best(mlops, home):
+    mlops("run", "-m", "hparams_search=mortgage_grid", "hydra.launcher.n_jobs=2", "model.params.max_depth=3,6",
+          *TINY, check=True)
+    directory = sweep_dir(home)
+    runs = trials(directory)
+    assert len(runs) == 4  # max_depth 3,6 x learning_rate 0.05,0.3 from the option
+    records = [read(t / "trial.json") for t in runs]
+    assert all(r["status"] == "ok" and r["threads"] == THREADS_FOR_TWO for r in records)
+    assert len({r["pid"] for r in records}) == 2, "two worker processes ran the trials"
+    assert all((t / "resolved_config.yaml").is_file() and (t / "summary.json").is_file() for t in runs)
+
+    registered = [v["version_name"] for v in versions(home)]
+    in_summaries = [read(t / "summary.json")["version"] for t in runs]
+    assert sorted(registered) == sorted(set(in_summaries)) == ["v1", "v2", "v3", "v4"]
+    rows = assert_best_is_aliased(home, directory)
+    assert {(r["model.params.max_depth"], r["model.params.learning_rate"]) for r in rows} == {
+        ("3", "0.05"), ("3", "0.3"), ("6", "0.05"), ("6", "0.3")}
+
+    record = read(directory / "sweep.json")
+    assert record["argv"][:2] == ["-m", "hparams_search=mortgage_grid"] and record["env"]["MLOPS_HOME"] == str(home)
+    assert record["git"]["commit"] and record["seeds"]["seed"] == 42 and record["seeds"]["split.seed"] == 42
+    out = mlops("sweep", "show", "--top", "1", check=True).stdout
+    assert str(directory) in out and f"trial {rows[0]['trial']}" in out
+
+
+def test_optuna_search_keeps_workers_busy_marks_the_best_and_resumes(mlops, home):
+    search = ["hparams_search=mortgage_optuna", "hydra.sweeper.n_jobs=2", *TINY]
+    mlops("run", "-m", *search, "hydra.sweeper.n_trials=5", env={**TEST_PLUGIN, "SLOW_TRIAL_ZERO": "3"}, check=True)
+    directory = sweep_dir(home)
+    records = [read(t / "trial.json") for t in trials(directory)]
+    assert [r["optuna"]["state"] for r in records] == ["COMPLETE"] * 5
+    assert len({r["pid"] for r in records}) == 2 and {r["threads"] for r in records} == {THREADS_FOR_TWO}
+    # No worker waits for a batch to end: while trial #0 sleeps, the other worker goes on with #2 and #3.
+    zero_ended = records[0]["start_time"] + records[0]["seconds"]
+    assert records[2]["start_time"] < zero_ended and records[3]["start_time"] < zero_ended
+    assert records[2]["pid"] == records[3]["pid"] != records[0]["pid"]
+    assert_best_is_aliased(home, directory)
+    assert (directory / "optuna.journal").is_file()
+    assert sorted(v["version_name"] for v in versions(home)) == [f"v{n}" for n in range(1, 6)]
+
+    mlops("run", "-m", *search, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={directory}", check=True)
+    study = read(directory / "sweep.json")["study"]
+    assert (study["trials_before"], study["trials_after"]) == (5, 7)
+    assert [t.name for t in trials(directory)] == [str(n) for n in range(7)]
+    assert len(leaderboard_rows(directory)) == 7 and len(versions(home)) == 7
+    assert_best_is_aliased(home, directory)
+
+
+def test_a_failed_trial_is_recorded_and_the_others_finish(mlops, home):
+    result = mlops("run", "-m", "hparams_search=mortgage_grid", "hydra.launcher.n_jobs=2", "model.params.max_depth=3",
+                   "model.params.learning_rate=0.3", "split.holdout=0.2,1.5", *TINY)
+    assert result.returncode == 1 and "1 of 2 trials failed" in result.stderr
+    assert "Traceback" not in result.stderr
+    rows = {r["split.holdout"]: r for r in leaderboard_rows(sweep_dir(home))}
+    assert rows["0.2"]["status"] == "ok" and rows["0.2"]["version"] == "v1"
+    assert rows["1.5"]["status"] == "failed" and "split.holdout must be between 0 and 1" in rows["1.5"]["error"]
+
+
+def test_a_dead_worker_fails_its_trials_and_the_search_goes_on(mlops, home):
+    mlops("run", "-m", "hparams_search=mortgage_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", *TINY,
+          env={**TEST_PLUGIN, "CRASH_TRIAL_ONE": "1", "SLOW_TRIAL_ZERO": "0.5"}, check=True)
+    directory = sweep_dir(home)
+    records = [read(t / "trial.json") for t in trials(directory)]
+    assert records[1]["optuna"]["state"] == "FAIL" and "worker process died" in records[1]["error"]
+    assert records[2]["optuna"]["state"] == "COMPLETE"
+    assert records[2]["pid"] not in (records[0]["pid"], records[1]["pid"]), "trial #2 ran on a new pool"
+    rows = {r["trial"]: r for r in leaderboard_rows(directory)}
+    assert rows["1"]["status"] == "failed" and rows["2"]["status"] == "ok"
+
+
+def test_rerunning_the_recorded_command_reproduces_the_metrics(mlops, home):
+    mlops("run", "-m", "hparams_search=mortgage_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", *TINY,
+          check=True)
+    first = sweep_dir(home)
+    out = mlops("sweep", "rerun", str(first), check=True).stdout
+    assert "same     params and metrics in all 3 trials" in out
+    second = next(p for p in (home / "multiruns").iterdir() if p != first)
+    assert read(second / "sweep.json")["seeds"] == read(first / "sweep.json")["seeds"]
+    for a, b in zip(trials(first), trials(second), strict=True):
+        assert read(a / "evaluation.json") == read(b / "evaluation.json")
+        assert read(a / "trial.json")["optuna"]["params"] == read(b / "trial.json")["optuna"]["params"]
+
+
+def test_show_without_sweeps_says_so(mlops, home):
+    result = mlops("sweep", "show")
+    assert result.returncode == 2 and "no sweeps under" in result.stderr
