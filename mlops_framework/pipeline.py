@@ -177,7 +177,7 @@ def build_run(config, components, *, output_dir=None):
     scoring_values = dict(config["scoring"])
     sink = components.build("sink", scoring_values.pop("sink"), where="scoring.sink")
     source_values = scoring_values.pop("source", None)
-    scoring_source = components.build("data", source_values, where="scoring.source") if source_values else None
+    scoring_source = _data_or_none(components, source_values, "scoring.source")
     stage_names = list(config["pipeline"].get("stages") or [])
     unknown = [name for name in stage_names if name not in components.stages]
     if unknown:
@@ -228,7 +228,6 @@ def _lifecycle_specs(config, components):
     if config.get("promotion"):
         specs["promotion"] = _spec(PromotionSpec, config["promotion"], "promotion")
     return specs
-
 
 
 def run_stages(run):

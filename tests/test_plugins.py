@@ -105,3 +105,39 @@ def test_every_hookspec_is_documented_and_implemented_by_a_builtin_or_a_test():
     for name in specs:
         if name not in lifecycle and name != "register_config_dirs":
             assert hasattr(local, name), f"no built-in implements {name}"
+
+
+def test_lifecycle_hooks_observe_every_stage_in_order(tmp_path, home, monkeypatch, capsys):
+    """A plugin loaded through MLOPS_PLUGINS sees before/after for each stage, and on_stage_error on failure."""
+    from mlops_framework.cli import main
+    from run_sizes import SMALL
+
+    log = tmp_path / "events.log"
+    (tmp_path / "recording_plugin.py").write_text(textwrap.dedent(f"""
+        from mlops_framework.hookspecs import hookimpl
+
+        def _write(line):
+            with open({str(log)!r}, "a") as f:
+                f.write(line + "\\n")
+
+        @hookimpl
+        def before_stage_run(stage, run):
+            _write("before " + stage.name)
+
+        @hookimpl
+        def after_stage_run(stage, run, seconds):
+            _write("after " + stage.name)
+
+        @hookimpl
+        def on_stage_error(stage, run, error):
+            _write("error " + stage.name + " " + type(error).__name__)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MLOPS_PLUGINS", "recording_plugin")
+    assert main(["run", "pipeline=train", *SMALL]) == 0
+    stages = ["load", "validate", "features", "split", "train", "evaluate", "register"]
+    assert log.read_text().split("\n")[:-1] == [f"{when} {name}" for name in stages for when in ("before", "after")]
+    log.unlink()
+    assert main(["run", "pipeline=score", "scoring.version=v9", *SMALL[:2]]) == 2
+    assert log.read_text().split("\n")[:-1] == ["before score", "error score MlopsError"]
+    sys.modules.pop("recording_plugin", None)
