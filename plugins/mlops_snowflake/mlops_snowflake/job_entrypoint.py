@@ -140,7 +140,7 @@ def _summary(run, manifest):
         summary["registry"] = run.registry.describe()
     metrics = run.results.get("metrics") or {}
     summary["metrics"] = {key: round(float(value), 4) for key, value in metrics.items()
-                          if key.startswith("holdout_") and value is not None}
+                          if key.startswith(("validation_", "holdout_")) and value is not None}
     if "scored" in run.results:
         summary["scored"] = json.loads(json.dumps(run.results["scored"], default=str))
     return summary
