@@ -33,6 +33,22 @@ _KEYS_VIEW = "__mlops_partition_keys"
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
+def check_same_columns(table, existing, columns) -> None:
+    """Refuse predictions whose columns differ (ignoring case) from those of the existing ``table``."""
+    have = {c.upper(): c for c in existing}
+    new = {c.upper(): c for c in columns}
+    only_table = [have[k] for k in have if k not in new]
+    only_new = [new[k] for k in new if k not in have]
+    if only_table or only_new:
+        parts = []
+        if only_new:
+            parts.append(f"new columns not in the table: {', '.join(only_new)}")
+        if only_table:
+            parts.append(f"table columns missing from the predictions: {', '.join(only_table)}")
+        raise MlopsError(f"the predictions do not match the columns of existing table {table} "
+                         f"({'; '.join(parts)}); drop the table or write to another one")
+
+
 def quote_identifier(name: str) -> str:
     """A SQL identifier, double-quoted (embedded quotes doubled)."""
     return '"' + str(name).replace('"', '""') + '"'
@@ -139,20 +155,7 @@ class _DuckDBWriter:
         ]
         if existing:
             self._existed = True
-            have = {c.lower(): c for c in existing}
-            new = {c.lower(): c for c in names}
-            only_table = [have[k] for k in have if k not in new]
-            only_batch = [new[k] for k in new if k not in have]
-            if only_table or only_batch:
-                parts = []
-                if only_batch:
-                    parts.append(f"new columns not in the table: {', '.join(only_batch)}")
-                if only_table:
-                    parts.append(f"table columns missing from the predictions: {', '.join(only_table)}")
-                raise MlopsError(
-                    f"the predictions do not match the columns of existing table {self._table} "
-                    f"({'; '.join(parts)}); drop the table or write to another one"
-                )
+            check_same_columns(self._table, existing, names)
             if not self._partition_by:
                 con.execute(f"DELETE FROM {self._quoted}")
         else:

@@ -266,17 +266,10 @@ class SnowflakeSink:
         if existing is None:
             self._execute(cursor, f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {staging} LIMIT 0")
         else:
-            have, new = {c.upper(): c for c in existing}, {c.upper(): c for c in columns}
-            only_table = [have[k] for k in have if k not in new]
-            only_new = [new[k] for k in new if k not in have]
-            if only_table or only_new:
-                parts = []
-                if only_new:
-                    parts.append(f"new columns not in the table: {', '.join(only_new)}")
-                if only_table:
-                    parts.append(f"table columns missing from the predictions: {', '.join(only_table)}")
-                raise MlopsError(f"the predictions do not match the columns of existing table {table} "
-                                 f"({'; '.join(parts)}); drop the table or write to another one")
+            from mlops_framework.sinks import check_same_columns
+
+            check_same_columns(table, existing, columns)
+            have = {c.upper(): c for c in existing}
         target = columns if existing is None else [have[c.upper()] for c in columns]  # the table's spelling
         listed = ", ".join(quote(c) for c in target)
         staged = ", ".join(quote(c) for c in columns)
