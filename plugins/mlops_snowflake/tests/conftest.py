@@ -376,15 +376,3 @@ def kit():
         CANARY_PASSWORD=CANARY_PASSWORD, CANARY_PASSPHRASE=CANARY_PASSPHRASE, FakeConnection=FakeConnection,
         fetch=fetch, write_key=write_key, local_predictions=local_predictions,
     )
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _close_leftover_snowpark_sessions():
-    """Close sessions a test left open while pytest's streams still exist: Snowpark's own atexit hook
-    logs to them after pytest has closed them."""
-    yield
-    import sys
-
-    module = sys.modules.get("snowflake.snowpark.session")
-    for session in list(getattr(module, "_active_sessions", ()) or ()):
-        session.close()
