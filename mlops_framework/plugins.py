@@ -16,11 +16,12 @@ DISABLE_ENV = "MLOPS_DISABLE_PLUGINS"
 EXTRA_ENV = "MLOPS_PLUGINS"
 
 
-def get_plugin_manager(*, load_entrypoints=True):
+def get_plugin_manager(*, load_entrypoints=True, extra=()):
     """Built-ins first, then the ``mlops_framework`` entry points, then a check that every hook has a spec.
 
     ``MLOPS_PLUGINS=module1,module2`` also loads plugin modules that are importable but not installed as
     packages; ``MLOPS_DISABLE_PLUGINS=name1,name2`` skips external plugins by entry-point name.
+    ``extra`` is ``(name, plugin)`` pairs registered last (an ML Job's payload has no entry points).
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -36,6 +37,8 @@ def get_plugin_manager(*, load_entrypoints=True):
         for module_name in _names(EXTRA_ENV):
             if not pm.has_plugin(module_name):
                 pm.register(_import_plugin(module_name, module_name), module_name)
+    for name, plugin in extra:
+        pm.register(plugin, name)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as error:

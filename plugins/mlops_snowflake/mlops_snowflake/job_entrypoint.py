@@ -54,12 +54,10 @@ def main(payload_dir=PAYLOAD_DIR):
 
 def plugin_manager(plugins):
     """The core's plugin manager with built-ins plus ``plugins`` (``[[name, "module[:attr]"], ...]``)."""
-    import pluggy
-
     from mlops_framework.errors import MlopsError
     from mlops_framework.plugins import get_plugin_manager
 
-    pm = get_plugin_manager(load_entrypoints=False)
+    extra = []
     for name, value in plugins:
         module_name, _, attribute = value.partition(":")
         try:
@@ -67,12 +65,8 @@ def plugin_manager(plugins):
         except ImportError as error:
             raise MlopsError(f"plugin {name!r} ({value}) is not importable in the job: {error}. "
                              f"Add it to backend.pip_requirements") from error
-        pm.register(getattr(plugin, attribute) if attribute else plugin, name)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as error:
-        raise MlopsError(f"plugin {error.plugin!r} implements a hook with no spec: {error}") from error
-    return pm
+        extra.append((name, getattr(plugin, attribute) if attribute else plugin))
+    return get_plugin_manager(load_entrypoints=False, extra=extra)
 
 
 def adopt_job_session(config):
