@@ -103,7 +103,7 @@ def test_every_search_option_composes(option, home):
         assert set(space) == {k.lstrip("+") for k in sweeper.params}
         assert sweeper.metric and sweeper.direction in ("maximize", "minimize")
     else:
-        assert "joblib" in cfg.hydra.launcher._target_
+        assert "mlops_local_launcher" in cfg.hydra.launcher._target_
     assert "score" not in cfg.pipeline.stages, "trials of a parallel sweep must not all score into one table"
     job = config.compose([f"hparams_search={option}"], components)
     config.check(job, components)
@@ -207,3 +207,33 @@ def test_rerunning_the_recorded_command_reproduces_the_metrics(mlops, home):
 def test_show_without_sweeps_says_so(mlops, home):
     result = mlops("sweep", "show")
     assert result.returncode == 2 and "no sweeps under" in result.stderr
+
+
+def test_a_grid_trial_past_its_timeout_is_stopped_and_the_others_finish(mlops, home):
+    started = time.monotonic()
+    result = mlops("run", "-m", "hparams_search=mortgage_grid", "hydra.launcher.n_jobs=2", "hydra.launcher.timeout_s=5",
+                   "model.params.max_depth=3", "model.params.learning_rate=0.1,0.3", *TINY,
+                   env={**TEST_PLUGIN, "SLOW_TRIAL_ZERO": "120"})
+    assert time.monotonic() - started < 90, "the slow trial was not stopped"
+    assert result.returncode == 1 and "1 of 2 trials failed" in result.stderr and "Traceback" not in result.stderr
+    rows = {r["trial"]: r for r in leaderboard_rows(sweep_dir(home))}
+    assert rows["0"]["status"] == "failed" and "timed out after 5 s" in rows["0"]["error"]
+    assert rows["1"]["status"] == "ok" and rows["1"]["version"] == "v1"
+    assert [v["version_name"] for v in versions(home)] == ["v1"], "the stopped trial registered nothing"
+
+
+def test_a_dead_grid_worker_fails_its_trial_only(mlops, home):
+    result = mlops("run", "-m", "hparams_search=mortgage_grid", "hydra.launcher.n_jobs=2", "model.params.max_depth=3",
+                   "model.params.learning_rate=0.05,0.1,0.3", *TINY, env={**TEST_PLUGIN, "CRASH_TRIAL_ONE": "1"})
+    assert result.returncode == 1 and "1 of 3 trials failed" in result.stderr
+    rows = {r["trial"]: r for r in leaderboard_rows(sweep_dir(home))}
+    assert rows["1"]["status"] == "failed" and "worker process died (exit code 9)" in rows["1"]["error"]
+    assert rows["0"]["status"] == rows["2"]["status"] == "ok"
+
+
+def test_one_job_runs_the_trials_in_this_process_one_after_the_other(mlops, home):
+    mlops("run", "-m", "hparams_search=mortgage_grid", "hydra.launcher.n_jobs=1", "model.params.max_depth=3,6",
+          "model.params.learning_rate=0.3", *TINY, check=True)
+    records = [read(t / "trial.json") for t in trials(sweep_dir(home))]
+    assert len(records) == 2 and len({r["pid"] for r in records}) == 1
+    assert records[0]["start_time"] + records[0]["seconds"] <= records[1]["start_time"]

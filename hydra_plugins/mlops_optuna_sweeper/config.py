@@ -1,9 +1,11 @@
 """The sweeper's config schema, stored as the ``hydra/sweeper`` option ``mlops_optuna``."""
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+
+from mlops_framework.workers import DEFAULT_PRELOAD
 
 
 @dataclass
@@ -28,6 +30,10 @@ class MlopsOptunaSweeperConf:
     # interval(0.5, 1.0), tag(log, interval(0.01, 0.3)), tag(int, interval(1, 100)), a,b,c or choice(a, b);
     # a plain value fixes the key for every trial
     params: Dict[str, str] = field(default_factory=dict)
+    # seconds a trial may run before its worker is killed and the trial told FAIL; null: no limit
+    timeout_s: Optional[float] = None
+    # modules imported once, before the workers fork, so that no trial pays for them
+    preload: List[str] = field(default_factory=lambda: list(DEFAULT_PRELOAD))
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="mlops_optuna", node=MlopsOptunaSweeperConf,

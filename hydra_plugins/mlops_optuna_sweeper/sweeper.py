@@ -6,14 +6,14 @@ How a sweep runs:
    override such as ``model.params.max_depth=3,6`` becomes a dimension; a plain one is fixed).
 2. The study is created in, or loaded from, ``storage`` (default ``<sweep dir>/optuna.journal``), so a
    killed or finished sweep resumes with ``hydra.sweep.dir=<that dir>``: its trials keep their numbers.
-3. ``n_jobs`` worker processes are started once (loky, as Hydra's joblib launcher uses), each with
-   ``OMP_NUM_THREADS`` (and the BLAS equivalents) set to ``threads_per_trial``. The sweeper asks for
-   a trial whenever a worker is free and tells Optuna its result as soon as it finishes: no worker
-   waits for a batch to end.
-4. A worker runs the trial as Hydra's launchers do (``run_job``: the trial's config, ``.hydra/``, its
+3. ``n_jobs`` warm worker processes (``mlops_framework.workers.WorkerPool``: forked after ``preload`` was
+   imported once) each run one trial at a time with ``OMP_NUM_THREADS`` (and the BLAS equivalents) set to
+   ``threads_per_trial``. The sweeper asks for a trial whenever a worker is free and tells Optuna its
+   result as soon as it finishes: no worker waits for a batch to end.
+4. A worker runs the trial as the local launcher does (``run_job``: the trial's config, ``.hydra/``, its
    output directory ``<sweep dir>/<trial number>``) and reads the metric from the files the run left.
-   A trial that raises, exits, or lacks the metric is told ``FAIL`` and the study goes on; a worker
-   that dies fails its trials and the pool is restarted.
+   A trial that raises, exits, lacks the metric or runs past ``timeout_s`` is told ``FAIL`` and the
+   study goes on; a worker that dies or is stopped is replaced.
 
 The sweeper records the study (name, storage, best trial) in ``sweep.json`` and each trial's Optuna
 state in ``<trial>/trial.json``; the leaderboard and the best-version alias are written at the end of
@@ -25,9 +25,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import re
-import signal
 import sys
 import time
 from pathlib import Path
@@ -41,8 +39,6 @@ from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
 SAFE_VALUE = re.compile(r"^[\w.:/+-]+$")
 
 
@@ -113,11 +109,6 @@ def format_value(value):
     return text
 
 
-def worker_env(threads, explicit=False):
-    """Thread limits for a trial's process; unless ``explicit``, variables the user set are kept."""
-    return {var: str(threads) if explicit else os.environ.get(var, str(threads)) for var in THREAD_VARS}
-
-
 def _first_value(distribution):
     return distribution.choices[0] if hasattr(distribution, "choices") else distribution.low
 
@@ -125,16 +116,21 @@ def _first_value(distribution):
 # ------------------------------------------------------------------------------ the sweeper
 class MlopsOptunaSweeper(Sweeper):
     def __init__(self, metric, direction, n_trials, n_jobs, threads_per_trial, sampler, seed, study_name,
-                 storage, params):
+                 storage, params, timeout_s=None, preload=()):
         self.metric, self.direction = metric, direction
         self.n_trials, self.n_jobs, self.threads_per_trial = n_trials, n_jobs, threads_per_trial
         self.sampler_name, self.seed = sampler, seed
         self.study_name, self.storage = study_name, storage
         self.params = dict(params or {})
+        self.timeout_s, self.preload = timeout_s, list(preload)
         self.config = self.hydra_context = self.task_function = None
 
     def setup(self, *, hydra_context, task_function, config):
+        from mlops_framework.workers import start_forkserver
+
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        if task_function is not None:
+            start_forkserver(self.preload)  # its imports overlap with opening the study
 
     # -- settings ---------------------------------------------------------------------------
     def _check(self):
@@ -144,20 +140,19 @@ class MlopsOptunaSweeper(Sweeper):
             raise SweepConfigError(f"hydra.sweeper.n_trials must be at least 1, not {self.n_trials}")
         if self.sampler_name not in ("tpe", "random"):
             raise SweepConfigError(f"hydra.sweeper.sampler must be tpe or random, not {self.sampler_name!r}")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise SweepConfigError(f"hydra.sweeper.timeout_s must be positive, not {self.timeout_s}")
 
     def workers(self):
-        from joblib import cpu_count
+        from mlops_framework.workers import cores as count_cores
 
-        cores = cpu_count()
+        cores = count_cores()
         workers = cores if self.n_jobs in (None, -1) else self.n_jobs
         if workers < 1:
             raise SweepConfigError(f"hydra.sweeper.n_jobs must be -1 or at least 1, not {self.n_jobs}")
         workers = min(workers, self.n_trials)
         threads = self.threads_per_trial or max(1, cores // workers)
         return workers, threads
-
-    def _env(self, threads):
-        return worker_env(threads, explicit=self.threads_per_trial is not None)
 
     def _storage(self, sweep_dir):
         from optuna.storages import JournalStorage
@@ -229,80 +224,49 @@ class MlopsOptunaSweeper(Sweeper):
         return results
 
     def _optimize(self, study, space, keys, fixed, workers, threads, sweep_dir):
-        from concurrent.futures import FIRST_COMPLETED, wait
-
         from hydra.core.singleton import Singleton
-        from joblib.externals.loky.process_executor import BrokenProcessPool, ProcessPoolExecutor
         from optuna.trial import TrialState
 
         from mlops_framework import sweeps
+        from mlops_framework.workers import WorkerPool
 
-        executor = ProcessPoolExecutor(max_workers=workers, env=self._env(threads))
         singleton_state = Singleton.get_state()
-        running, results, asked = {}, [], 0
-        previous_handler = _exit_on_sigterm()
-        try:
-            while asked < self.n_trials or running:
-                while asked < self.n_trials and len(running) < workers:
-                    trial = study.ask(space)
-                    overrides = fixed + [f"{keys[name]}={format_value(value)}" for name, value in trial.params.items()]
-                    trial.set_user_attr("trial_dir", str(sweep_dir / str(trial.number)))
-                    log.info(f"\t#{trial.number} : {' '.join(overrides)}")
-                    future = executor.submit(run_trial, trial.number, overrides, self.hydra_context, self.config,
-                                             self.task_function, singleton_state, self.metric)
-                    running[future] = (trial, overrides, time.time())
-                    asked += 1
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                broken = False
-                for future in done:
-                    trial, overrides, started = running.pop(future)
-                    try:
-                        outcome = future.result()
-                    except BrokenProcessPool as error:
-                        broken = True
-                        outcome = {"value": None, "error": f"the worker process died: {error}",
-                                   "seconds": time.time() - started, "trial_dir": str(sweep_dir / str(trial.number))}
-                    except Exception as error:  # e.g. an unpicklable result
-                        outcome = {"value": None, "error": f"{type(error).__name__}: {error}",
-                                   "seconds": time.time() - started, "trial_dir": str(sweep_dir / str(trial.number))}
-                    value = outcome["value"]
-                    ok = value is not None and not math.isnan(value)
-                    if ok:
-                        study.tell(trial, value)
-                    else:
-                        trial.set_user_attr("error", outcome["error"])
-                        study.tell(trial, state=TrialState.FAIL)
-                        log.warning(f"trial #{trial.number} failed: {outcome['error']}")
-                    sweeps.update_trial(outcome["trial_dir"], optuna={
-                        "number": trial.number, "state": "COMPLETE" if ok else "FAIL", "value": value,
-                        "params": trial.params, "study": self.study_name, "seconds": round(outcome["seconds"], 3),
-                    }, error=outcome["error"])
-                    results.append(outcome)
-                if broken:
-                    executor.shutdown(wait=False, kill_workers=True)
-                    executor = ProcessPoolExecutor(max_workers=workers, env=self._env(threads))
-        finally:
-            for future, (trial, _, _) in running.items():  # interrupted: the running trials failed
-                future.cancel()
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            executor.shutdown(wait=not running, kill_workers=bool(running))
-            if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
+        results, asked, running = [], 0, {}
+        with WorkerPool(workers, threads, self.preload, keep_user_settings=self.threads_per_trial is None) as pool:
+            try:
+                while asked < self.n_trials or pool.busy:
+                    while asked < self.n_trials and pool.idle:
+                        trial = study.ask(space)
+                        overrides = fixed + [f"{keys[name]}={format_value(value)}"
+                                             for name, value in trial.params.items()]
+                        trial.set_user_attr("trial_dir", str(sweep_dir / str(trial.number)))
+                        log.info(f"\t#{trial.number} : {' '.join(overrides)}")
+                        running[trial.number] = trial
+                        pool.submit(trial, run_trial, trial.number, overrides, self.hydra_context, self.config,
+                                    self.task_function, singleton_state, self.metric, timeout=self.timeout_s)
+                        asked += 1
+                    for done in pool.wait():
+                        trial = running.pop(done.key.number)
+                        outcome = done.value if done.ok else {
+                            "value": None, "error": done.error, "seconds": done.seconds,
+                            "trial_dir": str(sweep_dir / str(trial.number))}
+                        value = outcome["value"]
+                        ok = value is not None and not math.isnan(value)
+                        if ok:
+                            study.tell(trial, value)
+                        else:
+                            trial.set_user_attr("error", outcome["error"])
+                            study.tell(trial, state=TrialState.FAIL)
+                            log.warning(f"trial #{trial.number} failed: {outcome['error']}")
+                        sweeps.update_trial(outcome["trial_dir"], optuna={
+                            "number": trial.number, "state": "COMPLETE" if ok else "FAIL", "value": value,
+                            "params": trial.params, "study": self.study_name, "seconds": round(outcome["seconds"], 3),
+                        }, error=outcome["error"])
+                        results.append(outcome)
+            finally:  # interrupted: the running trials failed (the pool kills their workers)
+                for trial in running.values():
+                    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         return results
-
-
-def _exit_on_sigterm():
-    """Turn SIGTERM into SystemExit while trials run, so that the workers are stopped and the running trials
-    told FAIL (the default action would leave them orphaned). Returns the previous handler to restore."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    return signal.signal(signal.SIGTERM, handler)
 
 
 # ------------------------------------------------------------------------------ in a worker
@@ -321,28 +285,20 @@ class _Tee(io.TextIOBase):
 
 
 def run_trial(number, overrides, hydra_context, config, task_function, singleton_state, metric):
-    """Run one trial in this (worker) process as Hydra's launchers do; return its metric or why it failed."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import JobStatus, run_job, setup_globals
-    from omegaconf import open_dict
+    """Run one trial in this (worker) process as the local launcher does; return its metric or why it failed."""
+    from hydra.core.utils import JobStatus, setup_globals
 
+    from hydra_plugins.mlops_local_launcher.launcher import run_trial as run_job_here
     from mlops_framework import sweeps
 
-    setup_globals()
-    Singleton.set_state(singleton_state)
     started = time.time()
-    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-    with open_dict(sweep_config):
-        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
-        sweep_config.hydra.job.num = number
-    trial_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
-    HydraConfig.instance().set_config(sweep_config)
+    setup_globals()  # the resolvers the sweep dir's interpolation uses
+    trial_dir = Path(str(config.hydra.sweep.dir)) / str(number)
     error = None
     saved_stderr, sys.stderr = sys.stderr, _Tee(sys.stderr)
     try:
-        ret = run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
-                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        ret = run_job_here(number, overrides, hydra_context, config, task_function, singleton_state)
+        trial_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
         if ret.status == JobStatus.FAILED:
             error = f"{type(ret._return_value).__name__}: {ret._return_value}"
         elif isinstance(ret.return_value, dict) and ret.return_value.get("error"):

@@ -1,0 +1,71 @@
+"""The warm worker pool under sweeps: thread limits, a task's error, a timeout, a dying worker."""
+
+import os
+import time
+
+import pytest
+
+from mlops_framework.workers import WorkerPool
+
+
+def report():
+    return os.getpid(), os.environ["OMP_NUM_THREADS"]
+
+
+def fail():
+    raise ValueError("bad trial")
+
+
+def sleep(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def die():
+    os._exit(3)
+
+
+@pytest.fixture
+def pool():
+    with WorkerPool(2, threads=1, preload=("json",), keep_user_settings=False) as workers:
+        yield workers
+
+
+def run_all(pool, *tasks, timeout=None):
+    for key, (function, *args) in enumerate(tasks):
+        pool.submit(key, function, *args, timeout=timeout)
+    outcomes = {}
+    while pool.busy:
+        outcomes.update((o.key, o) for o in pool.wait())
+    return outcomes
+
+
+def test_each_worker_runs_with_its_thread_limit(pool):
+    outcomes = run_all(pool, (report,), (sleep, 0.3))
+    pid, threads = outcomes[0].value
+    assert outcomes[0].ok and threads == "1"
+    assert pid != os.getpid() and outcomes[1].value not in (pid, os.getpid()), "two separate worker processes"
+
+
+def test_a_failing_task_reports_its_error_and_the_worker_lives_on(pool):
+    first = run_all(pool, (fail,), (report,))
+    assert not first[0].ok and first[0].error == "ValueError: bad trial"
+    pids = {run_all(pool, (report,), (report,))[k].value[0] for k in (0, 1)}
+    assert len(pids) == 2 and pool.idle == 2
+
+
+def test_a_task_past_its_timeout_is_stopped_and_its_worker_replaced(pool):
+    started = time.monotonic()
+    outcomes = run_all(pool, (sleep, 60), (sleep, 0.1), timeout=2)
+    assert time.monotonic() - started < 30
+    assert not outcomes[0].ok and "timed out after 2 s" in outcomes[0].error
+    assert outcomes[1].ok
+    again = run_all(pool, (report,), (report,))
+    assert all(o.ok for o in again.values()), "the pool has two working workers again"
+
+
+def test_a_worker_that_dies_fails_its_task_only(pool):
+    outcomes = run_all(pool, (die,), (sleep, 0.5))
+    assert not outcomes[0].ok and "worker process died (exit code 3)" in outcomes[0].error
+    assert outcomes[1].ok
+    assert run_all(pool, (report,))[0].ok
