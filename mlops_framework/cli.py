@@ -49,7 +49,8 @@ def _help_text():
         "",
         "commands:",
         "  run [-m] [OVERRIDES...]   run the configured pipeline (-m: a Hydra multirun / sweep)",
-        "  plan [OVERRIDES...]       resolve the config and print what each stage would do; touches nothing",
+        "  plan [-m] [OVERRIDES...]  resolve the config and print what each stage would do; touches nothing",
+        "                            (-m: a sweep's trials as its launcher would submit them, then one trial's plan)",
         "  registry ...              models | versions MODEL | show MODEL VERSION_OR_ALIAS |",
         "                            alias set MODEL VERSION ALIAS | alias unset MODEL ALIAS |",
         "                            tag set MODEL TAG VALUE | history MODEL | rollback MODEL ALIAS",
@@ -155,18 +156,24 @@ def _run(overrides):
     return 0
 
 
-def _plan(overrides):
+def _plan(argv):
     from mlops_framework import config
     from mlops_framework.pipeline import build_run
 
+    overrides = [item for item in argv if item not in ("-m", "--multirun")]
     components = _components()
+    lines, title = [], "plan"
+    if len(overrides) < len(argv):  # a sweep: its trials, then one trial's plan in full
+        from mlops_framework import sweeps
+
+        lines, overrides, label = sweeps.plan(overrides, components)
+        title = f"\nplan of {label} ({' '.join(overrides) or 'no overrides'})"
     cfg = config.compose(overrides, components)
     config.check(cfg, components)
     run = build_run(config.resolved(cfg), components)
-    backend = cfg.backend.kind
-    print(f"plan: backend {backend}, registry {run.registry.describe()}, {len(run.stages)} stages")
-    for number, line in enumerate(run.backend.plan(run), 1):
-        print(f"{number:>3}. {line}")
+    lines.append(f"{title}: backend {cfg.backend.kind}, registry {run.registry.describe()}, {len(run.stages)} stages")
+    lines += [f"{number:>3}. {line}" for number, line in enumerate(run.backend.plan(run), 1)]
+    print("\n".join(lines))  # all or nothing: an error prints only its message
     return 0
 
 

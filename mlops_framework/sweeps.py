@@ -13,7 +13,8 @@ A sweep directory (Hydra's ``hydra.sweep.dir``, ``$MLOPS_HOME/multiruns/<time>``
 starts, ``trial.json`` around each trial (wherever the launcher runs it) and, when the multirun ends,
 the leaderboard, and points an alias (``SWEEP_BEST``) at the best trial's registered version. The
 alias's history entry names the sweep directory, the trial and its metric.
-``mlops sweep show|list|rerun`` reads the same files.
+``mlops sweep show|list|rerun`` reads the same files; ``plan`` (``mlops plan -m``) lists what a multirun
+would launch before any of it exists.
 """
 
 from __future__ import annotations
@@ -328,8 +329,7 @@ def leaderboard(sweep_dir, *, metric=None, direction=None):
             "rank": None, "trial": trial_dir.name, "status": "ok" if value is not None and not error else "failed",
             "value": value, "metrics": metrics, "params": _overrides(trial_dir),
             "seconds": trial.get("seconds") or (trial.get("optuna") or {}).get("seconds"),
-            "model": summary.get("model"), "version": summary.get("version"), "error": error,
-            "dir": str(trial_dir),
+            **_model_version(summary), "error": error, "dir": str(trial_dir),
         })
     searched = list((study.get("search_space") or record.get("search_space") or {}))
     varying = [key for key in dict.fromkeys(k for row in rows for k in row["params"])
@@ -342,6 +342,16 @@ def leaderboard(sweep_dir, *, metric=None, direction=None):
     rows = ok + [r for r in rows if r["status"] != "ok"]
     return {"sweep_dir": str(sweep_dir), "metric": metric, "direction": direction, "param_keys": param_keys,
             "rows": rows, "best": ok[0] if ok else None, "record": record}
+
+
+def _model_version(summary):
+    """``{"model", "version"}`` of a trial's summary.json. A local trial writes ``"version": "v3"``; an ML
+    Job's (the job's result, written by the ML Job launcher) nests it: ``"version": {"version_name": "V3"}``."""
+    model, version = summary.get("model"), summary.get("version")
+    if isinstance(version, dict):
+        model = model or version.get("model_name")
+        version = version.get("version_name")
+    return {"model": model, "version": version}
 
 
 def _number(name):
@@ -509,7 +519,7 @@ def promote(board, alias):
     return {"model": best["model"], "version": best["version"], "alias": alias, "moved": moved}
 
 
-def finish(sweep_dir, *, promote=DEFAULT_ALIAS, metric=None, direction=None, out=sys.stdout):
+def finish(sweep_dir, *, promote=DEFAULT_ALIAS, metric=None, direction=None, out=None):
     """Write the leaderboard (CSV and plot), print it, set the alias, and record the best in ``sweep.json``."""
     sweep_dir = Path(sweep_dir)
     board = leaderboard(sweep_dir, metric=metric, direction=direction)
@@ -541,7 +551,7 @@ def _promote(board, alias):
         return None
 
 
-def _print_board(board, promoted, written, out=sys.stdout, top=None):
+def _print_board(board, promoted, written, out=None, top=None):
     ok = sum(row["status"] == "ok" for row in board["rows"])
     lines = [f"sweep    {board['sweep_dir']}  ({len(board['rows'])} trials: {ok} ok, {len(board['rows']) - ok} failed; "
              f"ranked by {board['metric']}, {board['direction']})"]
@@ -559,6 +569,132 @@ def _print_board(board, promoted, written, out=sys.stdout, top=None):
     if written:
         lines.append("wrote    " + ", ".join(str(p) for p in written))
     print("\n".join(lines), file=out)
+
+
+# ------------------------------------------------------------------------------ planning a sweep
+def plan(overrides, components):
+    """What ``mlops run -m OVERRIDES`` would launch, worked out without running a trial or writing a file.
+
+    The multirun config is composed as ``mlops run -m`` composes it, and its sweeper and launcher are
+    instantiated as Hydra instantiates them, without the callbacks (so no ``sweep.json``). Returns
+    ``(lines, trial, label)``:
+
+    - a grid (Hydra's basic sweeper): a header naming the sweeper, the launcher and the number of trials,
+      then one line per trial: the launcher's own ``plan(job_overrides, initial_job_idx) -> [str]`` where it
+      has one (the ML Job launcher's: job name, compute pool, stage), else the trial's number and overrides.
+      ``trial`` is the first trial's overrides.
+    - an Optuna search (``hydra/sweeper=mlops_optuna``): the study's settings and search space; its trials
+      are asked for while it runs, so ``trial`` takes each searched key's first value, as the sweeper's own
+      check before the first trial does.
+
+    Every listed trial's config is composed, as a sweep does before launching, so a bad override fails here.
+    """
+    from hydra import initialize_config_dir
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.plugins import Plugins
+    from hydra.errors import HydraException
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mlops_framework import config
+
+    try:
+        # job name "cli": the one hydra.main gives `mlops run`, whose task function lives in cli.py
+        with initialize_config_dir(config_dir=str(config.conf_dir()), version_base="1.3", job_name="cli"):
+            hydra = GlobalHydra.instance().hydra
+            cfg = hydra.compose_config("config", [*overrides, "hydra.mode=MULTIRUN",
+                                                  *config.search_path_overrides(components)],
+                                       run_mode=RunMode.MULTIRUN)
+            context = HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks())
+            # no task function: the sweeper and launcher are set up to be asked, not to run (nor warm workers)
+            sweeper = Plugins.instance().instantiate_sweeper(config=cfg, hydra_context=context, task_function=None)
+            arguments = OmegaConf.to_container(cfg.hydra.overrides.task)
+            # by name: Hydra's plugin scan executes the plugin modules again, so their classes are new objects
+            if type(sweeper).__name__ == "BasicSweeper":
+                return _plan_grid(cfg, sweeper, arguments)
+            if type(sweeper).__name__ == "MlopsOptunaSweeper":
+                return _plan_search(cfg, sweeper, arguments)
+            raise MlopsError(f"mlops plan -m lists the trials of a grid (hydra/sweeper=basic) or an Optuna search "
+                             f"(hydra/sweeper=mlops_optuna), not of {_plugin(cfg, 'sweeper', sweeper)}")
+    except (HydraException, OmegaConfBaseException) as error:
+        if isinstance(error.__cause__, MlopsError):  # a sweeper or launcher refusing its settings
+            raise error.__cause__ from None
+        raise MlopsError(config._first_paragraph(error)) from error
+
+
+def _plugin(cfg, kind, plugin, settings=()):
+    """``JoblibLauncher (hydra/launcher=joblib, n_jobs=-1)``: the class, the config option, chosen settings."""
+    node = cfg.hydra[kind]
+    shown = [f"hydra/{kind}={cfg.hydra.runtime.choices.get(f'hydra/{kind}')}"]
+    shown += [f"{key}={node[key]}" for key in settings if key in node]
+    return f"{type(plugin).__name__} ({', '.join(shown)})"
+
+
+def _plan_grid(cfg, sweeper, arguments):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    # as BasicSweeper.sweep: hydra.sweeper.params first, the command line's overrides replacing them key by key
+    lines = [f"{key}={value}" for key, value in (sweeper.params or {}).items()]
+    parser = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
+    batches = sweeper.split_arguments(parser.parse_overrides([*lines, *arguments]), sweeper.max_batch_size)
+    launcher = sweeper.launcher
+    trials, number = [], 0
+    for batch in batches:
+        sweeper.validate_batch_is_legal(batch)
+        if callable(getattr(launcher, "plan", None)):
+            trials += launcher.plan(batch, initial_job_idx=number)
+        else:
+            trials += [f"trial {number + i}: {' '.join(overrides) or '(no overrides)'}"
+                       for i, overrides in enumerate(batch)]
+        number += len(batch)
+    header = (f"sweep: {number} trial{'s' if number != 1 else ''}, sweeper {_plugin(cfg, 'sweeper', sweeper)}, "
+              f"launcher {_plugin(cfg, 'launcher', launcher, ('n_jobs', 'max_parallel'))}, "
+              f"sweep dir {cfg.hydra.sweep.dir}")
+    return [header, *(f"  {line}" for line in trials)], list(batches[0][0]), "trial 0"
+
+
+def _plan_search(cfg, sweeper, arguments):
+    from hydra_plugins.mlops_optuna_sweeper.sweeper import _first_value, format_value, search_space
+
+    sweeper._check()  # the sweeper's own refusal of a bad direction, n_trials or sampler
+    space, keys, fixed = search_space(sweeper.params, arguments, sweeper.hydra_context.config_loader)
+    if not space:
+        raise MlopsError("the search space is empty: set hydra.sweeper.params or sweep a key on the command line, "
+                         "e.g. model.params.max_depth=range(3,10)")
+    workers, threads = sweeper.workers()
+    sweep_dir = str(cfg.hydra.sweep.dir)
+    lines = [
+        f"sweep: Optuna study {sweeper.study_name!r}, {sweeper.n_trials} trials, {workers} at once "
+        f"({threads} thread{'s' if threads != 1 else ''} each), sweeper {_plugin(cfg, 'sweeper', sweeper)}, "
+        f"sweep dir {sweep_dir}",
+        f"  objective: {sweeper.direction} {sweeper.metric}",
+        f"  sampler:   {sweeper.sampler_name}, seed {sweeper.seed}",
+        f"  storage:   {sweeper.storage or sweep_dir + '/optuna.journal'} (a study already there is resumed)",
+        "  trials:    chosen by the sampler while the study runs, not known in advance"
+        + (f"; each stopped after {sweeper.timeout_s:g} s" if sweeper.timeout_s else ""),
+        f"  search space ({len(space)} keys):",
+        *(f"    {name}: {_distribution_text(distribution, format_value)}" for name, distribution in space.items()),
+    ]
+    if fixed:
+        lines.append(f"  fixed in every trial: {' '.join(fixed)}")
+    sample = [*fixed, *(f"{keys[name]}={format_value(_first_value(d))}" for name, d in space.items())]
+    sweeper.validate_batch_is_legal([sample])
+    return lines, sample, "a trial, each searched key at its first value"
+
+
+def _distribution_text(distribution, format_value):
+    """``int in [3, 10]``, ``float in [0.01, 0.3], log scale``, ``one of a, b``: an Optuna distribution, briefly."""
+    if hasattr(distribution, "choices"):
+        return "one of " + ", ".join(format_value(choice) for choice in distribution.choices)
+    kind = "int" if type(distribution).__name__.startswith("Int") else "float"
+    text = f"{kind} in [{distribution.low}, {distribution.high}]"
+    if distribution.log:
+        return text + ", log scale"
+    if distribution.step not in (None, 1):
+        return text + f", step {distribution.step}"
+    return text
 
 
 # ------------------------------------------------------------------------------ mlops sweep

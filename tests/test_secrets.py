@@ -50,6 +50,8 @@ COMMANDS = {
     "plan ml_job": (["plan", "backend=ml_job", "registry=snowflake"], 0),
     "plan spcs": (["plan", "backend=spcs", "registry=snowflake"], 0),
     "plan key-pair": (["plan", "backend=ml_job", "registry=snowflake", "connection.connection_name=canary_key"], 0),
+    "plan -m, ML Job launcher": (["plan", "-m", "model.params.max_depth=3,6", "hydra/launcher=ml_job",
+                                  "registry=snowflake", "connection.connection_name=canary_key"], 0),
     "local run": (["run", *SMALL], 0),
     "failing run, password": (["run", "registry=snowflake", *SMALL], None),
     "failing run, key pair": (["run", "registry=snowflake", "connection.connection_name=canary_key", *SMALL], None),

@@ -209,6 +209,26 @@ def test_show_without_sweeps_says_so(mlops, home):
     assert result.returncode == 2 and "no sweeps under" in result.stderr
 
 
+def test_the_leaderboard_reads_the_version_of_a_local_and_of_an_ml_job_trial(tmp_path):
+    from mlops_framework import sweeps
+
+    # a local trial's summary.json (cli._summary) and an ML Job trial's (the job's result, as the launcher writes it)
+    summaries = {"0": {"model": "MORTGAGE_XGB", "version": "v2", "metrics": {"holdout_f1": 0.61}},
+                 "1": {"model": "MORTGAGE_XGB", "version": {"version_name": "v3"}, "metrics": {"holdout_f1": 0.7},
+                       "job_id": "MLJOB_1", "compute_pool": "SYSTEM_COMPUTE_POOL_CPU"}}
+    for trial, summary in summaries.items():
+        (tmp_path / trial).mkdir()
+        (tmp_path / trial / "summary.json").write_text(json.dumps(summary))
+    board = sweeps.leaderboard(tmp_path, metric="holdout_f1")
+    assert [(row["trial"], row["model"], row["version"]) for row in board["rows"]] == [
+        ("1", "MORTGAGE_XGB", "v3"), ("0", "MORTGAGE_XGB", "v2")]
+    table = sweeps.format_board(board).splitlines()
+    assert "MORTGAGE_XGB v3" in table[1] and "MORTGAGE_XGB v2" in table[2] and "{" not in "\n".join(table)
+    sweeps.write_csv(board, tmp_path / "leaderboard.csv")
+    with open(tmp_path / "leaderboard.csv") as handle:
+        assert [row["version"] for row in csv.DictReader(handle)] == ["v3", "v2"]
+
+
 def test_a_grid_trial_past_its_timeout_is_stopped_and_the_others_finish(mlops, home):
     started = time.monotonic()
     result = mlops("run", "-m", "hparams_search=mortgage_grid", "hydra.launcher.n_jobs=2", "hydra.launcher.timeout_s=5",

@@ -36,11 +36,13 @@ class LocalLauncher(Launcher):
         self.hydra_context = self.task_function = None
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        """Keep what ``launch`` needs; with a task to run (``mlops plan -m`` sets up without one), start
+        the forkserver now, so that its imports overlap with the sweeper validating the trial configs."""
         from mlops_framework.workers import start_forkserver
 
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         if self._in_workers(trials=None) and task_function is not None:
-            start_forkserver(self.preload)  # its imports overlap with the sweeper validating the trials
+            start_forkserver(self.preload)
 
     def _in_workers(self, trials: Optional[int]) -> bool:
         return self.workers(trials)[0] > 1 or self.timeout_s is not None

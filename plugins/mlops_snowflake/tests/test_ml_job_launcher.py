@@ -7,7 +7,9 @@ fails; the Snowpark session is an autospec too. Not verified here: a live accoun
 scheduling, the job container running the payload: see test_ml_job.py for the payload run offline).
 """
 
+import csv
 import json
+import re
 from pathlib import Path
 from unittest import mock
 
@@ -219,3 +221,55 @@ def test_mlops_run_multirun_with_the_ml_job_launcher(launcher_for, snowflake, tm
     assert "could not" not in out and "error" not in out, out
     board = (tmp_path / "cli_sweep" / "leaderboard.csv").read_text().splitlines()
     assert len(board) == 4 and board[1].startswith("1,2,ok"), board  # max_depth=7 (trial 2) ranks first
+    # the job's summary nests the version ({"version_name": "v7"}); the leaderboard shows it as a local trial's
+    rows = list(csv.DictReader(board))
+    assert [(row["model"], row["version"]) for row in rows] == [("MORTGAGE_XGB", f"v{d}") for d in (7, 5, 3)]
+    assert re.search(r"^1\s+2\s+ok\s.*\sMORTGAGE_XGB v7\s", out, re.M), out
+
+
+def test_mlops_plan_multirun_shows_one_ml_job_per_trial_without_connecting(launcher_for, tmp_path, monkeypatch,
+                                                                           capsys):
+    """``mlops plan -m ... hydra/launcher=ml_job``: the launcher's own plan, one submission per trial; no session."""
+    import snowflake.ml.jobs as jobs
+    from snowflake.snowpark import Session
+
+    from mlops_framework import cli
+    from mlops_snowflake.connection import SnowflakeConnection
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SNOWFLAKE_HOME", str(tmp_path / "snowflake"))
+    canary = "CANARY-plan-m-3c8d1a"
+    (tmp_path / "snowflake").mkdir(exist_ok=True)
+    (tmp_path / "snowflake" / "connections.toml").write_text(
+        f'[default]\naccount = "acme-x1"\nuser = "ml"\npassword = "{canary}"\n')
+    refuse = mock.Mock(side_effect=AssertionError("plan must not connect"))
+    monkeypatch.setattr(SnowflakeConnection, "session", refuse)
+    monkeypatch.setattr(Session.SessionBuilder, "create", refuse)
+    monkeypatch.setattr(jobs, "submit_directory", refuse)
+
+    def plan(*overrides):
+        assert cli.main(["plan", "-m", "hydra/launcher=ml_job", "registry=snowflake", *BASE, *overrides]) == 0
+        out = capsys.readouterr().out
+        assert canary not in out
+        return out, re.findall(r"^  trial (\d+): ML Job (\S+) on compute pool (\S+) .*, payload to @(\S+), "
+                               r"overrides: (.*)$", out, re.M)
+
+    out, lines = plan("model.params.max_depth=3,6", "hydra.launcher.compute_pool=TRIAL_POOL",
+                      "hydra.launcher.stage_name=DB.S.TRIALS")
+    assert out.splitlines()[0].startswith(
+        "sweep: 2 trials, sweeper BasicSweeper (hydra/sweeper=basic), launcher MLJobLauncher "
+        "(hydra/launcher=ml_job, max_parallel=4)")
+    assert [(number, name, pool, stage) for number, name, pool, stage, _ in lines] == [
+        ("0", "MLOPS_MORTGAGE_XGB_T0", "TRIAL_POOL", "DB.S.TRIALS"),
+        ("1", "MLOPS_MORTGAGE_XGB_T1", "TRIAL_POOL", "DB.S.TRIALS")]  # one job per trial, each its own name
+    assert "model.params.max_depth=3" in lines[0][4] and "model.params.max_depth=6" in lines[1][4]
+    # then the stages of trial 0, as they run inside its job (backend local there), registering in Snowflake
+    assert re.search(r"^plan of trial 0 \(.*model\.params\.max_depth=3\): backend local, registry Snowflake", out, re.M)
+    assert re.search(r"^\s+7\. register: log MORTGAGE_XGB next vN in Snowflake Model Registry", out, re.M)
+
+    # no pool given: each trial's pool follows its own model.params.device
+    _, lines = plan("model.params.device=cpu,cuda")
+    assert [(name, pool) for _, name, pool, _, _ in lines] == [
+        ("MLOPS_MORTGAGE_XGB_T0", "SYSTEM_COMPUTE_POOL_CPU"), ("MLOPS_MORTGAGE_XGB_T1", "SYSTEM_COMPUTE_POOL_GPU")]
+    refuse.assert_not_called()
+    assert not (tmp_path / "home").exists()  # no sweep directory, nothing uploaded or written
