@@ -6,7 +6,7 @@ Every alias move, refused promotion and rollback is appended to an audit history
 
 Layout under ``root``::
 
-    MODEL/model.json          name, comment, tags, created_on
+    MODEL/model.json          name, comment, tags, created_on, last_version_number (highest vN ever)
     MODEL/aliases.json        {"PRODUCTION": "v3", ...}
     MODEL/history.jsonl       one line per alias move or refusal, append-only
     MODEL/.lock               flock'ed by every writer
@@ -115,7 +115,7 @@ class LocalRegistry:
                 text = _dumps(record)
                 _write_new(staging / "version.json", text)
                 _fsync_dir(staging)
-                self._update_model_record(model_dir, model_name, tags=tags)
+                self._update_model_record(model_dir, model_name, tags=tags, version_name=name)
                 os.rename(staging, model_dir / "versions" / name)
                 _fsync_dir(model_dir / "versions")
         finally:
@@ -346,13 +346,18 @@ class LocalRegistry:
                              f"version {target!r}, which no longer exists")
         return path
 
-    def _update_model_record(self, model_dir: pathlib.Path, model_name: str, *, tags: dict) -> None:
-        """Create model.json if missing and merge ``tags``. Call under the lock."""
+    def _update_model_record(self, model_dir: pathlib.Path, model_name: str, *, tags: dict,
+                             version_name: str | None = None) -> None:
+        """Create model.json if missing, merge ``tags`` and remember the highest ``vN`` ever registered
+        (so that a deleted newest version's number is never given again). Call under the lock."""
         path = model_dir / "model.json"
         record = _read_json(path, None) or {"name": model_name, "comment": None, "tags": {},
                                              "created_on": _now()}
-        if tags or not path.exists():
+        match = AUTO_VERSION_RE.match(version_name or "")
+        number = int(match.group(1)) if match else 0
+        if tags or not path.exists() or number > record.get("last_version_number", 0):
             record["tags"].update(tags)
+            record["last_version_number"] = max(number, record.get("last_version_number", 0))
             _write_json_atomic(path, record)
 
     def _entry(self, model_dir, alias, new_version, actor, reason, metrics, event, config_hash) -> dict:
@@ -435,9 +440,11 @@ def _version_names(model_dir: pathlib.Path) -> list[str]:
 
 
 def _next_version(model_dir: pathlib.Path) -> str:
+    """``v<N+1>``: N the highest ``vN`` registered, deleted ones included (model.json remembers it)."""
     numbers = [int(m.group(1)) for p in (model_dir / "versions").iterdir()
                if (m := AUTO_VERSION_RE.match(p.name))]
-    return f"v{max(numbers, default=0) + 1}"
+    remembered = _read_json(model_dir / "model.json", {}).get("last_version_number", 0)
+    return f"v{max(*numbers, remembered, 0) + 1}"
 
 
 def _now() -> str:

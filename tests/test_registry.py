@@ -197,6 +197,17 @@ def test_delete_version_refused_while_aliased(reg):
         reg.delete_version("m", "v1")
 
 
+def test_a_deleted_versions_number_is_never_given_again(reg):
+    for _ in range(3):
+        reg.log_model(TinyModel(), model_name="m")
+    reg.delete_version("m", "v3")
+    assert reg.log_model(TinyModel(), model_name="m")["version_name"] == "v4"
+    reg.log_model(TinyModel(), model_name="m", version_name="v9")
+    reg.delete_version("m", "v9")
+    reg.delete_version("m", "v4")
+    assert reg.log_model(TinyModel(), model_name="m")["version_name"] == "v10"
+
+
 def test_unknown_model_version_alias_messages(reg, tmp_path):
     reg.log_model(TinyModel(), model_name="alpha")
     reg.log_model(TinyModel(), model_name="beta")
