@@ -136,6 +136,10 @@ CASES = {
     "registry: bad alias name": (["registry", "alias", "set", "MORTGAGE_XGB", "v1", "no spaces allowed"], "no spaces allowed"),
     "registry: tag value too long": (["registry", "tag", "set", "MORTGAGE_XGB", "NOTE", "x" * 300], "256"),
     "unknown command": (["frobnicate"], "unknown command 'frobnicate'"),
+    "sweep: bad worker count": (["run", "-m", "hparams_search=mortgage_grid", "hydra.launcher.n_jobs=0"],
+                                "hydra.launcher.n_jobs must be -1 or at least 1, not 0"),
+    "sweep: bad trial timeout": (["run", "-m", "hparams_search=mortgage_grid", "hydra.launcher.timeout_s=-1"],
+                                 "hydra.launcher.timeout_s must be positive"),
 }
 
 

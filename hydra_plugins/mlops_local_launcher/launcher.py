@@ -15,21 +15,20 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
+from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
 
+class LauncherConfigError(CompactHydraException):
+    """A launcher setting that cannot work; reported (message only) before any trial runs."""
+
+
 class LocalLauncher(Launcher):
     def __init__(self, n_jobs: int = -1, threads_per_trial: Optional[int] = None, timeout_s: Optional[float] = None,
                  preload: Sequence[str] = ()):
-        from mlops_framework.errors import MlopsError
-
-        if n_jobs == 0 or n_jobs < -1:
-            raise MlopsError(f"hydra.launcher.n_jobs must be -1 or at least 1, not {n_jobs}")
-        if timeout_s is not None and timeout_s <= 0:
-            raise MlopsError(f"hydra.launcher.timeout_s must be positive, not {timeout_s}")
         self.n_jobs, self.threads_per_trial, self.timeout_s = n_jobs, threads_per_trial, timeout_s
         self.preload = list(preload)
         self.config: Optional[DictConfig] = None
@@ -40,6 +39,13 @@ class LocalLauncher(Launcher):
         the forkserver now, so that its imports overlap with the sweeper validating the trial configs."""
         from mlops_framework.workers import start_forkserver
 
+        if self.n_jobs == 0 or self.n_jobs < -1:
+            raise LauncherConfigError(f"hydra.launcher.n_jobs must be -1 or at least 1, not {self.n_jobs}")
+        if self.threads_per_trial is not None and self.threads_per_trial < 1:
+            raise LauncherConfigError(f"hydra.launcher.threads_per_trial must be at least 1, not "
+                                      f"{self.threads_per_trial}")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise LauncherConfigError(f"hydra.launcher.timeout_s must be positive, not {self.timeout_s}")
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         if self._in_workers(trials=None) and task_function is not None:
             start_forkserver(self.preload)
@@ -64,7 +70,8 @@ class LocalLauncher(Launcher):
                  else "in this process, one after the other")
         limit = f", stopped after {self.timeout_s:g} s" if self.timeout_s is not None else ""
         return [f"trial {initial_job_idx + offset}: {where}{limit}, overrides: "
-                f"{' '.join(filter_overrides(overrides)) or '(none)'}" for offset, overrides in enumerate(job_overrides)]
+                f"{' '.join(filter_overrides(overrides)) or '(none)'}"
+                for offset, overrides in enumerate(job_overrides)]
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra.core.singleton import Singleton
