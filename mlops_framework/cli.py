@@ -30,6 +30,11 @@ def main(argv=None):
     except MlopsError as error:
         print(f"mlops: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `mlops plan ... | head` closed the pipe: stop quietly, as cat and ls do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 1
 
 
 def _components():

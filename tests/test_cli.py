@@ -44,6 +44,16 @@ def test_plan_touches_nothing(mlops, home):
     assert not home.exists()
 
 
+def test_output_cut_short_by_a_closed_pipe_is_not_an_error_trace(home):
+    """`mlops plan ... | head -1`: the reader is gone before mlops writes; it stops without a traceback."""
+    process = subprocess.Popen([sys.executable, "-m", "mlops_framework.cli", "plan", "-m", "model.params.max_depth=1,2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # long before the plan is composed (about a second)
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
 def table(home):
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         return con.sql(f"SELECT * FROM {TABLE} ORDER BY LOAN_ID").df()
