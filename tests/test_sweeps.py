@@ -257,3 +257,11 @@ def test_one_job_runs_the_trials_in_this_process_one_after_the_other(mlops, home
     records = [read(t / "trial.json") for t in trials(sweep_dir(home))]
     assert len(records) == 2 and len({r["pid"] for r in records}) == 1
     assert records[0]["start_time"] + records[0]["seconds"] <= records[1]["start_time"]
+
+
+def test_an_optuna_trial_past_its_timeout_is_told_fail_and_the_study_goes_on(mlops, home):
+    mlops("run", "-m", "hparams_search=mortgage_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
+          "hydra.sweeper.timeout_s=5", *TINY, env={**TEST_PLUGIN, "SLOW_TRIAL_ZERO": "120"}, check=True)
+    records = [read(t / "trial.json") for t in trials(sweep_dir(home))]
+    assert records[0]["optuna"]["state"] == "FAIL" and "timed out after 5 s" in records[0]["error"]
+    assert [r["optuna"]["state"] for r in records[1:]] == ["COMPLETE", "COMPLETE"]

@@ -242,11 +242,11 @@ class MlopsOptunaSweeper(Sweeper):
                         trial.set_user_attr("trial_dir", str(sweep_dir / str(trial.number)))
                         log.info(f"\t#{trial.number} : {' '.join(overrides)}")
                         running[trial.number] = trial
-                        pool.submit(trial, run_trial, trial.number, overrides, self.hydra_context, self.config,
+                        pool.submit(trial.number, run_trial, trial.number, overrides, self.hydra_context, self.config,
                                     self.task_function, singleton_state, self.metric, timeout=self.timeout_s)
                         asked += 1
                     for done in pool.wait():
-                        trial = running.pop(done.key.number)
+                        trial = running.pop(done.key)
                         outcome = done.value if done.ok else {
                             "value": None, "error": done.error, "seconds": done.seconds,
                             "trial_dir": str(sweep_dir / str(trial.number))}
