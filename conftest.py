@@ -14,3 +14,18 @@ def _close_leftover_snowpark_sessions():
     for session in list(getattr(module, "_active_sessions", ()) or ()):
         session.close()
     logging.raiseExceptions = False  # a session closed later by Snowpark's atexit hook logs to closed streams
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging_handlers():
+    """`mlops run` called in-process configures logging (Hydra's job logging) on the streams pytest is
+    capturing for that test; put every logger's handlers back afterwards, so that a later record is not
+    written to a stream pytest has closed."""
+    def loggers():
+        return [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(logger, logging.Logger))]
+
+    saved = {logger: list(logger.handlers) for logger in loggers()}
+    yield
+    for logger in loggers():
+        logger.handlers[:] = saved.get(logger, [])
