@@ -115,9 +115,10 @@ class LocalRegistry:
                 text = _dumps(record)
                 _write_new(staging / "version.json", text)
                 _fsync_dir(staging)
-                self._update_model_record(model_dir, model_name, tags=tags, version_name=name)
+                self._update_model_record(model_dir, model_name, tags=tags)
                 os.rename(staging, model_dir / "versions" / name)
                 _fsync_dir(model_dir / "versions")
+                _remember_version_number(model_dir, name)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -346,18 +347,13 @@ class LocalRegistry:
                              f"version {target!r}, which no longer exists")
         return path
 
-    def _update_model_record(self, model_dir: pathlib.Path, model_name: str, *, tags: dict,
-                             version_name: str | None = None) -> None:
-        """Create model.json if missing, merge ``tags`` and remember the highest ``vN`` ever registered
-        (so that a deleted newest version's number is never given again). Call under the lock."""
+    def _update_model_record(self, model_dir: pathlib.Path, model_name: str, *, tags: dict) -> None:
+        """Create model.json if missing and merge ``tags``. Call under the lock."""
         path = model_dir / "model.json"
         record = _read_json(path, None) or {"name": model_name, "comment": None, "tags": {},
                                              "created_on": _now()}
-        match = AUTO_VERSION_RE.match(version_name or "")
-        number = int(match.group(1)) if match else 0
-        if tags or not path.exists() or number > record.get("last_version_number", 0):
+        if tags or not path.exists():
             record["tags"].update(tags)
-            record["last_version_number"] = max(number, record.get("last_version_number", 0))
             _write_json_atomic(path, record)
 
     def _entry(self, model_dir, alias, new_version, actor, reason, metrics, event, config_hash) -> dict:
@@ -437,6 +433,18 @@ def _natural_key(name: str):
 def _version_names(model_dir: pathlib.Path) -> list[str]:
     versions = model_dir / "versions"
     return [p.name for p in versions.iterdir() if (p / "version.json").exists()] if versions.is_dir() else []
+
+
+def _remember_version_number(model_dir: pathlib.Path, version_name: str) -> None:
+    """Keep the highest ``vN`` ever registered in model.json, so that deleting the newest version does not
+    free its number. Called under the lock once the version is in place (a registration killed earlier
+    leaves no gap in the numbers)."""
+    match = AUTO_VERSION_RE.match(version_name)
+    path = model_dir / "model.json"
+    record = _read_json(path, {})
+    if match and int(match.group(1)) > record.get("last_version_number", 0):
+        record["last_version_number"] = int(match.group(1))
+        _write_json_atomic(path, record)
 
 
 def _next_version(model_dir: pathlib.Path) -> str:
