@@ -30,6 +30,9 @@ def main(argv=None):
     except MlopsError as error:
         print(f"mlops: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # Ctrl-C: a sweep's workers are already stopped (mlops_framework.workers)
+        print("mlops: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `mlops plan ... | head` closed the pipe: stop quietly, as cat and ls do
         import os
 

@@ -58,6 +58,7 @@ def _serve(connection, env: dict[str, str]) -> None:
     """A worker's loop: receive a pickled ``(function, args)``, send back ``(ok, value or error)``."""
     import cloudpickle
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     os.environ.update(env)
     while True:
         try:

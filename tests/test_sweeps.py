@@ -265,3 +265,27 @@ def test_an_optuna_trial_past_its_timeout_is_told_fail_and_the_study_goes_on(mlo
     records = [read(t / "trial.json") for t in trials(sweep_dir(home))]
     assert records[0]["optuna"]["state"] == "FAIL" and "timed out after 5 s" in records[0]["error"]
     assert [r["optuna"]["state"] for r in records[1:]] == ["COMPLETE", "COMPLETE"]
+
+
+def test_ctrl_c_stops_a_parallel_grid_and_its_workers_at_once(home):
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, **TEST_PLUGIN, "MLOPS_HOME": str(home), "SLOW_TRIAL_ZERO": "120"}
+    process = subprocess.Popen([sys.executable, "-m", "mlops_framework.cli", "run", "-m", "hparams_search=mortgage_grid",
+                                "model.params.max_depth=3", "model.params.learning_rate=0.1,0.3", *TINY],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(home.glob("multiruns/*/0/trial.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)  # trial 0 is in its slow part
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal does: the whole foreground group
+    stderr = process.communicate(timeout=30)[1]
+    assert process.returncode == 130 and "mlops: interrupted" in stderr and "Traceback" not in stderr
+    worker = read(next(home.glob("multiruns/*/0/trial.json")))["pid"]
+    time.sleep(0.5)
+    assert not Path(f"/proc/{worker}").exists() or "zombie" in Path(f"/proc/{worker}/status").read_text(), \
+        "the worker of the interrupted trial is gone"
+    assert "v2" not in [v["version_name"] for v in versions(home)], "the interrupted trial registered nothing"
