@@ -187,6 +187,7 @@ def _plan(argv):
 
 def _registry(argv):
     from mlops_framework import config
+    from mlops_framework.pipeline import build_registry
 
     parser = argparse.ArgumentParser(prog="mlops registry", description="Inspect and change the model registry.")
     parser.add_argument("-c", "--config", action="append", default=[], metavar="OVERRIDE",
@@ -214,13 +215,10 @@ def _registry(argv):
     tag_set = tag.add_parser("set")
     for name in ("model", "tag", "value"):
         tag_set.add_argument(name)
-    args = parser.parse_args(_options_first(argv))
+    args = parser.parse_args(options_first(argv))
 
     components = _components()
-    cfg = config.compose(args.config, components)
-    registry_values = {k: v for k, v in config.resolved(cfg)["registry"].items()
-                       if k not in ("model_name", "version_name", "comment")}
-    registry = components.build("registry", registry_values, where="registry")
+    registry = build_registry(config.resolved(config.compose(args.config, components)), components)
 
     if args.action == "models":
         result = registry.models()
@@ -245,11 +243,11 @@ def _registry(argv):
     return 0
 
 
-def _options_first(argv):
-    """Let ``--json`` and ``-c X`` appear anywhere, as users type them."""
+def options_first(argv, flags=("--json",)):
+    """Let ``-c X`` and the top-level ``flags`` appear anywhere, as users type them."""
     options, rest, iterator = [], [], iter(argv)
     for item in iterator:
-        if item == "--json":
+        if item in flags:
             options.append(item)
         elif item in ("-c", "--config"):
             options += [item, next(iterator, "")]

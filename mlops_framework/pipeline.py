@@ -170,10 +170,18 @@ def _spec(cls, values, where):
     return cls(**values)
 
 
+REGISTRATION_KEYS = ("model_name", "version_name", "comment")  # what to register, not where
+
+
+def build_registry(config, components):
+    """The registry a resolved config's ``registry`` group names (its ``REGISTRATION_KEYS`` left out)."""
+    values = {key: value for key, value in config["registry"].items() if key not in REGISTRATION_KEYS}
+    return components.build("registry", values, where="registry")
+
+
 def build_run(config, components, *, output_dir=None):
     """Turn a resolved config (plain dict, see ``config.resolved``) into a ``Run`` of objects."""
-    registry_values = dict(config["registry"])
-    registration = {key: registry_values.pop(key) for key in ("model_name", "version_name", "comment") if key in registry_values}
+    registration = {key: config["registry"][key] for key in REGISTRATION_KEYS if key in config["registry"]}
     scoring_values = dict(config["scoring"])
     sink = components.build("sink", scoring_values.pop("sink"), where="scoring.sink")
     source_values = scoring_values.pop("source", None)
@@ -188,7 +196,7 @@ def build_run(config, components, *, output_dir=None):
         features=_spec(FeatureSpec, config["features"], "features"),
         model=_spec(ModelSpec, config["model"], "model"),
         split=_spec(SplitSpec, config["split"], "split"),
-        registry=components.build("registry", registry_values, where="registry"),
+        registry=build_registry(config, components),
         registration=_spec(Registration, {**registration, "tags": config.get("tags") or {}}, "registry"),
         scoring=_spec(Scoring, {**scoring_values, "sink": sink, "source": scoring_source}, "scoring"),
         backend=components.build("backend", config["backend"], where="backend"),

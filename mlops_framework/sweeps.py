@@ -489,11 +489,11 @@ def format_board(board, top=None):
 def _registry_for(trial_dir):
     import yaml
 
+    from mlops_framework.pipeline import build_registry
     from mlops_framework.plugins import Components, get_plugin_manager
 
     resolved = yaml.safe_load((Path(trial_dir) / "resolved_config.yaml").read_text())
-    values = {k: v for k, v in resolved["registry"].items() if k not in ("model_name", "version_name", "comment")}
-    return Components(get_plugin_manager()).build("registry", values, where="registry")
+    return build_registry(resolved, Components(get_plugin_manager()))
 
 
 def promote(board, alias):
@@ -656,13 +656,9 @@ def _plan_grid(cfg, sweeper, arguments):
 
 
 def _plan_search(cfg, sweeper, arguments):
-    from hydra_plugins.mlops_optuna_sweeper.sweeper import _first_value, format_value, search_space
+    from hydra_plugins.mlops_optuna_sweeper.sweeper import format_value
 
-    sweeper._check()  # the sweeper's own refusal of a bad direction, n_trials or sampler
-    space, keys, fixed = search_space(sweeper.params, arguments, sweeper.hydra_context.config_loader)
-    if not space:
-        raise MlopsError("the search space is empty: set hydra.sweeper.params or sweep a key on the command line, "
-                         "e.g. model.params.max_depth=range(3,10)")
+    space, _, fixed, sample = sweeper.search(arguments)  # the sweeper's own checks, as a sweep makes them
     workers, threads = sweeper.workers()
     sweep_dir = str(cfg.hydra.sweep.dir)
     lines = [
@@ -679,8 +675,6 @@ def _plan_search(cfg, sweeper, arguments):
     ]
     if fixed:
         lines.append(f"  fixed in every trial: {' '.join(fixed)}")
-    sample = [*fixed, *(f"{keys[name]}={format_value(_first_value(d))}" for name, d in space.items())]
-    sweeper.validate_batch_is_legal([sample])
     return lines, sample, "a trial, each searched key at its first value"
 
 
@@ -699,6 +693,8 @@ def _distribution_text(distribution, format_value):
 
 # ------------------------------------------------------------------------------ mlops sweep
 def main(argv):
+    from mlops_framework.cli import options_first
+
     parser = argparse.ArgumentParser(prog="mlops sweep", description="Leaderboards of sweeps (mlops run -m ...).")
     parser.add_argument("-c", "--config", action="append", default=[], metavar="OVERRIDE",
                         help="a config override locating the home, e.g. -c paths.home=/data/mlops")
@@ -714,7 +710,7 @@ def main(argv):
     sub.add_parser("list", help="the sweeps under HOME/multiruns, oldest first")
     rerun = sub.add_parser("rerun", help="run a sweep's recorded command again and compare the metrics")
     rerun.add_argument("dir", nargs="?", help="a sweep directory (default: the latest)")
-    args = parser.parse_args(_options_first(argv))
+    args = parser.parse_args(options_first(argv, flags=()))  # --json belongs to `show`
 
     if args.action == "list":
         return _list(args.config)
@@ -740,16 +736,6 @@ def main(argv):
     else:
         _print_board(board, promoted, [sweep_dir / "leaderboard.csv", plot], top=args.top)
     return 0
-
-
-def _options_first(argv):
-    options, rest, iterator = [], [], iter(argv)
-    for item in iterator:
-        if item in ("-c", "--config"):
-            options += [item, next(iterator, "")]
-        else:
-            rest.append(item)
-    return options + rest
 
 
 def _home(overrides):

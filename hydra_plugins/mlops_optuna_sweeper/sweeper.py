@@ -171,6 +171,19 @@ class MlopsOptunaSweeper(Sweeper):
             return optuna.samplers.RandomSampler(seed=seed)
         return optuna.samplers.TPESampler(seed=seed)
 
+    def search(self, arguments):
+        """``(space, keys, fixed, first trial's overrides)`` for the command line's ``arguments``, once the
+        settings are checked, the space is known not to be empty and the first trial's config composes
+        (each searched key at its first value). ``mlops plan -m`` shows the same."""
+        self._check()
+        space, keys, fixed = search_space(self.params, arguments, self.hydra_context.config_loader)
+        if not space:
+            raise SweepConfigError("the search space is empty: set hydra.sweeper.params or sweep a key on the "
+                                   "command line, e.g. model.params.max_depth=range(3,10)")
+        first = [*fixed, *(f"{keys[name]}={format_value(_first_value(d))}" for name, d in space.items())]
+        self.validate_batch_is_legal([first])
+        return space, keys, fixed, first
+
     # -- the sweep --------------------------------------------------------------------------
     def sweep(self, arguments: List[str]) -> Any:
         import optuna
@@ -178,14 +191,10 @@ class MlopsOptunaSweeper(Sweeper):
 
         from mlops_framework import sweeps
 
-        self._check()
+        space, keys, fixed, _ = self.search(arguments)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        space, keys, fixed = search_space(self.params, arguments, self.hydra_context.config_loader)
-        if not space:
-            raise SweepConfigError("the search space is empty: set hydra.sweeper.params or sweep a key on the "
-                                   "command line, e.g. model.params.max_depth=range(3,10)")
         workers, threads = self.workers()
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -210,7 +219,6 @@ class MlopsOptunaSweeper(Sweeper):
         log.info(f"Optuna study {self.study_name!r} ({location}): {self.n_trials} trials, {workers} at once, "
                  f"{threads} thread(s) each, {self.direction} {self.metric}; {before} earlier trials")
 
-        self.validate_batch_is_legal([fixed + [f"{keys[n]}={format_value(_first_value(d))}" for n, d in space.items()]])
         results = self._optimize(study, space, keys, fixed, workers, threads, sweep_dir)
 
         finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
