@@ -32,7 +32,10 @@ from dataclasses import asdict, dataclass
 from mlops_framework.errors import MlopsError
 
 OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-PERFORMANCE = ("accuracy", "precision", "recall", "f1", "roc_auc", "rows")
+# The metric names, in one place: what a monitor window records and what rules, the promotion gate and
+# the report read. QUALITY: a classifier's metrics; PERFORMANCE adds the window's row count.
+QUALITY = ("accuracy", "precision", "recall", "f1", "roc_auc")
+PERFORMANCE = (*QUALITY, "rows")
 DRIFT = ("psi", "jensen_shannon", "hellinger", "wasserstein", "difference_of_means")
 
 

@@ -20,16 +20,10 @@ import hashlib
 import inspect
 import json
 
+from mlops_framework.alerts import DRIFT, PERFORMANCE
 from mlops_framework.errors import MlopsError
 from mlops_framework.pipeline import PromotionSpec, Stage
-
-DRIFT_METRICS = ("psi", "jensen_shannon", "hellinger", "wasserstein", "difference_of_means")
-
-
-def _need(run, key, stage):
-    if key not in run.results:
-        raise MlopsError(f"stage {stage!r} needs {key!r}, which no earlier stage of this pipeline produced")
-    return run.results[key]
+from mlops_framework.stages import _need
 
 
 def config_hash(config: dict) -> str:
@@ -180,7 +174,7 @@ def holdout_metrics(model, frame, X, y) -> dict:
     truth = model.contract.encode_target(frame.loc[X.index, model.contract.target])
     scores = model.predict_scores(encoded)
     summary = classification_summary(truth, scores >= model.threshold, scores)
-    return {key: summary[key] for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "rows")}
+    return {key: summary[key] for key in PERFORMANCE}
 
 
 def compare(run, champion_version):
@@ -213,7 +207,7 @@ def gate(spec: PromotionSpec, comparison: dict, alerts=()) -> tuple[bool, str]:
             problems.append(f"{metric} {_num(new)} < champion's {_num(old)} + {spec.min_improvement}")
         verdict = f"{metric} {_num(new)} vs champion's {_num(old)} + {spec.min_improvement}"
     if spec.block_on_drift_alert:
-        drift = sorted({a.rule for a in alerts if a.metric in DRIFT_METRICS})
+        drift = sorted({a.rule for a in alerts if a.metric in DRIFT})
         if drift:
             problems.append(f"drift alert(s) fired in this run: {', '.join(drift)}")
     rows = f" on {comparison['holdout_rows']:,} holdout rows"

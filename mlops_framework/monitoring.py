@@ -29,8 +29,6 @@ import numpy as np
 from mlops_framework.errors import MlopsError
 
 PSI_EPSILON = 1e-4
-PERFORMANCE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "rows")
-DRIFT_METRICS = ("psi", "jensen_shannon", "hellinger", "wasserstein", "difference_of_means")
 
 
 # ---------------------------------------------------------------------- performance
@@ -276,6 +274,8 @@ def compute(frame, baseline, *, features, target, score_column, prediction_colum
                              f"they have: {', '.join(map(str, data.columns))}")
     if len(baseline) == 0:
         raise MlopsError("the monitoring baseline has no rows: check monitor.baseline")
+    if frame[timestamp].isna().all():
+        raise MlopsError(f"no monitored row has a {timestamp} value: the rows cannot be put into windows")
     starts, width = window_starts(frame[timestamp], window, origin)
     columns = {**features, prediction_column: "categorical", score_column: "numeric"}
     roles = {**{c: "feature" for c in features}, prediction_column: "prediction", score_column: "score"}
@@ -403,12 +403,11 @@ def run_monitor(run):
     run.results["monitor"] = result
     run.results.setdefault("monitor_runs", []).append(result)
     run.results.setdefault("alerts", []).extend(fired)
-    worst = min((p["f1"] for p in result["performance"][-1:]), default=None)
     summary = run.results.setdefault("summary", {})
     number = len(run.results["monitor_runs"])
     suffix = f" {number}" if number > 1 else ""
     summary[f"monitor{suffix}"] = (f"{len(frame):,} rows in {len(result['performance'])} windows of {spec.window} "
-                            f"(last F1 {worst:.3f}) -> {spec.performance_table}, {spec.drift_table} in {spec.warehouse}")
+                            f"(last F1 {result['performance'][-1]['f1']:.3f}) -> {spec.performance_table}, {spec.drift_table} in {spec.warehouse}")
     summary[f"alerts{suffix}"] = f"{len(fired)} fired" + (": " + "; ".join(a.message for a in fired[:3]) if fired else "")
     if run.output_dir:
         import json

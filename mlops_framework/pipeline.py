@@ -136,9 +136,10 @@ class PromotionSpec:
     promote_first: bool = True
 
     def __post_init__(self):
-        allowed = ("accuracy", "precision", "recall", "f1", "roc_auc")
-        if self.metric not in allowed:
-            raise MlopsError(f"promotion.metric must be one of {', '.join(allowed)}, not {self.metric!r}")
+        from mlops_framework.alerts import QUALITY
+
+        if self.metric not in QUALITY:
+            raise MlopsError(f"promotion.metric must be one of {', '.join(QUALITY)}, not {self.metric!r}")
 
 
 @dataclass

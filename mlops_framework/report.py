@@ -13,9 +13,9 @@ import html
 import math
 from pathlib import Path
 
+from mlops_framework.alerts import DRIFT, QUALITY
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
-PERFORMANCE = ("f1", "accuracy", "precision", "recall", "roc_auc")
-DRIFT = ("psi", "jensen_shannon", "hellinger", "wasserstein", "difference_of_means")
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -202,7 +202,7 @@ def _promotions_section(promotions) -> str:
         comparison = p.get("comparison")
         if not comparison or not comparison.get("champion"):
             continue
-        metrics = [m for m in ("accuracy", "precision", "recall", "f1", "roc_auc")]
+        metrics = list(QUALITY)
         out.append(f"<h3>{_e(p['candidate'])} (candidate) vs {_e(p['champion'])} (champion) on the same "
                    f"{comparison['holdout_rows']:,} holdout rows</h3>")
         out.append(bar_chart(metrics, {f"{p['champion']} champion": [comparison["champion"][m] for m in metrics],
@@ -223,7 +223,7 @@ def _monitor_section(index, result, alerts) -> str:
     for a in alerts:
         thresholds.setdefault(a.metric, set()).add(a.threshold)
     out.append('<h3>Performance per window</h3><div class="grid">')
-    out.append(line_chart({m: [p[m] for p in perf] for m in PERFORMANCE}, labels, title="metrics over time",
+    out.append(line_chart({m: [p[m] for p in perf] for m in QUALITY}, labels, title="metrics over time",
                           hlines=[(f"f1 alert < {t}", t) for t in sorted(thresholds.get("f1", ()))]))
     out.append(bar_chart(labels, {"rows": [p["rows"] for p in perf]}, title="rows per window", height=240))
     out.append("</div>")

@@ -306,10 +306,6 @@ def _scores(model, features, n: int) -> np.ndarray:
 
 
 def _with_columns(batch, names: list[str], arrays: list[pa.Array]):
-    if isinstance(batch, pa.Table):
-        for name, array in zip(names, arrays):
-            batch = batch.append_column(name, array)
-        return batch
     return pa.RecordBatch.from_arrays([*batch.columns, *arrays], names=[*batch.schema.names, *names])
 
 

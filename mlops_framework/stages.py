@@ -163,16 +163,18 @@ def scoring_version(run):
 def score(run):
     from mlops_framework.scoring import score_to_sink
 
+    name = run.registration.model_name
     version = scoring_version(run)
-    model = run.registry.load_model(run.registration.model_name, version)
+    if version != run.results.get("version", {}).get("version_name"):  # an alias may move while we score
+        version = run.registry.get_version(name, version)["version_name"]
+    model = run.registry.load_model(name, version)
     source = run.scoring.source or run.source
     result = score_to_sink(
         model, source.batches(batch_size=run.scoring.batch_size), run.scoring.sink,
         threshold=model.threshold, total_rows=source.count_rows(),
     )
-    resolved = run.registry.get_version(run.registration.model_name, version)["version_name"]
     run.results["scored"] = {"rows": result.rows, "seconds": result.seconds, "destination": result.destination,
-                             "version": resolved}
+                             "version": version}
 
 
 def _describe_score(run):

@@ -152,6 +152,13 @@ def _scored(weeks=4, n=300, shift_from=3, seed=0):
     return pd.concat(frames, ignore_index=True)
 
 
+def test_rows_without_any_timestamp_are_refused_with_one_message():
+    frame = _scored().assign(TS=pd.NaT)
+    with pytest.raises(MlopsError, match="no monitored row has a TS value"):
+        mon.compute(frame, frame, features={"INCOME": "numeric"}, target="Y", score_column="SCORE",
+                    prediction_column="PRED", timestamp="TS")
+
+
 def test_compute_per_window_performance_and_drift():
     frame = _scored()
     baseline = frame[frame.WEEK <= 2]
