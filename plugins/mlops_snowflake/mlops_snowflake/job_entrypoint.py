@@ -36,6 +36,8 @@ def main(payload_dir=PAYLOAD_DIR):
     manifest = json.loads((payload_dir / "payload.json").read_text())
     if config["backend"].get("kind") != "local":
         raise MlopsError(f"the job's config must run its stages locally, not on backend {config['backend']}")
+    if manifest.get("git_commit"):  # no checkout in the job: the version's lineage names the submitter's commit
+        os.environ.setdefault("MLOPS_GIT_COMMIT", manifest["git_commit"])
     components = Components(plugin_manager(manifest["plugins"]))
     adopted = adopt_job_session(config)
     if adopted:

@@ -95,7 +95,12 @@ def test_payload_runs_in_a_clean_process_as_the_job_would(tmp_path, monkeypatch)
     # what the job did is real: a registered version and predictions beside their ground truth
     from mlops_framework.registry import LocalRegistry
 
-    assert [v["version_name"] for v in LocalRegistry(tmp_path / "home" / "registry").versions("MORTGAGE_XGB")] == ["v1"]
+    registry = LocalRegistry(tmp_path / "home" / "registry")
+    assert [v["version_name"] for v in registry.versions("MORTGAGE_XGB")] == ["v1"]
+    # no checkout inside the job: the version's lineage names the commit the payload was built from
+    manifest = json.loads((payload / "payload.json").read_text())
+    assert manifest["git_commit"] and registry.get_version("MORTGAGE_XGB", "v1")["lineage"]["git_commit"] == \
+        manifest["git_commit"]
     import duckdb
 
     with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:

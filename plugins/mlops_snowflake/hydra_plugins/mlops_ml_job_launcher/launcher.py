@@ -11,8 +11,9 @@ For each trial the launcher:
    with ``MLJobBackend.submit_arguments`` (job name ``<MLOPS_MODEL>_T<num>``), at most ``max_parallel`` in flight;
 4. polls the jobs' ``status``; a DONE job's ``result()`` (the run's summary) is the trial's return value and is
    written to ``<trial dir>/summary.json`` so that the sweep's leaderboard ranks it; FAILED, INTERNAL_ERROR,
-   CANCELLED, a result that cannot be read, or no end within ``timeout_s`` make a FAILED ``JobReturn``
-   carrying an ``MlopsError`` (with the last log lines), and the other trials go on.
+   CANCELLED, a result that cannot be read, or no end within ``timeout_s`` fail the trial the way a local
+   trial fails (a return value ``{"error": ...}``, with the last log lines), and the other trials go on:
+   Hydra's sweeper would stop the whole sweep at a FAILED ``JobReturn``.
 
 ``plan_submissions`` lists what would be submitted, one line per trial, without connecting.
 """
@@ -162,7 +163,8 @@ class MLJobLauncher(Launcher):
                 trials.append(self.prepare(overrides, number))
             except Exception as error:  # a trial whose config cannot run fails alone
                 trial = _Trial(number, overrides, None, None, None, None, None, None, None)
-                trial.result = JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=error)
+                trial.result = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED,
+                                         _return_value={"error": f"{type(error).__name__}: {error}"})
                 trials.append(trial)
         pending = [t for t in trials if t.result is None]
         in_flight: List[_Trial] = []
@@ -245,10 +247,11 @@ class MLJobLauncher(Launcher):
         return False
 
     def _finish(self, trial: _Trial, status: JobStatus, value: Any) -> None:
+        failed = status == JobStatus.FAILED
         trial.result = JobReturn(overrides=trial.overrides, cfg=trial.task_config, hydra_cfg=trial.sweep_config,
                                  working_dir=str(trial.output_dir), task_name=str(trial.sweep_config.hydra.job.name),
-                                 status=status, _return_value=value)
-        if status == JobStatus.FAILED:
+                                 status=JobStatus.COMPLETED, _return_value={"error": str(value)} if failed else value)
+        if failed:
             log.error(f"trial {trial.number} failed: {value}")
         else:
             log.info(f"trial {trial.number}: ML Job {trial.job.id} DONE")
