@@ -46,6 +46,7 @@ import re
 from dataclasses import dataclass, field
 
 from mlops_framework.errors import MlopsError
+from mlops_framework.sources import _Source
 
 CATALOG = "FEATURE_STORE_CATALOG"
 ENTITIES = "FEATURE_STORE_ENTITIES"
@@ -482,9 +483,8 @@ class FeatureStoreSource:
 
     def fingerprint(self) -> str:
         """sha256 of the mode, ``where``, each view's version and source fingerprint and the spine's fingerprint."""
-        store = self._store()
-        views = [{"view": n, "version": store.view(n).version,
-                  "source": store.ensure(n, self.materialize)["source_fingerprint"]} for n in self._names()]
+        views = [{"view": name, "version": entry["version"], "source": entry["source_fingerprint"]}
+                 for name, entry in self._entries().items()]
         spine = self._spine_source().fingerprint() if self.spine else None
         return _sha({"kind": "feature_store", "mode": self.mode, "as_of": self.as_of, "where": self.where,
                      "views": views, "spine": spine, "spine_spec": self._spine_spec() if self.spine else None})
@@ -511,8 +511,7 @@ class FeatureStoreSource:
         entities, source fingerprint and when it was materialised."""
         store = self._store()
         views = []
-        for name in self._names():
-            entry = store.ensure(name, self.materialize)
+        for entry in self._entries().values():
             views.append({key: entry[key] for key in ("name", "version", "table_name", "timestamp_col", "source",
                                                       "source_fingerprint", "rows")}
                          | {"entities": json.loads(entry["entities"]), "materialized_at": str(entry["materialized_at"])})
@@ -568,55 +567,51 @@ class FeatureStoreSource:
                 columns.append(c)
         return columns
 
+    def _entries(self) -> dict:
+        """Each view's catalog entry, materialised as ``materialize`` says; once per source, as ``ensure``
+        fingerprints the view's source (a file hash or a table scan) and load asks for it three times."""
+        if getattr(self, "_entries_cache", None) is None:
+            self._check()
+            self._entries_cache = {name: self._store().ensure(name, self.materialize) for name in self._names()}
+        return self._entries_cache
+
     def _joined(self):
-        self._check()
         store = self._store()
-        for name in self._names():
-            store.ensure(name, self.materialize)
+        self._entries()
         spine_table = None
         if self.spine:
             import pyarrow as pa
 
             frame = self._spine_source().read(columns=self._spine_columns())
             spine_table = pa.Table.from_pandas(frame, preserve_index=False)
-        return _joined_source_class()(self, store, spine_table)
+        return _JoinedFeatures(self, store, spine_table)
 
 
-_JOINED = None
-
-
-def _joined_source_class():
+class _JoinedFeatures(_Source):
     """A ``mlops_framework.sources._Source`` over the join's SQL, so ``where``, column checks, streaming
-    and errors behave exactly as for every other source (defined on first use: sources imports duckdb)."""
-    global _JOINED
-    if _JOINED is None:
-        from mlops_framework.sources import _Source
+    and errors behave exactly as for every other source."""
 
-        class JoinedFeatures(_Source):
-            def __init__(self, outer, store, spine_table):
-                self.outer, self.store, self.spine_table, self.where = outer, store, spine_table, outer.where
+    def __init__(self, outer, store, spine_table):
+        self.outer, self.store, self.spine_table, self.where = outer, store, spine_table, outer.where
 
-            def _label(self):
-                return "feature store " + ", ".join(self.outer._names())
+    def _label(self):
+        return "feature store " + ", ".join(self.outer._names())
 
-            def _open(self):
-                con = self.store.connect()
-                try:
-                    outer = self.outer
-                    if self.spine_table is not None:
-                        con.register("__spine", self.spine_table)
-                    if outer.mode == "training":
-                        sql = self.store.training_sql(con, "__spine", self.spine_table.column_names, outer._names(),
-                                                      outer._spine_spec()["timestamp"])
-                    elif self.spine_table is not None:
-                        sql = self.store.latest_sql(con, outer._names(), "__spine", self.spine_table.column_names,
-                                                    outer.as_of)
-                    else:
-                        sql = self.store.latest_sql(con, outer._names(), as_of=outer.as_of)
-                    return con, con.sql(sql)
-                except BaseException:
-                    con.close()
-                    raise
-
-        _JOINED = JoinedFeatures
-    return _JOINED
+    def _open(self):
+        con = self.store.connect()
+        try:
+            outer = self.outer
+            if self.spine_table is not None:
+                con.register("__spine", self.spine_table)
+            if outer.mode == "training":
+                sql = self.store.training_sql(con, "__spine", self.spine_table.column_names, outer._names(),
+                                              outer._spine_spec()["timestamp"])
+            elif self.spine_table is not None:
+                sql = self.store.latest_sql(con, outer._names(), "__spine", self.spine_table.column_names,
+                                            outer.as_of)
+            else:
+                sql = self.store.latest_sql(con, outer._names(), as_of=outer.as_of)
+            return con, con.sql(sql)
+        except BaseException:
+            con.close()
+            raise

@@ -3,8 +3,6 @@ latest values, the one-hot view, and ``data=feature_store`` through ``mlops run`
 
 import datetime as dt
 import json
-import os
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -221,28 +219,22 @@ def test_the_data_source_contract(leaky):
                            views=["SIGNALS"], mode="latest", materialize="never").read()
 
 
+def test_a_load_fingerprints_each_view_once(leaky, monkeypatch):
+    """read, fingerprint and lineage (what the load stage asks) share one ensure per view: ensure hashes
+    the view's source, which for a big file or a query view is a full read."""
+    _, _, tmp_path = leaky
+    calls = []
+    ensure = LocalFeatureStore.ensure
+    monkeypatch.setattr(LocalFeatureStore, "ensure", lambda store, name, *a, **k: calls.append(name) or
+                        ensure(store, name, *a, **k))
+    src = source(tmp_path)
+    src.read(columns=["SIGNAL", "LABEL"])
+    src.fingerprint()
+    src.lineage()
+    assert calls == ["SIGNALS"]
+
+
 # ------------------------------------------------------------------------------------ mlops run
-def cli_setup(tmp_path):
-    """Env and overrides for ``mlops`` until the local.py and config.yaml patches are applied (then none)."""
-    from mlops_framework.plugins import Components, get_plugin_manager
-
-    env, overrides = {}, []
-    if "feature_store" not in Components(get_plugin_manager(load_entrypoints=False)).kinds["data"]:
-        (tmp_path / "fs_test_plugin.py").write_text(textwrap.dedent("""\
-            from mlops_framework.hookspecs import hookimpl
-
-            @hookimpl
-            def register_data_sources(register):
-                register("feature_store", "mlops_framework.feature_store:FeatureStoreSource")
-            """))
-        path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
-        env = {"PYTHONPATH": path, "MLOPS_PLUGINS": "fs_test_plugin"}
-    defaults = (REPO / "conf" / "config.yaml").read_text().split("\npaths:")[0]
-    if "- feature_store:" not in defaults and "- optional feature_store:" not in defaults:
-        overrides = ["+feature_store=mortgage"]
-    return env, overrides
-
-
 def registered(home, model, version="v1"):
     from mlops_framework.registry import LocalRegistry
 
@@ -252,16 +244,15 @@ def registered(home, model, version="v1"):
 def test_mlops_run_trains_from_the_point_in_time_training_set(leaky, mlops, home):
     """data=feature_store end to end on the leaky data: a model trained on a leaking join would score ~1.0."""
     spine, history, tmp_path = leaky
-    env, overrides = cli_setup(tmp_path)
     view = "feature_store.feature_views.LOAN_FEATURES"
-    result = mlops("run", "pipeline=train", "data=feature_store", *overrides, "~feature_store.feature_views.LOAN_FEATURES_OHE",
+    result = mlops("run", "pipeline=train", "data=feature_store", "~feature_store.feature_views.LOAN_FEATURES_OHE",
                    "feature_store.entities.LOAN_ENTITY.join_keys=[ENTITY_ID]",
                    f"{view}.timestamp_col=FS_TS", f"{view}.features=[SIGNAL,NOISE]",
                    f"{view}.source=null", f"{view}.query=\"SELECT * FROM read_parquet('{tmp_path / 'history.parquet'}')\"",
                    f"data.spine.source={{kind:parquet,path:'{tmp_path / 'spine.parquet'}'}}",
                    "data.spine.timestamp=EVENT_DATE", "data.spine.label=[LABEL]", "data.spine.columns=[WEEK]",
                    "features.target=LABEL", "features.numeric=[SIGNAL,NOISE]", "features.categorical=[]",
-                   "model.params.n_estimators=20", "model.params.n_jobs=1", "registry.model_name=LEAK", env=env,
+                   "model.params.n_estimators=20", "model.params.n_jobs=1", "registry.model_name=LEAK",
                    check=True)
     version = registered(home, "LEAK")
     assert version["metrics"]["holdout_accuracy"] < 0.7, result.stdout  # noise only: nothing leaked
@@ -272,14 +263,13 @@ def test_mlops_run_trains_from_the_point_in_time_training_set(leaky, mlops, home
 def test_mortgage_feature_store_experiment_trains_and_scores_from_the_store(mlops, home, tmp_path):
     import duckdb
 
-    env, overrides = cli_setup(tmp_path)
     small = ["feature_store.feature_views.LOAN_FEATURES.source.weeks=6",
              "feature_store.feature_views.LOAN_FEATURES.source.rows_per_week=200",
              "model.params.n_estimators=10", "model.params.n_jobs=1"]
-    plan = mlops("plan", "experiment=mortgage_feature_store", *overrides, *small, env=env, check=True)
+    plan = mlops("plan", "experiment=mortgage_feature_store", *small, check=True)
     assert "LOAN_FEATURES V1 joined point-in-time" in plan.stdout and "latest values" in plan.stdout
     assert not (home / "warehouse.duckdb").exists()  # plan touched nothing
-    mlops("run", "experiment=mortgage_feature_store", *overrides, *small, env=env, check=True)
+    mlops("run", "experiment=mortgage_feature_store", *small, check=True)
     version = registered(home, "MORTGAGE_XGB")
     assert version["metadata"]["training_rows"] == 5 * 200  # weeks 1-5 of the spine
     assert version["lineage"]["source"]["feature_store"]["feature_views"][0]["name"] == "LOAN_FEATURES"
@@ -290,16 +280,15 @@ def test_mortgage_feature_store_experiment_trains_and_scores_from_the_store(mlop
     finally:
         con.close()
     # A changed source under the same version is refused (exit 2): a version names one set of values.
-    changed = mlops("run", "experiment=mortgage_feature_store", *overrides, *small,
-                    "feature_store.feature_views.LOAN_FEATURES.source.seed=99", env=env)
+    changed = mlops("run", "experiment=mortgage_feature_store", *small,
+                    "feature_store.feature_views.LOAN_FEATURES.source.seed=99")
     assert changed.returncode == 2 and "materialised from other data" in changed.stderr
 
 
 def test_lifecycle_retrains_from_the_feature_store(mlops, home, tmp_path):
-    env, overrides = cli_setup(tmp_path)
-    mlops("run", "experiment=mortgage_lifecycle_feature_store", *overrides,
+    mlops("run", "experiment=mortgage_lifecycle_feature_store",
           "feature_store.feature_views.LOAN_FEATURES.source.rows_per_week=150", "model.params.n_estimators=10",
-          "model.params.n_jobs=1", "retrain.explain_rows=50", env=env, check=True)
+          "model.params.n_jobs=1", "retrain.explain_rows=50", check=True)
     v2 = registered(home, "MORTGAGE_LIFECYCLE_FS", "v2")
     assert v2["metadata"]["training_rows"] == 4 * 150  # the retrain spine: weeks 9-12
     assert v2["lineage"]["source"]["feature_store"]["feature_views"][0]["version"] == "V1"
