@@ -119,9 +119,21 @@ def state(home):
     return registry, rows
 
 
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    """A home with one trained and scored model, made once for the module by the real command."""
+    home = tmp_path_factory.mktemp("trained") / "home"
+    subprocess.run([sys.executable, "-m", "mlops_framework.cli", "run", *SMALL], check=True, capture_output=True,
+                   env={**os.environ, "MLOPS_HOME": str(home)}, timeout=300)
+    return home
+
+
 @pytest.fixture
-def trained(mlops, home):
-    mlops("run", *SMALL, check=True)
+def trained(trained_once, home):
+    """A copy of that home for one test; its state before the test."""
+    import shutil
+
+    shutil.copytree(trained_once, home)
     return state(home)
 
 
