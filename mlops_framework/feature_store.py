@@ -46,7 +46,7 @@ import re
 from dataclasses import dataclass, field
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.sources import _Source
+from mlops_framework.sources import _Source, quote_identifier as _q, sql_string as _s
 
 CATALOG = "FEATURE_STORE_CATALOG"
 ENTITIES = "FEATURE_STORE_ENTITIES"
@@ -58,14 +58,6 @@ MATERIALIZE = ("if_missing", "never", "overwrite")
 def table_name(view: str, version: str) -> str:
     """The warehouse table of one version of a view: ``FEATURE_VIEW__LOAN_FEATURES_OHE__V1``."""
     return f"FEATURE_VIEW__{view}__{version}"
-
-
-def _q(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
-
-
-def _s(value) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _sha(doc) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from mlops_framework.errors import MlopsError
+from mlops_framework.sources import quote_identifier
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
     import pyarrow as pa
@@ -47,11 +48,6 @@ def check_same_columns(table, existing, columns) -> None:
             parts.append(f"table columns missing from the predictions: {', '.join(only_table)}")
         raise MlopsError(f"the predictions do not match the columns of existing table {table} "
                          f"({'; '.join(parts)}); drop the table or write to another one")
-
-
-def quote_identifier(name: str) -> str:
-    """A SQL identifier, double-quoted (embedded quotes doubled)."""
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 # ---------------------------------------------------------------------- DuckDB

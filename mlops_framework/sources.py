@@ -171,7 +171,7 @@ class _Source:
                     f"available columns: {', '.join(available)}"
                 ) from None
         if columns is not None:
-            rel = rel.project(", ".join(_quote_ident(c) for c in columns))
+            rel = rel.project(", ".join(quote_identifier(c) for c in columns))
         return rel
 
     def _run(self, fn):
@@ -339,16 +339,16 @@ class CsvSource(_FileSource):
 
         options = ["header = true"]
         if self.delimiter is not None:
-            options.append(f"delim = {_sql_str(self.delimiter)}")
+            options.append(f"delim = {sql_string(self.delimiter)}")
 
         def bind(opts):
-            return con.sql(f"SELECT * FROM read_csv({_sql_str(urls[0])}, {', '.join(opts)})")
+            return con.sql(f"SELECT * FROM read_csv({sql_string(urls[0])}, {', '.join(opts)})")
 
         try:
             rel = bind(options)  # DuckDB sniffs the header and types
             known = {f.name: _duckdb_types()[f.type] for f in SCHEMA if f.name in rel.columns}
             if known:
-                types = ", ".join(f"{_sql_str(k)}: {_sql_str(v)}" for k, v in known.items())
+                types = ", ".join(f"{sql_string(k)}: {sql_string(v)}" for k, v in known.items())
                 rel = bind(options + [f"types = {{{types}}}"])
         except duckdb.Error as e:
             raise MlopsError(f"cannot read CSV {self.path}: {_one_line(e)}") from None
@@ -417,16 +417,18 @@ def _one_line(exc: BaseException) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def quote_identifier(name: str) -> str:
+    """A SQL identifier, double-quoted (embedded quotes doubled)."""
+    return '"' + str(name).replace('"', '""') + '"'
 
 
-def _sql_str(value: str) -> str:
+def sql_string(value) -> str:
+    """A SQL string literal, single-quoted (embedded quotes doubled)."""
     return "'" + str(value).replace("'", "''") + "'"
 
 
 def _sql_list(values: list[str]) -> str:
-    return "[" + ", ".join(_sql_str(v) for v in values) + "]"
+    return "[" + ", ".join(sql_string(v) for v in values) + "]"
 
 
 def _is_local(fs) -> bool:
@@ -572,7 +574,7 @@ class DuckDBTableSource(_Source):
         except duckdb.Error as e:
             raise MlopsError(f"cannot open the DuckDB file {self.path}: {_one_line(e)}") from None
         try:
-            return con, con.table(_quote_ident(self.table))
+            return con, con.table(quote_identifier(self.table))
         except duckdb.Error:
             tables = sorted(row[0] for row in con.execute("SHOW TABLES").fetchall())
             con.close()
