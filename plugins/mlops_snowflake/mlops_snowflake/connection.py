@@ -178,10 +178,6 @@ class SnowflakeConnection:
         with self._lock:
             self._session = session
 
-    def connector(self):
-        """The session's underlying ``snowflake.connector`` connection (same Snowflake session)."""
-        return self.session().connection
-
     def _create_session(self):
         from snowflake.snowpark import Session
 
@@ -218,9 +214,7 @@ def _load_private_key(path, passphrase, where: str) -> bytes:
             problem = ("the key is encrypted: set private_key_file_pwd" if not password
                        else "the key is not encrypted: remove private_key_file_pwd")
             raise MlopsError(f"{where}: cannot load private_key_file {file}: {problem}") from None
-        except ValueError:
-            continue
-        except Exception:  # cryptography's UnsupportedAlgorithm and friends
+        except Exception:  # a ValueError, cryptography's UnsupportedAlgorithm and friends
             continue
     if key is None:
         hint = "wrong private_key_file_pwd, or not a PEM/DER private key" if password else "not a PEM/DER private key"

@@ -28,6 +28,7 @@ from mlops_framework.errors import MlopsError
 from mlops_framework.registry import check_name, check_tag
 
 from mlops_snowflake import connection as connection_module
+from mlops_snowflake.data import _one_line
 
 FUNCTION_NAME = "predict"
 SYSTEM_ALIASES = frozenset({"FIRST", "LAST", "DEFAULT"})
@@ -620,11 +621,6 @@ def _user() -> str:
 
 def _sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _one_line(error) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _call(fn, what: str):

@@ -22,6 +22,7 @@ import re
 import time
 
 from mlops_framework.errors import MlopsError
+from mlops_snowflake.data import _one_line
 
 ACTIONS = ("score", "deploy", "list", "delete")
 SCORE_COLUMN, CLASS_COLUMN = "PREDICTED_SCORE", "PREDICTED_RESPONSE"
@@ -450,8 +451,3 @@ def _text(value):
 def _call(function, positional, keywords):
     parts = [*positional, *(f"{key}={value!r}" for key, value in keywords.items())]
     return f"{function}({', '.join(parts)})"
-
-
-def _one_line(error):
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")

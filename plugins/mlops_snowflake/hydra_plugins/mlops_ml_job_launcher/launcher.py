@@ -35,10 +35,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
-BACKEND_KEYS = ("compute_pool", "cpu_compute_pool", "gpu_compute_pool", "stage_name", "target_instances",
-                "pip_requirements", "external_access_integrations", "env_vars", "runtime_environment",
-                "query_warehouse", "timeout_s", "poll_s")
-
 
 class _Trial:
     """One trial: its Hydra config, the run built from it, where it goes, and (once submitted) its job."""
