@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 
+from mlops_framework import registry_views
 from mlops_framework.errors import MlopsError
 
 EXIT_USER_ERROR = 2
@@ -23,9 +24,7 @@ def main(argv=None):
         if command == "registry":
             return _registry(rest)
         if command == "sweep":
-            from mlops_framework.sweeps import main as sweep_main
-
-            return sweep_main(rest)
+            return _sweep(rest)
         raise MlopsError(f"unknown command {command!r}; commands: run, plan, registry, sweep (see mlops --help)")
     except MlopsError as error:
         print(f"mlops: error: {error}", file=sys.stderr)
@@ -61,9 +60,9 @@ def _help_text():
         "                            (-m: a sweep's trials as its launcher would submit them, then one trial's plan)",
         "  registry ...              models | versions MODEL | show MODEL VERSION_OR_ALIAS |",
         "                            alias set MODEL VERSION ALIAS | alias unset MODEL ALIAS |",
-        "                            tag set MODEL TAG VALUE | history MODEL | rollback MODEL ALIAS",
-        "                            (each takes --json)",
-        "  sweep show [DIR]          the leaderboard of a sweep (default: the latest), as a table, CSV and plot",
+        "                            tag set MODEL TAG VALUE | history MODEL | rollback MODEL ALIAS |",
+        "                            delete MODEL VERSION   (each takes --json)",
+        "  sweep show [DIR]          the leaderboard of a sweep (default: the latest), as a table, CSV and chart",
         "  sweep list | rerun [DIR]  every sweep | run a sweep's recorded command again, compare the metrics",
         "",
         "config groups (choose with GROUP=OPTION, change a value with GROUP.KEY=VALUE):",
@@ -75,8 +74,10 @@ def _help_text():
     return "\n".join(lines)
 
 
-def execute(cfg, components, output_dir):
-    """Check, resolve and run a composed config; save the resolved config and summary beside the outputs."""
+def execute(cfg, components, output_dir, *, keep_model_in=None):
+    """Check, resolve and run a composed config; save the resolved config and summary beside the outputs.
+    ``keep_model_in``: a directory where a local registry takes the run's model instead of the configured
+    registry (a sweep's trial, see ``mlops_framework.sweeps``)."""
     from pathlib import Path
 
     import yaml
@@ -88,6 +89,10 @@ def execute(cfg, components, output_dir):
     resolved = config.resolved(cfg)
     output_dir = Path(output_dir)
     run = build_run(resolved, components, output_dir=output_dir)
+    if keep_model_in is not None:
+        from mlops_framework.registry import LocalRegistry
+
+        run.registry = LocalRegistry(keep_model_in)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "resolved_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     run.backend.execute(run)
@@ -138,9 +143,12 @@ def _run(overrides):
     components = _components()
 
     def task(cfg):
+        from mlops_framework.sweep_record import kept_model_dir
+
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
-            return execute(cfg, components, HydraConfig.get().runtime.output_dir)
+            output_dir = HydraConfig.get().runtime.output_dir
+            return execute(cfg, components, output_dir, keep_model_in=kept_model_dir(HydraConfig.get(), output_dir))
         except MlopsError as error:
             print(f"mlops: error: {error}", file=sys.stderr)
             if multirun:  # one failed trial: the others go on; the sweep reports it at the end (sweeps.py)
@@ -172,9 +180,9 @@ def _plan(argv):
     components = _components()
     lines, title = [], "plan"
     if len(overrides) < len(argv):  # a sweep: its trials, then one trial's plan in full
-        from mlops_framework import sweeps
+        from mlops_framework.sweep_plan import plan
 
-        lines, overrides, label = sweeps.plan(overrides, components)
+        lines, overrides, label = plan(overrides, components)
         title = f"\nplan of {label} ({' '.join(overrides) or 'no overrides'})"
     cfg = config.compose(overrides, components)
     config.check(cfg, components)
@@ -192,11 +200,11 @@ def _registry(argv):
     parser = argparse.ArgumentParser(prog="mlops registry", description="Inspect and change the model registry.")
     parser.add_argument("-c", "--config", action="append", default=[], metavar="OVERRIDE",
                         help="a config override choosing the registry, e.g. -c registry=snowflake")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--json", action="store_true", help="print the whole records as JSON")
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("models")
-    sub.add_parser("versions").add_argument("model")
-    show = sub.add_parser("show")
+    sub.add_parser("models", help="every model: versions, latest version, aliases, tags, comment")
+    sub.add_parser("versions", help="a model's versions: created, aliases, key metrics, comment").add_argument("model")
+    show = sub.add_parser("show", help="one version: aliases, metrics, comment, tags, where it came from")
     show.add_argument("model")
     show.add_argument("version")
     sub.add_parser("history").add_argument("model")
@@ -204,6 +212,10 @@ def _registry(argv):
     rollback.add_argument("model")
     rollback.add_argument("alias")
     rollback.add_argument("--reason", default=None)
+    delete = sub.add_parser("delete", help="delete a version (refused while an alias points at it)")
+    delete.add_argument("model")
+    delete.add_argument("version")
+    delete.add_argument("--reason", default=None)
     alias = sub.add_parser("alias").add_subparsers(dest="alias_action", required=True)
     alias_set = alias.add_parser("set")
     for name in ("model", "version", "alias"):
@@ -219,19 +231,28 @@ def _registry(argv):
 
     components = _components()
     registry = build_registry(config.resolved(config.compose(args.config, components)), components)
-
+    text = None
     if args.action == "models":
-        result = registry.models()
+        result = [{**model, "latest_version": _latest(registry, model)} for model in registry.models()]
+        text = registry_views.models_table(result)
     elif args.action == "versions":
         result = registry.versions(args.model)
+        text = registry_views.versions_table(result, registry.aliases(args.model))
     elif args.action == "show":
         result = registry.get_version(args.model, args.version)
+        model = next((m for m in registry.models() if m["name"] == result["model_name"]), {})
+        text = registry_views.version_summary(result, registry.aliases(args.model), model)
     elif args.action == "history":
         result = registry.history(args.model)
     elif args.action == "rollback":
         if not hasattr(registry, "rollback"):
             raise MlopsError(f"{registry.describe()} cannot roll back aliases")
         result = registry.rollback(args.model, args.alias, reason=args.reason)
+    elif args.action == "delete":
+        if not hasattr(registry, "delete_version"):
+            raise MlopsError(f"{registry.describe()} cannot delete versions from mlops; use the registry's own tools")
+        result = registry.delete_version(args.model, args.version, reason=args.reason)
+        text = f"deleted {args.model} {args.version} (recorded in mlops registry history {args.model})"
     elif args.action == "alias" and args.alias_action == "set":
         result = registry.set_alias(args.model, args.version, args.alias)
     elif args.action == "alias":
@@ -239,8 +260,176 @@ def _registry(argv):
     else:
         registry.set_tag(args.model, args.tag, args.value)
         result = {"model": args.model, "tag": args.tag, "value": args.value}
-    print(json.dumps(result, indent=2, default=str) if args.json else _table(result))
+    if args.json or text is None:
+        text = json.dumps(result, indent=2, default=str) if args.json else _table(result)
+    print(text)
     return 0
+
+
+def _latest(registry, model):
+    versions = registry.versions(model["name"]) if model.get("versions") else []
+    return versions[-1]["version_name"] if versions else None
+
+
+def _sweep(argv):
+    from mlops_framework.sweep_record import DEFAULT_ALIAS, REGISTER_POLICIES
+
+    parser = argparse.ArgumentParser(prog="mlops sweep", description="Leaderboards of sweeps (mlops run -m ...).")
+    parser.add_argument("-c", "--config", action="append", default=[], metavar="OVERRIDE",
+                        help="a config override locating the home, e.g. -c paths.home=/data/mlops")
+    sub = parser.add_subparsers(dest="action", required=True)
+    show = sub.add_parser("show", help="rank the trials of a sweep; write leaderboard.csv and leaderboard.html")
+    show.add_argument("dir", nargs="?", help="a sweep directory (default: the latest under HOME/multiruns)")
+    show.add_argument("--metric", help="rank by this metric (default: the sweep's)")
+    show.add_argument("--direction", choices=("maximize", "minimize"))
+    show.add_argument("--promote", nargs="?", const="", metavar="ALIAS",
+                      help=f"point ALIAS (default: the sweep's, else {DEFAULT_ALIAS}) at the best trial's version")
+    show.add_argument("--top", type=int, help="print only the first N rows")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_parser("list", help="the sweeps under HOME/multiruns, oldest first")
+    rerun = sub.add_parser("rerun", help="run a sweep's recorded command again and compare the metrics; registers "
+                                         "nothing and moves no alias unless --register is given")
+    rerun.add_argument("dir", nargs="?", help="a sweep directory (default: the latest)")
+    rerun.add_argument("--register", choices=REGISTER_POLICIES,
+                       help="register trials as the sweep would (best, all) and move its alias")
+    args = parser.parse_args(options_first(argv, flags=()))  # --json belongs to `show`
+
+    if args.action == "list":
+        return _sweep_list(args.config)
+    sweep_dir = _sweep_dir(args.dir, args.config)
+    if args.action == "rerun":
+        return _sweep_rerun(sweep_dir, args.register)
+    return _sweep_show(sweep_dir, args)
+
+
+def _sweep_show(sweep_dir, args):
+    from mlops_framework.leaderboard import leaderboard, print_board, write_chart, write_csv
+    from mlops_framework.sweep_record import DEFAULT_ALIAS, read_record
+    from mlops_framework.sweeps import promote
+
+    alias = None
+    if args.promote is not None:
+        alias = args.promote or read_record(sweep_dir).get("promote") or DEFAULT_ALIAS
+    board = leaderboard(sweep_dir, metric=args.metric, direction=args.direction)
+    if not board["rows"]:
+        raise MlopsError(f"{sweep_dir} has no trials")
+    if args.metric and board["best"] is None:
+        known = sorted({k for row in board["rows"] for k in row["metrics"]})
+        raise MlopsError(f"no trial has the metric {args.metric!r}; metrics: {', '.join(known) or 'none'}")
+    if alias and board["best"] and not board["best"]["version"]:
+        raise MlopsError(f"the best trial ({board['best']['trial']}) registered no version (its model is kept in "
+                         f"{board['best']['kept']}); rerun the sweep with mlops sweep rerun --register best")
+    write_csv(board, sweep_dir / "leaderboard.csv")
+    promoted = promote(board, alias) if alias else None
+    chart = write_chart(board, sweep_dir)
+    if args.json:
+        print(json.dumps({k: v for k, v in board.items() if k != "record"} | {"promoted": promoted}, indent=2,
+                         default=str))
+    else:
+        print_board(board, promoted, [sweep_dir / "leaderboard.csv", chart], top=args.top)
+    return 0
+
+
+def _sweeps(overrides):
+    import datetime as dt
+    from pathlib import Path
+
+    from mlops_framework import config
+    from mlops_framework.sweep_record import RECORD, read_record
+
+    cfg = config.compose(overrides, _components())
+    root = Path(str(cfg.paths.home)) / "multiruns"
+    found = [p for p in root.glob("*") if p.is_dir() and ((p / RECORD).exists() or (p / "multirun.yaml").exists())] \
+        if root.is_dir() else []
+
+    def started(path):
+        return read_record(path).get("started") or dt.datetime.fromtimestamp(
+            path.stat().st_mtime, dt.timezone.utc).isoformat()
+
+    return root, sorted(found, key=lambda p: (started(p), p.name))
+
+
+def _sweep_dir(given, overrides):
+    from pathlib import Path
+
+    if given:
+        path = Path(given)
+        if not path.is_dir():
+            raise MlopsError(f"no sweep directory {given}")
+        return path
+    root, found = _sweeps(overrides)
+    if not found:
+        raise MlopsError(f"no sweeps under {root}; run one with mlops run -m ...")
+    return found[-1]
+
+
+def _sweep_list(overrides):
+    from mlops_framework.sweep_record import read_record
+
+    root, found = _sweeps(overrides)
+    if not found:
+        print(f"(no sweeps under {root})")
+        return 0
+    for path in found:
+        record = read_record(path)
+        best = record.get("best") or {}
+        trials = record.get("trials") or {}
+        line = f"{path.name}  {trials.get('ok', '?')} ok {trials.get('failed', '?')} failed"
+        if best:
+            registered = f"{best.get('model')} {best.get('version')}" if best.get("version") else "not registered"
+            line += f"  best {best.get('metric')}={best.get('value'):.4f} ({registered})"
+        print(f"{line}  {record.get('command', '')}".rstrip())
+    return 0
+
+
+SWEEP_SETTINGS = ("hydra.callbacks.sweep.register=", "hydra.callbacks.sweep.promote=")
+
+
+def _sweep_rerun(sweep_dir, register=None):
+    """Run the recorded command into a new sweep directory; compare params and metrics trial by trial. Without
+    ``register`` the rerun registers nothing and moves no alias; with it, trials register by that policy and
+    the sweep's recorded alias moves as at the end of any sweep."""
+    import datetime as dt
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from mlops_framework.leaderboard import leaderboard
+    from mlops_framework.sweep_record import RECORD, read_record
+
+    record = read_record(sweep_dir)
+    if not record.get("argv"):
+        raise MlopsError(f"{sweep_dir} has no {RECORD} with a recorded command")
+    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    new_dir = Path(sweep_dir).parent / f"{stamp}-rerun-of-{Path(sweep_dir).name}"
+    argv = [a for a in record["argv"] if not a.startswith(("hydra.sweep.dir=", *SWEEP_SETTINGS))]
+    if register is None:
+        argv += ["hydra.callbacks.sweep.register=none", "hydra.callbacks.sweep.promote=null"]
+    else:
+        argv += [f"hydra.callbacks.sweep.register={register}"]
+        argv += [f"hydra.callbacks.sweep.promote={record['promote'] or 'null'}"] if "promote" in record else []
+    command = [sys.executable, "-m", "mlops_framework.cli", "run", *argv, f"hydra.sweep.dir={new_dir}"]
+    cwd = record.get("cwd") if record.get("cwd") and Path(record["cwd"]).is_dir() else None
+    print(f"rerun    {record['command']}\ninto     {new_dir}"
+          + ("" if register else "\n         (registering nothing, moving no alias: --register best|all to do so)"),
+          flush=True)
+    result = subprocess.run(command, cwd=cwd, env={**os.environ, **record.get("env", {})})
+    old, new = leaderboard(sweep_dir), leaderboard(new_dir)
+    old_rows = {row["trial"]: row for row in old["rows"]}
+    differences = []
+    for row in new["rows"]:
+        before = old_rows.get(row["trial"])
+        if before is None:
+            differences.append(f"trial {row['trial']} is new")
+        elif before["params"] != row["params"] or before["metrics"] != row["metrics"]:
+            differences.append(f"trial {row['trial']}: {old['metric']} {before['value']} -> {row['value']}")
+    missing = sorted(set(old_rows) - {row["trial"] for row in new["rows"]}, key=lambda n: (len(n), n))
+    differences += [f"trial {name} did not run" for name in missing]
+    if differences:
+        print("differs  " + "\n         ".join(differences))
+        return 1
+    print(f"same     params and metrics in all {len(new['rows'])} trials")
+    return result.returncode
 
 
 def options_first(argv, flags=("--json",)):

@@ -7,17 +7,32 @@ import subprocess
 PACKAGES = ("mlops-framework", "xgboost", "scikit-learn", "pandas", "numpy", "pyarrow", "duckdb")
 
 
-def git_commit():
-    """The checkout's HEAD, or ``MLOPS_GIT_COMMIT`` where there is no checkout (inside an ML Job)."""
+def git_commit(where=None):
+    """The HEAD of the checkout at ``where`` (default: the working directory), or ``MLOPS_GIT_COMMIT``
+    where there is no checkout (inside an ML Job)."""
     if os.environ.get("MLOPS_GIT_COMMIT"):
         return os.environ["MLOPS_GIT_COMMIT"]
+    return _git(where, "rev-parse", "HEAD") or None
+
+
+def git_state(where=None):
+    """``{"commit", "dirty"}`` of the checkout at ``where`` (default: the working directory), each ``None``
+    where unknown; with ``MLOPS_GIT_COMMIT`` set, that commit and dirtiness unknown."""
+    commit = git_commit(where)
+    if commit is None or os.environ.get("MLOPS_GIT_COMMIT"):
+        return {"commit": commit, "dirty": None}
+    status = _git(where, "status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def _git(where, *args):
+    """``git ARGS`` in ``where``: its stripped output, or None when git is missing or fails."""
+    prefix = ["git"] if where is None else ["git", "-C", str(where)]
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        result = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    if result.returncode != 0:
-        return None
-    return result.stdout.strip() or None
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def package_versions():

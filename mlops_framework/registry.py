@@ -8,7 +8,7 @@ Layout under ``root``::
 
     MODEL/model.json          name, comment, tags, created_on, last_version_number (highest vN ever)
     MODEL/aliases.json        {"PRODUCTION": "v3", ...}
-    MODEL/history.jsonl       one line per alias move or refusal, append-only
+    MODEL/history.jsonl       one line per alias move, refusal or deleted version, append-only
     MODEL/.lock               flock'ed by every writer
     MODEL/.staging/           versions being written; never read
     MODEL/versions/NAME/version.json
@@ -125,8 +125,10 @@ class LocalRegistry:
         _clean_staging(staging_root)
         return json.loads(text)
 
-    def delete_version(self, model_name: str, version_name: str) -> None:
-        """Delete a version. Refused while an alias points at it."""
+    def delete_version(self, model_name: str, version_name: str, *, actor: str | None = None,
+                       reason: str | None = None) -> dict:
+        """Delete a version; return the history entry (``event``: ``deleted``, ``old_version``: the version).
+        Refused while an alias points at it."""
         model_dir = self._existing_model(model_name)
         with _locked(model_dir):
             self._version_dir(model_dir, version_name)
@@ -135,10 +137,15 @@ class LocalRegistry:
             if pointing:
                 raise MlopsError(f"version {version_name!r} of model {model_name!r} is still the "
                                  f"target of alias {', '.join(pointing)}; move or unset it first")
+            (model_dir / ".staging").mkdir(exist_ok=True)
             trash = pathlib.Path(tempfile.mkdtemp(dir=model_dir / ".staging", prefix=_staging_prefix()))
             os.rename(model_dir / "versions" / version_name, trash / version_name)
             _fsync_dir(model_dir / "versions")
+            entry = self._append_history(model_dir, {
+                "when": _now(), "actor": actor or _user(), "alias": None, "old_version": version_name,
+                "new_version": None, "reason": reason, "metrics": {}, "event": "deleted", "config_hash": None})
         shutil.rmtree(trash, ignore_errors=True)
+        return entry
 
     # ---- reading versions -------------------------------------------------------------------
 
@@ -277,7 +284,8 @@ class LocalRegistry:
 
     def history(self, model_name: str) -> list[dict]:
         """Every alias move, oldest first: when, actor, alias, old_version, new_version, reason, metrics,
-        event (``set``, ``unset``, ``rollback`` or ``refused``: the alias did not move) and config_hash."""
+        event (``set``, ``unset``, ``rollback``, ``refused``: the alias did not move, or ``deleted``: the
+        version ``old_version`` was deleted, ``alias`` None) and config_hash."""
         path = self._existing_model(model_name) / "history.jsonl"
         if not path.exists():
             return []
@@ -493,6 +501,11 @@ def _write_new(path: pathlib.Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_json_atomic(path: pathlib.Path, data) -> None:
+    """Replace ``path`` with ``data`` as JSON in one rename (temp file fsynced first); the directory must exist."""
+    _write_json_atomic(pathlib.Path(path), data)
 
 
 def _write_json_atomic(path: pathlib.Path, data) -> None:

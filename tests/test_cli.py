@@ -14,7 +14,7 @@ import pytest
 from run_sizes import SMALL
 from mlops_framework.synthetic import generate_table
 
-HEAVY = ("xgboost", "sklearn", "pandas", "snowflake", "numpy", "scipy", "pyarrow", "duckdb")  # the first 4 the rule names
+HEAVY = ("xgboost", "sklearn", "pandas", "snowflake", "numpy", "scipy", "pyarrow", "duckdb", "plotly")  # the first 4 the rule names
 TABLE = "PREDICTIONS_WITH_GROUND_TRUTH"
 
 

@@ -89,7 +89,7 @@ def assert_best_is_aliased(home, directory):
     assert registry.get_version("MORTGAGE_XGB", "SWEEP_BEST")["version_name"] == ok[0]["version"]
     history = registry.history("MORTGAGE_XGB")
     assert history[-1]["new_version"] == ok[0]["version"] and str(directory) in history[-1]["reason"]
-    assert any((directory / name).is_file() for name in ("leaderboard.png", "leaderboard.svg"))
+    assert (directory / "leaderboard.html").is_file()
     return rows
 
 
@@ -132,10 +132,14 @@ def test_grid_runs_trials_in_parallel_and_aliases_the_best(mlops, home):
     assert len({r["pid"] for r in records}) == 2, "two worker processes ran the trials"
     assert all((t / "resolved_config.yaml").is_file() and (t / "summary.json").is_file() for t in runs)
 
-    registered = [v["version_name"] for v in versions(home)]
-    in_summaries = [read(t / "summary.json")["version"] for t in runs]
-    assert sorted(registered) == sorted(set(in_summaries)) == ["v1", "v2", "v3", "v4"]
     rows = assert_best_is_aliased(home, directory)
+    # each trial kept its model in its own directory; only the best one was registered
+    assert all(LocalRegistry(t / "model").versions("MORTGAGE_XGB") for t in runs)
+    (registered,) = versions(home)
+    assert registered["version_name"] == rows[0]["version"] == "v1"
+    assert registered["lineage"]["sweep"] == {"dir": str(directory), "trial": rows[0]["trial"],
+                                              "metric": "validation_f1", "value": float(rows[0]["validation_f1"])}
+    assert [r["version"] for r in rows[1:]] == [""] * 3
     assert {(r["model.params.max_depth"], r["model.params.learning_rate"]) for r in rows} == {
         ("3", "0.05"), ("3", "0.3"), ("6", "0.05"), ("6", "0.3")}
 
@@ -159,14 +163,17 @@ def test_optuna_search_keeps_workers_busy_marks_the_best_and_resumes(mlops, home
     assert records[2]["pid"] == records[3]["pid"] != records[0]["pid"]
     assert_best_is_aliased(home, directory)
     assert (directory / "optuna.journal").is_file()
-    assert sorted(v["version_name"] for v in versions(home)) == [f"v{n}" for n in range(1, 6)]
+    first_best = read(directory / "sweep.json")["best"]["trial"]
+    assert [v["version_name"] for v in versions(home)] == ["v1"]
 
     mlops("run", "-m", *search, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={directory}", check=True)
     study = read(directory / "sweep.json")["study"]
     assert (study["trials_before"], study["trials_after"]) == (5, 7)
     assert [t.name for t in trials(directory)] == [str(n) for n in range(7)]
-    assert len(leaderboard_rows(directory)) == 7 and len(versions(home)) == 7
     assert_best_is_aliased(home, directory)
+    # the best of both sessions is registered once: an earlier best is not registered again
+    best = read(directory / "sweep.json")["best"]["trial"]
+    assert len(leaderboard_rows(directory)) == 7 and len(versions(home)) == len({first_best, best})
 
 
 def test_a_failed_trial_is_recorded_and_the_others_finish(mlops, home):
@@ -195,8 +202,12 @@ def test_rerunning_the_recorded_command_reproduces_the_metrics(mlops, home):
     mlops("run", "-m", "hparams_search=mortgage_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", *TINY,
           check=True)
     first = sweep_dir(home)
+    registry = LocalRegistry(home / "registry")
+    before = (versions(home), registry.aliases("MORTGAGE_XGB"), registry.history("MORTGAGE_XGB"))
     out = mlops("sweep", "rerun", str(first), check=True).stdout
     assert "same     params and metrics in all 3 trials" in out
+    # a rerun registers nothing and moves no alias unless asked (--register)
+    assert (versions(home), registry.aliases("MORTGAGE_XGB"), registry.history("MORTGAGE_XGB")) == before
     second = next(p for p in (home / "multiruns").iterdir() if p != first)
     assert read(second / "sweep.json")["seeds"] == read(first / "sweep.json")["seeds"]
     for a, b in zip(trials(first), trials(second), strict=True):
@@ -210,7 +221,7 @@ def test_show_without_sweeps_says_so(mlops, home):
 
 
 def test_the_leaderboard_reads_the_version_of_a_local_and_of_an_ml_job_trial(tmp_path):
-    from mlops_framework import sweeps
+    from mlops_framework import leaderboard
 
     # a local trial's summary.json (cli._summary) and an ML Job trial's (the job's result, as the launcher writes it)
     summaries = {"0": {"model": "MORTGAGE_XGB", "version": "v2", "metrics": {"holdout_f1": 0.61}},
@@ -219,12 +230,12 @@ def test_the_leaderboard_reads_the_version_of_a_local_and_of_an_ml_job_trial(tmp
     for trial, summary in summaries.items():
         (tmp_path / trial).mkdir()
         (tmp_path / trial / "summary.json").write_text(json.dumps(summary))
-    board = sweeps.leaderboard(tmp_path, metric="holdout_f1")
+    board = leaderboard.leaderboard(tmp_path, metric="holdout_f1")
     assert [(row["trial"], row["model"], row["version"]) for row in board["rows"]] == [
         ("1", "MORTGAGE_XGB", "v3"), ("0", "MORTGAGE_XGB", "v2")]
-    table = sweeps.format_board(board).splitlines()
+    table = leaderboard.format_board(board).splitlines()
     assert "MORTGAGE_XGB v3" in table[1] and "MORTGAGE_XGB v2" in table[2] and "{" not in "\n".join(table)
-    sweeps.write_csv(board, tmp_path / "leaderboard.csv")
+    leaderboard.write_csv(board, tmp_path / "leaderboard.csv")
     with open(tmp_path / "leaderboard.csv") as handle:
         assert [row["version"] for row in csv.DictReader(handle)] == ["v3", "v2"]
 
@@ -289,3 +300,30 @@ def test_ctrl_c_stops_a_parallel_grid_and_its_workers_at_once(home):
     assert not Path(f"/proc/{worker}").exists() or "zombie" in Path(f"/proc/{worker}/status").read_text(), \
         "the worker of the interrupted trial is gone"
     assert "v2" not in [v["version_name"] for v in versions(home)], "the interrupted trial registered nothing"
+
+
+def test_a_twelve_trial_grid_registers_only_its_best_version(mlops, home):
+    mlops("run", "-m", "hparams_search=mortgage_grid", "hydra.launcher.n_jobs=2", *TINY,
+          "model.params.n_estimators=5,10", check=True)  # 3 depths x 2 rates (the option) x 2 sizes
+    directory = sweep_dir(home)
+    assert len(trials(directory)) == 12
+    rows = assert_best_is_aliased(home, directory)
+    assert [v["version_name"] for v in versions(home)] == ["v1"] and rows[0]["version"] == "v1"
+    assert sum(bool(r["version"]) for r in rows) == 1
+    out = mlops("registry", "versions", "MORTGAGE_XGB", check=True).stdout
+    assert len(out.splitlines()) == 2 and "SWEEP_BEST" in out
+
+
+@pytest.mark.parametrize("policy", ["all", "none"])
+def test_the_register_policy_all_registers_every_trial_and_none_no_trial(mlops, home, policy):
+    mlops("run", "-m", "hydra/launcher=basic", f"hydra.callbacks.sweep.register={policy}",
+          "model.params.max_depth=2,3", *SMALL, check=True)
+    directory = sweep_dir(home)
+    if policy == "all":
+        assert [v["version_name"] for v in versions(home)] == ["v1", "v2"]
+        assert_best_is_aliased(home, directory)
+        assert not any((t / "model").exists() for t in trials(directory))
+    else:
+        assert not (home / "registry" / "MORTGAGE_XGB").exists(), "nothing registered, no alias"
+        assert all(LocalRegistry(t / "model").versions("MORTGAGE_XGB") for t in trials(directory))
+        assert read(directory / "sweep.json")["best"]["version"] is None

@@ -17,7 +17,7 @@ How a sweep runs:
 
 The sweeper records the study (name, storage, best trial) in ``sweep.json`` and each trial's Optuna
 state in ``<trial>/trial.json``; the leaderboard and the best-version alias are written at the end of
-the sweep by ``mlops_framework.sweeps.SweepCallback``.
+the sweep by ``mlops_framework.sweeps.SweepCallback``. ``plan`` describes the study for ``mlops plan -m``.
 """
 
 from __future__ import annotations
@@ -109,6 +109,19 @@ def format_value(value):
     return text
 
 
+def describe_distribution(distribution):
+    """``int in [3, 10]``, ``float in [0.01, 0.3], log scale``, ``one of a, b``: an Optuna distribution, briefly."""
+    if hasattr(distribution, "choices"):
+        return "one of " + ", ".join(format_value(choice) for choice in distribution.choices)
+    kind = "int" if type(distribution).__name__.startswith("Int") else "float"
+    text = f"{kind} in [{distribution.low}, {distribution.high}]"
+    if distribution.log:
+        return text + ", log scale"
+    if distribution.step not in (None, 1):
+        return text + f", step {distribution.step}"
+    return text
+
+
 def _first_value(distribution):
     return distribution.choices[0] if hasattr(distribution, "choices") else distribution.low
 
@@ -184,12 +197,34 @@ class MlopsOptunaSweeper(Sweeper):
         self.validate_batch_is_legal([first])
         return space, keys, fixed, first
 
+    def plan(self, arguments):
+        """``(lines, first trial's overrides, label)`` for ``mlops plan -m``: the study's settings and search
+        space after the sweeper's own checks; its trials are asked for while it runs, so the trial to plan
+        takes each searched key's first value. Starts nothing."""
+        space, _, fixed, sample = self.search(arguments)
+        workers, threads = self.workers()
+        sweep_dir = str(self.config.hydra.sweep.dir)
+        lines = [
+            f"sweep: Optuna study {self.study_name!r}, {self.n_trials} trials, {workers} at once "
+            f"({threads} thread{'s' if threads != 1 else ''} each)",
+            f"  objective: {self.direction} {self.metric}",
+            f"  sampler:   {self.sampler_name}, seed {self.seed}",
+            f"  storage:   {self.storage or sweep_dir + '/optuna.journal'} (a study already there is resumed)",
+            "  trials:    chosen by the sampler while the study runs, not known in advance"
+            + (f"; each stopped after {self.timeout_s:g} s" if self.timeout_s else ""),
+            f"  search space ({len(space)} keys):",
+            *(f"    {name}: {describe_distribution(distribution)}" for name, distribution in space.items()),
+        ]
+        if fixed:
+            lines.append(f"  fixed in every trial: {' '.join(fixed)}")
+        return lines, sample, "a trial, each searched key at its first value"
+
     # -- the sweep --------------------------------------------------------------------------
     def sweep(self, arguments: List[str]) -> Any:
         import optuna
         from optuna.trial import TrialState
 
-        from mlops_framework import sweeps
+        from mlops_framework import sweep_record
 
         space, keys, fixed, _ = self.search(arguments)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -210,7 +245,7 @@ class MlopsOptunaSweeper(Sweeper):
         before = len(study.trials)
         seed = None if self.seed is None else self.seed + before
         study.sampler = self._sampler(seed)
-        sweeps.update_record(sweep_dir, study={
+        sweep_record.update_record(sweep_dir, study={
             "name": self.study_name, "storage": location, "metric": self.metric, "direction": self.direction,
             "sampler": self.sampler_name, "sampler_seed": seed, "trials_before": before,
             "n_trials": self.n_trials, "workers": workers, "threads_per_trial": threads,
@@ -228,14 +263,14 @@ class MlopsOptunaSweeper(Sweeper):
             best = {"number": trial.number, "value": trial.value, "params": trial.params,
                     "trial_dir": trial.user_attrs.get("trial_dir")}
             log.info(f"best trial of the study: #{trial.number} {self.metric}={trial.value:.4f} {trial.params}")
-        sweeps.update_record(sweep_dir, study={"trials_after": len(study.trials), "best": best})
+        sweep_record.update_record(sweep_dir, study={"trials_after": len(study.trials), "best": best})
         return results
 
     def _optimize(self, study, space, keys, fixed, workers, threads, sweep_dir):
         from hydra.core.singleton import Singleton
         from optuna.trial import TrialState
 
-        from mlops_framework import sweeps
+        from mlops_framework import sweep_record
         from mlops_framework.workers import WorkerPool
 
         singleton_state = Singleton.get_state()
@@ -266,7 +301,7 @@ class MlopsOptunaSweeper(Sweeper):
                             trial.set_user_attr("error", outcome["error"])
                             study.tell(trial, state=TrialState.FAIL)
                             log.warning(f"trial #{trial.number} failed: {outcome['error']}")
-                        sweeps.update_trial(outcome["trial_dir"], optuna={
+                        sweep_record.update_trial(outcome["trial_dir"], optuna={
                             "number": trial.number, "state": "COMPLETE" if ok else "FAIL", "value": value,
                             "params": trial.params, "study": self.study_name, "seconds": round(outcome["seconds"], 3),
                         }, error=outcome["error"])
@@ -297,7 +332,7 @@ def run_trial(number, overrides, hydra_context, config, task_function, singleton
     from hydra.core.utils import JobStatus, setup_globals
 
     from hydra_plugins.mlops_local_launcher.launcher import run_trial as run_job_here
-    from mlops_framework import sweeps
+    from mlops_framework import sweep_record
 
     started = time.time()
     setup_globals()  # the resolvers the sweep dir's interpolation uses
@@ -319,7 +354,7 @@ def run_trial(number, overrides, hydra_context, config, task_function, singleton
         sys.stderr = saved_stderr
     value = None
     if error is None:
-        metrics = sweeps.trial_metrics(trial_dir)
+        metrics = sweep_record.trial_metrics(trial_dir)
         if metric in metrics and metrics[metric] is not None:
             value = float(metrics[metric])
         else:
