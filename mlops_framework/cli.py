@@ -450,10 +450,10 @@ def _table(result):
         if not result:
             return "(none)"
         keys = [k for k in result[0] if not isinstance(result[0][k], (dict, list))]
-        rows = [[str(item.get(k, "")) for k in keys] for item in result]
+        rows = [["" if item.get(k) is None else str(item[k]) for k in keys] for item in result]
         widths = [max(len(k), *(len(r[i]) for r in rows)) for i, k in enumerate(keys)]
-        lines = ["  ".join(k.upper().ljust(w) for k, w in zip(keys, widths))]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+        lines = ["  ".join(k.upper().ljust(w) for k, w in zip(keys, widths)).rstrip()]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
         return "\n".join(lines)
     return json.dumps(result, indent=2, default=str)
 

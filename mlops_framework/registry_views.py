@@ -74,9 +74,13 @@ def version_summary(record, aliases, model):
              f"created   {_when(record.get('created_on'))} UTC",
              f"comment   {record.get('comment') or '(none)'}"]
     metrics = record.get("metrics") or {}
-    for part in sorted({key.split('_', 1)[0] for key in metrics if "_" in key}, key=lambda p: p != "holdout"):
+    parts = sorted({key.split("_", 1)[0] for key in metrics if "_" in key}, key=lambda p: (p != "holdout", p))
+    for number, part in enumerate(parts):
         values = {k.split("_", 1)[1]: v for k, v in metrics.items() if k.startswith(part + "_")}
-        lines.append(f"{part + ':':<9} " + "  ".join(f"{k}={_number(v)}" for k, v in values.items()))
+        label = "metrics" if number == 0 else ""
+        lines.append(f"{label:<9} {part:<10} " + "  ".join(f"{k}={_number(v)}" for k, v in values.items()))
+    if not parts:
+        lines.append("metrics   (none)")
     lines.append(f"tags      {_pairs(model.get('tags')) or '(none)'}")
     trained = metadata.get("estimator") or "?"
     if metadata.get("training_rows") is not None:
@@ -94,7 +98,7 @@ def _origin(lineage):
         where = next((str(data[k]) for k in ("path", "table", "name") if data.get(k)), "")
         parts.append(f"data {data.get('kind', '?')}" + (f" {where}" if where else ""))
     if lineage.get("data_fingerprint"):
-        parts.append(f"fingerprint {str(lineage['data_fingerprint'])[:12]}")
+        parts.append(f"fingerprint {str(lineage['data_fingerprint']).removeprefix('sha256:')[:12]}")
     parts.append(f"git {str(lineage['git_commit'])[:12]}" if lineage.get("git_commit") else "git unknown")
     sweep = lineage.get("sweep")
     if sweep:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +110,42 @@ def test_tag_set_and_history(mlops, home):
     assert models[0]["tags"]["STAGE"] == "REVIEW"
     history = json.loads(mlops("registry", "history", "MORTGAGE_XGB", "--json", check=True).stdout)
     assert [(h["old_version"], h["new_version"]) for h in history] == [(None, "v1"), ("v1", None)]
+
+
+def test_registry_reads_as_short_summaries_and_deletes_an_unaliased_version(mlops, home):
+    for _ in range(2):
+        mlops("run", "pipeline=train", *SMALL, check=True)
+    mlops("registry", "alias", "set", "MORTGAGE_XGB", "v1", "PRODUCTION", check=True)
+
+    shown = mlops("registry", "show", "MORTGAGE_XGB", "production", check=True).stdout
+    lines = shown.splitlines()
+    assert lines[0] == "MORTGAGE_XGB v1" and len(lines) < 15 and "{" not in shown
+    assert "aliases   PRODUCTION" in lines and lines[3].startswith("comment   XGBoost classifier")
+    assert re.search(r"^metrics   holdout    accuracy=0\.\d{4}  precision=.* f1=0\.\d{4}  roc_auc=", shown, re.M)
+    assert "tags      CONTAINS_PII=FALSE, DOMAIN=LENDING, PROJECT=MORTGAGE_LENDING" in lines
+    assert "model     xgboost.XGBClassifier on 1,200 rows" in lines
+    assert re.search(r"^from      data synthetic, fingerprint [0-9a-f]{12}, git ", shown, re.M)
+    whole = json.loads(mlops("registry", "show", "MORTGAGE_XGB", "v1", "--json", check=True).stdout)
+    assert whole["version_name"] == "v1" and whole["lineage"]["config"] and whole["files"]
+
+    versions = mlops("registry", "versions", "MORTGAGE_XGB", check=True).stdout.splitlines()
+    assert versions[0].split() == ["VERSION", "CREATED", "ALIASES", "HOLDOUT_F1", "HOLDOUT_ROC_AUC",
+                                   "HOLDOUT_ACCURACY", "COMMENT"]
+    assert re.match(r"v1 +\d{4}-\d\d-\d\d \d\d:\d\d +PRODUCTION +0\.\d{4} +0\.\d{4} +0\.\d{4} +XGBoost", versions[1])
+    assert re.match(r"v2 +\d{4}-\d\d-\d\d \d\d:\d\d +0\.\d{4}", versions[2])
+    models = mlops("registry", "models", check=True).stdout.splitlines()
+    assert models[0].split() == ["MODEL", "VERSIONS", "LATEST", "ALIASES", "TAGS", "COMMENT"]
+    assert models[1].split()[:4] == ["MORTGAGE_XGB", "2", "v2", "PRODUCTION=v1"] and "PROJECT=MORTGAGE_LENDING" in models[1]
+
+    refused = mlops("registry", "delete", "MORTGAGE_XGB", "v1")
+    assert refused.returncode == 2 and "still the target of alias PRODUCTION" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    mlops("registry", "delete", "MORTGAGE_XGB", "v2", "--reason", "worse than v1", check=True)
+    remaining = json.loads(mlops("registry", "versions", "MORTGAGE_XGB", "--json", check=True).stdout)
+    assert [v["version_name"] for v in remaining] == ["v1"]
+    history = json.loads(mlops("registry", "history", "MORTGAGE_XGB", "--json", check=True).stdout)
+    assert [(h["event"], h["old_version"], h["reason"]) for h in history[1:]] == [("deleted", "v2", "worse than v1")]
+    assert "None" not in mlops("registry", "history", "MORTGAGE_XGB", check=True).stdout
 
 
 def state(home):

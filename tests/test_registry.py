@@ -191,10 +191,14 @@ def test_delete_version_refused_while_aliased(reg):
     reg.delete_version("m", "v2")
     assert [v["version_name"] for v in reg.versions("m")] == ["v1"]
     reg.unset_alias("m", "prod")
-    reg.delete_version("m", "v1")
+    reg.delete_version("m", "v1", actor="ci", reason="superseded")
     assert reg.versions("m") == []
     with pytest.raises(MlopsError, match="has no version 'v1'"):
         reg.delete_version("m", "v1")
+    # each deletion is in the history (a refused one changed nothing, so it is not)
+    deleted = [h for h in reg.history("m") if h["event"] == "deleted"]
+    assert [(h["old_version"], h["new_version"], h["alias"]) for h in deleted] == [("v2", None, None), ("v1", None, None)]
+    assert (deleted[1]["actor"], deleted[1]["reason"]) == ("ci", "superseded")
 
 
 def test_a_deleted_versions_number_is_never_given_again(reg):
