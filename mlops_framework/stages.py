@@ -79,11 +79,72 @@ def train(run):
     splits = _need(run, "splits", "train")
     estimator = run.model.build(run.features.encoding)
     X_train, y_train = splits["train"]
+    progress = _BoostingProgress.attach(estimator) if _on_a_terminal() else None
     try:
         estimator.fit(X_train, y_train)
     except ValueError as error:
         raise MlopsError(f"training {run.model._target_} failed: {error}") from error
+    finally:
+        if progress:
+            progress.detach(estimator)
     run.results["model"] = TrainedModel(estimator, run.results["contract"], threshold=run.model.threshold)
+
+
+def _on_a_terminal():
+    """Progress is drawn for a person at a terminal: stdout a TTY, and not a trial of a sweep (whose workers
+    share the terminal)."""
+    import sys
+
+    if not sys.stdout.isatty():
+        return False
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+
+
+class _BoostingProgress:
+    """A rich progress bar of an XGBoost model's boosting rounds, with the time left (an XGBoost callback)."""
+
+    @classmethod
+    def attach(cls, estimator):
+        """Attach to ``estimator`` when it is an XGBoost model; None for any other."""
+        try:
+            from xgboost import XGBModel
+            from xgboost.callback import TrainingCallback
+        except ImportError:
+            return None
+        if not isinstance(estimator, XGBModel):
+            return None
+        rounds = estimator.get_params().get("n_estimators") or 100
+
+        class Callback(TrainingCallback):
+            def before_training(self, model):
+                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                           TimeRemainingColumn)
+
+                self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                                    TextColumn("boosting rounds"), TimeElapsedColumn(), TextColumn("ETA"),
+                                    TimeRemainingColumn())
+                self.task = self.bar.add_task("training", total=rounds)
+                self.bar.start()
+                return model
+
+            def after_iteration(self, model, epoch, evals_log):
+                self.bar.advance(self.task)
+                return False
+
+            def after_training(self, model):
+                self.bar.stop()
+                return model
+
+        progress = cls()
+        progress.previous = estimator.get_params().get("callbacks")
+        estimator.set_params(callbacks=[*(progress.previous or []), Callback()])
+        return progress
+
+    def detach(self, estimator):
+        estimator.set_params(callbacks=self.previous)
 
 
 def classification_metrics(y_true, scores, threshold):

@@ -148,6 +148,34 @@ def test_registry_reads_as_short_summaries_and_deletes_an_unaliased_version(mlop
     assert "None" not in mlops("registry", "history", "MORTGAGE_XGB", check=True).stdout
 
 
+def test_training_shows_boosting_rounds_on_a_terminal_and_nothing_in_a_log(home, tmp_path):
+    import pty
+
+    command = [sys.executable, "-m", "mlops_framework.cli", "run", "pipeline=train", *SMALL]
+    env = {**os.environ, "MLOPS_HOME": str(home), "COLUMNS": "120"}
+    terminal, child = pty.openpty()
+    process = subprocess.Popen(command, stdout=child, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    os.close(child)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert process.wait(timeout=300) == 0, process.stderr.read()
+    os.close(terminal)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode())
+    assert re.search(r"training .*20/20 boosting rounds \d:\d\d:\d\d ETA \d:\d\d:\d\d", text), text[-500:]
+    assert "model     MORTGAGE_XGB v1" in text
+
+    logged = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert logged.returncode == 0 and logged.stdout.startswith("model     MORTGAGE_XGB v2")
+    assert "boosting rounds" not in logged.stdout + logged.stderr and "\x1b" not in logged.stdout
+
+
 def state(home):
     """Everything a failed command must leave as it was."""
     registry = sorted(p.relative_to(home) for p in (home / "registry").rglob("*") if ".staging" not in p.parts) \
