@@ -143,12 +143,12 @@ def _run(overrides):
     components = _components()
 
     def task(cfg):
-        from mlops_framework.sweep_record import kept_model_dir
+        from mlops_framework.sweep_record import keep_trial_model
 
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
             output_dir = HydraConfig.get().runtime.output_dir
-            return execute(cfg, components, output_dir, keep_model_in=kept_model_dir(HydraConfig.get(), output_dir))
+            return execute(cfg, components, output_dir, keep_model_in=keep_trial_model(HydraConfig.get(), output_dir))
         except MlopsError as error:
             print(f"mlops: error: {error}", file=sys.stderr)
             if multirun:  # one failed trial: the others go on; the sweep reports it at the end (sweeps.py)

@@ -108,14 +108,17 @@ def register_policy(hydra_config):
     return policy
 
 
-def kept_model_dir(hydra_config, trial_dir):
-    """Where a trial keeps its model instead of registering it (``<trial dir>/model``), or None when the
-    multirun registers every trial (or this is not a multirun)."""
+def keep_trial_model(hydra_config, trial_dir):
+    """Where a trial running here keeps its model instead of registering it (``<trial dir>/model``, also
+    written to its ``trial.json`` as ``kept_in``), or None when the multirun registers every trial (or this is
+    not a multirun). Called where the trial's stages run: a trial run elsewhere (an ML Job) registers itself."""
     from hydra.types import RunMode
 
     if hydra_config.get("mode") != RunMode.MULTIRUN or register_policy(hydra_config) == "all":
         return None
-    return Path(trial_dir) / KEPT_MODEL_DIR
+    kept = Path(trial_dir) / KEPT_MODEL_DIR
+    update_trial(trial_dir, kept_in=str(kept))
+    return kept
 
 
 # ------------------------------------------------------------------------------ the record at the start

@@ -33,7 +33,7 @@ from hydra.experimental.callback import Callback
 from mlops_framework.errors import MlopsError
 from mlops_framework.leaderboard import leaderboard, print_board, write_chart, write_csv
 from mlops_framework.sweep_record import (DEFAULT_ALIAS, DEFAULT_DIRECTION, DEFAULT_METRIC, DEFAULT_REGISTER,
-                                          REGISTER_POLICIES, TRIAL, kept_model_dir, now, read_json, read_record,
+                                          REGISTER_POLICIES, TRIAL, now, read_json, read_record,
                                           start_record, update_record, update_trial, write_json)
 
 
@@ -73,12 +73,9 @@ class SweepCallback(Callback):
             import os
             import time
 
-            trial_dir = Path(str(config.hydra.runtime.output_dir))
-            kept = kept_model_dir(config.hydra, trial_dir)
-            write_json(trial_dir / TRIAL, {
+            write_json(Path(str(config.hydra.runtime.output_dir)) / TRIAL, {
                 "number": config.hydra.job.num, "overrides": list(config.hydra.overrides.task), "started": now(),
-                "start_time": time.time(), "threads": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid(),
-                "kept_in": str(kept) if kept else None})
+                "start_time": time.time(), "threads": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()})
 
     def on_job_end(self, config, job_return, **kwargs):
         if not _multirun(config):
