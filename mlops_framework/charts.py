@@ -8,6 +8,7 @@ choice. plotly is imported here only, when a page is drawn.
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 HEIGHT = 320
@@ -87,7 +88,8 @@ def trials_chart(points, best_so_far, *, title, metric, hover_texts=()):
         bx, by = zip(*best_so_far)
         fig.add_trace(go.Scatter(x=bx, y=by, mode="lines", line_shape="hv", name="best so far",
                                  line={"color": "#d62728"}, hovertemplate="best after trial %{x}: %{y:.4f}<extra></extra>"))
-    fig.update_xaxes(tickformat="d", rangemode="tozero")
+    last = max((x for x, _ in points), default=1)
+    fig.update_xaxes(tickformat="d", tick0=0, dtick=max(1, math.ceil((last + 1) / 12)), range=[-0.5, last + 0.5])
     return _layout(fig, title=title, x_title="trial", y_title=metric, height=400)
 
 

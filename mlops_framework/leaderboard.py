@@ -81,9 +81,11 @@ def _model_version(summary, trial):
         model = model or version.get("model_name")
         version = version.get("version_name")
     kept = trial.get("kept_in")
-    if kept:
+    if kept and Path(kept).exists():
         registered = trial.get("registered") or {}
         return {"model": registered.get("model") or model, "version": registered.get("version"), "kept": kept}
+    if kept:  # the trial failed before it kept a model
+        return {"model": model, "version": None, "kept": None}
     return {"model": model, "version": version, "kept": None}
 
 

@@ -209,6 +209,11 @@ def test_rerunning_the_recorded_command_reproduces_the_metrics(mlops, home):
     # a rerun registers nothing and moves no alias unless asked (--register)
     assert (versions(home), registry.aliases("MORTGAGE_XGB"), registry.history("MORTGAGE_XGB")) == before
     second = next(p for p in (home / "multiruns").iterdir() if p != first)
+    out = mlops("sweep", "rerun", str(first), "--register", "best", check=True).stdout  # asked: it registers
+    assert "same     params and metrics in all 3 trials" in out
+    (third,) = [p for p in (home / "multiruns").iterdir() if p not in (first, second)]
+    assert [v["version_name"] for v in versions(home)] == ["v1", "v2"]
+    assert registry.get_version("MORTGAGE_XGB", "SWEEP_BEST")["lineage"]["sweep"]["dir"] == str(third)
     assert read(second / "sweep.json")["seeds"] == read(first / "sweep.json")["seeds"]
     for a, b in zip(trials(first), trials(second), strict=True):
         assert read(a / "evaluation.json") == read(b / "evaluation.json")
@@ -299,7 +304,8 @@ def test_ctrl_c_stops_a_parallel_grid_and_its_workers_at_once(home):
     time.sleep(0.5)
     assert not Path(f"/proc/{worker}").exists() or "zombie" in Path(f"/proc/{worker}/status").read_text(), \
         "the worker of the interrupted trial is gone"
-    assert "v2" not in [v["version_name"] for v in versions(home)], "the interrupted trial registered nothing"
+    # an interrupted sweep never reaches its end, where the best trial would be registered
+    assert not (home / "registry" / "MORTGAGE_XGB").exists(), "the interrupted sweep registered nothing"
 
 
 def test_a_twelve_trial_grid_registers_only_its_best_version(mlops, home):
