@@ -38,11 +38,10 @@ import socket
 import tempfile
 import time
 
+from mlops_framework.contracts import NAME_RE, check_name, check_tag  # noqa: F401  (shared with plugins)
 from mlops_framework.errors import MlopsError
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 AUTO_VERSION_RE = re.compile(r"^[vV](\d+)$")
-MAX_TAG_VALUE = 256
 SAMPLE_ROWS = 100
 SAMPLE_FILE = "sample_input.parquet"
 ARTIFACT_DIR = "artifact"
@@ -402,22 +401,6 @@ def _previous_holders(history: list[dict], alias: str) -> list:
         elif event in ("set", "unset") and entry.get("old_version") != entry.get("new_version"):
             stack.append(entry.get("old_version"))
     return stack
-
-
-def check_name(name, what: str) -> None:
-    """Model, version, alias and tag names are identifiers, as in Snowflake."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise MlopsError(f"invalid {what} {name!r}: use letters, digits, _ and $, "
-                         "starting with a letter or _")
-
-
-def check_tag(tag, value) -> None:
-    """Tag values are strings of at most 256 characters, as in Snowflake."""
-    check_name(tag, "tag name")
-    if not isinstance(value, str):
-        raise MlopsError(f"tag {tag!r}: value must be a string, got {type(value).__name__}")
-    if len(value) > MAX_TAG_VALUE:
-        raise MlopsError(f"tag {tag!r}: value is {len(value)} characters; at most {MAX_TAG_VALUE}")
 
 
 def _listing(names) -> str:

@@ -45,7 +45,7 @@ class SnowflakeFeatureStore:
 
     # -- definitions (the same parser as the local store: one config shape)
     def definitions(self):
-        from mlops_framework.feature_store import parse_store
+        from mlops_framework.contracts import parse_store
 
         return parse_store(self.store)
 
