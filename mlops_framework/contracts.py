@@ -103,8 +103,8 @@ class Sink(Protocol):
     ``open()`` is a context manager yielding a ``SinkWriter``. Leaving it normally commits every batch
     at once; leaving it by an exception (or a crash) keeps the previous contents intact; a sink that
     received no batch leaves its destination untouched. With ``partition_by``, only the partitions
-    present in the written batches are replaced. New columns must match an existing table's
-    (``check_same_columns``).
+    present in the written batches are replaced, and rows whose columns differ from the kept rows' are
+    refused with ``MlopsError`` (``check_same_columns``).
     """
 
     def open(self) -> ContextManager[SinkWriter]: ...
