@@ -196,16 +196,6 @@ class LocalRegistry:
 
         return TrainedModel.load(path)
 
-    def load_sample_input(self, model_name: str, version_or_alias: str):
-        """The stored sample input as a DataFrame (verified), or None when none was logged."""
-        record = self.get_version(model_name, version_or_alias)
-        if record["sample_input"] is None:
-            return None
-        import pandas as pd
-
-        artifact = self.artifact_path(model_name, record["version_name"])
-        return pd.read_parquet(artifact.parent / record["sample_input"])
-
     # ---- aliases ----------------------------------------------------------------------------
 
     def set_alias(self, model_name: str, version_name: str, alias: str, *, actor: str | None = None,
@@ -292,24 +282,6 @@ class LocalRegistry:
         model_dir = self._existing_model(model_name)
         with _locked(model_dir):
             self._update_model_record(model_dir, model_name, tags={tag: value})
-
-    def unset_tag(self, model_name: str, tag: str) -> None:
-        """Remove a model-level tag."""
-        model_dir = self._existing_model(model_name)
-        with _locked(model_dir):
-            record = _read_json(model_dir / "model.json", None)
-            if tag not in record["tags"]:
-                raise MlopsError(f"model {model_name!r} has no tag {tag!r}; tags: {_listing(record['tags'])}")
-            del record["tags"][tag]
-            _write_json_atomic(model_dir / "model.json", record)
-
-    def set_comment(self, model_name: str, comment: str | None) -> None:
-        """Set the model-level comment."""
-        model_dir = self._existing_model(model_name)
-        with _locked(model_dir):
-            record = _read_json(model_dir / "model.json", None)
-            record["comment"] = comment
-            _write_json_atomic(model_dir / "model.json", record)
 
     # ---- internals --------------------------------------------------------------------------
 
