@@ -362,6 +362,9 @@ def parse_store(store) -> tuple[dict, dict]:
                              f"({', '.join(entities) or 'none defined'}), got {view.entities!r}")
         if (view.source is None) == (view.query is None):
             raise MlopsError(f"{where}: set exactly one of source (a data option) and query (a SELECT in the warehouse)")
+        if view.source is not None and not isinstance(view.source, DataSource):
+            raise MlopsError(f"{where}.source must be a data option with a kind: key ({{kind: parquet, path: ...}}), "
+                             f"got {view.source!r}")
         if not view.features or isinstance(view.features, str):
             raise MlopsError(f"{where}.features must list the feature columns the view holds")
         if view.transform not in (None, "onehot"):

@@ -45,7 +45,7 @@ import json
 
 from mlops_framework.errors import MlopsError
 from mlops_framework.contracts import (  # noqa: F401  (the definitions' home, shared with plugins)
-    Entity, FeatureView, parse_store, quote_identifier as _q, sql_string as _s, table_name,
+    DataSource, Entity, FeatureView, parse_store, quote_identifier as _q, sql_string as _s, table_name,
 )
 from mlops_framework.sources import _Source
 
@@ -68,10 +68,9 @@ def encoded_columns(catalog_row: dict) -> list[str]:
 class LocalFeatureStore:
     """Feature views of ``store`` (the ``feature_store`` group's mapping) in the DuckDB file ``warehouse``."""
 
-    def __init__(self, store: dict, warehouse: str | None = None, components=None):
+    def __init__(self, store: dict, warehouse: str | None = None):
         self.store = store
         self.warehouse = warehouse or store.get("warehouse")
-        self.components = components
         self.entities, self.views = parse_store(store)
         if not self.warehouse:
             raise MlopsError("feature_store.warehouse must name the DuckDB file the views are materialised in")
@@ -101,15 +100,8 @@ class LocalFeatureStore:
         except duckdb.Error as error:
             raise MlopsError(f"cannot open the feature store warehouse {self.warehouse}: {error}") from None
 
-    def _build_source(self, values, where):
-        from mlops_framework.plugins import Components, get_plugin_manager
-
-        if self.components is None:
-            self.components = Components(get_plugin_manager())
-        return self.components.build("data", values, where=where)
-
     def source_of(self, view: FeatureView):
-        return self._build_source(view.source, f"feature_store.feature_views.{view.name}.source") if view.source else None
+        return view.source
 
     def _columns(self, view):
         columns = [*self.join_keys(view), view.timestamp_col]
@@ -403,7 +395,8 @@ class FeatureStoreSource:
                  for name, entry in self._entries().items()]
         spine = self._spine_source().fingerprint() if self.spine else None
         return _sha({"kind": "feature_store", "mode": self.mode, "as_of": self.as_of, "where": self.where,
-                     "views": views, "spine": spine, "spine_spec": self._spine_spec() if self.spine else None})
+                     "views": views, "spine": spine,
+                     "spine_spec": {**self._spine_spec(), "source": None} if self.spine else None})
 
     def describe(self) -> str:
         self._check()
@@ -459,7 +452,7 @@ class FeatureStoreSource:
         unknown = sorted(set(spec) - {"source", "timestamp", "label", "columns"})
         if unknown:
             raise MlopsError(f"unknown key data.spine.{unknown[0]}; spine accepts: source, timestamp, label, columns")
-        if not spec.get("source"):
+        if not isinstance(spec.get("source"), DataSource):
             raise MlopsError("data.spine.source must be a data option ({kind: ..., ...}) of the spine rows")
         if self.mode == "training" and not spec.get("timestamp"):
             raise MlopsError("data.spine.timestamp must name the spine's timestamp column")
@@ -469,9 +462,7 @@ class FeatureStoreSource:
         return spec
 
     def _spine_source(self):
-        if getattr(self, "_spine_obj", None) is None:
-            self._spine_obj = self._store()._build_source(self._spine_spec()["source"], "data.spine.source")
-        return self._spine_obj
+        return self._spine_spec()["source"]
 
     def _spine_columns(self) -> list[str]:
         store, spec = self._store(), self._spine_spec()
