@@ -57,7 +57,7 @@ def _log(registry, model, sample_input, name, **overrides):
     return registry.log_model(model, **{**arguments, **overrides})
 
 
-class _FailingSave:
+class FailingSave:
     """A model whose ``save`` writes part of its files, then fails: logging it must leave nothing."""
 
     def __init__(self, model):
@@ -99,7 +99,7 @@ def check_registry_logging_is_all_or_nothing(make_registry, model, sample_input)
     registry, name = make_registry(), _model_name()
     first = _log(registry, model, sample_input, name)
     try:
-        _log(registry, _FailingSave(model), sample_input, name)
+        _log(registry, FailingSave(model), sample_input, name)
     except Exception:  # noqa: BLE001 - the failure itself is expected; what it leaves is checked
         pass
     else:
@@ -250,7 +250,8 @@ def _rows(read_back, sink):
     return sorted(zip(frame["WEEK"].astype(int), frame["PREDICTED_SCORE"].astype(float)))
 
 
-def _default_read_back(sink):
+def read_back_as_source(sink):
+    """The default ``read_back``: a ``contracts.ReadableSink``'s contents, read through ``as_source()``."""
     _expect(isinstance(sink, ReadableSink), f"{type(sink).__name__} cannot be read back (contracts.ReadableSink); "
                                             "pass read_back to check its writes")
     return sink.as_source().read()
@@ -317,7 +318,7 @@ def check_sink(make_sink, read_back=None):
     check calls it once); ``read_back(sink)`` returns its contents as pandas, by default
     ``sink.as_source().read()`` (``contracts.ReadableSink``)."""
     for check in SINK_CHECKS.values():
-        check(make_sink, read_back or _default_read_back)
+        check(make_sink, read_back or read_back_as_source)
 
 
 # -------------------------------------------------------------------------------------------- source

@@ -69,7 +69,7 @@ def test_a_registry_that_publishes_a_half_saved_version_fails(tmp_path, trained_
 
     class PublishesHalfVersions(LocalRegistry):  # swallows the save error and publishes what was written
         def log_model(self, model, **kwargs):
-            return super().log_model(HalfSaved() if isinstance(model, conformance._FailingSave) else model, **kwargs)
+            return super().log_model(HalfSaved() if isinstance(model, conformance.FailingSave) else model, **kwargs)
 
     with pytest.raises(AssertionError, match="did not fail"):
         conformance.check_registry_logging_is_all_or_nothing(lambda: PublishesHalfVersions(tmp_path / "r"),
@@ -95,7 +95,7 @@ def test_the_local_sinks_conform(check, kind, tmp_path, request):
             "here: the sinks belong to the built-in plugin's owners)")))
     if kind == "parquet_partitioned" and check == "commits_all_batches":
         pytest.skip("a partitioned sink replaces partitions, not the whole destination (replaces_partitions)")
-    conformance.SINK_CHECKS[check](make_sink, conformance._default_read_back)
+    conformance.SINK_CHECKS[check](make_sink, conformance.read_back_as_source)
 
 
 @pytest.mark.parametrize("kind", ["csv", "parquet", "duckdb"])
