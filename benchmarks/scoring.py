@@ -157,6 +157,7 @@ def run(ctx) -> list[Row]:
         fw_small = fw[-1]
     else:
         ctx.log(f"  scoring {sizes.small_rows:,} rows: mlops run and the notebook way, outputs compared")
+        (home / "warehouse.duckdb").unlink()  # the table then holds the small run's rows only
         fw_small = framework_command(small)
         child("benchmarks.scoring:notebook", data=str(small), out=out_n, **common)
     same = child("benchmarks.scoring:compare", warehouse=str(home / "warehouse.duckdb"), notebook_out=out_n)
