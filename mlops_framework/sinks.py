@@ -178,11 +178,8 @@ class _DuckDBWriter:
         match = " AND ".join(
             f"{self._quoted}.{quote_identifier(c)} IS NOT DISTINCT FROM k.{quote_identifier(c)}" for c in self._partition_by
         )
-        self._con.register(_KEYS_VIEW, key_table)
-        try:
+        with _registered(self._con, _KEYS_VIEW, key_table):
             self._con.execute(f"DELETE FROM {self._quoted} USING {_KEYS_VIEW} AS k WHERE {old} AND {match}")
-        finally:
-            self._con.unregister(_KEYS_VIEW)
 
     def abort(self) -> None:
         """Stop the insert (its transaction is then rolled back by the sink)."""
@@ -214,11 +211,8 @@ class _DuckDBWriter:
             check_same_columns(self._table, existing, names)
             self._old_rows_end = con.execute(f"SELECT max(rowid) FROM {self._quoted}").fetchall()[0][0]
         else:
-            con.register(_BATCH_VIEW, batch)
-            try:
+            with _registered(con, _BATCH_VIEW, batch):
                 con.execute(f"CREATE TABLE {self._quoted} AS SELECT * FROM {_BATCH_VIEW} LIMIT 0")
-            finally:
-                con.unregister(_BATCH_VIEW)
         self._schema = batch.schema
         self._queue = queue.Queue(maxsize=self._QUEUED)
         self._stopping = threading.Event()
@@ -227,13 +221,9 @@ class _DuckDBWriter:
         self._thread.start()
 
     def _insert(self, reader) -> None:
-        con = self._con
         try:
-            con.register(_BATCH_VIEW, reader)
-            try:
-                con.execute(f"INSERT INTO {self._quoted} BY NAME SELECT * FROM {_BATCH_VIEW}")
-            finally:
-                con.unregister(_BATCH_VIEW)
+            with _registered(self._con, _BATCH_VIEW, reader):
+                self._con.execute(f"INSERT INTO {self._quoted} BY NAME SELECT * FROM {_BATCH_VIEW}")
         except BaseException as exc:  # noqa: BLE001 - reported by the writer's thread
             self._error = exc
 
@@ -268,6 +258,16 @@ class _DuckDBWriter:
         if self._error is None:
             raise MlopsError(f"the insert into table {self._table} ended before its input did")
         raise MlopsError(f"could not insert predictions into table {self._table}: {self._error}") from self._error
+
+
+@contextlib.contextmanager
+def _registered(con, name: str, data):
+    """``data`` (Arrow) visible to ``con``'s SQL as the view ``name`` while the block runs."""
+    con.register(name, data)
+    try:
+        yield
+    finally:
+        con.unregister(name)
 
 
 class _Stopped(Exception):
