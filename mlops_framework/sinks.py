@@ -23,8 +23,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from mlops_framework.errors import MlopsError
 from mlops_framework.contracts import check_same_columns, quote_identifier
+from mlops_framework.errors import MlopsError
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
     import pyarrow as pa
