@@ -205,3 +205,32 @@ def test_the_ml_job_entrypoint_and_launcher_use_the_runner():
     launcher = (SNOWFLAKE / "hydra_plugins" / "mlops_ml_job_launcher" / "launcher.py").read_text()
     assert "runner.execute(" in entrypoint and "build_run" not in entrypoint
     assert "runner.prepare(" in launcher and "RunResult.from_dict(" in launcher and "build_run" not in launcher
+
+
+class PlainRegistry:
+    """A registry with the base contract only: no refusals, no rollback, no config hash on set_alias."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        for name in ("log_model", "load_model", "get_version", "versions", "models", "aliases", "unset_alias",
+                     "set_tag", "history", "describe"):
+            setattr(self, name, getattr(inner, name))
+
+    def set_alias(self, model_name, version_name, alias, *, reason=None, metrics=None):
+        return self.inner.set_alias(model_name, version_name, alias, reason=reason, metrics=metrics)
+
+
+def test_promote_calls_a_registry_without_the_audit_capability_by_its_contract(tmp_path, monkeypatch):
+    from mlops_framework.registry import LocalRegistry
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    components = Components(get_plugin_manager(load_entrypoints=False))
+    cfg = config.compose([*SMALL, "pipeline.stages=[load,validate,features,split,train,evaluate,register,promote]"],
+                         components)
+    run = build_run(config.resolved(cfg), components)
+    assert isinstance(run.registry, contracts.AuditedRegistry)
+    run.registry = PlainRegistry(run.registry)
+    assert isinstance(run.registry, contracts.Registry) and not isinstance(run.registry, contracts.AuditedRegistry)
+    run.backend.execute(run)  # set_alias without config_hash: a TypeError if promote passed it
+    assert run.results["promotions"][0]["promoted"] is True
+    assert isinstance(run.registry.inner, LocalRegistry) and run.registry.history("MORTGAGE_XGB")[0]["config_hash"] is None
