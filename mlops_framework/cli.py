@@ -75,60 +75,20 @@ def _help_text():
 
 
 def execute(cfg, components, output_dir, *, keep_model_in=None):
-    """Check, resolve and run a composed config; save the resolved config and summary beside the outputs.
+    """Check, resolve and run a composed config (``mlops_framework.runner``); print and return its summary.
     ``keep_model_in``: a directory where a local registry takes the run's model instead of the configured
     registry (a sweep's trial, see ``mlops_framework.sweeps``)."""
-    from pathlib import Path
-
-    import yaml
-
-    from mlops_framework import config
-    from mlops_framework.pipeline import build_run
+    from mlops_framework import config, runner
 
     config.check(cfg, components)
-    resolved = config.resolved(cfg)
-    output_dir = Path(output_dir)
-    run = build_run(resolved, components, output_dir=output_dir)
+    registry = None
     if keep_model_in is not None:
         from mlops_framework.registry import LocalRegistry
 
-        run.registry = LocalRegistry(keep_model_in)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "resolved_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    run.backend.execute(run)
-    summary = _summary(run)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    _print_summary(summary)
-    return summary
-
-
-def _summary(run):
-    summary = {"model": run.registration.model_name, "outputs": str(run.output_dir)}
-    if "version" in run.results:
-        summary["version"] = run.results["version"]["version_name"]
-        summary["registry"] = run.registry.describe()
-    metrics = run.results.get("metrics") or {}
-    summary["metrics"] = {key: round(value, 4) for key, value in metrics.items() if key.startswith("holdout_")}
-    if "scored" in run.results:
-        summary["scored"] = run.results["scored"]
-    summary.update(run.results.get("summary", {}))
-    return summary
-
-
-def _print_summary(summary):
-    lines = [f"model     {summary['model']} {summary.get('version', '')}".rstrip()]
-    if summary.get("metrics"):
-        lines.append("holdout   " + "  ".join(f"{k.removeprefix('holdout_')}={v}" for k, v in summary["metrics"].items()))
-    if "scored" in summary:
-        scored = summary["scored"]
-        lines.append(f"scored    {scored['rows']:,} rows with {scored['version']} in {scored['seconds']:.1f}s "
-                     f"-> {scored['destination']}")
-    if "registry" in summary:
-        lines.append(f"registry  {summary['registry']}")
-    shown = {"model", "version", "metrics", "scored", "registry", "outputs"}
-    lines += [f"{key:<9} {value}" for key, value in summary.items() if key not in shown]
-    lines.append(f"outputs   {summary['outputs']}")
-    print("\n".join(lines))
+        registry = LocalRegistry(keep_model_in)
+    result = runner.execute(config.resolved(cfg), components, output_dir, registry=registry)
+    print("\n".join(result.lines()))
+    return result.to_dict()
 
 
 def _run(overrides):
@@ -245,11 +205,15 @@ def _registry(argv):
     elif args.action == "history":
         result = registry.history(args.model)
     elif args.action == "rollback":
-        if not hasattr(registry, "rollback"):
+        from mlops_framework.contracts import RollbackRegistry
+
+        if not isinstance(registry, RollbackRegistry):
             raise MlopsError(f"{registry.describe()} cannot roll back aliases")
         result = registry.rollback(args.model, args.alias, reason=args.reason)
     elif args.action == "delete":
-        if not hasattr(registry, "delete_version"):
+        from mlops_framework.contracts import DeletingRegistry
+
+        if not isinstance(registry, DeletingRegistry):
             raise MlopsError(f"{registry.describe()} cannot delete versions from mlops; use the registry's own tools")
         result = registry.delete_version(args.model, args.version, reason=args.reason)
         text = f"deleted {args.model} {args.version} (recorded in mlops registry history {args.model})"

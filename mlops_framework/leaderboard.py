@@ -56,7 +56,7 @@ def leaderboard(sweep_dir, *, metric=None, direction=None):
             "rank": None, "trial": trial_dir.name, "status": "ok" if value is not None and not error else "failed",
             "value": value, "metrics": metrics, "params": _overrides(trial_dir),
             "seconds": trial.get("seconds") or (trial.get("optuna") or {}).get("seconds"),
-            **_model_version(summary, trial), "error": error, "dir": str(trial_dir),
+            **_model_version(trial_dir, trial), "error": error, "dir": str(trial_dir),
         })
     searched = list((study.get("search_space") or record.get("search_space") or {}))
     varying = [key for key in dict.fromkeys(k for row in rows for k in row["params"])
@@ -71,15 +71,14 @@ def leaderboard(sweep_dir, *, metric=None, direction=None):
             "rows": rows, "best": ok[0] if ok else None, "record": record}
 
 
-def _model_version(summary, trial):
-    """``{"model", "version", "kept"}`` of a trial: the version it registered (``trial.json``'s
-    ``registered`` when the sweep registered it at the end), or None with ``kept``, the local registry
-    in the trial directory holding its model. A local trial's summary.json says ``"version": "v3"``; an
-    ML Job's (the job's result, written by the ML Job launcher) nests it: ``{"version_name": "V3"}``."""
-    model, version = summary.get("model"), summary.get("version")
-    if isinstance(version, dict):
-        model = model or version.get("model_name")
-        version = version.get("version_name")
+def _model_version(trial_dir, trial):
+    """``{"model", "version", "kept"}`` of a trial: the version it registered (its result, ``runner.RunResult``,
+    local or from an ML Job; or ``trial.json``'s ``registered`` when the sweep registered it at the end), or
+    None with ``kept``, the local registry in the trial directory holding its model."""
+    from mlops_framework.runner import read_result
+
+    result = read_result(trial_dir)
+    model, version = (result.model, result.version) if result else (None, None)
     kept = trial.get("kept_in")
     if kept and Path(kept).exists():
         registered = trial.get("registered") or {}
