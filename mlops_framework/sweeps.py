@@ -144,12 +144,22 @@ def register_trial(board, row):
     version = registry.log_model(
         kept.load_model(name, record["version_name"]), model_name=name, version_name=settings.get("version_name"),
         comment=record.get("comment"), metrics=record.get("metrics"), metadata=record.get("metadata"), tags=tags,
-        sample_input=kept.load_sample_input(name, record["version_name"]), signature=record.get("signature"),
+        sample_input=_sample_input(kept, record), signature=record.get("signature"),
         lineage=lineage)
     registered = {"model": name, "version": version["version_name"], "registry": registry.describe()}
     update_trial(row["dir"], registered=registered)
     row.update(model=name, version=version["version_name"])
     return registered
+
+
+def _sample_input(registry, record):
+    """The sample input a version of a local registry keeps (checked against its sha256 first), or None."""
+    if not record.get("sample_input"):
+        return None
+    import pandas as pd
+
+    artifact = registry.artifact_path(record["model_name"], record["version_name"])
+    return pd.read_parquet(artifact.parent / record["sample_input"])
 
 
 def promote(board, alias):
@@ -188,7 +198,7 @@ def finish(sweep_dir, *, register=DEFAULT_REGISTER, alias=DEFAULT_ALIAS, metric=
     if best and best["kept"] and register == "best":
         try:
             register_trial(board, best)
-        except MlopsError as error:  # the leaderboard stands; say why nothing was registered
+        except Exception as error:  # the leaderboard stands; say why nothing was registered
             _warn(f"register trial {best['trial']}'s model", error)
     write_csv(board, sweep_dir / "leaderboard.csv")
     promoted = None
