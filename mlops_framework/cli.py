@@ -81,7 +81,7 @@ def execute(cfg, components, output_dir):
 
     import yaml
 
-    from mlops_framework import config
+    from mlops_framework import config, tracking
     from mlops_framework.pipeline import build_run
 
     config.check(cfg, components)
@@ -90,9 +90,10 @@ def execute(cfg, components, output_dir):
     run = build_run(resolved, components, output_dir=output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "resolved_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    run.backend.execute(run)
-    summary = _summary(run)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    with tracking.track(run, components):  # one run in each tracker (tracker=[local,mlflow]) around the stages
+        run.backend.execute(run)
+        summary = _summary(run)
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(summary)
     return summary
 
@@ -165,7 +166,7 @@ def _run(overrides):
 
 
 def _plan(argv):
-    from mlops_framework import config
+    from mlops_framework import config, tracking
     from mlops_framework.pipeline import build_run
 
     overrides = [item for item in argv if item not in ("-m", "--multirun")]
@@ -178,9 +179,11 @@ def _plan(argv):
         title = f"\nplan of {label} ({' '.join(overrides) or 'no overrides'})"
     cfg = config.compose(overrides, components)
     config.check(cfg, components)
-    run = build_run(config.resolved(cfg), components)
+    resolved = config.resolved(cfg)
+    run = build_run(resolved, components)
     lines.append(f"{title}: backend {cfg.backend.kind}, registry {run.registry.describe()}, {len(run.stages)} stages")
     lines += [f"{number:>3}. {line}" for number, line in enumerate(run.backend.plan(run), 1)]
+    lines += tracking.plan_lines(resolved, components)
     print("\n".join(lines))  # all or nothing: an error prints only its message
     return 0
 

@@ -99,6 +99,19 @@ def register_notifiers(register):
 
 
 @hookspec
+def register_trackers(register):
+    """Add experiment trackers: ``register(kind, cls)``, chosen with ``tracker=[local,mlflow]``.
+
+    A tracker has ``describe() -> str`` (where it writes, touching nothing), ``start_run(*, name,
+    output_dir, parent_id=None, sweep=False) -> run id`` (``sweep``: the parent run of a multirun, whose id
+    its trials receive as ``parent_id``), ``log_params(dict of str)``, ``log_metrics(dict, *, step=None)``
+    (a repeated key with a new step is a history), ``log_artifact(path)``, ``set_tags(dict of str)`` and
+    ``end_run(status)`` with ``"FINISHED"`` or ``"FAILED"``. Params arrive flattened and redacted. Any
+    exception is reported once as a warning and the tracker is left out for the rest of the run.
+    """
+
+
+@hookspec
 def before_stage_run(stage, run):
     """Called before a stage runs."""
 

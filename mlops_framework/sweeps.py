@@ -32,6 +32,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from mlops_framework import tracking
 from mlops_framework.errors import MlopsError
 
 RECORD = "sweep.json"
@@ -241,6 +242,7 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config, **kwargs):
         start_record(config, metric=self.metric, direction=self.direction, promote=self.promote)
+        tracking.start_sweep(config, config.hydra.sweep.dir)  # the trackers' parent run of every trial
 
     def on_job_start(self, config, **kwargs):
         if _multirun(config):
@@ -271,6 +273,7 @@ class SweepCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         record = read_record(sweep_dir)
         board = finish(sweep_dir, promote=record.get("promote", self.promote))
+        tracking.end_sweep(sweep_dir, board)
         failed = [row for row in board["rows"] if row["status"] != "ok"]
         if failed and (not board["best"] or "study" not in record):
             details = "; ".join(f"#{row['trial']}: {row['error'] or 'no metrics'}" for row in failed[:5])

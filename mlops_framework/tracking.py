@@ -1,0 +1,304 @@
+"""Experiment tracking: the ``tracker`` config group, driving every chosen tracker through one run.
+
+``tracker=[local,mlflow]`` selects several; each option puts its settings under its own name
+(``tracker.mlflow.uri=...``) with a ``kind:`` naming a class registered through ``register_trackers``.
+``track(run)`` opens one run in each tracker around ``cli.execute`` and registers a ``RunTracking`` on
+the plugin manager, so the lifecycle hooks (``after_stage_run``) feed it every stage's metrics; when the
+run ends it logs the artifacts, the registered version and the final status. A tracker that fails is
+reported once (``mlops: warning: ...``) and left out for the rest of the run: tracking never fails a run.
+
+A multirun is one parent run per tracker: ``start_sweep`` (called by the sweep callback when the
+multirun starts) opens it and puts the parents' ids in ``MLOPS_TRACKER_PARENTS`` (JSON, name -> id),
+which each trial's ``track`` reads, in this process or in the launcher's forked workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from mlops_framework.hookspecs import hookimpl
+
+PARENTS_ENV = "MLOPS_TRACKER_PARENTS"
+ARTIFACTS = ("resolved_config.yaml", "evaluation.json", "retrain_evaluation.json", "contract.json", "report.html",
+             "summary.json")
+MAX_PARAM_LENGTH = 500
+
+
+def build_trackers(config, components) -> dict:
+    """``{name: tracker}`` for the options chosen in a resolved config's ``tracker`` group (in order)."""
+    return {name: components.build("tracker", values, where=f"tracker.{name}")
+            for name, values in (config.get("tracker") or {}).items() if values}
+
+
+def plan_lines(config, components) -> list[str]:
+    """Where each tracker would write, one line each, touching nothing."""
+    return [f"tracker {name}: {tracker.describe()}" for name, tracker in build_trackers(config, components).items()]
+
+
+def flatten(data, prefix="") -> dict:
+    """``{"model": {"params": {"max_depth": 6}}}`` -> ``{"model.params.max_depth": "6"}`` (lists as JSON)."""
+    flat = {}
+    for key, value in (data or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            flat[name] = text[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def stage_metrics(stage_name, results) -> list[tuple[dict, int | None]]:
+    """The metrics a finished stage produced, as ``(metrics, step)`` batches: monitor windows are a history
+    with step = window index."""
+    batches = []
+    if stage_name in ("evaluate", "retrain"):
+        batches.append(({k: v for k, v in (results.get("metrics") or {}).items() if _number(v)}, None))
+    elif stage_name == "score" and results.get("scored"):
+        scored = results["scored"]
+        batches.append(({"scored_rows": scored["rows"], "scoring_seconds": scored["seconds"]}, None))
+    elif stage_name == "monitor" and results.get("monitor_runs"):
+        number = len(results["monitor_runs"])
+        prefix = "monitor_" if number == 1 else f"monitor{number}_"
+        for step, window in enumerate(results["monitor_runs"][-1].get("performance") or []):
+            batches.append(({f"{prefix}{k}": v for k, v in window.items() if _number(v)}, step))
+    elif stage_name == "promote" and results.get("promotions"):
+        comparison = results["promotions"][-1].get("comparison") or {}
+        for side in ("candidate", "champion"):
+            batches.append(({f"promote_{side}_{k}": v for k, v in (comparison.get(side) or {}).items() if _number(v)},
+                            len(results["promotions"]) - 1))
+    return [(metrics, step) for metrics, step in batches if metrics]
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+class Guarded:
+    """One tracker, called only until its first failure, which is reported once as a warning."""
+
+    def __init__(self, name, tracker):
+        self.name, self.tracker, self.failed = name, tracker, False
+
+    def call(self, method, *args, **kwargs):
+        if self.failed:
+            return None
+        try:
+            return getattr(self.tracker, method)(*args, **kwargs)
+        except Exception as error:  # any failure of a tracking backend: the run goes on without it
+            self.failed = True
+            print(f"mlops: warning: tracker {self.name} ({_describe(self.tracker)}) failed in {method}: "
+                  f"{type(error).__name__}: {_first_line(error)}; the run goes on without it", file=sys.stderr)
+            return None
+
+
+def _describe(tracker):
+    try:
+        return tracker.describe()
+    except Exception:
+        return type(tracker).__name__
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [""])[0][:300]
+
+
+class RunTracking:
+    """The trackers of one run, fed by the lifecycle hooks while it is registered on the plugin manager."""
+
+    def __init__(self, trackers: dict, run):
+        self.trackers = [Guarded(name, tracker) for name, tracker in trackers.items()]
+        self.run = run
+        self.steps = {}
+
+    def each(self, method, *args, **kwargs):
+        for guarded in self.trackers:
+            guarded.call(method, *args, **kwargs)
+
+    def start(self, *, parents: dict, trial=None):
+        from mlops_framework.lineage import git_commit
+
+        run = self.run
+        name = run.output_dir.name if run.output_dir else "run"
+        tags = {"mlops.backend": str(run.config.get("backend", {}).get("kind")),
+                "mlops.git_commit": git_commit() or "unknown",
+                "mlops.pipeline": ",".join(stage.name for stage in run.stages)}
+        params = flatten({k: v for k, v in run.config.items() if k != "tracker"})
+        if trial is not None:
+            tags["mlops.trial"] = str(trial)
+            params["trial"] = str(trial)
+            name = f"trial-{trial}"
+        for guarded in self.trackers:
+            parent = parents.get(guarded.name)
+            guarded.call("start_run", name=name, output_dir=run.output_dir, parent_id=parent)
+            guarded.call("set_tags", tags)
+            guarded.call("log_params", params)
+
+    @hookimpl
+    def after_stage_run(self, stage, run, seconds):
+        if run is not self.run:
+            return
+        occurrence = self.steps[stage.name] = self.steps.get(stage.name, -1) + 1
+        self.each("log_metrics", {f"seconds_{stage.name}": round(seconds, 3)}, step=occurrence)
+        if stage.name == "load" and run.results.get("data_fingerprint"):
+            self.each("set_tags", {"mlops.data_fingerprint": str(run.results["data_fingerprint"])})
+        for metrics, step in stage_metrics(stage.name, run.results):
+            self.each("log_metrics", metrics, step=step if step is not None else occurrence)
+        if stage.name == "register" and run.results.get("version"):
+            version = run.results["version"]
+            self.each("set_tags", {"mlops.model_name": str(version.get("model_name", run.registration.model_name)),
+                                   "mlops.model_version": str(version["version_name"]),
+                                   "mlops.registry": run.registry.describe()})
+
+    def finish(self, status):
+        output_dir = self.run.output_dir
+        if output_dir and self.run.results.get("contract") is not None and not (output_dir / "contract.json").exists():
+            (output_dir / "contract.json").write_text(json.dumps(self.run.results["contract"].to_dict(), indent=2))
+        if output_dir:
+            for name in ARTIFACTS:
+                if (output_dir / name).is_file():
+                    self.each("log_artifact", output_dir / name)
+        self.each("end_run", status)
+
+
+@contextmanager
+def track(run, components):
+    """Open a run in every tracker of ``run.config``, feed it the stages, close it FINISHED or FAILED."""
+    trackers = build_trackers(run.config, components)
+    if not trackers:
+        yield None
+        return
+    tracking = RunTracking(trackers, run)
+    tracking.start(parents=_parents(), trial=_trial_number())
+    components.pm.register(tracking)
+    status = "FAILED"
+    try:
+        yield tracking
+        status = "FINISHED"
+    finally:
+        components.pm.unregister(tracking)
+        tracking.finish(status)
+
+
+def _parents() -> dict:
+    try:
+        return json.loads(os.environ.get(PARENTS_ENV) or "{}")
+    except json.JSONDecodeError:
+        return {}
+
+
+def _trial_number():
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return HydraConfig.get().job.num
+    except Exception:  # not under Hydra (plan, tests, an ML Job's entry point)
+        return None
+    return None
+
+
+# ------------------------------------------------------------------------------ sweeps: one parent run
+_SWEEP: dict = {}
+
+
+def start_sweep(config, sweep_dir) -> None:
+    """Open the parent run of a multirun in each tracker; its trials find the ids in ``MLOPS_TRACKER_PARENTS``."""
+    from omegaconf import OmegaConf
+
+    from mlops_framework.plugins import Components, get_plugin_manager
+
+    try:
+        values = OmegaConf.to_container(config.get("tracker"), resolve=True) if config.get("tracker") else {}
+        from mlops_framework.config import redact
+
+        trackers = build_trackers({"tracker": redact(values)}, Components(get_plugin_manager()))
+    except Exception as error:
+        print(f"mlops: warning: sweep tracking is off: {_first_line(error)}", file=sys.stderr)
+        return
+    parents = {}
+    guarded = [Guarded(name, tracker) for name, tracker in trackers.items()]
+    for item in guarded:
+        parent_id = item.call("start_run", name=f"sweep-{Path(sweep_dir).name}", output_dir=Path(sweep_dir),
+                              parent_id=None, sweep=True)
+        if parent_id is not None:
+            item.call("set_tags", {"mlops.sweep_dir": str(sweep_dir)})
+            parents[item.name] = parent_id
+    _SWEEP.update(guarded=guarded, previous=os.environ.get(PARENTS_ENV))
+    os.environ[PARENTS_ENV] = json.dumps(parents)
+
+
+def end_sweep(sweep_dir, board=None) -> None:
+    """Close the parent runs: the best trial's metric and version, the leaderboard, the status."""
+    guarded = _SWEEP.pop("guarded", [])
+    previous = _SWEEP.pop("previous", None)
+    if previous is None:
+        os.environ.pop(PARENTS_ENV, None)
+    else:
+        os.environ[PARENTS_ENV] = previous
+    best = (board or {}).get("best")
+    for item in guarded:
+        if best:
+            item.call("log_metrics", {f"best_{board['metric']}": best["value"]}, step=None)
+            item.call("set_tags", {"mlops.best_trial": str(best["trial"]),
+                                   **({"mlops.model_version": f"{best['model']} {best['version']}"}
+                                      if best.get("version") else {})})
+        for name in ("leaderboard.csv", "sweep.json"):
+            if (Path(sweep_dir) / name).is_file():
+                item.call("log_artifact", Path(sweep_dir) / name)
+        item.call("end_run", "FINISHED" if best else "FAILED")
+
+
+# ------------------------------------------------------------------------------ the built-in tracker
+class LocalTracker:
+    """``tracker=local``: ``tracking.json`` in the run's own directory (a sweep's in the sweep directory):
+    params, tags, every metric with its step history, the artifacts beside it, the parent run, the status."""
+
+    def __init__(self, home=".mlops"):
+        self.home = home
+        self.record = None
+        self.path = None
+
+    def describe(self):
+        return f"tracking.json in each run directory under {Path(self.home).resolve()}/runs (sweeps: multiruns/)"
+
+    def start_run(self, *, name, output_dir, parent_id=None, sweep=False):
+        import datetime as dt
+        import uuid
+
+        if output_dir is None:
+            raise ValueError("the local tracker needs a run output directory")
+        self.path = Path(output_dir) / "tracking.json"
+        run_id = uuid.uuid4().hex
+        self.record = {"run_id": run_id, "name": name, "parent_id": parent_id, "status": "RUNNING",
+                       "started": dt.datetime.now(dt.timezone.utc).isoformat(), "params": {}, "tags": {},
+                       "metrics": {}, "artifacts": []}
+        return run_id
+
+    def log_params(self, params):
+        self.record["params"].update({str(k): str(v) for k, v in params.items()})
+
+    def set_tags(self, tags):
+        self.record["tags"].update({str(k): str(v) for k, v in tags.items()})
+
+    def log_metrics(self, metrics, *, step=None):
+        for key, value in metrics.items():
+            history = self.record["metrics"].setdefault(key, [])
+            history.append({"step": len(history) if step is None else step, "value": float(value)})
+
+    def log_artifact(self, path):
+        self.record["artifacts"].append(Path(path).name)
+
+    def end_run(self, status):
+        import datetime as dt
+
+        self.record.update(status=status, finished=dt.datetime.now(dt.timezone.utc).isoformat())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.record, indent=1, default=str))
+        os.replace(tmp, self.path)
