@@ -113,7 +113,8 @@ class RunTracking:
     def __init__(self, trackers: dict, run):
         self.trackers = [Guarded(name, tracker) for name, tracker in trackers.items()]
         self.run = run
-        self.steps = {}
+        self.counts = {}
+        self.version_logged = False
 
     def each(self, method, *args, **kwargs):
         for guarded in self.trackers:
@@ -142,19 +143,38 @@ class RunTracking:
     def after_stage_run(self, stage, run, seconds):
         if run is not self.run:
             return
-        occurrence = self.steps[stage.name] = self.steps.get(stage.name, -1) + 1
-        self.each("log_metrics", {f"seconds_{stage.name}": round(seconds, 3)}, step=occurrence)
+        self._log_metrics({f"seconds_{stage.name}": round(seconds, 3)})
         if stage.name == "load" and run.results.get("data_fingerprint"):
             self.each("set_tags", {"mlops.data_fingerprint": str(run.results["data_fingerprint"])})
         for metrics, step in stage_metrics(stage.name, run.results):
-            self.each("log_metrics", metrics, step=step if step is not None else occurrence)
-        if stage.name == "register" and run.results.get("version"):
-            version = run.results["version"]
-            self.each("set_tags", {"mlops.model_name": str(version.get("model_name", run.registration.model_name)),
+            self._log_metrics(metrics, step)
+        if stage.name == "register":
+            self._log_version()
+
+    def _log_metrics(self, metrics, step=None):
+        """A key logged again (retrain after evaluate) continues its history: step = times logged before."""
+        if step is None:
+            step = max(self.counts.get(key, 0) for key in metrics)
+        for key in metrics:
+            self.counts[key] = max(self.counts.get(key, 0), step + 1)
+        self.each("log_metrics", metrics, step=step)
+
+    def _log_version(self):
+        version = self.run.results.get("version")
+        if version and not self.version_logged:
+            self.version_logged = True
+            self.each("set_tags", {"mlops.model_name": str(version.get("model_name", self.run.registration.model_name)),
                                    "mlops.model_version": str(version["version_name"]),
-                                   "mlops.registry": run.registry.describe()})
+                                   "mlops.registry": self.run.registry.describe()})
 
     def finish(self, status):
+        """What a backend running the stages elsewhere (an ML Job) brought back unobserved, the artifacts,
+        then the status."""
+        unlogged = {k: v for k, v in (self.run.results.get("metrics") or {}).items()
+                    if _number(v) and k not in self.counts}
+        if unlogged:
+            self._log_metrics(unlogged)
+        self._log_version()
         output_dir = self.run.output_dir
         if output_dir and self.run.results.get("contract") is not None and not (output_dir / "contract.json").exists():
             (output_dir / "contract.json").write_text(json.dumps(self.run.results["contract"].to_dict(), indent=2))
