@@ -8,8 +8,9 @@ run ends it logs the artifacts, the registered version and the final status. A t
 reported once (``mlops: warning: ...``) and left out for the rest of the run: tracking never fails a run.
 
 A multirun is one parent run per tracker: ``start_sweep`` (called by the sweep callback when the
-multirun starts) opens it and puts the parents' ids in ``MLOPS_TRACKER_PARENTS`` (JSON, name -> id),
-which each trial's ``track`` reads, in this process or in the launcher's forked workers.
+multirun starts) opens it and records the parents' ids in the sweep's ``sweep.json`` (``trackers``: name
+-> id), where each trial's ``track`` finds them, in this process, in a launcher's forked workers or in a
+subprocess alike.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pathlib import Path
 
 from mlops_framework.hookspecs import hookimpl
 
-PARENTS_ENV = "MLOPS_TRACKER_PARENTS"
 ARTIFACTS = ("resolved_config.yaml", "evaluation.json", "retrain_evaluation.json", "contract.json", "report.html",
              "summary.json")
 MAX_PARAM_LENGTH = 500
@@ -193,7 +193,7 @@ def track(run, components):
         yield None
         return
     tracking = RunTracking(trackers, run)
-    tracking.start(parents=_parents(), trial=_trial_number())
+    tracking.start(**_sweep_trial())
     components.pm.register(tracking)
     status = "FAILED"
     try:
@@ -204,23 +204,20 @@ def track(run, components):
         tracking.finish(status)
 
 
-def _parents() -> dict:
-    try:
-        return json.loads(os.environ.get(PARENTS_ENV) or "{}")
-    except json.JSONDecodeError:
-        return {}
-
-
-def _trial_number():
+def _sweep_trial() -> dict:
+    """``{"parents", "trial"}``: a multirun trial's number and its parent runs (from ``sweep.json``)."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            return HydraConfig.get().job.num
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            return {"parents": {}, "trial": None}
+        hydra = HydraConfig.get()
     except Exception:  # not under Hydra (plan, tests, an ML Job's entry point)
-        return None
-    return None
+        return {"parents": {}, "trial": None}
+    from mlops_framework.sweeps import read_record
+
+    return {"parents": read_record(hydra.sweep.dir).get("trackers") or {}, "trial": hydra.job.num}
 
 
 # ------------------------------------------------------------------------------ sweeps: one parent run
@@ -228,41 +225,34 @@ _SWEEP: dict = {}
 
 
 def start_sweep(config, sweep_dir) -> None:
-    """Open the parent run of a multirun in each tracker; its trials find the ids in ``MLOPS_TRACKER_PARENTS``."""
+    """Open the parent run of a multirun in each tracker and record the ids in ``sweep.json``."""
     from omegaconf import OmegaConf
 
+    from mlops_framework.config import redact
     from mlops_framework.plugins import Components, get_plugin_manager
+    from mlops_framework.sweeps import update_record
 
     try:
-        values = OmegaConf.to_container(config.get("tracker"), resolve=True) if config.get("tracker") else {}
-        from mlops_framework.config import redact
-
+        values = OmegaConf.to_container(config.tracker, resolve=True) if config.get("tracker") else {}
         trackers = build_trackers({"tracker": redact(values)}, Components(get_plugin_manager()))
     except Exception as error:
-        print(f"mlops: warning: sweep tracking is off: {_first_line(error)}", file=sys.stderr)
+        print(f"mlops: warning: the sweep has no parent run in its trackers: {_first_line(error)}", file=sys.stderr)
         return
     parents = {}
-    guarded = [Guarded(name, tracker) for name, tracker in trackers.items()]
+    _SWEEP["guarded"] = guarded = [Guarded(name, tracker) for name, tracker in trackers.items()]
     for item in guarded:
         parent_id = item.call("start_run", name=f"sweep-{Path(sweep_dir).name}", output_dir=Path(sweep_dir),
                               parent_id=None, sweep=True)
         if parent_id is not None:
             item.call("set_tags", {"mlops.sweep_dir": str(sweep_dir)})
             parents[item.name] = parent_id
-    _SWEEP.update(guarded=guarded, previous=os.environ.get(PARENTS_ENV))
-    os.environ[PARENTS_ENV] = json.dumps(parents)
+    update_record(sweep_dir, trackers=parents)
 
 
 def end_sweep(sweep_dir, board=None) -> None:
     """Close the parent runs: the best trial's metric and version, the leaderboard, the status."""
-    guarded = _SWEEP.pop("guarded", [])
-    previous = _SWEEP.pop("previous", None)
-    if previous is None:
-        os.environ.pop(PARENTS_ENV, None)
-    else:
-        os.environ[PARENTS_ENV] = previous
     best = (board or {}).get("best")
-    for item in guarded:
+    for item in _SWEEP.pop("guarded", []):
         if best:
             item.call("log_metrics", {f"best_{board['metric']}": best["value"]}, step=None)
             item.call("set_tags", {"mlops.best_trial": str(best["trial"]),

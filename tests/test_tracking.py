@@ -55,7 +55,6 @@ def plugin(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("MLOPS_PLUGINS", "tracker_plugin")
     monkeypatch.delitem(sys.modules, "tracker_plugin", raising=False)  # another test's copy writes elsewhere
-    monkeypatch.delenv("MLOPS_TRACKER_PARENTS", raising=False)
 
     def read():
         return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
@@ -117,6 +116,8 @@ def test_a_sweep_opens_one_parent_and_its_trials_are_children(home, plugin):
     assert len(ends) == 3
     sweep_dir = next((home / "multiruns").iterdir())
     parent = json.loads((sweep_dir / "tracking.json").read_text())
+    recorded = json.loads((sweep_dir / "sweep.json").read_text())["trackers"]
+    assert recorded == {"local": parent["run_id"], "rec": f"parent-{parent_name}"}
     assert "best_validation_f1" in parent["metrics"] and "leaderboard.csv" in parent["artifacts"]
     assert json.loads((sweep_dir / "1" / "tracking.json").read_text())["params"]["trial"] == "1"
 

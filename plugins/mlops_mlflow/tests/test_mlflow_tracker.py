@@ -16,7 +16,6 @@ CANARY = "CANARY-token-5e1f"
 def home(tmp_path, monkeypatch):
     path = tmp_path / "home"
     monkeypatch.setenv("MLOPS_HOME", str(path))
-    monkeypatch.delenv("MLOPS_TRACKER_PARENTS", raising=False)
     return path
 
 

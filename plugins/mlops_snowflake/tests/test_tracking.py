@@ -64,7 +64,6 @@ class RecordingSession:
 def home(tmp_path, monkeypatch):
     path = tmp_path / "home"
     monkeypatch.setenv("MLOPS_HOME", str(path))
-    monkeypatch.delenv("MLOPS_TRACKER_PARENTS", raising=False)
     return path
 
 
