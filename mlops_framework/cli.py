@@ -88,9 +88,10 @@ def execute(cfg, components, output_dir):
     resolved = config.resolved(cfg)
     output_dir = Path(output_dir)
     run = build_run(resolved, components, output_dir=output_dir)
+    trackers = tracking.build_trackers(resolved, components)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "resolved_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    with tracking.track(run, components):  # one run in each tracker (tracker=[local,mlflow]) around the stages
+    with tracking.track(run, trackers, components):  # one run in each tracker (tracker=[local,mlflow]) around the stages
         run.backend.execute(run)
         summary = _summary(run)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

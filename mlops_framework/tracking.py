@@ -179,16 +179,15 @@ class RunTracking:
         if output_dir and self.run.results.get("contract") is not None and not (output_dir / "contract.json").exists():
             (output_dir / "contract.json").write_text(json.dumps(self.run.results["contract"].to_dict(), indent=2))
         if output_dir:
-            for name in ARTIFACTS:
+            for name in [*ARTIFACTS, *sorted(path.name for path in output_dir.glob("monitor-*.json"))]:
                 if (output_dir / name).is_file():
                     self.each("log_artifact", output_dir / name)
         self.each("end_run", status)
 
 
 @contextmanager
-def track(run, components):
-    """Open a run in every tracker of ``run.config``, feed it the stages, close it FINISHED or FAILED."""
-    trackers = build_trackers(run.config, components)
+def track(run, trackers: dict, components):
+    """Open a run in each of ``trackers`` (``build_trackers``), feed it the stages, close it FINISHED or FAILED."""
     if not trackers:
         yield None
         return

@@ -130,3 +130,9 @@ def test_plan_says_where_each_tracker_would_write(home, capsys):
 def test_flatten_gives_dotted_keys_and_json_for_lists():
     assert flatten({"model": {"params": {"max_depth": 6}}, "stages": ["load", "train"], "x": None}) == {
         "model.params.max_depth": "6", "stages": '["load", "train"]', "x": "null"}
+
+
+def test_a_typo_in_a_tracker_option_is_refused_before_anything_is_written(home, capsys):
+    assert main(["run", "pipeline=train", "+tracker.local.hme=x", *SMALL]) == 2
+    assert "unknown key tracker.local.hme (did you mean 'home'?)" in capsys.readouterr().err
+    assert not list(home.glob("runs/*/resolved_config.yaml")) and not list(home.glob("runs/*/tracking.json"))

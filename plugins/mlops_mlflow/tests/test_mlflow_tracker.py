@@ -67,6 +67,7 @@ def test_monitor_windows_are_a_metric_history(mlflow_server, home):
     assert [point.step for point in history] == list(range(len(monitored["performance"])))
     assert [point.value for point in history] == pytest.approx([w["f1"] for w in monitored["performance"]])
     assert len(history) >= 2
+    assert "monitor-1.json" in artifacts(mlflow_server, run)
 
 
 def test_a_multirun_is_a_parent_with_one_child_per_trial_in_mlflow_and_locally(mlflow_server, home, capsys):
