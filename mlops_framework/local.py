@@ -54,7 +54,7 @@ def register_notifiers(register):
 
 @hookimpl
 def register_trackers(register):
-    register("local", "mlops_framework.tracking:LocalTracker")
+    register("local", "mlops_framework.run_records:LocalTracker")
 
 
 @hookimpl

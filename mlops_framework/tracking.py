@@ -2,7 +2,7 @@
 
 ``tracker=[local,mlflow]`` selects several; each option puts its settings under its own name
 (``tracker.mlflow.uri=...``) with a ``kind:`` naming a class registered through ``register_trackers``.
-``track(run)`` opens one run in each tracker around ``cli.execute`` and registers a ``RunTracking`` on
+``track`` opens one run in each tracker around ``cli.execute``'s run and registers a ``RunTracking`` on
 the plugin manager, so the lifecycle hooks (``after_stage_run``) feed it every stage's metrics; when the
 run ends it logs the artifacts, the registered version and the final status. A tracker that fails is
 reported once (``mlops: warning: ...``) and left out for the rest of the run: tracking never fails a run.
@@ -16,7 +16,6 @@ subprocess alike.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -186,21 +185,26 @@ class RunTracking:
 
 
 @contextmanager
-def track(run, trackers: dict, components):
-    """Open a run in each of ``trackers`` (``build_trackers``), feed it the stages, close it FINISHED or FAILED."""
-    if not trackers:
-        yield None
-        return
-    tracking = RunTracking(trackers, run)
-    tracking.start(**_sweep_trial())
-    components.pm.register(tracking)
+def track(trackers: dict, components):
+    """Yields ``begin(run)`` (``runner.execute``'s ``announce``): it opens a run in each of ``trackers``
+    (``build_trackers``) and feeds it the stages; leaving closes them FINISHED, or FAILED on an exception."""
+    opened = []
+
+    def begin(run):
+        if trackers:
+            tracking = RunTracking(trackers, run)
+            tracking.start(**_sweep_trial())
+            components.pm.register(tracking)
+            opened.append(tracking)
+
     status = "FAILED"
     try:
-        yield tracking
+        yield begin
         status = "FINISHED"
     finally:
-        components.pm.unregister(tracking)
-        tracking.finish(status)
+        for tracking in opened:
+            components.pm.unregister(tracking)
+            tracking.finish(status)
 
 
 def _sweep_trial() -> dict:
@@ -261,53 +265,3 @@ def end_sweep(sweep_dir, board=None) -> None:
             if (Path(sweep_dir) / name).is_file():
                 item.call("log_artifact", Path(sweep_dir) / name)
         item.call("end_run", "FINISHED" if best else "FAILED")
-
-
-# ------------------------------------------------------------------------------ the built-in tracker
-class LocalTracker:
-    """``tracker=local``: ``tracking.json`` in the run's own directory (a sweep's in the sweep directory):
-    params, tags, every metric with its step history, the artifacts beside it, the parent run, the status."""
-
-    def __init__(self, home=".mlops"):
-        self.home = home
-        self.record = None
-        self.path = None
-
-    def describe(self):
-        return f"tracking.json in each run directory under {Path(self.home).resolve()}/runs (sweeps: multiruns/)"
-
-    def start_run(self, *, name, output_dir, parent_id=None, sweep=False):
-        import datetime as dt
-        import uuid
-
-        if output_dir is None:
-            raise ValueError("the local tracker needs a run output directory")
-        self.path = Path(output_dir) / "tracking.json"
-        run_id = uuid.uuid4().hex
-        self.record = {"run_id": run_id, "name": name, "parent_id": parent_id, "status": "RUNNING",
-                       "started": dt.datetime.now(dt.timezone.utc).isoformat(), "params": {}, "tags": {},
-                       "metrics": {}, "artifacts": []}
-        return run_id
-
-    def log_params(self, params):
-        self.record["params"].update({str(k): str(v) for k, v in params.items()})
-
-    def set_tags(self, tags):
-        self.record["tags"].update({str(k): str(v) for k, v in tags.items()})
-
-    def log_metrics(self, metrics, *, step=None):
-        for key, value in metrics.items():
-            history = self.record["metrics"].setdefault(key, [])
-            history.append({"step": len(history) if step is None else step, "value": float(value)})
-
-    def log_artifact(self, path):
-        self.record["artifacts"].append(Path(path).name)
-
-    def end_run(self, status):
-        import datetime as dt
-
-        self.record.update(status=status, finished=dt.datetime.now(dt.timezone.utc).isoformat())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.record, indent=1, default=str))
-        os.replace(tmp, self.path)
