@@ -136,3 +136,13 @@ def test_a_typo_in_a_tracker_option_is_refused_before_anything_is_written(home, 
     assert main(["run", "pipeline=train", "+tracker.local.hme=x", *SMALL]) == 2
     assert "unknown key tracker.local.hme (did you mean 'home'?)" in capsys.readouterr().err
     assert not list(home.glob("runs/*/resolved_config.yaml")) and not list(home.glob("runs/*/tracking.json"))
+
+
+def test_trials_on_parallel_workers_find_their_parent_run(mlops, home):
+    mlops("run", "-m", "hydra/launcher=mlops_local", "hydra.launcher.n_jobs=2", "model.params.max_depth=2,3",
+          "pipeline=train", *SMALL, check=True)
+    sweep_dir = next((home / "multiruns").iterdir())
+    parent = json.loads((sweep_dir / "tracking.json").read_text())
+    trials = [json.loads((sweep_dir / str(n) / "tracking.json").read_text()) for n in (0, 1)]
+    assert [(t["parent_id"], t["params"]["trial"], t["status"]) for t in trials] == [
+        (parent["run_id"], "0", "FINISHED"), (parent["run_id"], "1", "FINISHED")]
