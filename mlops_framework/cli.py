@@ -75,18 +75,21 @@ def _help_text():
 
 
 def execute(cfg, components, output_dir, *, keep_model_in=None):
-    """Check, resolve and run a composed config (``mlops_framework.runner``); print and return its summary.
-    ``keep_model_in``: a directory where a local registry takes the run's model instead of the configured
-    registry (a sweep's trial, see ``mlops_framework.sweeps``)."""
-    from mlops_framework import config, runner
+    """Check, resolve and run a composed config (``mlops_framework.runner``) with its trackers around it;
+    print and return its summary. ``keep_model_in``: a directory where a local registry takes the run's model
+    instead of the configured registry (a sweep's trial, see ``mlops_framework.sweeps``)."""
+    from mlops_framework import config, runner, tracking
 
     config.check(cfg, components)
+    resolved = config.resolved(cfg)
+    trackers = tracking.build_trackers(resolved, components)  # their keys checked before anything is written
     registry = None
     if keep_model_in is not None:
         from mlops_framework.registry import LocalRegistry
 
         registry = LocalRegistry(keep_model_in)
-    result = runner.execute(config.resolved(cfg), components, output_dir, registry=registry)
+    with tracking.track(trackers, components) as begin:  # one run in each tracker (tracker=[local,mlflow])
+        result = runner.execute(resolved, components, output_dir, announce=begin, registry=registry)
     print("\n".join(result.lines()))
     return result.to_dict()
 
@@ -133,7 +136,7 @@ def _run(overrides):
 
 
 def _plan(argv):
-    from mlops_framework import config
+    from mlops_framework import config, tracking
     from mlops_framework.pipeline import build_run
 
     overrides = [item for item in argv if item not in ("-m", "--multirun")]
@@ -146,9 +149,11 @@ def _plan(argv):
         title = f"\nplan of {label} ({' '.join(overrides) or 'no overrides'})"
     cfg = config.compose(overrides, components)
     config.check(cfg, components)
-    run = build_run(config.resolved(cfg), components)
+    resolved = config.resolved(cfg)
+    run = build_run(resolved, components)
     lines.append(f"{title}: backend {cfg.backend.kind}, registry {run.registry.describe()}, {len(run.stages)} stages")
     lines += [f"{number:>3}. {line}" for number, line in enumerate(run.backend.plan(run), 1)]
+    lines += tracking.plan_lines(resolved, components)
     print("\n".join(lines))  # all or nothing: an error prints only its message
     return 0
 

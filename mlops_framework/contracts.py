@@ -1,4 +1,4 @@
-"""The public contracts: what a source, sink, registry, backend, notifier and stage must offer, and the
+"""The public contracts: what a source, sink, registry, backend, notifier, tracker and stage must offer, and the
 optional capabilities a component may add. Plugins, built-in or external, import only the modules named
 in ``PUBLIC_MODULES``; ``mlops_framework.conformance`` checks an implementation against these contracts.
 
@@ -237,6 +237,31 @@ class Notifier(Protocol):
     it raises on failure (reported; the other notifiers still run)."""
 
     def notify(self, alerts: list) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """An experiment tracker (``register_trackers``), one run open at a time. ``start_run`` returns the
+    run's id; with ``sweep=True`` it opens a multirun's parent, whose id each trial receives as
+    ``parent_id``. ``log_params`` and ``set_tags`` take dicts of strings (params flattened and redacted),
+    ``log_metrics`` numbers at ``step`` (a key logged again at a new step is a history), ``end_run`` the
+    status ``"FINISHED"`` or ``"FAILED"``. ``describe()`` says where it writes, touching nothing. Any
+    exception is reported once as a warning and the tracker is left out for the rest of the run."""
+
+    def start_run(self, *, name: str, output_dir: Any = None, parent_id: str | None = None,
+                  sweep: bool = False) -> str: ...
+
+    def log_params(self, params: dict) -> None: ...
+
+    def log_metrics(self, metrics: dict, *, step: int | None = None) -> None: ...
+
+    def log_artifact(self, path: Any) -> None: ...
+
+    def set_tags(self, tags: dict) -> None: ...
+
+    def end_run(self, status: str) -> None: ...
 
     def describe(self) -> str: ...
 

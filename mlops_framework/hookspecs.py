@@ -80,6 +80,16 @@ def register_notifiers(register):
 
 
 @hookspec
+def register_trackers(register):
+    """Add experiment trackers: ``register(kind, cls)``; a tracker follows ``contracts.Tracker``
+    (``start_run``, ``log_params``, ``log_metrics(step=...)``, ``log_artifact``, ``set_tags``,
+    ``end_run(status)``, ``describe()``).
+
+    Options live under ``tracker.NAME`` with a ``kind:`` key; ``tracker=[local,mlflow]`` chooses several.
+    """
+
+
+@hookspec
 def before_stage_run(stage, run):
     """Called before a stage runs."""
 

@@ -53,6 +53,11 @@ def register_notifiers(register):
 
 
 @hookimpl
+def register_trackers(register):
+    register("local", "mlops_framework.run_records:LocalTracker")
+
+
+@hookimpl
 def register_stages(register):
     from mlops_framework.lifecycle import LIFECYCLE_STAGES
     from mlops_framework.stages import BUILTIN_STAGES

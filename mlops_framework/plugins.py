@@ -69,6 +69,7 @@ class Components:
         "registry": "register_registries",
         "backend": "register_backends",
         "notifier": "register_notifiers",
+        "tracker": "register_trackers",
     }
 
     def __init__(self, pm):

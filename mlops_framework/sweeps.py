@@ -30,6 +30,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from mlops_framework import tracking
 from mlops_framework.errors import MlopsError
 from mlops_framework.leaderboard import leaderboard, print_board, write_chart, write_csv
 from mlops_framework.sweep_record import (DEFAULT_ALIAS, DEFAULT_DIRECTION, DEFAULT_METRIC, DEFAULT_REGISTER,
@@ -59,6 +60,7 @@ class SweepCallback(Callback):
 
         start_record(config, metric=self.metric, direction=self.direction, promote=self.promote,
                      register=self.register)
+        tracking.start_sweep(config, config.hydra.sweep.dir)  # the trackers' parent run of every trial
         stages = OmegaConf.select(config, "pipeline.stages", default=[]) or []
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
@@ -99,6 +101,7 @@ class SweepCallback(Callback):
         record = read_record(sweep_dir)
         board = finish(sweep_dir, register=record.get("register", self.register),
                        alias=record.get("promote", self.promote))
+        tracking.end_sweep(sweep_dir, board)
         failed = [row for row in board["rows"] if row["status"] != "ok"]
         if failed and (not board["best"] or "study" not in record):
             details = "; ".join(f"#{row['trial']}: {row['error'] or 'no metrics'}" for row in failed[:5])

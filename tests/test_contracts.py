@@ -18,7 +18,7 @@ from mlops_framework.runner import RunResult
 REPO = Path(__file__).resolve().parents[1]
 SNOWFLAKE = REPO / "plugins" / "mlops_snowflake"
 TABLE_CONTRACTS = {"data": contracts.DataSource, "sink": contracts.Sink, "registry": contracts.Registry,
-                   "backend": contracts.Backend, "notifier": contracts.Notifier}
+                   "backend": contracts.Backend, "notifier": contracts.Notifier, "tracker": contracts.Tracker}
 SMALL = ["data.weeks=2", "data.rows_per_week=200", "model.params.n_estimators=5", "model.params.n_jobs=1"]
 
 

@@ -39,3 +39,8 @@ def register_backends(register):
     register("snowpark", "mlops_snowflake.snowpark:SnowparkBackend")
     register("ml_job", "mlops_snowflake.ml_job:MLJobBackend")
     register("spcs", "mlops_snowflake.spcs:SPCSBackend")
+
+
+@hookimpl
+def register_trackers(register):
+    register("snowflake", "mlops_snowflake.tracking:SnowflakeTracker")
