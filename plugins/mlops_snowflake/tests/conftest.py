@@ -199,7 +199,9 @@ class SnowML:
         if entry is None:
             entry = self.models[model_name.upper()] = self._new_model(model_name)
         name = version_name.upper()
-        assert name not in entry["versions"], "the registry must never log an existing version"
+        if name in entry["versions"]:  # as snowflake-ml's ModelManager refuses it
+            raise ValueError(f"Model {model_name} version {version_name} already existed. "
+                             "To auto-generate `version_name`, skip that argument.")
         self.clock += timedelta(minutes=1)
         mv = mock.create_autospec(self._ModelVersion, instance=True)
         mv.version_name = name
