@@ -51,7 +51,8 @@ class SnowflakeRegistry:
     def __init__(self, connection=None, database: str | None = None, schema: str | None = None,
                  enable_explainability: bool = False, enable_monitoring: bool = True,
                  target_platforms=("WAREHOUSE",), relax_version: bool = False, tolerance: float = 1e-6,
-                 history_table: str = HISTORY_TABLE, monitor: dict | None = None, alert_rules: dict | None = None):
+                 history_table: str = HISTORY_TABLE, monitor: dict | None = None, alert_rules: dict | None = None,
+                 cuda_version: str | None = None):
         self.connection = connection
         self.database = database
         self.schema = schema
@@ -63,6 +64,7 @@ class SnowflakeRegistry:
         self.history_table = history_table
         self.monitor = monitor
         self.alert_rules = alert_rules
+        self.cuda_version = None if cuda_version is None else str(cuda_version)
         self._registry = None
 
     # ---- description and plans (no connection) -----------------------------------------------------
@@ -97,8 +99,16 @@ class SnowflakeRegistry:
                 raise MlopsError(f"cannot pin {name} for the registered model: it is not installed here") from None
         return pins
 
+    def log_options(self) -> dict:
+        """``log_model``'s ``options``: explainability and version relaxing set explicitly, and
+        ``cuda_version`` when set (without it the model gets a CPU runtime only and SPCS refuses GPUs)."""
+        options = {"enable_explainability": bool(self.enable_explainability), "relax_version": bool(self.relax_version)}
+        if self.cuda_version:
+            options["cuda_version"] = self.cuda_version
+        return options
+
     def plan_log_model(self, *, model_name: str, version_name: str | None, comment: str | None, tags: dict,
-                       flavor: str = "xgboost") -> list[str]:
+                       flavor: str = "xgboost", task: str | None = None) -> list[str]:
         """What ``log_model`` will do, one operation per line, touching nothing."""
         version = version_name or "the next V<n> after SHOW VERSIONS IN MODEL"
         model = self.qualified(model_name)
@@ -108,8 +118,7 @@ class SnowflakeRegistry:
             f"log_model(ContractModel[model.ubj + contract.json], model_name={model_name!r}, version_name={version}, "
             f"comment={comment!r}, metrics=<evaluation metrics + mlops record>, sample_input_data=<10 training rows>, "
             f"conda_dependencies={self.dependencies(flavor)}, target_platforms={list(self.target_platforms)}, "
-            f"code_paths=[mlops_framework], task=TABULAR_BINARY_CLASSIFICATION, options="
-            f"{{'enable_explainability': {bool(self.enable_explainability)}, 'relax_version': {bool(self.relax_version)}}})",
+            f"code_paths=[mlops_framework], task={_planned_task(task)}, options={self.log_options()})",
             f"verify: mv.run(sample_input, function_name={FUNCTION_NAME!r}) equals the local predictions "
             f"(|score difference| <= {self.tolerance}, same classes), else DROP the version and fail",
         ]
@@ -203,8 +212,7 @@ class SnowflakeRegistry:
                         sample_input_data=sample_input,
                         code_paths=[_core_package_dir()],
                         task=snowflake_task(task),
-                        options={"enable_explainability": bool(self.enable_explainability),
-                                 "relax_version": bool(self.relax_version)},
+                        options=self.log_options(),
                     )
                     break
                 except Exception as error:
@@ -596,6 +604,12 @@ def snowflake_task(task: str):
     if task not in SNOWFLAKE_TASKS:
         raise MlopsError(f"the Snowflake registry logs binary, multiclass or regression models, not {task!r}")
     return getattr(type_hints.Task, SNOWFLAKE_TASKS[task])
+
+
+def _planned_task(task) -> str:
+    if task in SNOWFLAKE_TASKS:
+        return SNOWFLAKE_TASKS[task]
+    return ("<from the trained model's task: " + " | ".join(f"{k}: {v}" for k, v in SNOWFLAKE_TASKS.items()) + ">")
 
 
 def _registration_id(row: dict):

@@ -44,7 +44,8 @@ class SnowparkBackend:
                 reg = run.registration
                 lines += [f"register: {op}" for op in run.registry.plan_log_model(
                     model_name=reg.model_name, version_name=reg.version_name, comment=reg.comment, tags=reg.tags,
-                    flavor="xgboost" if run.model._target_.startswith("xgboost.") else "sklearn")]
+                    flavor="xgboost" if run.model._target_.startswith("xgboost.") else "sklearn",
+                    task=getattr(run.features, "task", None))]
             elif stage.name == "score":
                 lines += self._plan_score(run, stage)
             else:
@@ -65,7 +66,7 @@ class SnowparkBackend:
             f"SELECT *, MODEL({model}, {version})!{FUNCTION_NAME.upper()}({inputs}) FROM ({source.sql()}) "
             f"-- every input column kept, ground truth {run.features.target} included",
             *(f"score: {sql}" for sql in run.scoring.sink.plan(source="<mv.run result: input rows + PREDICTED_SCORE, "
-                                                                    "PREDICTED_RESPONSE>")),
+                                                                    "PREDICTED_RESPONSE + " + ", ".join(TRACE_COLUMNS) + ">")),
         ]
 
     def _local_scoring_reason(self, run) -> str | None:
@@ -103,11 +104,33 @@ class SnowparkBackend:
         except Exception as error:
             raise MlopsError(f"scoring with {model_name} {version} in the warehouse failed: "
                              f"{type(error).__name__}: {error}") from error
-        rows = run.scoring.sink.write_dataframe(scored)
+        rows = run.scoring.sink.write_dataframe(stamp(scored, run, mv.version_name))
         run.results["scored"] = {"rows": rows, "seconds": time.perf_counter() - started,
                                  "destination": run.scoring.sink.describe(), "version": mv.version_name,
                                  "where": "warehouse"}
 
+
+
+TRACE_COLUMNS = ("MODEL_NAME", "MODEL_VERSION", "RUN_ID", "SCORED_AT")
+
+
+def traceability(run, version: str) -> dict:
+    """The columns every scored row carries: model, resolved version (never an alias), run, time (UTC)."""
+    import datetime as dt
+    import uuid
+
+    run_id = run.output_dir.name if getattr(run, "output_dir", None) else uuid.uuid4().hex[:12]
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return dict(zip(TRACE_COLUMNS, (run.registration.model_name, str(version), run_id, scored_at)))
+
+
+def stamp(df, run, version: str):
+    """A Snowpark DataFrame with :func:`traceability`'s columns added (lazily, in the warehouse): the
+    model monitor of each version reads only that version's rows (``MODEL_VERSION``)."""
+    from snowflake.snowpark.functions import lit
+
+    values = traceability(run, version)
+    return df.with_columns(list(values), [lit(value) for value in values.values()])
 
 
 def _planned_version(run) -> str:

@@ -160,6 +160,17 @@ def test_dollar_quotes_in_the_config_survive_log_model(registry, snowml, trained
         log(registry, trained_model, frame, comment="a $$ b")
 
 
+def test_cuda_version_reaches_log_model_and_the_real_packager(snowml, fakesnow_session, trained_model, frame, kit, log):
+    """Defect 7: the model gets a GPU runtime only when log_model's options carry cuda_version."""
+    registry = SnowflakeRegistry(kit.FakeConnection(fakesnow_session), database="DB", schema="S", cuda_version="12.4")
+    log(registry, trained_model, frame)  # the fake packages with snowflake-ml's real ModelPackager and these options
+    assert snowml.registry.log_model.call_args.kwargs["options"] == {
+        "enable_explainability": False, "relax_version": False, "cuda_version": "12.4"}
+    import yaml
+    manifest = yaml.safe_load((snowml.stage / "MORTGAGE_XGB" / "V1" / "model.yaml").read_text())
+    assert manifest["env"]["cuda_version"] == "12.4"
+
+
 @pytest.mark.parametrize("task, expected", [("binary", "TABULAR_BINARY_CLASSIFICATION"),
                                             ("multiclass", "TABULAR_MULTI_CLASSIFICATION"),
                                             ("regression", "TABULAR_REGRESSION"), (None, "TABULAR_BINARY_CLASSIFICATION")])

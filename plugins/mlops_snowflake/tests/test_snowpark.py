@@ -56,7 +56,7 @@ def test_plan_prints_every_operation_without_connecting(no_session, snowflake_ho
             in lines)
     assert "train: fit xgboost.XGBClassifier" in text and "(in this process)" in text
     assert "register: Registry(session, database_name=None, schema_name=None, options={'enable_monitoring': True})" in lines
-    assert "target_platforms=['WAREHOUSE']" in text and "task=TABULAR_BINARY_CLASSIFICATION" in text
+    assert "target_platforms=['WAREHOUSE']" in text and "binary: TABULAR_BINARY_CLASSIFICATION" in text
     assert "CREATE TAG IF NOT EXISTS PROJECT; ALTER MODEL MORTGAGE_XGB SET TAG PROJECT = 'MORTGAGE_LENDING'" in text
     assert "score: mv = Model(MORTGAGE_XGB).version(PRODUCTION)" in text
     assert ("SELECT *, MODEL(MORTGAGE_XGB, PRODUCTION)!PREDICT(APPLICANT_INCOME_000S, LOAN_AMOUNT_000S, LOAN_TYPE_NAME, "
@@ -106,7 +106,8 @@ class BridgeCursor:
             self._begin = True
             return self
         for name in set(re.findall(r"MLOPS_STAGING_[0-9A-F]{32}", sql)) - self._copied:
-            write_pandas(self._conn, self._local.table(name).to_pandas(), name, auto_create_table=True)
+            write_pandas(self._conn, self._local.table(name).to_pandas(), name, auto_create_table=True,
+                         use_logical_type=True)
             self._copied.add(name)
         if getattr(self, "_begin", False):
             self._cursor.execute("BEGIN")
@@ -167,7 +168,10 @@ def test_scoring_runs_mv_run_on_the_snowpark_dataframe(warehouse, snowml, fakesn
     assert run.results["scored"]["rows"] == 180 and run.results["scored"]["version"] == "V1"
     assert "Snowflake table PREDS" in run.results["scored"]["destination"]
     out = kit.fetch(fakesnow_session, "SELECT * FROM PREDS ORDER BY LOAN_ID")
-    assert list(out.columns) == [*kit.TABLE_COLUMNS, "PREDICTED_SCORE", "PREDICTED_RESPONSE"]
+    assert list(out.columns) == [*kit.TABLE_COLUMNS, "PREDICTED_SCORE", "PREDICTED_RESPONSE", "MODEL_NAME",
+                                 "MODEL_VERSION", "RUN_ID", "SCORED_AT"]
+    assert set(out["MODEL_VERSION"]) == {"V1"} and set(out["MODEL_NAME"]) == {"MORTGAGE_XGB"}  # never the alias
+    assert out["RUN_ID"].nunique() == 1 and out["RUN_ID"].notna().all() and out["SCORED_AT"].notna().all()
     expected = frame.sort_values("LOAN_ID")
     assert out[kit.TARGET].tolist() == expected[kit.TARGET].tolist()  # ground truth beside the predictions
     scores = trained_model.predict_scores(trained_model.contract.encode_frame(expected))
