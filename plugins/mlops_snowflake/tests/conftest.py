@@ -370,6 +370,20 @@ def snowflake_home(tmp_path, monkeypatch):
                            secrets=[CANARY_PASSWORD, CANARY_PASSPHRASE, *key_lines])
 
 
+@pytest.fixture
+def hash_agg_patch():
+    """Snowflake's HASH_AGG for Snowpark local testing (which lacks it)."""
+    from snowflake.snowpark.mock import ColumnEmulator, patch
+    from snowflake.snowpark.mock._functions import MockedFunctionRegistry
+
+    @patch("hash_agg")
+    def hash_agg(*columns: ColumnEmulator) -> ColumnEmulator:  # Snowflake's HASH_AGG, emulated
+        return ColumnEmulator(data=[hash(tuple(tuple(map(str, c)) for c in columns)) & 0xFFFF], sf_type=columns[0].sf_type)
+
+    yield
+    MockedFunctionRegistry.get_or_create().unregister("hash_agg")
+
+
 @pytest.fixture(scope="session")
 def kit():
     """The constants and helpers of this file, for test modules (which do not import conftest)."""

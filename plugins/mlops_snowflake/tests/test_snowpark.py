@@ -224,14 +224,3 @@ def test_scoring_failure_is_reported(warehouse, snowml):
         run.backend.execute(run)
 
 
-@pytest.fixture
-def hash_agg_patch():
-    from snowflake.snowpark.mock import ColumnEmulator, patch
-    from snowflake.snowpark.mock._functions import MockedFunctionRegistry
-
-    @patch("hash_agg")
-    def hash_agg(*columns: ColumnEmulator) -> ColumnEmulator:  # Snowflake's HASH_AGG, emulated
-        return ColumnEmulator(data=[hash(tuple(tuple(map(str, c)) for c in columns)) & 0xFFFF], sf_type=columns[0].sf_type)
-
-    yield
-    MockedFunctionRegistry.get_or_create().unregister("hash_agg")
