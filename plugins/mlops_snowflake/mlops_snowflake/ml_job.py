@@ -77,9 +77,12 @@ class MLJobBackend:
         """Keyword arguments for ``submit_directory`` (and ``MLJobDefinition.register``), set ones only."""
         if int(self.target_instances) < 1:
             raise MlopsError(f"backend.target_instances must be at least 1, not {self.target_instances}")
-        if self.min_instances is not None and not 1 <= int(self.min_instances) <= int(self.target_instances):
-            raise MlopsError(f"backend.min_instances must be between 1 and target_instances "
-                             f"({self.target_instances}), not {self.min_instances}")
+        if int(self.target_instances) > 1:
+            raise MlopsError(f"backend.target_instances={self.target_instances}: the job's stages train with a plain "
+                             f"fit on the head node, so extra nodes would be billed and idle; use one instance (and a "
+                             f"bigger compute pool) until a distributed trainer runs in the job")
+        if self.min_instances is not None and int(self.min_instances) != 1:
+            raise MlopsError(f"backend.min_instances must be 1 (one instance runs the job), not {self.min_instances}")
         arguments = {
             "entrypoint": ENTRYPOINT,
             "stage_name": self.stage_name,
