@@ -270,13 +270,14 @@ def alerts_sql(rules, model_name: str, monitor: str, *, warehouse: str, columns=
 
 # ---------------------------------------------------------------------- following the alias
 def follow_alias_sql(model_name: str, new_version: str, old_versions, settings: MonitorSettings, rules=(), *,
-                     columns=(), **alert_options) -> list[str]:
+                     columns=(), if_not_exists: bool = True, **alert_options) -> list[str]:
     """The SQL that makes the monitoring follow an alias onto ``new_version``: create its monitor if
     missing (and resume it) on a view of that version's rows, suspend the monitors of ``old_versions``,
     replace the alerts (named per model, so the old version's are replaced, not left running)."""
     name = monitor_name(model_name, new_version)
     statements = [source_view_sql(model_name, new_version, settings),
-                  create_monitor_sql(model_name, new_version, for_version(model_name, new_version, settings), name=name),
+                  create_monitor_sql(model_name, new_version, for_version(model_name, new_version, settings), name=name,
+                                     if_not_exists=if_not_exists),
                   f"ALTER MODEL MONITOR {name} RESUME"]
     for old in old_versions:
         if old and old != new_version:

@@ -132,7 +132,8 @@ class SnowflakeRegistry:
     def plan_alias(self, model_name: str, version: str, alias: str) -> list[str]:
         model = self.qualified(model_name)
         statements = [
-            f"ALTER MODEL {model} VERSION <the version holding {alias.upper()}> UNSET ALIAS",
+            f"ALTER MODEL {model} VERSION {alias.upper()} UNSET ALIAS -- if a version holds it (VERSION takes a "
+            f"version or an alias: snowflake-ml's unset_alias sends the alias)",
             f"ALTER MODEL {model} VERSION {version} SET ALIAS = {alias.upper()}",
             f"INSERT INTO {self.qualified(self.history_table)} (...) -- promotion record",
         ]
@@ -141,7 +142,11 @@ class SnowflakeRegistry:
             from mlops_snowflake.monitor import follow_alias_sql
 
             settings, rules, columns = monitored
-            statements += follow_alias_sql(model, version, [], settings, rules, columns=columns)
+            statements += [
+                f"{statement} -- unless SHOW MODEL MONITORS lists it (then only RESUME)"
+                if statement.startswith("CREATE MODEL MONITOR") else statement
+                for statement in follow_alias_sql(model, version, [], settings, rules, columns=columns,
+                                                  if_not_exists=False)]
             statements.append(f"-- and SUSPEND the model monitor of the version that held {alias.upper()} before")
         return statements
 
