@@ -286,6 +286,36 @@ def follow_alias_sql(model_name: str, new_version: str, old_versions, settings: 
     return statements
 
 
+def metrics_sql(monitor: str, settings: MonitorSettings, *, columns=(), window: str = "7 DAY") -> list[str]:
+    """The SELECTs reading ``monitor``'s last ``window`` in the warehouse: every performance metric, and
+    population stability per watched column when the monitor has a baseline. Only the metric rows come back."""
+    days = _days(window)
+    granularity = _string(f"{days} DAY")
+    span = f"DATEADD('DAY', -{days}, CURRENT_TIMESTAMP()), CURRENT_TIMESTAMP()"
+    statements = [f"SELECT {_string(name)} AS METRIC, NULL AS COLUMN_NAME, EVENT_TIMESTAMP, METRIC_VALUE FROM TABLE("
+                  f"MODEL_MONITOR_PERFORMANCE_METRIC({_string(monitor)}, {_string(metric)}, {granularity}, {span}))"
+                  for name, metric in PERFORMANCE_METRICS.items()]
+    if settings.baseline:
+        statements += [f"SELECT 'psi' AS METRIC, {_string(_identifier(column))} AS COLUMN_NAME, EVENT_TIMESTAMP, "
+                       f"METRIC_VALUE FROM TABLE(MODEL_MONITOR_DRIFT_METRIC({_string(monitor)}, "
+                       f"'POPULATION_STABILITY_INDEX', {_string(column)}, {granularity}, {span}))" for column in columns]
+    return statements
+
+
+def ensure_monitor(registry, session, model, version_name: str, settings: MonitorSettings, *,
+                   model_name: str | None = None) -> dict:
+    """The version's source view and monitor (created with ``registry.add_monitor`` unless SHOW MODEL
+    MONITORS lists it); nothing else is suspended or resumed. Returns what it did."""
+    model_name = model_name or model.name
+    name = monitor_name(model_name, version_name)
+    view = source_view_sql(model_name, version_name, settings)
+    _call(lambda: session.sql(view).collect(), view)
+    created = _bare(name) not in _monitor_names(registry)
+    if created:
+        add_monitor(registry, model.version(version_name), for_version(model_name, version_name, settings), name=name)
+    return {"monitor": name, "created": created, "statements": [view]}
+
+
 def _monitor_names(registry) -> set[str]:
     names = set()
     for row in registry.show_model_monitors():

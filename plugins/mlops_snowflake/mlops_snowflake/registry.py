@@ -432,6 +432,27 @@ class SnowflakeRegistry:
                                                            model_name=self.qualified(model_name))
         return record
 
+    def monitor_in_warehouse(self, model_name: str, version_or_alias: str, *, window: str = "7 DAY") -> dict:
+        """Monitor a version in Snowflake: its native model monitor (on a view of that version's rows) is
+        ensured, and its metrics are read with SQL in the warehouse; only the metric rows come back, never
+        the scored table. Needs ``registry.monitor``."""
+        if not self.monitor:
+            raise MlopsError("monitoring in Snowflake needs registry.monitor (source, warehouse, baseline, "
+                             "feature_columns): see conf/registry/snowflake.yaml")
+        from mlops_snowflake import monitor as model_monitor
+
+        settings, _, columns = self._monitored(self.monitor.get("alias", "PRODUCTION"))
+        version = self._resolve(model_name, version_or_alias)["name"]
+        model = self._model(self._get_registry(), model_name)
+        session = self._session()
+        done = model_monitor.ensure_monitor(self._get_registry(), session, model, version, settings,
+                                            model_name=self.qualified(model_name))
+        rows = []
+        for statement in model_monitor.metrics_sql(done["monitor"], settings, columns=columns, window=window):
+            rows += [row.as_dict() for row in _call(lambda s=statement: session.sql(s).collect(), "read the monitor")]
+        return {**done, "model_version": version, "where": "warehouse", "window": window,
+                "metrics": [{str(k).lower(): v for k, v in row.items()} for row in rows]}
+
     def unset_alias(self, model_name: str, alias: str, *, actor: str | None = None, reason: str | None = None) -> dict:
         """Remove an alias; record it; return the record."""
         alias = str(alias).upper()

@@ -48,6 +48,8 @@ class SnowparkBackend:
                     task=getattr(run.features, "task", None))]
             elif stage.name == "score":
                 lines += self._plan_score(run, stage)
+            elif stage.name == "monitor" and _monitors_in_snowflake(run):
+                lines += self._plan_monitor(run)
             else:
                 lines.append(f"{stage.name}: {stage.describe(run)} (in this process)")
         return lines
@@ -69,6 +71,20 @@ class SnowparkBackend:
                                                                     "PREDICTED_RESPONSE + " + ", ".join(TRACE_COLUMNS) + ">")),
         ]
 
+    def _plan_monitor(self, run) -> list[str]:
+        from mlops_snowflake import monitor as model_monitor
+
+        model = run.registry.qualified(run.registration.model_name)
+        settings, _, columns = run.registry._monitored(run.registry.monitor.get("alias", "PRODUCTION"))
+        version = run.scoring.version or "<the latest version>"
+        marker = "VERSION_MARKER"
+        shown = lambda text: text.replace(marker, "<VERSION>")  # noqa: E731
+        name = model_monitor.monitor_name(model, marker)
+        return [f"monitor: in Snowflake, for the version {version} resolves to; no row leaves the warehouse",
+                f"monitor: {shown(model_monitor.source_view_sql(model, marker, settings))}",
+                f"monitor: registry.add_monitor({shown(name)}, ...) unless SHOW MODEL MONITORS lists it",
+                *(f"monitor: {shown(sql)}" for sql in model_monitor.metrics_sql(name, settings, columns=columns))]
+
     def _local_scoring_reason(self, run) -> str | None:
         """Why scoring cannot happen in the warehouse, or None when it can."""
         if not self.score_in_warehouse:
@@ -85,11 +101,15 @@ class SnowparkBackend:
     # ---- execute -------------------------------------------------------------------------------------
 
     def execute(self, run) -> None:
-        if self._local_scoring_reason(run):
+        in_warehouse = not self._local_scoring_reason(run)
+        stages = [Stage("score", self._score, stage.describe) if stage.name == "score" and in_warehouse else stage
+                  for stage in run.stages]
+        if _monitors_in_snowflake(run):
+            stages = [Stage("monitor", _monitor_in_warehouse, lambda r: "the native Snowflake model monitor")
+                      if stage.name == "monitor" else stage for stage in stages]
+        if all(new is old for new, old in zip(stages, run.stages)):
             run_stages(run)
             return
-        stages = [Stage("score", self._score, stage.describe) if stage.name == "score" else stage
-                  for stage in run.stages]
         run_stages(dataclasses.replace(run, stages=stages))  # same results dict, same hooks
 
     def _score(self, run) -> None:
@@ -109,6 +129,20 @@ class SnowparkBackend:
                                  "destination": run.scoring.sink.describe(), "version": mv.version_name,
                                  "where": "warehouse"}
 
+
+
+def _monitors_in_snowflake(run) -> bool:
+    return bool(getattr(run.registry, "monitor", None)) and hasattr(run.registry, "monitor_in_warehouse")
+
+
+def _monitor_in_warehouse(run) -> None:
+    """The ``monitor`` stage with registry=snowflake: the native model monitor of the scored version."""
+    version = (run.results.get("scored") or {}).get("version") or run.scoring.version or "LAST"
+    result = run.registry.monitor_in_warehouse(run.registration.model_name, version)
+    run.results["snowflake_monitor"] = result
+    run.results.setdefault("summary", {})["monitor"] = (
+        f"Snowflake model monitor {result['monitor']} of {result['model_version']}"
+        f"{' (created)' if result['created'] else ''}: {len(result['metrics'])} metric rows read in the warehouse")
 
 
 TRACE_COLUMNS = ("MODEL_NAME", "MODEL_VERSION", "RUN_ID", "SCORED_AT")

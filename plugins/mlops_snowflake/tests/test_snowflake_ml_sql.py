@@ -84,3 +84,20 @@ def test_the_monitor_and_alerts_sent_on_promotion_are_what_the_plan_prints(sessi
                for s in sent)
     # the plan says UNSET only "if a version holds it": nothing held PRODUCTION here
     assert sent == [p for p in planned if "UNSET ALIAS" not in p]
+
+
+def test_monitoring_in_snowflake_reads_metrics_not_rows(session, kit):
+    """pipeline=monitor with registry=snowflake: the version's native monitor is ensured through the real
+    monitor manager and its metrics are SELECTed in the warehouse; the scored table is never read here."""
+    session.models["MORTGAGE_XGB"] = {"V1": set(), "V2": {"PRODUCTION"}}
+    session.tables["MORTGAGE_XGB_V2_MONITOR_SOURCE"] = session.tables["PREDICTIONS"]
+    registry = SnowflakeRegistry(kit.FakeConnection(session), database="DB", schema="S",
+                                 monitor={"source": "DB.S.PREDICTIONS", "warehouse": "WH", "baseline": "DB.S.BASELINE",
+                                          "feature_columns": ["LOAN_ID"]})
+    result = registry.monitor_in_warehouse("MORTGAGE_XGB", "PRODUCTION")
+    assert result["model_version"] == "V2" and result["created"] and result["where"] == "warehouse"
+    sent = [" ".join(s.split()) for s in session.statements]
+    assert any(s.startswith("CREATE MODEL MONITOR DB.S.MORTGAGE_XGB_V2_MONITOR WITH") for s in sent)
+    selects = [s for s in sent if s.startswith("SELECT ")]
+    assert len(selects) == 6 and all("FROM TABLE(MODEL_MONITOR_" in s for s in selects)
+    assert not any("FROM DB.S.PREDICTIONS" in s for s in sent if not s.startswith("CREATE OR REPLACE VIEW"))

@@ -224,3 +224,21 @@ def test_scoring_failure_is_reported(warehouse, snowml):
         run.backend.execute(run)
 
 
+
+
+def test_monitor_pipeline_with_the_snowflake_registry_stays_in_snowflake(monkeypatch, snowml, no_session):
+    """The monitor stage drives the native model monitor; the local monitor (which pulls the table) never runs."""
+    from mlops_framework import monitoring
+
+    monkeypatch.setattr(monitoring, "read_monitored", lambda *a, **k: pytest.fail("the table was pulled to the client"))
+    calls = []
+    monkeypatch.setattr(SnowflakeRegistry, "monitor_in_warehouse", lambda self, name, version, **kw: calls.append(
+        (name, version)) or {"monitor": "M_V2_MONITOR", "created": False, "model_version": "V2", "metrics": []})
+    run, _ = build(["backend=snowpark", "registry=snowflake", "pipeline=monitor", "pipeline.stages=[monitor]",
+                    "scoring.version=PRODUCTION",
+                    "registry.monitor={source:DB.S.PREDICTIONS,warehouse:WH,feature_columns:[LOAN_AMOUNT_000S]}"])
+    plan = "\n".join(run.backend.plan(run))
+    assert "monitor: in Snowflake" in plan and "MODEL_MONITOR_PERFORMANCE_METRIC(" in plan
+    run.backend.execute(run)
+    assert calls == [("MORTGAGE_XGB", "PRODUCTION")]
+    assert run.results["snowflake_monitor"]["model_version"] == "V2"
