@@ -149,6 +149,8 @@ class MLJobBackend:
                         f"warehouse, instances>)  -- exact text from MLJobDefinition.to_sql(use_async=True) at deploy")
             lines.append(f"upload the payload to @{self.stage_name}/{arguments['name']}: {register}")
             lines += [f"SQL: {statement}" for statement in self.task_sql(run, call_sql)]
+            lines.append("preview: CALL SYSTEM$EXECUTE_ML_JOB (from MLJobDefinition.to_sql) is a preview, undocumented "
+                         "Snowflake feature; the job name's trailing '_' asks the server for a unique suffix")
             lines.append("nothing runs now: the TASK starts the job on its schedule "
                          "(SHOW TASKS / TASK_HISTORY and snowflake.ml.jobs.list_jobs() follow it)")
             return lines

@@ -51,6 +51,7 @@ def test_plan_prints_every_operation_without_connecting(no_session, snowflake_ho
     lines = run.backend.plan(run)
     text = "\n".join(lines)
     assert lines[0].startswith("connect: one Snowpark session to Snowflake account myorg-canaryacct as CANARY_USER")
+    assert "none has been run against a live account" in lines[1]  # the plan claims no live verification
     assert ('load: pull the training slice to pandas: SELECT "APPLICANT_INCOME_000S", "LOAN_AMOUNT_000S", '
             '"LOAN_TYPE_NAME", "LOAN_PURPOSE_NAME", "COUNTY_NAME", "MORTGAGERESPONSE" FROM ML.RAW.LOANS WHERE WEEK <= 5'
             in lines)
