@@ -33,8 +33,10 @@ from dataclasses import dataclass, field
 from mlops_framework.errors import MlopsError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-PERFORMANCE_METRICS = {"f1": "F1_SCORE", "accuracy": "CLASSIFICATION_ACCURACY", "precision": "PRECISION",
-                       "recall": "RECALL", "roc_auc": "ROC_AUC"}
+CLASSIFICATION_METRICS = {"f1": "F1_SCORE", "accuracy": "CLASSIFICATION_ACCURACY", "precision": "PRECISION",
+                          "recall": "RECALL", "roc_auc": "ROC_AUC"}
+REGRESSION_METRICS = {"rmse": "RMSE", "mae": "MAE", "mse": "MSE", "mape": "MAPE"}
+PERFORMANCE_METRICS = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}
 DRIFT_METRICS = {"psi": "POPULATION_STABILITY_INDEX", "jensen_shannon": "JENSEN_SHANNON",
                  "wasserstein": "WASSERSTEIN", "difference_of_means": "DIFFERENCE_OF_MEANS"}
 SUFFIX = "_MONITOR"
@@ -80,6 +82,22 @@ def monitor_name(model_name: str, version_name: str) -> str:
     schema: a monitor must live beside its model)."""
     *schema, model = _qualified(model_name).split(".")
     return ".".join([*schema, f"{model.upper()}_{_identifier(version_name).upper()}{SUFFIX}"])
+
+
+def for_task(settings: MonitorSettings, task: str | None) -> MonitorSettings:
+    """``settings`` with the prediction and actual columns a monitor of a ``task`` model reads: binary keeps
+    score and class; multiclass watches the predicted class only (``PREDICTED_SCORE`` is the probability
+    of the predicted class, not of one class); regression compares the predicted value
+    (``PREDICTED_RESPONSE``) with the actual value as scores."""
+    from dataclasses import replace
+
+    if task == "multiclass":
+        return replace(settings, prediction_score_columns=[], actual_score_columns=[])
+    if task == "regression":
+        return replace(settings, prediction_score_columns=list(settings.prediction_class_columns),
+                       prediction_class_columns=[], actual_score_columns=list(settings.actual_class_columns),
+                       actual_class_columns=[])
+    return settings
 
 
 def source_view_name(model_name: str, version_name: str) -> str:
@@ -286,7 +304,8 @@ def follow_alias_sql(model_name: str, new_version: str, old_versions, settings: 
     return statements
 
 
-def metrics_sql(monitor: str, settings: MonitorSettings, *, columns=(), window: str = "7 DAY") -> list[str]:
+def metrics_sql(monitor: str, settings: MonitorSettings, *, columns=(), window: str = "7 DAY",
+                task: str | None = None) -> list[str]:
     """The SELECTs reading ``monitor``'s last ``window`` in the warehouse: every performance metric, and
     population stability per watched column when the monitor has a baseline. Only the metric rows come back."""
     days = _days(window)
@@ -294,7 +313,7 @@ def metrics_sql(monitor: str, settings: MonitorSettings, *, columns=(), window: 
     span = f"DATEADD('DAY', -{days}, CURRENT_TIMESTAMP()), CURRENT_TIMESTAMP()"
     statements = [f"SELECT {_string(name)} AS METRIC, NULL AS COLUMN_NAME, EVENT_TIMESTAMP, METRIC_VALUE FROM TABLE("
                   f"MODEL_MONITOR_PERFORMANCE_METRIC({_string(monitor)}, {_string(metric)}, {granularity}, {span}))"
-                  for name, metric in PERFORMANCE_METRICS.items()]
+                  for name, metric in (REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS).items()]
     if settings.baseline:
         statements += [f"SELECT 'psi' AS METRIC, {_string(_identifier(column))} AS COLUMN_NAME, EVENT_TIMESTAMP, "
                        f"METRIC_VALUE FROM TABLE(MODEL_MONITOR_DRIFT_METRIC({_string(monitor)}, "

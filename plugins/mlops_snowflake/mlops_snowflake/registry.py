@@ -427,8 +427,9 @@ class SnowflakeRegistry:
             from mlops_snowflake import monitor as model_monitor
 
             settings, rules, columns = monitored
+            task = (self.get_version(model_name, target)["metadata"] or {}).get("task")
             record["monitor"] = model_monitor.follow_alias(self._get_registry(), self._session(), model, target,
-                                                           settings, rules, columns=columns,
+                                                           model_monitor.for_task(settings, task), rules, columns=columns,
                                                            model_name=self.qualified(model_name))
         return record
 
@@ -442,13 +443,16 @@ class SnowflakeRegistry:
         from mlops_snowflake import monitor as model_monitor
 
         settings, _, columns = self._monitored(self.monitor.get("alias", "PRODUCTION"))
-        version = self._resolve(model_name, version_or_alias)["name"]
+        row = self._resolve(model_name, version_or_alias)
+        version = row["name"]
+        task = (self._record(model_name, row)["metadata"] or {}).get("task")
+        settings = model_monitor.for_task(settings, task)
         model = self._model(self._get_registry(), model_name)
         session = self._session()
         done = model_monitor.ensure_monitor(self._get_registry(), session, model, version, settings,
                                             model_name=self.qualified(model_name))
         rows = []
-        for statement in model_monitor.metrics_sql(done["monitor"], settings, columns=columns, window=window):
+        for statement in model_monitor.metrics_sql(done["monitor"], settings, columns=columns, window=window, task=task):
             rows += [row.as_dict() for row in _call(lambda s=statement: session.sql(s).collect(), "read the monitor")]
         return {**done, "model_version": version, "where": "warehouse", "window": window,
                 "metrics": [{str(k).lower(): v for k, v in row.items()} for row in rows]}

@@ -285,3 +285,25 @@ def test_follow_alias_back_to_a_version_resumes_its_monitor():
     monitors["MORTGAGE_XGB_V2_MONITOR"].suspend.side_effect = RuntimeError("insufficient privileges")
     with pytest.raises(MlopsError, match="suspend model monitor MORTGAGE_XGB_V2_MONITOR: insufficient privileges"):
         mon.follow_alias(registry, session, model, "v1", settings(), [])
+
+
+def test_each_task_is_monitored_with_its_own_columns_and_metrics():
+    binary = settings()
+    assert mon.for_task(binary, "binary") == binary and mon.for_task(binary, None) == binary
+    multiclass = mon.for_task(binary, "multiclass")
+    assert multiclass.prediction_score_columns == [] and multiclass.prediction_class_columns == ["PREDICTED_RESPONSE"]
+    assert multiclass.actual_class_columns == ["MORTGAGERESPONSE"]
+    regression = mon.for_task(binary, "regression")
+    assert (regression.prediction_score_columns, regression.prediction_class_columns) == (["PREDICTED_RESPONSE"], [])
+    assert (regression.actual_score_columns, regression.actual_class_columns) == (["MORTGAGERESPONSE"], [])
+    sql = mon.create_monitor_sql("M", "v1", regression)
+    assert "PREDICTION_SCORE_COLUMNS=('PREDICTED_RESPONSE')" in sql and "ACTUAL_SCORE_COLUMNS=('MORTGAGERESPONSE')" in sql
+    assert all("'RMSE'" in s or "'MAE'" in s or "'MSE'" in s or "'MAPE'" in s
+               for s in mon.metrics_sql("M_V1_MONITOR", regression, task="regression") if "PERFORMANCE" in s)
+    assert not any("'F1_SCORE'" in s for s in mon.metrics_sql("M_V1_MONITOR", regression, task="regression"))
+    from types import SimpleNamespace  # the core's rules gain rmse with the regression task (another branch)
+
+    rmse = [SimpleNamespace(name="rmse_high", metric="rmse", op=">", threshold=3.0, window="last", columns=None)]
+    create = next(s for s in mon.alerts_sql(rmse, "M", "M_V1_MONITOR", warehouse="WH") if "OR REPLACE ALERT" in s)
+    assert "MODEL_MONITOR_PERFORMANCE_METRIC('M_V1_MONITOR', 'RMSE', '7 DAY'" in create
+    sql_grammar.parse_alert(create)
