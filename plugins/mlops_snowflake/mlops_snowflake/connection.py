@@ -7,7 +7,17 @@ The file is ``$SNOWFLAKE_HOME/connections.toml`` when ``SNOWFLAKE_HOME`` is set,
 - password: ``password = "..."``
 - key pair: ``authenticator = "SNOWFLAKE_JWT"``, ``private_key_file = "~/.ssh/snowflake.p8"`` and, when
   the key is encrypted, ``private_key_file_pwd`` (a ``private_key_file`` alone also means key pair);
-- browser single sign-on: ``authenticator = "externalbrowser"``.
+- browser single sign-on: ``authenticator = "externalbrowser"``;
+- programmatic access token: ``authenticator = "PROGRAMMATIC_ACCESS_TOKEN"`` and ``token`` (or
+  ``token_file_path``);
+- OAuth: ``authenticator = "oauth"`` and ``token`` (or ``token_file_path``); ``"OAUTH_AUTHORIZATION_CODE"``
+  (the connector opens the browser) or ``"OAUTH_CLIENT_CREDENTIALS"`` with ``oauth_client_id`` and
+  ``oauth_client_secret``;
+- MFA-enforced accounts: ``authenticator = "USERNAME_PASSWORD_MFA"`` with ``password`` (and ``passcode``,
+  or a push to the user's device; ``client_request_mfa_token = true`` caches the token), or any of the
+  token, key-pair and browser methods above.
+
+These are the connector's own keys and ``authenticator`` values; they are passed to it unchanged.
 
 Config values ``role``, ``warehouse``, ``database`` and ``schema`` override the section's when set.
 Secrets are read when a session is opened and never stored, logged, shown or put in an error message:
@@ -32,6 +42,14 @@ DEFAULT_NAME = "default"
 SECRET_KEYS = ("password", "private_key_file_pwd", "private_key_passphrase", "private_key", "token", "passcode",
                "oauth_client_secret")
 AUTH_PASSWORD, AUTH_KEY_PAIR, AUTH_BROWSER = "password", "key-pair", "externalbrowser"
+# authenticator (lower-case) -> (what describe() calls it, keys it needs; a tuple inside: any one of them)
+TOKEN_AUTHENTICATORS = {
+    "programmatic_access_token": ("programmatic access token", ("account", "user", ("token", "token_file_path"))),
+    "oauth": ("OAuth token", ("account", ("token", "token_file_path"))),
+    "oauth_authorization_code": ("OAuth authorization code", ("account",)),
+    "oauth_client_credentials": ("OAuth client credentials", ("account", "oauth_client_id", "oauth_client_secret")),
+    "username_password_mfa": ("password + MFA", ("account", "user", "password")),
+}
 _POSITION = re.compile(r"line (\d+), column (\d+)")
 
 
@@ -112,9 +130,12 @@ class SnowflakeConnection:
             return AUTH_BROWSER
         if authenticator in ("", "snowflake"):
             return AUTH_PASSWORD
+        if authenticator in TOKEN_AUTHENTICATORS:
+            return TOKEN_AUTHENTICATORS[authenticator][0]
         raise MlopsError(
             f"[{self.name}] in {connections_file()}: authenticator {values.get('authenticator')!r} is not supported; "
-            f"use a password, authenticator = \"SNOWFLAKE_JWT\" with private_key_file, or authenticator = \"externalbrowser\""
+            f"use a password, authenticator = \"SNOWFLAKE_JWT\" with private_key_file, \"externalbrowser\", "
+            f"{', '.join(repr(a.upper()) for a in TOKEN_AUTHENTICATORS)}"
         )
 
     def parameters(self) -> dict:
@@ -123,12 +144,15 @@ class SnowflakeConnection:
         method = self.auth_method(values)
         required = {AUTH_PASSWORD: ("account", "user", "password"),
                     AUTH_KEY_PAIR: ("account", "user", "private_key_file"),
-                    AUTH_BROWSER: ("account",)}[method]
-        missing = [key for key in required if not values.get(key)]
+                    AUTH_BROWSER: ("account",),
+                    **{label: keys for label, keys in TOKEN_AUTHENTICATORS.values()}}[method]
+        named = lambda key: " or ".join(key) if isinstance(key, tuple) else key  # noqa: E731
+        missing = [named(key) for key in required
+                   if not any(values.get(k) for k in (key if isinstance(key, tuple) else (key,)))]
         if missing:
             raise MlopsError(
                 f"[{self.name}] in {connections_file()} lacks {', '.join(missing)} ({method} authentication needs "
-                f"{', '.join(required)})"
+                f"{', '.join(map(named, required))})"
             )
         account = str(values["account"])
         if "_" in account and "host" not in values:

@@ -291,11 +291,21 @@ class SnowflakeFeatureStoreSource(SnowflakeSource):
         return df
 
     def fingerprint(self) -> str:
-        """sha256 of the views' names and versions, the spine's query, the mode and ``where``: Snowflake
-        versions the views' contents (a version names one definition)."""
+        """sha256 of the views' names and versions, the spine's query, the mode and ``where``, and of the
+        data itself: Snowflake's ``HASH_AGG`` and count of the rows this source reads (a view version
+        names a definition; the dynamic tables and sources under it keep changing)."""
+        from snowflake.snowpark import functions as F
+
         _, views = self.feature_store().definitions()
+        df = self.snowpark_dataframe()
+        try:
+            row = df.agg(F.call_function("HASH_AGG", *[F.col(c) for c in df.columns]).alias("H"),
+                         F.count(F.lit(1)).alias("N")).collect()[0]
+        except Exception as error:
+            raise MlopsError(f"cannot fingerprint {self.describe()}: {_one_line(error)}") from error
         doc = {"kind": "snowflake_feature_store", "relation": self._relation(), "where": self.where,
-               "views": [(n, views[n].version) for n in self._names() if n in views]}
+               "views": [(n, views[n].version) for n in self._names() if n in views],
+               "hash_agg": str(row["H"]), "rows": int(row["N"])}
         return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def lineage(self) -> dict:

@@ -78,9 +78,12 @@ class MLJobBackend:
         """Keyword arguments for ``submit_directory`` (and ``MLJobDefinition.register``), set ones only."""
         if int(self.target_instances) < 1:
             raise MlopsError(f"backend.target_instances must be at least 1, not {self.target_instances}")
-        if self.min_instances is not None and not 1 <= int(self.min_instances) <= int(self.target_instances):
-            raise MlopsError(f"backend.min_instances must be between 1 and target_instances "
-                             f"({self.target_instances}), not {self.min_instances}")
+        if int(self.target_instances) > 1:
+            raise MlopsError(f"backend.target_instances={self.target_instances}: the job's stages train with a plain "
+                             f"fit on the head node, so extra nodes would be billed and idle; use one instance (and a "
+                             f"bigger compute pool) until a distributed trainer runs in the job")
+        if self.min_instances is not None and int(self.min_instances) != 1:
+            raise MlopsError(f"backend.min_instances must be 1 (one instance runs the job), not {self.min_instances}")
         arguments = {
             "entrypoint": ENTRYPOINT,
             "stage_name": self.stage_name,
@@ -147,6 +150,8 @@ class MLJobBackend:
                         f"warehouse, instances>)  -- exact text from MLJobDefinition.to_sql(use_async=True) at deploy")
             lines.append(f"upload the payload to @{self.stage_name}/{arguments['name']}: {register}")
             lines += [f"SQL: {statement}" for statement in self.task_sql(run, call_sql)]
+            lines.append("preview: CALL SYSTEM$EXECUTE_ML_JOB (from MLJobDefinition.to_sql) is a preview, undocumented "
+                         "Snowflake feature; the job name's trailing '_' asks the server for a unique suffix")
             lines.append("nothing runs now: the TASK starts the job on its schedule "
                          "(SHOW TASKS / TASK_HISTORY and snowflake.ml.jobs.list_jobs() follow it)")
             return lines

@@ -7,11 +7,16 @@ so "monitor PRODUCTION" means: one monitor per version that has held the alias (
 history stays queryable), and the ALERTs re-pointed at the current monitor. :func:`follow_alias` does
 that with the Python API (``Registry.add_monitor`` / ``get_monitor(...).suspend()`` / ``resume()``)
 plus ``CREATE OR REPLACE ALERT`` statements; :func:`follow_alias_sql` gives the same as SQL, for plans
-and for people who run SQL themselves.
+and for people who run SQL themselves. Alerts are named after the model and the rule
+(``<MODEL>_<RULE>_ALERT``), not the version, so moving the alias replaces them instead of leaving the old
+version's alerts running. Each version's monitor reads a view of the scored table holding only that
+version's rows (``WHERE MODEL_VERSION = 'V2'``, ``<MODEL>_<VERSION>_MONITOR_SOURCE``): the predictions
+table holds every version's rows, and a monitor watches one version.
 
 The ALERT statements come from the framework's own alert rules (``conf/alerts/``): a performance rule
 (``f1 < 0.7``) queries ``MODEL_MONITOR_PERFORMANCE_METRIC``, a drift rule (``psi > 0.2`` on features)
-``MODEL_MONITOR_DRIFT_METRIC`` once per watched column, over the last aggregation window. Differences
+``MODEL_MONITOR_DRIFT_METRIC`` for every watched column in one SELECT over a ``UNION ALL`` (the grammar
+is ``IF (EXISTS (<one SELECT>))``), over the last aggregation window (granularity ``'<n> DAY'``). Differences
 from the local monitor: Snowflake's F1/precision/recall are those of the positive class (the local
 default is ``average: macro``), and Snowflake computes no Hellinger distance. Snowflake creates an alert
 suspended: every ``CREATE ALERT`` here is followed by ``ALTER ALERT ... RESUME``.
@@ -28,11 +33,14 @@ from dataclasses import dataclass, field
 from mlops_framework.errors import MlopsError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-PERFORMANCE_METRICS = {"f1": "F1_SCORE", "accuracy": "CLASSIFICATION_ACCURACY", "precision": "PRECISION",
-                       "recall": "RECALL", "roc_auc": "ROC_AUC"}
+CLASSIFICATION_METRICS = {"f1": "F1_SCORE", "accuracy": "CLASSIFICATION_ACCURACY", "precision": "PRECISION",
+                          "recall": "RECALL", "roc_auc": "ROC_AUC"}
+REGRESSION_METRICS = {"rmse": "RMSE", "mae": "MAE", "mse": "MSE", "mape": "MAPE"}
+PERFORMANCE_METRICS = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}
 DRIFT_METRICS = {"psi": "POPULATION_STABILITY_INDEX", "jensen_shannon": "JENSEN_SHANNON",
                  "wasserstein": "WASSERSTEIN", "difference_of_means": "DIFFERENCE_OF_MEANS"}
 SUFFIX = "_MONITOR"
+VERSION_COLUMN = "MODEL_VERSION"
 
 
 @dataclass
@@ -53,11 +61,12 @@ class MonitorSettings:
     function_name: str = "predict"
     refresh_interval: str = "1 day"
     aggregation_window: str = "7 days"
+    version_column: str = VERSION_COLUMN
 
     def __post_init__(self):
         for name in (self.source, self.warehouse, *([self.baseline] if self.baseline else [])):
             _qualified(name)
-        for column in self.columns():
+        for column in (*self.columns(), self.version_column):
             _identifier(column)
         if not re.fullmatch(r"\d+ days?", self.aggregation_window.strip(), flags=re.IGNORECASE):
             raise MlopsError(f"Snowflake monitors aggregate over whole days ('7 days'), not {self.aggregation_window!r}")
@@ -73,6 +82,41 @@ def monitor_name(model_name: str, version_name: str) -> str:
     schema: a monitor must live beside its model)."""
     *schema, model = _qualified(model_name).split(".")
     return ".".join([*schema, f"{model.upper()}_{_identifier(version_name).upper()}{SUFFIX}"])
+
+
+def for_task(settings: MonitorSettings, task: str | None) -> MonitorSettings:
+    """``settings`` with the prediction and actual columns a monitor of a ``task`` model reads: binary keeps
+    score and class; multiclass watches the predicted class only (``PREDICTED_SCORE`` is the probability
+    of the predicted class, not of one class); regression compares the predicted value
+    (``PREDICTED_RESPONSE``) with the actual value as scores."""
+    from dataclasses import replace
+
+    if task == "multiclass":
+        return replace(settings, prediction_score_columns=[], actual_score_columns=[])
+    if task == "regression":
+        return replace(settings, prediction_score_columns=list(settings.prediction_class_columns),
+                       prediction_class_columns=[], actual_score_columns=list(settings.actual_class_columns),
+                       actual_class_columns=[])
+    return settings
+
+
+def source_view_name(model_name: str, version_name: str) -> str:
+    """``<MODEL>_<VERSION>_MONITOR_SOURCE``: the view of the scored table holding one version's rows,
+    beside the model (and its monitor)."""
+    return monitor_name(model_name, version_name) + "_SOURCE"
+
+
+def source_view_sql(model_name: str, version_name: str, settings: MonitorSettings) -> str:
+    """``CREATE OR REPLACE VIEW`` of the rows ``version_name`` scored (its monitor's source)."""
+    return (f"CREATE OR REPLACE VIEW {source_view_name(model_name, version_name)} AS SELECT * FROM {settings.source} "
+            f"WHERE {_identifier(settings.version_column)} = {_string(_identifier(version_name).upper())}")
+
+
+def for_version(model_name: str, version_name: str, settings: MonitorSettings) -> MonitorSettings:
+    """``settings`` with the source replaced by the version's view (:func:`source_view_sql`)."""
+    from dataclasses import replace
+
+    return replace(settings, source=source_view_name(model_name, version_name))
 
 
 def _identifier(name) -> str:
@@ -166,11 +210,19 @@ def _window_condition(metric_call: str, op: str, threshold: float) -> str:
     return f"EXISTS (SELECT 1 FROM TABLE({metric_call}) WHERE METRIC_VALUE {op} {float(threshold)!r})"
 
 
-def rule_condition(rule, monitor: str, *, columns, window: str = "7 DAYS") -> str:
-    """The SQL condition that is true when ``rule`` (an ``mlops_framework.alerts.AlertRule``) fires on
-    ``monitor``'s last ``window``; ``columns`` are the features a drift rule without ``columns`` watches."""
-    window_sql = _string(window.upper())
-    days = int(window.split()[0])
+def _days(window: str) -> int:
+    match = re.fullmatch(r"(\d+) days?", str(window).strip(), flags=re.IGNORECASE)
+    if not match:
+        raise MlopsError(f"Snowflake alert windows are whole days ('7 DAY'), not {window!r}")
+    return int(match.group(1))
+
+
+def rule_condition(rule, monitor: str, *, columns, window: str = "7 DAY") -> str:
+    """The ``EXISTS (<one SELECT>)`` that is true when ``rule`` (an ``mlops_framework.alerts.AlertRule``)
+    fires on ``monitor``'s last ``window``; ``columns`` are the features a drift rule without ``columns``
+    watches (one SELECT over a ``UNION ALL`` of their metrics)."""
+    days = _days(window)
+    window_sql = _string(f"{days} DAY")
     span = f"DATEADD('DAY', -{days}, CURRENT_TIMESTAMP()), CURRENT_TIMESTAMP()"
     op = rule.op
     if rule.window != "last":
@@ -184,29 +236,35 @@ def rule_condition(rule, monitor: str, *, columns, window: str = "7 DAYS") -> st
             raise MlopsError(f"alert rule {rule.name}: name the columns a drift alert watches "
                              f"(registry.monitor.feature_columns, or the rule's columns)")
         value = "ABS(METRIC_VALUE)" if getattr(rule, "absolute", False) else "METRIC_VALUE"
-        parts = []
-        for column in watched:
-            call = (f"MODEL_MONITOR_DRIFT_METRIC({_string(monitor)}, {_string(DRIFT_METRICS[rule.metric])}, "
-                    f"{_string(_identifier(column))}, {window_sql}, {span})")
-            parts.append(f"EXISTS (SELECT 1 FROM TABLE({call}) WHERE {value} {op} {float(rule.threshold)!r})")
-        return "(" + " OR ".join(parts) + ")"
+        selects = [f"SELECT METRIC_VALUE FROM TABLE(MODEL_MONITOR_DRIFT_METRIC({_string(monitor)}, "
+                   f"{_string(DRIFT_METRICS[rule.metric])}, {_string(_identifier(column))}, {window_sql}, {span}))"
+                   for column in watched]
+        return f"EXISTS (SELECT 1 FROM ({' UNION ALL '.join(selects)}) WHERE {value} {op} {float(rule.threshold)!r})"
     raise MlopsError(f"alert rule {rule.name}: Snowflake monitors do not compute {rule.metric}")
 
 
-def alert_name(monitor: str, rule_name: str) -> str:
-    return f"{monitor}_{_identifier(rule_name).upper()}_ALERT"
+def alert_name(model_name: str, rule_name: str) -> str:
+    """``<MODEL>_<RULE>_ALERT`` beside the model: one per model and rule, whichever version is monitored."""
+    *schema, model = _qualified(model_name).split(".")
+    return ".".join([*schema, f"{model.upper()}_{_identifier(rule_name).upper()}_ALERT"])
 
 
-def alert_sql(rule, monitor: str, *, warehouse: str, columns=(), schedule: str = "USING CRON 0 7 * * * UTC",
-              action: str | None = None, name: str | None = None, window: str = "7 DAYS") -> list[str]:
+def alert_log_table(model_name: str) -> str:
+    """``MLOPS_ALERT_LOG`` in the model's schema."""
+    *schema, _ = _qualified(model_name).split(".")
+    return ".".join([*schema, "MLOPS_ALERT_LOG"])
+
+
+def alert_sql(rule, model_name: str, monitor: str, *, warehouse: str, columns=(),
+              schedule: str = "USING CRON 0 7 * * * UTC", action: str | None = None, window: str = "7 DAY") -> list[str]:
     """``CREATE OR REPLACE ALERT`` (and its ``RESUME``) checking ``rule`` on ``monitor`` on ``schedule``.
 
-    ``action`` is the SQL run when it fires (default: a row in ``MLOPS_ALERT_LOG``, which is created if
-    needed; e.g. ``CALL SYSTEM$SEND_EMAIL('integration', 'to@x.com', 'subject', 'body')``)."""
-    name = _qualified(name or alert_name(monitor, rule.name))
+    ``action`` is the SQL run when it fires (default: a row in ``MLOPS_ALERT_LOG`` beside the model, which
+    is created if needed; e.g. ``CALL SYSTEM$SEND_EMAIL('integration', 'to@x.com', 'subject', 'body')``)."""
+    name = alert_name(model_name, rule.name)
     condition = rule_condition(rule, monitor, columns=columns, window=window)
     message = f"{rule.name}: {rule.metric} {rule.op} {rule.threshold} on {monitor}"
-    action = action or (f"INSERT INTO MLOPS_ALERT_LOG (FIRED_AT, ALERT, MONITOR, MESSAGE) "
+    action = action or (f"INSERT INTO {alert_log_table(model_name)} (FIRED_AT, ALERT, MONITOR, MESSAGE) "
                         f"SELECT CURRENT_TIMESTAMP(), {_string(name)}, {_string(monitor)}, {_string(message)}")
     return [
         f"CREATE OR REPLACE ALERT {name}\n  WAREHOUSE = {_qualified(warehouse)}\n  SCHEDULE = {_string(schedule)}\n"
@@ -215,32 +273,66 @@ def alert_sql(rule, monitor: str, *, warehouse: str, columns=(), schedule: str =
     ]
 
 
-ALERT_LOG_DDL = ("CREATE TABLE IF NOT EXISTS MLOPS_ALERT_LOG (FIRED_AT TIMESTAMP_LTZ, ALERT VARCHAR, "
+ALERT_LOG_DDL = ("CREATE TABLE IF NOT EXISTS {table} (FIRED_AT TIMESTAMP_LTZ, ALERT VARCHAR, "
                  "MONITOR VARCHAR, MESSAGE VARCHAR)")
 
 
-def alerts_sql(rules, monitor: str, *, warehouse: str, columns=(), **options) -> list[str]:
+def alerts_sql(rules, model_name: str, monitor: str, *, warehouse: str, columns=(), **options) -> list[str]:
     """Every statement for ``rules``: the alert log table, then each alert and its RESUME."""
     rules = list(rules)
-    statements = [ALERT_LOG_DDL] if rules and "action" not in options else []
+    statements = [ALERT_LOG_DDL.format(table=alert_log_table(model_name))] if rules and "action" not in options else []
     for rule in rules:
-        statements += alert_sql(rule, monitor, warehouse=warehouse, columns=columns, **options)
+        statements += alert_sql(rule, model_name, monitor, warehouse=warehouse, columns=columns, **options)
     return statements
 
 
 # ---------------------------------------------------------------------- following the alias
 def follow_alias_sql(model_name: str, new_version: str, old_versions, settings: MonitorSettings, rules=(), *,
-                     columns=(), **alert_options) -> list[str]:
+                     columns=(), if_not_exists: bool = True, **alert_options) -> list[str]:
     """The SQL that makes the monitoring follow an alias onto ``new_version``: create its monitor if
-    missing (and resume it), suspend the monitors of ``old_versions``, re-point the alerts."""
+    missing (and resume it) on a view of that version's rows, suspend the monitors of ``old_versions``,
+    replace the alerts (named per model, so the old version's are replaced, not left running)."""
     name = monitor_name(model_name, new_version)
-    statements = [create_monitor_sql(model_name, new_version, settings, name=name),
+    statements = [source_view_sql(model_name, new_version, settings),
+                  create_monitor_sql(model_name, new_version, for_version(model_name, new_version, settings), name=name,
+                                     if_not_exists=if_not_exists),
                   f"ALTER MODEL MONITOR {name} RESUME"]
     for old in old_versions:
         if old and old != new_version:
             statements.append(f"ALTER MODEL MONITOR IF EXISTS {monitor_name(model_name, old)} SUSPEND")
-    statements += alerts_sql(rules, name, warehouse=settings.warehouse, columns=columns, **alert_options)
+    statements += alerts_sql(rules, model_name, name, warehouse=settings.warehouse, columns=columns, **alert_options)
     return statements
+
+
+def metrics_sql(monitor: str, settings: MonitorSettings, *, columns=(), window: str = "7 DAY",
+                task: str | None = None) -> list[str]:
+    """The SELECTs reading ``monitor``'s last ``window`` in the warehouse: every performance metric, and
+    population stability per watched column when the monitor has a baseline. Only the metric rows come back."""
+    days = _days(window)
+    granularity = _string(f"{days} DAY")
+    span = f"DATEADD('DAY', -{days}, CURRENT_TIMESTAMP()), CURRENT_TIMESTAMP()"
+    statements = [f"SELECT {_string(name)} AS METRIC, NULL AS COLUMN_NAME, EVENT_TIMESTAMP, METRIC_VALUE FROM TABLE("
+                  f"MODEL_MONITOR_PERFORMANCE_METRIC({_string(monitor)}, {_string(metric)}, {granularity}, {span}))"
+                  for name, metric in (REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS).items()]
+    if settings.baseline:
+        statements += [f"SELECT 'psi' AS METRIC, {_string(_identifier(column))} AS COLUMN_NAME, EVENT_TIMESTAMP, "
+                       f"METRIC_VALUE FROM TABLE(MODEL_MONITOR_DRIFT_METRIC({_string(monitor)}, "
+                       f"'POPULATION_STABILITY_INDEX', {_string(column)}, {granularity}, {span}))" for column in columns]
+    return statements
+
+
+def ensure_monitor(registry, session, model, version_name: str, settings: MonitorSettings, *,
+                   model_name: str | None = None) -> dict:
+    """The version's source view and monitor (created with ``registry.add_monitor`` unless SHOW MODEL
+    MONITORS lists it); nothing else is suspended or resumed. Returns what it did."""
+    model_name = model_name or model.name
+    name = monitor_name(model_name, version_name)
+    view = source_view_sql(model_name, version_name, settings)
+    _call(lambda: session.sql(view).collect(), view)
+    created = _bare(name) not in _monitor_names(registry)
+    if created:
+        add_monitor(registry, model.version(version_name), for_version(model_name, version_name, settings), name=name)
+    return {"monitor": name, "created": created, "statements": [view]}
 
 
 def _monitor_names(registry) -> set[str]:
@@ -254,18 +346,24 @@ def _monitor_names(registry) -> set[str]:
 
 
 def follow_alias(registry, session, model, version_name: str, settings: MonitorSettings, rules=(), *,
-                 columns=(), **alert_options) -> dict:
+                 columns=(), model_name: str | None = None, **alert_options) -> dict:
     """Make the monitoring follow the alias now on ``version_name`` (call right after ``set_alias``).
 
-    ``registry``: a ``snowflake.ml.registry.Registry``; ``model``: its ``Model``; ``session``: the
-    Snowpark session that runs the ALERT statements. Creates the version's monitor with
-    ``registry.add_monitor`` unless it exists (then resumes it), suspends every other monitor of this
-    model named by :func:`monitor_name`, and replaces the alerts. Returns what it did."""
-    name = monitor_name(model.name, version_name)
-    prefix = f"{_qualified(model.name).split('.')[-1].upper()}_"
+    ``registry``: a ``snowflake.ml.registry.Registry``; ``model``: its ``Model``; ``model_name``: the
+    model's name as qualified as the registry's location (default ``model.name``): the monitor, its source
+    view and the alerts go beside it; ``session``: the Snowpark session that runs the SQL. Creates the
+    version's source view, then its monitor with ``registry.add_monitor`` unless it exists (then resumes
+    it), suspends the monitors of this model's other versions (exact names from :func:`monitor_name`,
+    never another model's that merely share a prefix), and replaces the alerts. Returns what it did."""
+    model_name = model_name or model.name
+    name = monitor_name(model_name, version_name)
+    ours = {_bare(monitor_name(model_name, row["name"])) for row in _version_rows(model)} - {_bare(name)}
     existing = _monitor_names(registry)
     done = {"monitor": name, "created": False, "resumed": False, "suspended": [], "statements": []}
-    if name in existing:
+    view = source_view_sql(model_name, version_name, settings)
+    _call(lambda: session.sql(view).collect(), view)
+    done["statements"].append(view)
+    if _bare(name) in existing:
         try:
             registry.get_monitor(name=name).resume()
             done["resumed"] = True
@@ -273,16 +371,25 @@ def follow_alias(registry, session, model, version_name: str, settings: MonitorS
             if "already" not in str(error).lower():  # resuming a running monitor is not a failure
                 raise MlopsError(f"resume model monitor {name}: {_one_line(error)}") from error
     else:
-        add_monitor(registry, model.version(version_name), settings, name=name)
+        add_monitor(registry, model.version(version_name), for_version(model_name, version_name, settings), name=name)
         done["created"] = True
-    for other in sorted(existing - {name}):
-        if other.startswith(prefix) and other.endswith(SUFFIX):
-            _call(lambda other=other: registry.get_monitor(name=other).suspend(), f"suspend model monitor {other}")
-            done["suspended"].append(other)
-    for statement in alerts_sql(rules, name, warehouse=settings.warehouse, columns=columns, **alert_options):
+    prefix = name[: len(name) - len(_bare(name))]
+    for other in sorted(existing & ours):
+        _call(lambda other=other: registry.get_monitor(name=prefix + other).suspend(), f"suspend model monitor {other}")
+        done["suspended"].append(prefix + other)
+    for statement in alerts_sql(rules, model_name, name, warehouse=settings.warehouse, columns=columns, **alert_options):
         _call(lambda s=statement: session.sql(s).collect(), statement.splitlines()[0])
         done["statements"].append(statement)
     return done
+
+
+def _bare(name: str) -> str:
+    return name.split(".")[-1].upper()
+
+
+def _version_rows(model):
+    frame = model.show_versions()
+    return [] if frame is None or len(frame) == 0 else frame.to_dict("records")
 
 
 def _call(fn, what: str):

@@ -40,6 +40,9 @@ PLATFORMS = ("WAREHOUSE", "SNOWPARK_CONTAINER_SERVICES")
 COMMON_PINS = ("pandas", "numpy", "pyarrow")
 FLAVOR_PINS = {"xgboost": ("xgboost",), "sklearn": ("scikit-learn", "skops")}
 MISMATCH_ROWS_SHOWN = 10
+VERSION_NAME_ATTEMPTS = 5  # parallel trials registering at once each retry with the next V<n>
+SNOWFLAKE_TASKS = {"binary": "TABULAR_BINARY_CLASSIFICATION", "multiclass": "TABULAR_MULTI_CLASSIFICATION",
+                   "regression": "TABULAR_REGRESSION"}
 
 
 class SnowflakeRegistry:
@@ -48,7 +51,8 @@ class SnowflakeRegistry:
     def __init__(self, connection=None, database: str | None = None, schema: str | None = None,
                  enable_explainability: bool = False, enable_monitoring: bool = True,
                  target_platforms=("WAREHOUSE",), relax_version: bool = False, tolerance: float = 1e-6,
-                 history_table: str = HISTORY_TABLE, monitor: dict | None = None, alert_rules: dict | None = None):
+                 history_table: str = HISTORY_TABLE, monitor: dict | None = None, alert_rules: dict | None = None,
+                 cuda_version: str | None = None):
         self.connection = connection
         self.database = database
         self.schema = schema
@@ -60,6 +64,7 @@ class SnowflakeRegistry:
         self.history_table = history_table
         self.monitor = monitor
         self.alert_rules = alert_rules
+        self.cuda_version = None if cuda_version is None else str(cuda_version)
         self._registry = None
 
     # ---- description and plans (no connection) -----------------------------------------------------
@@ -94,8 +99,16 @@ class SnowflakeRegistry:
                 raise MlopsError(f"cannot pin {name} for the registered model: it is not installed here") from None
         return pins
 
+    def log_options(self) -> dict:
+        """``log_model``'s ``options``: explainability and version relaxing set explicitly, and
+        ``cuda_version`` when set (without it the model gets a CPU runtime only and SPCS refuses GPUs)."""
+        options = {"enable_explainability": bool(self.enable_explainability), "relax_version": bool(self.relax_version)}
+        if self.cuda_version:
+            options["cuda_version"] = self.cuda_version
+        return options
+
     def plan_log_model(self, *, model_name: str, version_name: str | None, comment: str | None, tags: dict,
-                       flavor: str = "xgboost") -> list[str]:
+                       flavor: str = "xgboost", task: str | None = None) -> list[str]:
         """What ``log_model`` will do, one operation per line, touching nothing."""
         version = version_name or "the next V<n> after SHOW VERSIONS IN MODEL"
         model = self.qualified(model_name)
@@ -105,8 +118,7 @@ class SnowflakeRegistry:
             f"log_model(ContractModel[model.ubj + contract.json], model_name={model_name!r}, version_name={version}, "
             f"comment={comment!r}, metrics=<evaluation metrics + mlops record>, sample_input_data=<10 training rows>, "
             f"conda_dependencies={self.dependencies(flavor)}, target_platforms={list(self.target_platforms)}, "
-            f"code_paths=[mlops_framework], task=TABULAR_BINARY_CLASSIFICATION, options="
-            f"{{'enable_explainability': {bool(self.enable_explainability)}, 'relax_version': {bool(self.relax_version)}}})",
+            f"code_paths=[mlops_framework], task={_planned_task(task)}, options={self.log_options()})",
             f"verify: mv.run(sample_input, function_name={FUNCTION_NAME!r}) equals the local predictions "
             f"(|score difference| <= {self.tolerance}, same classes), else DROP the version and fail",
         ]
@@ -120,7 +132,8 @@ class SnowflakeRegistry:
     def plan_alias(self, model_name: str, version: str, alias: str) -> list[str]:
         model = self.qualified(model_name)
         statements = [
-            f"ALTER MODEL {model} VERSION <current holder> UNSET ALIAS = {alias.upper()}",
+            f"ALTER MODEL {model} VERSION {alias.upper()} UNSET ALIAS -- if a version holds it (VERSION takes a "
+            f"version or an alias: snowflake-ml's unset_alias sends the alias)",
             f"ALTER MODEL {model} VERSION {version} SET ALIAS = {alias.upper()}",
             f"INSERT INTO {self.qualified(self.history_table)} (...) -- promotion record",
         ]
@@ -129,7 +142,11 @@ class SnowflakeRegistry:
             from mlops_snowflake.monitor import follow_alias_sql
 
             settings, rules, columns = monitored
-            statements += follow_alias_sql(model_name, version, [], settings, rules, columns=columns)
+            statements += [
+                f"{statement} -- unless SHOW MODEL MONITORS lists it (then only RESUME)"
+                if statement.startswith("CREATE MODEL MONITOR") else statement
+                for statement in follow_alias_sql(model, version, [], settings, rules, columns=columns,
+                                                  if_not_exists=False)]
             statements.append(f"-- and SUSPEND the model monitor of the version that held {alias.upper()} before")
         return statements
 
@@ -141,6 +158,13 @@ class SnowflakeRegistry:
         from mlops_snowflake.monitor import MonitorSettings
 
         values = {key: value for key, value in self.monitor.items() if key not in ("alias", "feature_columns")}
+        if self.location():
+            loose = [f"registry.monitor.{key}={values[key]!r}" for key in ("source", "baseline")
+                     if values.get(key) and str(values[key]).count(".") != 2]
+            if loose:
+                raise MlopsError(f"{', '.join(loose)}: write DATABASE.SCHEMA.TABLE when the registry has its own "
+                                 f"database/schema ({self.location()}); the monitor lives beside the model and would "
+                                 f"otherwise look for the table there, not where the predictions are written")
         return MonitorSettings(**values), build_rules(self.alert_rules), list(self.monitor.get("feature_columns") or [])
 
     # ---- writing versions ---------------------------------------------------------------------------
@@ -161,49 +185,48 @@ class SnowflakeRegistry:
         if self.enable_explainability:
             raise MlopsError("registry.enable_explainability=true is not available: the registered model is a "
                              "custom model (it carries the feature contract), for which snowflake-ml has no SHAP explainer")
+        for what, text in (("comment", comment), *((f"tag {tag}", value) for tag, value in tags.items())):
+            if text is not None and "$$" in str(text):
+                raise MlopsError(f"the {what} contains '$$', which Snowflake's dollar-quoted strings cannot hold "
+                                 f"(snowflake-ml sends it as $$...$$): {text!r}")
         registration_id = uuid.uuid4().hex  # tells our version from one a concurrent run logged under the same name
+        task = str((metadata or {}).get("task") or "binary")
         record_metric = {"metadata": metadata or {}, "signature": signature, "lineage": lineage or {},
                          "registration_id": registration_id}
-        all_metrics = {**(metrics or {}), RECORD_METRIC: record_metric}
-        _json(all_metrics)
+        all_metrics = {**_json_safe(metrics or {}), RECORD_METRIC: _dollar_free_json(record_metric)}
         platforms = self._platforms()
 
         registry = self._get_registry()
-        existing = self._model(registry, model_name, missing_ok=True)
-        rows = _rows(existing.show_versions()) if existing is not None else []
-        names = [row["name"] for row in rows]
-        version = version_name or _next_version(names)
-        if _canonical(version) in {_canonical(name) for name in names}:
-            raise MlopsError(f"model {model_name!r} already has a version {_canonical(version)!r}")
-        if _canonical(version) in {alias for row in rows for alias in _aliases(row)}:
-            raise MlopsError(f"{version!r} is already an alias of model {model_name!r}")
-
-        from snowflake.ml.model import task as task_module
         from snowflake.ml.model import target_platform
 
         from mlops_snowflake import custom_model
 
         with tempfile.TemporaryDirectory(prefix="mlops-snowflake-") as tmp:
             wrapped = custom_model.build(model, Path(tmp) / "model")
-            try:
-                mv = registry.log_model(
-                    wrapped,
-                    model_name=model_name,
-                    version_name=version,
-                    comment=comment,
-                    metrics=all_metrics,
-                    conda_dependencies=self.dependencies(model.flavor),
-                    target_platforms=[getattr(target_platform.TargetPlatform, p) for p in platforms],
-                    sample_input_data=sample_input,
-                    code_paths=[_core_package_dir()],
-                    task=task_module.Task.TABULAR_BINARY_CLASSIFICATION,
-                    options={"enable_explainability": bool(self.enable_explainability),
-                             "relax_version": bool(self.relax_version)},
-                )
-            except Exception as error:
-                note = self._discard(registry, model_name, version, created_model=existing is None,
-                                     only_if=registration_id)
-                raise MlopsError(f"log_model of {model_name} {version} failed: {_one_line(error)}{note}") from error
+            for attempt in range(1, VERSION_NAME_ATTEMPTS + 1):
+                existing, version = self._free_version(registry, model_name, version_name)
+                try:
+                    mv = registry.log_model(
+                        wrapped,
+                        model_name=model_name,
+                        version_name=version,
+                        comment=comment,
+                        metrics=all_metrics,
+                        conda_dependencies=self.dependencies(model.flavor),
+                        target_platforms=[getattr(target_platform.TargetPlatform, p) for p in platforms],
+                        sample_input_data=sample_input,
+                        code_paths=[_core_package_dir()],
+                        task=snowflake_task(task),
+                        options=self.log_options(),
+                    )
+                    break
+                except Exception as error:
+                    if (version_name is None and attempt < VERSION_NAME_ATTEMPTS
+                            and self._taken_by_another_run(registry, model_name, version, registration_id)):
+                        continue  # a parallel run (e.g. another trial) took this V<n> meanwhile: take the next
+                    note = self._discard(registry, model_name, version, created_model=existing is None,
+                                         only_if=registration_id)
+                    raise MlopsError(f"log_model of {model_name} {version} failed: {_one_line(error)}{note}") from error
         try:
             self._verify(mv, model, sample_input)
             registered = self._model(registry, model_name)
@@ -225,6 +248,28 @@ class SnowflakeRegistry:
             "lineage": lineage or {}, "aliases": [], "location": self.location() or None,
             "files": {}, "sample_input": None,
         }
+
+    def _free_version(self, registry, model_name, version_name):
+        """(the model or None, the version name to log): ``version_name`` if free, else the next ``V<n>``."""
+        existing = self._model(registry, model_name, missing_ok=True)
+        rows = _rows(existing.show_versions()) if existing is not None else []
+        names = [row["name"] for row in rows]
+        version = version_name or _next_version(names)
+        if _canonical(version) in {_canonical(name) for name in names}:
+            raise MlopsError(f"model {model_name!r} already has a version {_canonical(version)!r}")
+        if _canonical(version) in {alias for row in rows for alias in _aliases(row)}:
+            raise MlopsError(f"{version!r} is already an alias of model {model_name!r}")
+        return existing, version
+
+    def _taken_by_another_run(self, registry, model_name, version, registration_id) -> bool:
+        """True when ``version`` now exists and was logged by another registration than ``registration_id``."""
+        try:
+            model = self._model(registry, model_name, missing_ok=True)
+            rows = _rows(model.show_versions()) if model is not None else []
+        except Exception:
+            return False
+        row = next((r for r in rows if _canonical(r["name"]) == _canonical(version)), None)
+        return row is not None and _registration_id(row) != registration_id
 
     def _verify(self, mv, model, sample_input) -> None:
         """Score the sample through the registry and compare with the local predictions."""
@@ -276,8 +321,7 @@ class SnowflakeRegistry:
                 row = rows.get(_canonical(version))
                 if row is None:
                     return ""
-                ours = ((_loads(row.get("metadata")) or {}).get("metrics") or {}).get(RECORD_METRIC) or {}
-                if ours.get("registration_id") != only_if:
+                if _registration_id(row) != only_if:
                     return (f"; a version {_canonical(version)} exists but was not provably logged by this run, so it "
                             f"was left alone: check it with mlops registry show {model_name} {_canonical(version)}")
             if created_model and names <= {_canonical(version)}:
@@ -350,7 +394,8 @@ class SnowflakeRegistry:
     # ---- aliases and tags -----------------------------------------------------------------------------
 
     def set_alias(self, model_name: str, version_name: str, alias: str, *, actor: str | None = None,
-                  reason: str | None = None, metrics: dict | None = None) -> dict:
+                  reason: str | None = None, metrics: dict | None = None, config_hash: str | None = None,
+                  event: str = "set") -> dict:
         """Point ``alias`` at ``version_name`` (unset from its holder, then set); record it; return the record."""
         alias = _check_alias(alias)
         rows = self._versions(model_name)
@@ -376,15 +421,41 @@ class SnowflakeRegistry:
                     except Exception as again:
                         restored = f"; {alias} could not be put back on {old} ({_one_line(again)}): it is unset now"
                 raise MlopsError(f"cannot set alias {alias} on {model_name} {target}: {_one_line(error)}{restored}") from error
-        record = self._record_move(model_name, alias, old, target, actor, reason, metrics)
+        record = self._record_move(model_name, alias, old, target, actor, reason, metrics, event, config_hash)
         monitored = self._monitored(alias)
         if monitored:
             from mlops_snowflake import monitor as model_monitor
 
             settings, rules, columns = monitored
+            task = (self.get_version(model_name, target)["metadata"] or {}).get("task")
             record["monitor"] = model_monitor.follow_alias(self._get_registry(), self._session(), model, target,
-                                                           settings, rules, columns=columns)
+                                                           model_monitor.for_task(settings, task), rules, columns=columns,
+                                                           model_name=self.qualified(model_name))
         return record
+
+    def monitor_in_warehouse(self, model_name: str, version_or_alias: str, *, window: str = "7 DAY") -> dict:
+        """Monitor a version in Snowflake: its native model monitor (on a view of that version's rows) is
+        ensured, and its metrics are read with SQL in the warehouse; only the metric rows come back, never
+        the scored table. Needs ``registry.monitor``."""
+        if not self.monitor:
+            raise MlopsError("monitoring in Snowflake needs registry.monitor (source, warehouse, baseline, "
+                             "feature_columns): see conf/registry/snowflake.yaml")
+        from mlops_snowflake import monitor as model_monitor
+
+        settings, _, columns = self._monitored(self.monitor.get("alias", "PRODUCTION"))
+        row = self._resolve(model_name, version_or_alias)
+        version = row["name"]
+        task = (self._record(model_name, row)["metadata"] or {}).get("task")
+        settings = model_monitor.for_task(settings, task)
+        model = self._model(self._get_registry(), model_name)
+        session = self._session()
+        done = model_monitor.ensure_monitor(self._get_registry(), session, model, version, settings,
+                                            model_name=self.qualified(model_name))
+        rows = []
+        for statement in model_monitor.metrics_sql(done["monitor"], settings, columns=columns, window=window, task=task):
+            rows += [row.as_dict() for row in _call(lambda s=statement: session.sql(s).collect(), "read the monitor")]
+        return {**done, "model_version": version, "where": "warehouse", "window": window,
+                "metrics": [{str(k).lower(): v for k, v in row.items()} for row in rows]}
 
     def unset_alias(self, model_name: str, alias: str, *, actor: str | None = None, reason: str | None = None) -> dict:
         """Remove an alias; record it; return the record."""
@@ -395,7 +466,37 @@ class SnowflakeRegistry:
             raise MlopsError(f"model {model_name!r} has no alias {alias!r}; aliases: {_listing(aliases)}")
         model = self._model(self._get_registry(), model_name)
         _call(lambda: model.version(aliases[alias]).unset_alias(alias), f"unset alias {alias} of {model_name}")
-        return self._record_move(model_name, alias, aliases[alias], None, actor, reason, None)
+        return self._record_move(model_name, alias, aliases[alias], None, actor, reason, None, "unset", None)
+
+    def record_refusal(self, model_name: str, version_name: str, alias: str, *, actor: str | None = None,
+                       reason: str | None = None, metrics: dict | None = None,
+                       config_hash: str | None = None) -> dict:
+        """Record that ``version_name`` was refused ``alias`` (the alias does not move); return the entry
+        (``event`` ``refused``, ``old_version`` the alias's holder, ``new_version`` the refused candidate)."""
+        alias = str(alias).upper()
+        rows = self._versions(model_name)
+        target = next((row["name"] for row in rows if _canonical(row["name"]) == _canonical(version_name)), None)
+        if target is None:
+            raise MlopsError(f"model {model_name!r} has no version {version_name!r}; versions: "
+                             f"{_listing(r['name'] for r in rows)}")
+        return self._record_move(model_name, alias, _alias_map(rows).get(alias), target, actor, reason, metrics,
+                                 "refused", config_hash)
+
+    def rollback(self, model_name: str, alias: str, *, actor: str | None = None, reason: str | None = None) -> dict:
+        """Move ``alias`` back to the version it held before its current one (as the local registry does:
+        repeated rollbacks walk further back, refusals are skipped); return the history entry."""
+        from mlops_framework.registry import _previous_holders
+
+        alias = str(alias).upper()
+        current = self.aliases(model_name).get(alias)
+        previous = _previous_holders(self.history(model_name), alias)
+        target = previous[-1] if previous else None
+        if target is None:
+            now = f"holds {current}" if current else "is not set"
+            raise MlopsError(f"alias {alias!r} of model {model_name!r} {now} and has no earlier version to roll "
+                             f"back to; see mlops registry history {model_name}")
+        return self.set_alias(model_name, target, alias, actor=actor, reason=reason or f"rollback from {current}",
+                              event="rollback")
 
     def history(self, model_name: str) -> list[dict]:
         """Every alias move recorded by this framework, oldest first."""
@@ -403,7 +504,8 @@ class SnowflakeRegistry:
         table = self.qualified(self.history_table)
         try:
             rows = self._session().sql(
-                f"SELECT CHANGED_AT, ACTOR, ALIAS, OLD_VERSION, NEW_VERSION, REASON, METRICS FROM {table} "
+                f"SELECT CHANGED_AT, ACTOR, ALIAS, OLD_VERSION, NEW_VERSION, REASON, METRICS, EVENT, CONFIG_HASH "
+                f"FROM {table} "
                 f"WHERE MODEL_NAME = ? ORDER BY CHANGED_AT, SEQ", params=[model_name]).collect()
         except Exception as error:
             if "does not exist" in str(error).lower():
@@ -413,6 +515,7 @@ class SnowflakeRegistry:
             "when": _iso(row["CHANGED_AT"]), "actor": row["ACTOR"], "alias": row["ALIAS"],
             "old_version": row["OLD_VERSION"], "new_version": row["NEW_VERSION"], "reason": row["REASON"],
             "metrics": _loads(row["METRICS"]) or {},
+            "event": row["EVENT"] or ("set" if row["NEW_VERSION"] else "unset"), "config_hash": row["CONFIG_HASH"],
         } for row in rows]
 
     def set_tag(self, model_name: str, tag: str, value: str) -> None:
@@ -469,7 +572,7 @@ class SnowflakeRegistry:
     def _record(self, model_name: str, row: dict) -> dict:
         metadata = _loads(row.get("metadata")) or {}
         metrics = dict(metadata.get("metrics") or {})
-        ours = metrics.pop(RECORD_METRIC, None) or {}
+        ours = _loads(metrics.pop(RECORD_METRIC, None)) or {}
         return {
             "model_name": model_name, "version_name": row["name"], "created_on": _iso(row.get("created_on")),
             "comment": row.get("comment") or None, "metrics": metrics, "metadata": ours.get("metadata") or {},
@@ -489,34 +592,73 @@ class SnowflakeRegistry:
         name = self.qualified(tag)
         _call(lambda: self._session().sql(f"CREATE TAG IF NOT EXISTS {name}").collect(), f"CREATE TAG {name}")
 
-    def _record_move(self, model_name, alias, old, new, actor, reason, metrics) -> dict:
+    def _record_move(self, model_name, alias, old, new, actor, reason, metrics, event, config_hash) -> dict:
         entry = {"when": _now(), "actor": actor or _user(), "alias": alias, "old_version": old,
-                 "new_version": new, "reason": reason, "metrics": metrics or {}}
+                 "new_version": new, "reason": reason, "metrics": metrics or {}, "event": event,
+                 "config_hash": config_hash}
         table = self.qualified(self.history_table)
         session = self._session()
         try:
-            session.sql(HISTORY_DDL.format(table=table)).collect()
+            for statement in HISTORY_DDL:
+                session.sql(statement.format(table=table)).collect()
             session.sql(HISTORY_INSERT.format(table=table), params=[
                 entry["when"], entry["actor"], model_name, alias, old, new, reason, _json(entry["metrics"]),
+                event, config_hash,
             ]).collect()
         except Exception as error:
-            moved = f"now on {new}" if new else "unset"
+            moved = {"refused": f"still on {old}"}.get(event) or (f"now on {new}" if new else "unset")
             raise MlopsError(f"alias {alias} of {model_name} is {moved}, but its promotion record could not be "
                              f"written to {table}: {_one_line(error)}") from error
         return entry
 
 
-HISTORY_DDL = (
+HISTORY_DDL = (  # the ALTERs bring a table written by an older release up to date
     "CREATE TABLE IF NOT EXISTS {table} (SEQ NUMBER AUTOINCREMENT, CHANGED_AT TIMESTAMP_NTZ, ACTOR VARCHAR, "
-    "MODEL_NAME VARCHAR, ALIAS VARCHAR, OLD_VERSION VARCHAR, NEW_VERSION VARCHAR, REASON VARCHAR, METRICS VARIANT)"
+    "MODEL_NAME VARCHAR, ALIAS VARCHAR, OLD_VERSION VARCHAR, NEW_VERSION VARCHAR, REASON VARCHAR, METRICS VARIANT, "
+    "EVENT VARCHAR, CONFIG_HASH VARCHAR)",
+    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS EVENT VARCHAR",
+    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS CONFIG_HASH VARCHAR",
 )
 HISTORY_INSERT = (
-    "INSERT INTO {table} (CHANGED_AT, ACTOR, MODEL_NAME, ALIAS, OLD_VERSION, NEW_VERSION, REASON, METRICS) "
-    "SELECT TO_TIMESTAMP_NTZ(?), ?, ?, ?, ?, ?, ?, PARSE_JSON(?)"
+    "INSERT INTO {table} (CHANGED_AT, ACTOR, MODEL_NAME, ALIAS, OLD_VERSION, NEW_VERSION, REASON, METRICS, EVENT, "
+    "CONFIG_HASH) SELECT TO_TIMESTAMP_NTZ(?), ?, ?, ?, ?, ?, ?, PARSE_JSON(?), ?, ?"
 )
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
+
+def snowflake_task(task: str):
+    """The ``snowflake.ml.model.type_hints.Task`` for a framework task (binary, multiclass, regression)."""
+    from snowflake.ml.model import type_hints
+
+    if task not in SNOWFLAKE_TASKS:
+        raise MlopsError(f"the Snowflake registry logs binary, multiclass or regression models, not {task!r}")
+    return getattr(type_hints.Task, SNOWFLAKE_TASKS[task])
+
+
+def _planned_task(task) -> str:
+    if task in SNOWFLAKE_TASKS:
+        return SNOWFLAKE_TASKS[task]
+    return ("<from the trained model's task: " + " | ".join(f"{k}: {v}" for k, v in SNOWFLAKE_TASKS.items()) + ">")
+
+
+def _registration_id(row: dict):
+    ours = _loads(((_loads(row.get("metadata")) or {}).get("metrics") or {}).get(RECORD_METRIC)) or {}
+    return ours.get("registration_id") if isinstance(ours, dict) else None
+
+
+def _json_safe(value):
+    """``value`` after a JSON round trip (numpy values become plain numbers); refuses what JSON cannot hold."""
+    return json.loads(_json(value))
+
+
+def _dollar_free_json(value) -> str:
+    """``value`` as JSON text without a ``$`` (each one written ``\\u0024``, which JSON reads back as ``$``).
+
+    snowflake-ml sends version metadata as ``SET METADATA=$$<json>$$``; a ``$$`` anywhere in the config
+    would end that string early."""
+    return _json(value).replace("$", "\\u0024")
+
 
 def _core_package_dir() -> str:
     import mlops_framework

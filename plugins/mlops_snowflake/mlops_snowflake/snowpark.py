@@ -26,6 +26,10 @@ from mlops_snowflake import connection as connection_module
 from mlops_snowflake.registry import FUNCTION_NAME
 
 
+UNVERIFIED = ("note: the Snowflake statements below are checked offline against snowflake-ml 2.6's own classes "
+              "and the documented grammar; none has been run against a live account by this project's tests")
+
+
 class SnowparkBackend:
     """Stages in this process; batch scoring in the Snowflake warehouse."""
 
@@ -37,7 +41,7 @@ class SnowparkBackend:
 
     def plan(self, run) -> list[str]:
         """Every operation, SQL included, that ``execute`` would issue; connects nowhere."""
-        lines = [f"connect: one Snowpark session to {connection_module.describe(self.connection)}"]
+        lines = [f"connect: one Snowpark session to {connection_module.describe(self.connection)}", UNVERIFIED]
         for stage in run.stages:
             if stage.name == "load" and isinstance(run.source, SqlSource):
                 lines.append(f"load: pull the training slice to pandas: {run.source.sql(run.features.columns)}")
@@ -45,9 +49,12 @@ class SnowparkBackend:
                 reg = run.registration
                 lines += [f"register: {op}" for op in run.registry.plan_log_model(
                     model_name=reg.model_name, version_name=reg.version_name, comment=reg.comment, tags=reg.tags,
-                    flavor="xgboost" if run.model._target_.startswith("xgboost.") else "sklearn")]
+                    flavor="xgboost" if run.model._target_.startswith("xgboost.") else "sklearn",
+                    task=getattr(run.features, "task", None))]
             elif stage.name == "score":
                 lines += self._plan_score(run, stage)
+            elif stage.name == "monitor" and _monitors_in_snowflake(run):
+                lines += self._plan_monitor(run)
             else:
                 lines.append(f"{stage.name}: {stage.describe(run)} (in this process)")
         return lines
@@ -66,8 +73,22 @@ class SnowparkBackend:
             f"SELECT *, MODEL({model}, {version})!{FUNCTION_NAME.upper()}({inputs}) FROM ({source.sql()}) "
             f"-- every input column kept, ground truth {run.features.target} included",
             *(f"score: {sql}" for sql in run.scoring.sink.plan(source="<mv.run result: input rows + PREDICTED_SCORE, "
-                                                                    "PREDICTED_RESPONSE>")),
+                                                                    "PREDICTED_RESPONSE + " + ", ".join(TRACE_COLUMNS) + ">")),
         ]
+
+    def _plan_monitor(self, run) -> list[str]:
+        from mlops_snowflake import monitor as model_monitor
+
+        model = run.registry.qualified(run.registration.model_name)
+        settings, _, columns = run.registry._monitored(run.registry.monitor.get("alias", "PRODUCTION"))
+        version = run.scoring.version or "<the latest version>"
+        marker = "VERSION_MARKER"
+        shown = lambda text: text.replace(marker, "<VERSION>")  # noqa: E731
+        name = model_monitor.monitor_name(model, marker)
+        return [f"monitor: in Snowflake, for the version {version} resolves to; no row leaves the warehouse",
+                f"monitor: {shown(model_monitor.source_view_sql(model, marker, settings))}",
+                f"monitor: registry.add_monitor({shown(name)}, ...) unless SHOW MODEL MONITORS lists it",
+                *(f"monitor: {shown(sql)}" for sql in model_monitor.metrics_sql(name, settings, columns=columns))]
 
     def _local_scoring_reason(self, run) -> str | None:
         """Why scoring cannot happen in the warehouse, or None when it can."""
@@ -85,11 +106,15 @@ class SnowparkBackend:
     # ---- execute -------------------------------------------------------------------------------------
 
     def execute(self, run) -> None:
-        if self._local_scoring_reason(run):
+        in_warehouse = not self._local_scoring_reason(run)
+        stages = [Stage("score", self._score, stage.describe) if stage.name == "score" and in_warehouse else stage
+                  for stage in run.stages]
+        if _monitors_in_snowflake(run):
+            stages = [Stage("monitor", _monitor_in_warehouse, lambda r: "the native Snowflake model monitor")
+                      if stage.name == "monitor" else stage for stage in stages]
+        if all(new is old for new, old in zip(stages, run.stages)):
             run_stages(run)
             return
-        stages = [Stage("score", self._score, stage.describe) if stage.name == "score" else stage
-                  for stage in run.stages]
         run_stages(dataclasses.replace(run, stages=stages))  # same results dict, same hooks
 
     def _score(self, run) -> None:
@@ -104,11 +129,47 @@ class SnowparkBackend:
         except Exception as error:
             raise MlopsError(f"scoring with {model_name} {version} in the warehouse failed: "
                              f"{type(error).__name__}: {error}") from error
-        rows = run.scoring.sink.write_dataframe(scored)
+        rows = run.scoring.sink.write_dataframe(stamp(scored, run, mv.version_name))
         run.results["scored"] = {"rows": rows, "seconds": time.perf_counter() - started,
                                  "destination": run.scoring.sink.describe(), "version": mv.version_name,
                                  "where": "warehouse"}
 
+
+
+def _monitors_in_snowflake(run) -> bool:
+    return bool(getattr(run.registry, "monitor", None)) and hasattr(run.registry, "monitor_in_warehouse")
+
+
+def _monitor_in_warehouse(run) -> None:
+    """The ``monitor`` stage with registry=snowflake: the native model monitor of the scored version."""
+    version = (run.results.get("scored") or {}).get("version") or run.scoring.version or "LAST"
+    result = run.registry.monitor_in_warehouse(run.registration.model_name, version)
+    run.results["snowflake_monitor"] = result
+    run.summarize("monitor", (
+        f"Snowflake model monitor {result['monitor']} of {result['model_version']}"
+        f"{' (created)' if result['created'] else ''}: {len(result['metrics'])} metric rows read in the warehouse"))
+
+
+TRACE_COLUMNS = ("MODEL_NAME", "MODEL_VERSION", "RUN_ID", "SCORED_AT")
+
+
+def traceability(run, version: str) -> dict:
+    """The columns every scored row carries: model, resolved version (never an alias), run, time (UTC)."""
+    import datetime as dt
+    import uuid
+
+    run_id = run.output_dir.name if getattr(run, "output_dir", None) else uuid.uuid4().hex[:12]
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return dict(zip(TRACE_COLUMNS, (run.registration.model_name, str(version), run_id, scored_at)))
+
+
+def stamp(df, run, version: str):
+    """A Snowpark DataFrame with :func:`traceability`'s columns added (lazily, in the warehouse): the
+    model monitor of each version reads only that version's rows (``MODEL_VERSION``)."""
+    from snowflake.snowpark.functions import lit
+
+    values = traceability(run, version)
+    return df.with_columns(list(values), [lit(value) for value in values.values()])
 
 
 def _planned_version(run) -> str:

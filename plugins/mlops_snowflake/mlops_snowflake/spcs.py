@@ -24,6 +24,7 @@ import time
 from mlops_framework.contracts import WarehouseRegistry, WarehouseSink, WarehouseSource
 from mlops_framework.errors import MlopsError
 from mlops_snowflake.data import _one_line
+from mlops_snowflake.snowpark import stamp, traceability
 
 ACTIONS = ("score", "deploy", "list", "delete")
 SCORE_COLUMN, CLASS_COLUMN = "PREDICTED_SCORE", "PREDICTED_RESPONSE"
@@ -208,7 +209,9 @@ class SPCSBackend:
             if key in shown:
                 values = ", ".join(f"{k}={v!r}" for k, v in shown[key].model_dump(exclude_none=True).items())
                 shown[key] = _Raw(f"{cls}({values})")
-        lines = [f"batch: {_call('mv.run_batch', [f'<Snowpark DataFrame: {source.sql()}>'], shown)}",
+        stage = str(self.batch_output_stage or "").lstrip("@").rstrip("/")
+        lines = [f"batch: CREATE STAGE IF NOT EXISTS {stage}",
+                 f"batch: {_call('mv.run_batch', [f'<Snowpark DataFrame: {source.sql()}>'], shown)}",
                  f"batch: follow the job every {self.poll_s}s up to {self.timeout_s}s with its logs; FAILED, "
                  f"INTERNAL_ERROR, CANCELLED -> error with the last log lines",
                  f"batch: read the output files session.read.parquet({location!r}) (input columns, ground truth "
@@ -294,7 +297,7 @@ class SPCSBackend:
                                     service_name=service)
                 except Exception as error:
                     raise MlopsError(f"scoring through {where} failed: {_one_line(error)}") from error
-                rows = sink.write_dataframe(scored)
+                rows = sink.write_dataframe(stamp(scored, run, mv.version_name))
             else:
                 rows = self._score_batches(run, mv, service, source, sink)
             for key, value in {"service": service, "service_compute_pool": self.service_compute_pool}.items():
@@ -307,6 +310,7 @@ class SPCSBackend:
         import pyarrow as pa
 
         inputs = [*run.features.numeric, *run.features.categorical]
+        trace = traceability(run, mv.version_name)
         rows = 0
         with sink.open() as writer:
             for batch in source.batches(batch_size=run.scoring.batch_size):
@@ -325,6 +329,8 @@ class SPCSBackend:
                 table = table.append_column(SCORE_COLUMN, pa.array(scored[columns[SCORE_COLUMN]].to_numpy(),
                                                                    type=pa.float64()))
                 table = table.append_column(CLASS_COLUMN, pa.array(scored[columns[CLASS_COLUMN]].to_numpy()))
+                for name, value in trace.items():
+                    table = table.append_column(name, pa.array([value] * len(frame)))
                 writer.write(table)
                 rows += len(frame)
         return rows
@@ -340,6 +346,7 @@ class SPCSBackend:
         console.print(f"SPCS batch inference {arguments['job_name']} of {model_name} {mv.version_name} on "
                       f"{arguments['compute_pool']} -> {location}")
         df = source.snowpark_dataframe()
+        self.ensure_batch_stage(df.session, console)
         try:
             job = mv.run_batch(df, **arguments)
         except Exception as error:
@@ -353,6 +360,7 @@ class SPCSBackend:
                              f"(its columns: {', '.join(names)})")
         for key, value in {"batch_job": job.id, "batch_output": location}.items():
             run.summarize(key, value)
+        output = stamp(output, run, mv.version_name)
         if isinstance(sink, WarehouseSink):
             return sink.write_dataframe(output)
         import pyarrow as pa
@@ -392,6 +400,24 @@ class SPCSBackend:
         if not isinstance(run.registry, WarehouseRegistry):
             raise MlopsError(f"backend=spcs serves versions of the Snowflake Model Registry: use registry=snowflake "
                              f"(the registry is {run.registry.describe()})")
+        registering = "register" in [stage.name for stage in run.stages]
+        if self.gpu_requests is not None and registering and not getattr(run.registry, "cuda_version", None):
+            raise MlopsError("backend.gpu_requests needs registry.cuda_version (e.g. '12.4'): without it log_model "
+                             "packages a CPU runtime only, and create_service/run_batch refuse any GPU request")
+
+    def ensure_batch_stage(self, session, console=None) -> str:
+        """``CREATE STAGE IF NOT EXISTS`` for run_batch's output (run_batch needs it to exist); returns it."""
+        stage = self.batch_output_location("x").split("/")[0].lstrip("@")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}", stage):
+            raise MlopsError(f"backend.batch_output_stage must be a [DB.][SCHEMA.]NAME stage, not {stage!r}")
+        statement = f"CREATE STAGE IF NOT EXISTS {stage}"
+        if console is not None:
+            console.print(statement, markup=False)
+        try:
+            session.sql(statement).collect()
+        except Exception as error:
+            raise MlopsError(f"{statement} failed: {_one_line(error)}") from error
+        return stage
 
 
 # -------------------------------------------------------------------- helpers

@@ -199,7 +199,9 @@ class SnowML:
         if entry is None:
             entry = self.models[model_name.upper()] = self._new_model(model_name)
         name = version_name.upper()
-        assert name not in entry["versions"], "the registry must never log an existing version"
+        if name in entry["versions"]:  # as snowflake-ml's ModelManager refuses it
+            raise ValueError(f"Model {model_name} version {version_name} already existed. "
+                             "To auto-generate `version_name`, skip that argument.")
         self.clock += timedelta(minutes=1)
         mv = mock.create_autospec(self._ModelVersion, instance=True)
         mv.version_name = name
@@ -366,6 +368,20 @@ def snowflake_home(tmp_path, monkeypatch):
     key_lines = [line for line in key_text.splitlines() if "-----" not in line]
     return SimpleNamespace(path=home, key_file=key_file, key_text=key_text,
                            secrets=[CANARY_PASSWORD, CANARY_PASSPHRASE, *key_lines])
+
+
+@pytest.fixture
+def hash_agg_patch():
+    """Snowflake's HASH_AGG for Snowpark local testing (which lacks it)."""
+    from snowflake.snowpark.mock import ColumnEmulator, patch
+    from snowflake.snowpark.mock._functions import MockedFunctionRegistry
+
+    @patch("hash_agg")
+    def hash_agg(*columns: ColumnEmulator) -> ColumnEmulator:  # Snowflake's HASH_AGG, emulated
+        return ColumnEmulator(data=[hash(tuple(tuple(map(str, c)) for c in columns)) & 0xFFFF], sf_type=columns[0].sf_type)
+
+    yield
+    MockedFunctionRegistry.get_or_create().unregister("hash_agg")
 
 
 @pytest.fixture(scope="session")

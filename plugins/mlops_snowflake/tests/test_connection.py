@@ -97,8 +97,53 @@ def test_account_with_underscore_suggests_dash(snowflake_home):
 
 def test_unsupported_authenticator(snowflake_home):
     path = snowflake_home.path / "connections.toml"
-    path.write_text(path.read_text() + '\n[okta]\naccount = "a"\nuser = "u"\nauthenticator = "oauth"\n')
-    assert "not supported" in error_of(SnowflakeConnection("okta").parameters)
+    path.write_text(path.read_text() + '\n[okta]\naccount = "a"\nuser = "u"\nauthenticator = "NO_AUTH"\n')
+    message = error_of(SnowflakeConnection("okta").parameters)
+    assert "not supported" in message and "'PROGRAMMATIC_ACCESS_TOKEN'" in message
+
+
+TOKEN = "canary-token-0b7f3e"  # noqa: S105 (a canary, not a credential)
+CLIENT_SECRET = "canary-client-secret-91ac"  # noqa: S105
+TOKEN_SECTIONS = {
+    "pat": ('authenticator = "PROGRAMMATIC_ACCESS_TOKEN"\ntoken = "' + TOKEN + '"', "programmatic access token"),
+    "oauth": ('authenticator = "oauth"\ntoken = "' + TOKEN + '"', "OAuth token"),
+    "client": ('authenticator = "OAUTH_CLIENT_CREDENTIALS"\noauth_client_id = "id"\noauth_client_secret = "'
+               + CLIENT_SECRET + '"', "OAuth client credentials"),
+    "mfa": ('authenticator = "USERNAME_PASSWORD_MFA"\npassword = "' + TOKEN + '"\nclient_request_mfa_token = true',
+            "password + MFA"),
+}
+
+
+@pytest.mark.parametrize("name", list(TOKEN_SECTIONS))
+def test_token_oauth_and_mfa_authentication_use_the_connectors_own_keys(snowflake_home, monkeypatch, name):
+    """PAT, OAuth and MFA-enforced accounts: the section's keys reach the connector unchanged, every key is
+    one the installed connector accepts, and no token or secret shows in describe() or an error."""
+    from snowflake.connector.connection import DEFAULT_CONFIGURATION
+    from snowflake.snowpark import Session
+
+    body, method = TOKEN_SECTIONS[name]
+    path = snowflake_home.path / "connections.toml"
+    path.write_text(path.read_text() + f'\n[{name}]\naccount = "myorg-acct"\nuser = "U"\n{body}\n')
+    connection = SnowflakeConnection(name)
+    params = connection.parameters()
+    assert set(params) <= set(DEFAULT_CONFIGURATION)  # the connector's own parameter names
+    assert connection.auth_method() == method and method in connection.describe()
+    for secret in (TOKEN, CLIENT_SECRET):
+        assert secret not in connection.describe() + repr(connection)
+
+    def create(builder):
+        raise RuntimeError(f"login failed with {builder._options.get('token') or builder._options.get('password')} "
+                           f"{builder._options.get('oauth_client_secret')}")
+
+    monkeypatch.setattr(Session.SessionBuilder, "create", create)
+    message = error_of(connection.session)
+    assert "login failed" in message and TOKEN not in message and CLIENT_SECRET not in message
+
+
+def test_token_authentication_says_what_is_missing(snowflake_home):
+    path = snowflake_home.path / "connections.toml"
+    path.write_text(path.read_text() + '\n[pat]\naccount = "a"\nuser = "u"\nauthenticator = "PROGRAMMATIC_ACCESS_TOKEN"\n')
+    assert "lacks token or token_file_path" in error_of(SnowflakeConnection("pat").parameters)
 
 
 @pytest.mark.parametrize("problem, expected", [

@@ -306,13 +306,47 @@ def test_compute_pool_choice(overrides, pool, tmp_path, monkeypatch, snowflake_m
 
 
 def test_instance_counts_are_checked_before_anything(tmp_path, monkeypatch, snowflake_mocks):
-    run = make_run(["backend.target_instances=2", "backend.min_instances=3"], tmp_path, monkeypatch)
-    with pytest.raises(MlopsError, match="min_instances must be between 1 and target_instances"):
+    run = make_run(["backend.min_instances=3"], tmp_path, monkeypatch)
+    with pytest.raises(MlopsError, match="min_instances must be 1"):
         backend_for(run).execute(run)
     snowflake_mocks.submit_directory.assert_not_called()
 
 
+def test_more_instances_than_the_payload_uses_are_refused(tmp_path, monkeypatch, snowflake_mocks):
+    """Defect 9: target_instances=2 ran a plain fit on the head node while the other node was billed, idle."""
+    run = make_run(["backend.target_instances=2"], tmp_path, monkeypatch)
+    for action in (backend_for(run).execute, backend_for(run).plan):
+        with pytest.raises(MlopsError, match="target_instances=2: the job's stages train with a plain fit"):
+            action(run)
+    snowflake_mocks.submit_directory.assert_not_called()
+
+
 # ------------------------------------------------------------------------------ schedule -> TASK
+
+
+def _grammar():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sql_grammar", Path(__file__).with_name("sql_grammar.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("overrides", [["connection.warehouse=ML_WH"], []])
+def test_the_task_follows_the_documented_create_task_grammar(overrides, tmp_path, monkeypatch):
+    grammar = _grammar()
+    run = make_run(["backend.schedule='0 6 * * 1 UTC'", *overrides], tmp_path, monkeypatch)
+    create, resume = backend_for(run).task_sql(run, "CALL SYSTEM$EXECUTE_ML_JOB('DB.S.MLOPS_MORTGAGE_XGB_', 'P', '{}', '{}')")
+    parsed = grammar.parse_task(create)
+    assert parsed["name"] == "MLOPS_MORTGAGE_XGB_TASK" and parsed["properties"]["SCHEDULE"] == "'USING CRON 0 6 * * 1 UTC'"
+    assert [t for _, t in parsed["body"][:2]] == ["CALL", "SYSTEM$EXECUTE_ML_JOB"]
+    assert resume == "ALTER TASK MLOPS_MORTGAGE_XGB_TASK RESUME"
+    for bad in ("CREATE TASK T SCHEDULE = '0 6 * * 1' AS CALL P()",  # a bare cron is not a schedule
+                "CREATE TASK T WAREHOUSE = W USER_TASK_MANAGED_INITIAL_WAREHOUSE_SIZE = 'XSMALL' AS CALL P()",
+                "CREATE TASK T SCHEDULE = 'USING CRON 0 6 * * 1 UTC' CALL P()"):
+        with pytest.raises(SyntaxError):
+            grammar.parse_task(bad)
 
 
 def test_schedule_deploys_a_task_instead_of_running(tmp_path, monkeypatch, snowflake_mocks):

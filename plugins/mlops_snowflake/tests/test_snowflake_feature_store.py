@@ -161,11 +161,20 @@ def test_latest_values_dataset_and_refusals(snowfs):
         make_source(snowfs, spine={"source": ParquetSource("x"), "timestamp": "TS"}).read()
 
 
-def test_describe_and_fingerprint_touch_nothing(snowfs):
+def test_describe_touches_nothing(snowfs):
     source = make_source(snowfs, where="WEEK = 2")
     assert "views LOAN_FEATURES joined point-in-time onto Snowflake table SPINE at TS where WEEK = 2" in source.describe()
-    assert source.fingerprint() != make_source(snowfs).fingerprint()
     snowfs.FeatureStore.assert_not_called()
+
+
+def test_the_fingerprint_changes_with_the_data_under_the_views(snowfs, hash_agg_patch):
+    """Defect 10: the same view names, versions and SQL over changed rows gave the same fingerprint."""
+    before = make_source(snowfs).fingerprint()
+    assert make_source(snowfs).fingerprint() == before
+    history, _ = history_and_spine()
+    history.loc[history.index[0], history.columns[-1]] = history[history.columns[-1]].iloc[1]
+    snowfs.session.create_dataframe(history).write.save_as_table("HISTORY", mode="overwrite")
+    assert make_source(snowfs).fingerprint() != before
 
 
 # ------------------------------------------------------------------------------------------ live

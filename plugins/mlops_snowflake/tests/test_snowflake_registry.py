@@ -67,7 +67,8 @@ def test_log_model_calls_snowflake_ml_as_documented(registry, snowml, fakesnow_s
     assert f"xgboost=={xgboost.__version__}" in call["conda_dependencies"]
     assert {pin.split("==")[0] for pin in call["conda_dependencies"]} == {"pandas", "numpy", "pyarrow", "xgboost"}
     assert call["code_paths"] == [str(Path(__import__("mlops_framework").__file__).resolve().parent)]
-    assert call["metrics"]["holdout_roc_auc"] == 0.81 and call["metrics"]["mlops"]["lineage"]["data_fingerprint"] == "sha256:x"
+    assert call["metrics"]["holdout_roc_auc"] == 0.81
+    assert json.loads(call["metrics"]["mlops"])["lineage"]["data_fingerprint"] == "sha256:x"
     pd.testing.assert_frame_equal(call["sample_input_data"], frame[kit.INPUTS].head(10))
     mv = snowml.models["MORTGAGE_XGB"]["versions"]["V1"]["mv"]
     mv.run.assert_called_once()
@@ -121,8 +122,92 @@ def test_a_version_logged_meanwhile_by_another_run_is_left_alone(registry, snowm
 
     snowml.registry.log_model.side_effect = another_run_wins
     with pytest.raises(MlopsError, match="V2 already exists; a version V2 exists but was not provably logged by this run"):
-        log(registry, trained_model, frame)
+        log(registry, trained_model, frame, version_name="V2")  # a name asked for is never swapped for another
     assert list(snowml.models["MORTGAGE_XGB"]["versions"]) == ["V1", "V2"]
+
+
+def test_parallel_registrations_over_one_registry_each_get_a_version(snowml, fakesnow_session, trained_model, frame,
+                                                                      kit, log):
+    """Defect 6: two trials (two registries, one account) read SHOW VERSIONS before either logs; the
+    loser's log_model fails as snowflake-ml fails it, and it takes the next name instead of losing the trial."""
+    first = SnowflakeRegistry(kit.FakeConnection(fakesnow_session), database="DB", schema="S")
+    second = SnowflakeRegistry(kit.FakeConnection(fakesnow_session), database="DB", schema="S")
+    log(first, trained_model, frame)
+    real_log_model = snowml.registry.log_model.side_effect
+    interleaved = []
+
+    def second_trial_logs_in_between(model, **kwargs):
+        if not interleaved:  # the first trial has read SHOW VERSIONS (V1) and chosen V2: the second logs V2 now
+            interleaved.append(kwargs["version_name"])
+            log(second, trained_model, frame)
+        return real_log_model(model, **kwargs)
+
+    snowml.registry.log_model.side_effect = second_trial_logs_in_between
+    record = log(first, trained_model, frame)
+    assert interleaved == ["V2"] and record["version_name"] == "V3"
+    assert list(snowml.models["MORTGAGE_XGB"]["versions"]) == ["V1", "V2", "V3"]
+    assert [r["version_name"] for r in first.versions("MORTGAGE_XGB")] == ["V1", "V2", "V3"]
+
+
+def test_dollar_quotes_in_the_config_survive_log_model(registry, snowml, trained_model, frame, log):
+    """Defect 11: snowflake-ml sends metadata as SET METADATA=$$<json>$$; a '$$' in the config ended it."""
+    metadata = {"config": {"data": {"where": "NOTE <> $$x$$"}}, "task": "binary"}
+    log(registry, trained_model, frame, metadata=metadata)
+    (_, call) = snowml.registry.log_model.call_args
+    assert "$" not in json.dumps({"metrics": call["metrics"]})  # what snowflake-ml embeds between $$...$$
+    assert registry.get_version("MORTGAGE_XGB", "V1")["metadata"] == metadata
+    with pytest.raises(MlopsError, match=r"comment contains '\$\$'"):
+        log(registry, trained_model, frame, comment="a $$ b")
+
+
+def test_cuda_version_reaches_log_model_and_the_real_packager(snowml, fakesnow_session, trained_model, frame, kit, log):
+    """Defect 7: the model gets a GPU runtime only when log_model's options carry cuda_version."""
+    registry = SnowflakeRegistry(kit.FakeConnection(fakesnow_session), database="DB", schema="S", cuda_version="12.4")
+    log(registry, trained_model, frame)  # the fake packages with snowflake-ml's real ModelPackager and these options
+    assert snowml.registry.log_model.call_args.kwargs["options"] == {
+        "enable_explainability": False, "relax_version": False, "cuda_version": "12.4"}
+    import yaml
+    manifest = yaml.safe_load((snowml.stage / "MORTGAGE_XGB" / "V1" / "model.yaml").read_text())
+    assert manifest["env"]["cuda_version"] == "12.4"
+
+
+@pytest.mark.parametrize("task, expected", [("binary", "TABULAR_BINARY_CLASSIFICATION"),
+                                            ("multiclass", "TABULAR_MULTI_CLASSIFICATION"),
+                                            ("regression", "TABULAR_REGRESSION"), (None, "TABULAR_BINARY_CLASSIFICATION")])
+def test_log_model_passes_the_snowflake_task_of_the_metadata(registry, snowml, trained_model, frame, log, task, expected):
+    from snowflake.ml.model.type_hints import Task
+
+    log(registry, trained_model, frame, metadata={"task": task} if task else {})
+    assert snowml.registry.log_model.call_args.kwargs["task"] == Task[expected]
+
+
+def test_promotion_refusals_and_config_hashes_are_recorded_as_locally(registry, snowml, trained_model, frame, log,
+                                                                     tmp_path):
+    """The lifecycle calls record_refusal and passes config_hash; history and rollback read like the local one."""
+    import inspect
+
+    from mlops_framework.registry import LocalRegistry
+
+    for method in ("set_alias", "record_refusal", "rollback", "unset_alias"):
+        ours = inspect.signature(getattr(SnowflakeRegistry, method)).parameters
+        local = inspect.signature(getattr(LocalRegistry, method)).parameters
+        assert set(local) <= set(ours), method
+    log(registry, trained_model, frame)
+    log(registry, trained_model, frame)
+    registry.set_alias("MORTGAGE_XGB", "V1", "PRODUCTION", config_hash="abc", actor="ci")
+    refused = registry.record_refusal("MORTGAGE_XGB", "V2", "production", reason="f1 worse", metrics={"f1": 0.5},
+                                      config_hash="def", actor="ci")
+    assert refused["event"] == "refused" and refused["old_version"] == "V1" and refused["new_version"] == "V2"
+    assert registry.aliases("MORTGAGE_XGB") == {"PRODUCTION": "V1"}  # a refusal moves nothing
+    registry.set_alias("MORTGAGE_XGB", "V2", "PRODUCTION", config_hash="ghi", actor="ci")
+    back = registry.rollback("MORTGAGE_XGB", "PRODUCTION", actor="ci")
+    assert back["event"] == "rollback" and back["new_version"] == "V1" and registry.aliases("MORTGAGE_XGB") == {"PRODUCTION": "V1"}
+    history = registry.history("MORTGAGE_XGB")
+    assert [(h["event"], h["new_version"], h["config_hash"]) for h in history] == [
+        ("set", "V1", "abc"), ("refused", "V2", "def"), ("set", "V2", "ghi"), ("rollback", "V1", None)]
+    assert history[1]["metrics"] == {"f1": 0.5} and history[1]["reason"] == "f1 worse"
+    with pytest.raises(MlopsError, match="no earlier version to roll back to"):
+        registry.rollback("MORTGAGE_XGB", "PRODUCTION")
 
 
 def test_sklearn_models_are_pinned_for_their_flavor(registry, snowml, frame, kit, log):
@@ -388,14 +473,21 @@ def test_the_model_monitor_follows_the_monitored_alias(snowml, fakesnow_session,
     )
     calls = []
     monkeypatch.setattr(model_monitor, "follow_alias",
-                        lambda reg, session, model, version, settings, rules, columns: calls.append(
-                            (version, settings.source, [r.name for r in rules], columns)) or {"monitor": version})
+                        lambda reg, session, model, version, settings, rules, columns, model_name: calls.append(
+                            (model_name, version, settings.source, [r.name for r in rules], columns))
+                        or {"monitor": version})
     log(registry, trained_model, frame)
     log(registry, trained_model, frame)
     registry.set_alias("MORTGAGE_XGB", "V1", "CHALLENGER")
     assert calls == []  # not the monitored alias
     record = registry.set_alias("MORTGAGE_XGB", "V2", "production")
-    assert calls == [("V2", "DB.S.PREDICTIONS", ["f1_low"], ["APPLICANT_INCOME_000S"])]
+    assert calls == [("DB.S.MORTGAGE_XGB", "V2", "DB.S.PREDICTIONS", ["f1_low"], ["APPLICANT_INCOME_000S"])]
     assert record["monitor"] == {"monitor": "V2"}
     plan = "\n".join(registry.plan_alias("MORTGAGE_XGB", "V2", "PRODUCTION"))
-    assert "CREATE MODEL MONITOR" in plan and "MORTGAGE_XGB_V2" in plan and "CREATE OR REPLACE ALERT" in plan
+    assert "CREATE MODEL MONITOR" in plan and "DB.S.MORTGAGE_XGB_V2_MONITOR" in plan and "CREATE OR REPLACE ALERT" in plan
+    assert "ALTER MODEL DB.S.MORTGAGE_XGB VERSION PRODUCTION UNSET ALIAS -- if a version holds it" in plan
+    assert "UNSET ALIAS =" not in plan  # defect 12: the statement takes no alias name
+    loose = SnowflakeRegistry(kit.FakeConnection(fakesnow_session), database="DB", schema="S",
+                              monitor={"source": "PREDICTIONS", "warehouse": "WH"})
+    with pytest.raises(MlopsError, match="registry.monitor.source='PREDICTIONS': write DATABASE.SCHEMA.TABLE"):
+        loose.plan_alias("MORTGAGE_XGB", "V2", "PRODUCTION")  # defect 5: it would resolve in the registry's schema

@@ -51,12 +51,13 @@ def test_plan_prints_every_operation_without_connecting(no_session, snowflake_ho
     lines = run.backend.plan(run)
     text = "\n".join(lines)
     assert lines[0].startswith("connect: one Snowpark session to Snowflake account myorg-canaryacct as CANARY_USER")
+    assert "none has been run against a live account" in lines[1]  # the plan claims no live verification
     assert ('load: pull the training slice to pandas: SELECT "APPLICANT_INCOME_000S", "LOAN_AMOUNT_000S", '
             '"LOAN_TYPE_NAME", "LOAN_PURPOSE_NAME", "COUNTY_NAME", "MORTGAGERESPONSE" FROM ML.RAW.LOANS WHERE WEEK <= 5'
             in lines)
     assert "train: fit xgboost.XGBClassifier" in text and "(in this process)" in text
     assert "register: Registry(session, database_name=None, schema_name=None, options={'enable_monitoring': True})" in lines
-    assert "target_platforms=['WAREHOUSE']" in text and "task=TABULAR_BINARY_CLASSIFICATION" in text
+    assert "target_platforms=['WAREHOUSE']" in text and "binary: TABULAR_BINARY_CLASSIFICATION" in text
     assert "CREATE TAG IF NOT EXISTS PROJECT; ALTER MODEL MORTGAGE_XGB SET TAG PROJECT = 'MORTGAGE_LENDING'" in text
     assert "score: mv = Model(MORTGAGE_XGB).version(PRODUCTION)" in text
     assert ("SELECT *, MODEL(MORTGAGE_XGB, PRODUCTION)!PREDICT(APPLICANT_INCOME_000S, LOAN_AMOUNT_000S, LOAN_TYPE_NAME, "
@@ -106,7 +107,8 @@ class BridgeCursor:
             self._begin = True
             return self
         for name in set(re.findall(r"MLOPS_STAGING_[0-9A-F]{32}", sql)) - self._copied:
-            write_pandas(self._conn, self._local.table(name).to_pandas(), name, auto_create_table=True)
+            write_pandas(self._conn, self._local.table(name).to_pandas(), name, auto_create_table=True,
+                         use_logical_type=True)
             self._copied.add(name)
         if getattr(self, "_begin", False):
             self._cursor.execute("BEGIN")
@@ -167,7 +169,10 @@ def test_scoring_runs_mv_run_on_the_snowpark_dataframe(warehouse, snowml, fakesn
     assert run.results["scored"]["rows"] == 180 and run.results["scored"]["version"] == "V1"
     assert "Snowflake table PREDS" in run.results["scored"]["destination"]
     out = kit.fetch(fakesnow_session, "SELECT * FROM PREDS ORDER BY LOAN_ID")
-    assert list(out.columns) == [*kit.TABLE_COLUMNS, "PREDICTED_SCORE", "PREDICTED_RESPONSE"]
+    assert list(out.columns) == [*kit.TABLE_COLUMNS, "PREDICTED_SCORE", "PREDICTED_RESPONSE", "MODEL_NAME",
+                                 "MODEL_VERSION", "RUN_ID", "SCORED_AT"]
+    assert set(out["MODEL_VERSION"]) == {"V1"} and set(out["MODEL_NAME"]) == {"MORTGAGE_XGB"}  # never the alias
+    assert out["RUN_ID"].nunique() == 1 and out["RUN_ID"].notna().all() and out["SCORED_AT"].notna().all()
     expected = frame.sort_values("LOAN_ID")
     assert out[kit.TARGET].tolist() == expected[kit.TARGET].tolist()  # ground truth beside the predictions
     scores = trained_model.predict_scores(trained_model.contract.encode_frame(expected))
@@ -220,14 +225,21 @@ def test_scoring_failure_is_reported(warehouse, snowml):
         run.backend.execute(run)
 
 
-@pytest.fixture
-def hash_agg_patch():
-    from snowflake.snowpark.mock import ColumnEmulator, patch
-    from snowflake.snowpark.mock._functions import MockedFunctionRegistry
 
-    @patch("hash_agg")
-    def hash_agg(*columns: ColumnEmulator) -> ColumnEmulator:  # Snowflake's HASH_AGG, emulated
-        return ColumnEmulator(data=[hash(tuple(tuple(map(str, c)) for c in columns)) & 0xFFFF], sf_type=columns[0].sf_type)
 
-    yield
-    MockedFunctionRegistry.get_or_create().unregister("hash_agg")
+def test_monitor_pipeline_with_the_snowflake_registry_stays_in_snowflake(monkeypatch, snowml, no_session):
+    """The monitor stage drives the native model monitor; the local monitor (which pulls the table) never runs."""
+    from mlops_framework import monitoring
+
+    monkeypatch.setattr(monitoring, "read_monitored", lambda *a, **k: pytest.fail("the table was pulled to the client"))
+    calls = []
+    monkeypatch.setattr(SnowflakeRegistry, "monitor_in_warehouse", lambda self, name, version, **kw: calls.append(
+        (name, version)) or {"monitor": "M_V2_MONITOR", "created": False, "model_version": "V2", "metrics": []})
+    run, _ = build(["backend=snowpark", "registry=snowflake", "pipeline=monitor", "pipeline.stages=[monitor]",
+                    "scoring.version=PRODUCTION",
+                    "registry.monitor={source:DB.S.PREDICTIONS,warehouse:WH,feature_columns:[LOAN_AMOUNT_000S]}"])
+    plan = "\n".join(run.backend.plan(run))
+    assert "monitor: in Snowflake" in plan and "MODEL_MONITOR_PERFORMANCE_METRIC(" in plan
+    run.backend.execute(run)
+    assert calls == [("MORTGAGE_XGB", "PRODUCTION")]
+    assert run.results["snowflake_monitor"]["model_version"] == "V2"

@@ -143,7 +143,8 @@ def test_snowflake_rows_stay_in_snowflake(tmp_path, monkeypatch, mv):
     assert mv.lookup.call_args.args[1:] == ("MORTGAGE_XGB", "PRODUCTION")  # the alias, resolved by Snowflake
     mv.create_service.assert_not_called()  # it exists for this version: reused
     mv.run.assert_called_once_with(df, function_name="predict", service_name=SERVICE)
-    assert write.call_args.args[1] is mv.run.return_value
+    assert write.call_args.args[1] is mv.run.return_value.with_columns.return_value  # + MODEL_NAME, MODEL_VERSION, ...
+    assert mv.run.return_value.with_columns.call_args.args[0] == ["MODEL_NAME", "MODEL_VERSION", "RUN_ID", "SCORED_AT"]
     assert run.results["scored"]["rows"] == 1234
 
 
@@ -230,6 +231,16 @@ def test_refuses_to_serve_a_version_logged_for_the_warehouse_only(tmp_path, monk
     mv.create_service.assert_not_called()
 
 
+def test_gpu_requests_need_a_model_packaged_with_cuda(tmp_path, monkeypatch, mv):
+    """Defect 7: log_model never passed cuda_version, so any gpu_requests was refused by snowflake-ml."""
+    run = make_run([SPCS_PLATFORMS, "backend.gpu_requests=1"], tmp_path, monkeypatch)
+    with pytest.raises(MlopsError, match="gpu_requests needs registry.cuda_version"):
+        backend_for(run).plan(run)
+    run = make_run([SPCS_PLATFORMS, "backend.gpu_requests=1", "registry.cuda_version='12.4'"], tmp_path, monkeypatch)
+    assert run.registry.log_options()["cuda_version"] == "12.4"
+    assert "'cuda_version': '12.4'" in "\n".join(backend_for(run).plan(run))
+
+
 def test_needs_the_snowflake_registry(tmp_path, monkeypatch):
     run = make_run(["registry=local"], tmp_path, monkeypatch)
     with pytest.raises(MlopsError, match="use registry=snowflake"):
@@ -291,7 +302,12 @@ def test_batch_inference_runs_a_job_and_loads_its_output(tmp_path, monkeypatch, 
                       "resources_spec": ResourcesSpec(cpu_requests="4"), "inference_spec": InferenceSpec(num_workers=2)}
     location = f"@MLOPS_BATCH_INFERENCE/MORTGAGE_XGB/{job_name}/"
     snowflake_batch.df.session.read.parquet.assert_called_once_with(location)
-    assert snowflake_batch.write.call_args.args[1] is snowflake_batch.output
+    assert snowflake_batch.write.call_args.args[1] is snowflake_batch.output.with_columns.return_value
+    names, values = snowflake_batch.output.with_columns.call_args.args
+    assert names == ["MODEL_NAME", "MODEL_VERSION", "RUN_ID", "SCORED_AT"] and len(values) == 4
+    snowflake_batch.df.session.sql.assert_called_once_with("CREATE STAGE IF NOT EXISTS MLOPS_BATCH_INFERENCE")
+    assert snowflake_batch.df.session.sql.call_args_list[0] == mock.call(
+        "CREATE STAGE IF NOT EXISTS MLOPS_BATCH_INFERENCE")  # defect 8: before run_batch needs it
     assert run.results["scored"]["rows"] == 5000 and run.results["scored"]["where"] == "SPCS batch inference"
     assert run.results["summary"] == {"batch_job": "DB.ML.MLOPS_BATCH_JOB", "batch_output": location}
 

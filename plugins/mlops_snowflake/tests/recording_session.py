@@ -1,0 +1,120 @@
+"""A recording stand-in for a Snowpark ``Session`` that answers the ``SHOW ...`` queries snowflake-ml's
+real client classes send (``SHOW DATABASES``/``SCHEMAS``/``MODELS``/``VERSIONS``/``FUNCTIONS``,
+``SHOW WAREHOUSES``, ``DESCRIBE TABLE``) with the columns Snowflake returns, keeps the aliases that
+``ALTER MODEL ... SET/UNSET ALIAS`` change, and records every statement. With it the tests drive
+``snowflake.ml.registry.Registry``, ``Model``, ``ModelVersion`` and the model monitor manager themselves
+and assert on the SQL snowflake-ml emits, instead of on autospec'd calls.
+
+The version's ``model_spec`` (what ``SHOW VERSIONS`` returns with model details) is written by
+snowflake-ml's real ``ModelPackager`` for a tiny scikit-learn model (:func:`packaged_spec`).
+"""
+
+import datetime as dt
+import json
+import re
+
+from snowflake.snowpark import Row
+
+NOW = dt.datetime(2024, 1, 1)
+
+
+class _Result:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def collect(self, *args, **kwargs):
+        return self.rows
+
+    def count(self, *args, **kwargs):
+        return len(self.rows)
+
+
+class RecordingSession:
+    def __init__(self, model_spec, database="DB", schema="S", tables=None):
+        self.model_spec, self.database, self.schema = model_spec, database, schema
+        self.statements = []
+        self.models = {}      # model -> {version: set(aliases)}
+        self.tables = dict(tables or {})  # table -> [(column, type)]
+        self.task = "TABULAR_BINARY_CLASSIFICATION"  # what SHOW VERSIONS reports in model_attributes
+
+    def get_current_database(self):
+        return f'"{self.database}"'
+
+    def get_current_schema(self):
+        return f'"{self.schema}"'
+
+    def get_current_role(self):
+        return '"ROLE"'
+
+    def get_current_warehouse(self):
+        return '"WH"'
+
+    def table(self, name):
+        """A table's schema, as ``session.table(name).schema`` gives it (snowflake-ml validates sources so)."""
+        from types import SimpleNamespace
+
+        from snowflake.snowpark import types as T
+
+        kinds = {"TIMESTAMP_NTZ": lambda: T.TimestampType(T.TimestampTimeZone.NTZ), "NUMBER": T.LongType,
+                 "FLOAT": T.DoubleType, "VARCHAR": T.StringType}
+        short = str(name).split(".")[-1].strip('"')
+        if short not in self.tables:
+            raise LookupError(f"Table {name} does not exist or not authorized.")
+        fields = [T.StructField(c, kinds[t.split("(")[0]]()) for c, t in self.tables[short]]
+        return SimpleNamespace(schema=T.StructType(fields))
+
+    def sql(self, query, params=None, **kwargs):
+        self.statements.append(query)
+        q = " ".join(query.split())
+        if m := re.match(r"SHOW DATABASES LIKE '(.*)'", q):
+            return _Result([Row(created_on=NOW, name=m.group(1), kind="STANDARD")])
+        if m := re.match(r"SHOW SCHEMAS LIKE '(.*)' IN DATABASE (\S+)", q):
+            return _Result([Row(created_on=NOW, name=m.group(1), database_name=self.database)])
+        if m := re.match(r"SHOW WAREHOUSES LIKE '(.*)'", q):
+            return _Result([Row(name=m.group(1), state="STARTED", type="STANDARD", size="X-Small")])
+        if m := re.match(r"SHOW MODELS LIKE '(.*)' IN SCHEMA (\S+)", q):
+            name = m.group(1)
+            return _Result([] if name not in self.models else [Row(
+                created_on=NOW, name=name, database_name=self.database, schema_name=self.schema, comment=None,
+                default_version_name=next(iter(self.models[name])), versions=json.dumps(list(self.models[name])),
+                aliases="{}")])
+        if m := re.match(r"SHOW VERSIONS (?:LIKE '(.*)' )?IN MODEL (\S+)", q):
+            model = m.group(2).split(".")[-1]
+            return _Result([Row(
+                created_on=NOW, name=version, aliases=json.dumps(sorted(aliases)), comment=None,
+                database_name=self.database, schema_name=self.schema, model_name=model, is_default_version=False,
+                functions=json.dumps(self._functions()), metadata="{}", user_data="{}", model_spec=self.model_spec,
+                model_attributes=json.dumps({"task": self.task}))
+                for version, aliases in self.models.get(model, {}).items() if m.group(1) in (None, version)])
+        if re.match(r"SHOW FUNCTIONS IN MODEL", q):
+            return _Result([Row(name=f, return_type="TABLE ()", arguments=f"{f}(...)") for f in self._functions()])
+        if m := re.match(r"(?:DESCRIBE|DESC) TABLE (\S+)", q):
+            columns = self.tables.get(m.group(1).split(".")[-1], [])
+            return _Result([Row(name=c, type=t, kind="COLUMN", null="Y") for c, t in columns])
+        if m := re.match(r"ALTER MODEL (\S+) VERSION (\S+) SET ALIAS = (\S+)", q):
+            self.models[m.group(1).split(".")[-1]][m.group(2)].add(m.group(3))
+        elif m := re.match(r"ALTER MODEL (\S+) VERSION (\S+) UNSET ALIAS", q):
+            for aliases in self.models[m.group(1).split(".")[-1]].values():
+                aliases.discard(m.group(2))
+        if re.match(r"(ALTER|CREATE|DROP|INSERT)\b", q):
+            return _Result([Row(status="Statement executed successfully.")])
+        return _Result([])
+
+    def _functions(self):
+        import yaml
+
+        return [name.upper() for name in yaml.safe_load(self.model_spec)["signatures"]]
+
+
+def packaged_spec(directory) -> str:
+    """``model.yaml`` of a tiny LogisticRegression saved by snowflake-ml's real ModelPackager."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from snowflake.ml._internal.platform_capabilities import PlatformCapabilities
+    from snowflake.ml.model._packager.model_packager import ModelPackager
+
+    X = pd.DataFrame({"A": [0.0, 1.0, 2.0, 3.0]})
+    with PlatformCapabilities.mock_features({}):
+        ModelPackager(str(directory)).save(name="M", model=LogisticRegression().fit(X, [0, 0, 1, 1]),
+                                           sample_input_data=X, options={"relax_version": True})
+    return (directory / "model.yaml").read_text()
