@@ -26,6 +26,7 @@ class FeatureSpec:
     categorical: list
     encoding: str = "onehot"
     unseen: str = "ignore"
+    id: str | None = None
 
     def __post_init__(self):
         for key, allowed in (("encoding", ("onehot", "native")), ("unseen", ("ignore", "error"))):
@@ -90,7 +91,10 @@ class MonitorSpec:
     baseline: str | None = None
     baseline_source: Any = None
     source: Any = None
+    actuals: Any = None
+    id: str | None = None
     timestamp: str = "TS"
+    time_format: str | None = None
     window: str = "7 days"
     origin: str = "2000-01-03"
     bins: int = 10
@@ -102,6 +106,9 @@ class MonitorSpec:
     performance_table: str = "MONITOR_PERFORMANCE"
     drift_table: str = "MONITOR_DRIFT"
     alerts_table: str = "MONITOR_ALERTS"
+    baselines_table: str = "MONITOR_BASELINES"
+    sink: Any = None
+    sinks: dict = field(default_factory=dict)  # table role -> sink, built from ``sink`` (see monitoring)
 
 
 @dataclass
@@ -217,8 +224,11 @@ def _lifecycle_specs(config, components):
     specs = {}
     if config.get("monitor"):
         values = dict(config["monitor"])
-        for key in ("source", "baseline_source"):
+        for key in ("source", "baseline_source", "actuals"):
             values[key] = _data_or_none(components, values.get(key), f"monitor.{key}")
+        values["sinks"] = monitor_table_sinks(
+            values, config["scoring"].get("sink") or {},
+            lambda keys, where: components.build("sink", keys, where=where))
         specs["monitor"] = _spec(MonitorSpec, values, "monitor")
     if config.get("alerts"):
         from mlops_framework.alerts import build_rules
@@ -237,6 +247,24 @@ def _lifecycle_specs(config, components):
     if config.get("promotion"):
         specs["promotion"] = _spec(PromotionSpec, config["promotion"], "promotion")
     return specs
+
+
+MONITOR_TABLES = ("performance", "drift", "alerts", "baselines")
+
+
+def monitor_table_sinks(config_monitor: dict, scoring_sink: dict, build) -> dict:
+    """The sinks the monitor writes its tables through: ``monitor.sink`` if set, else one like the
+    scoring sink (same kind and place, e.g. Snowflake when predictions go to Snowflake), else a DuckDB
+    file at ``monitor.warehouse``. Each replaces the partition of one monitor run (``MONITOR_ID``), so
+    runs append. ``build(values, where)`` builds a sink from a ``kind:`` mapping."""
+    base = config_monitor.get("sink")
+    if not base:
+        base = ({k: v for k, v in scoring_sink.items() if k not in ("table", "partition_by")}
+                if scoring_sink and "table" in scoring_sink else
+                {"kind": "duckdb", "path": config_monitor.get("warehouse")})
+    tables = {role: config_monitor.get(f"{role}_table") or f"MONITOR_{role.upper()}" for role in MONITOR_TABLES}
+    return {role: build({**dict(base), "table": table, "partition_by": ["MONITOR_ID"]}, "monitor.sink")
+            for role, table in tables.items()}
 
 
 def run_stages(run):
