@@ -133,20 +133,31 @@ class RetrainSpec:
 @dataclass
 class PromotionSpec:
     """The gate of the ``promote`` stage (``conf/promotion/``): the candidate takes ``alias`` only if its
-    ``metric`` on the shared holdout is >= the champion's + ``min_improvement`` (and >= ``min_value``)."""
+    improvement of ``metric`` over the champion on the same holdout rows holds beyond chance (``test``:
+    a paired bootstrap's interval lower bound above ``min_improvement``; ``mcnemar``; ``none``: the point
+    difference >= ``min_improvement``), and its metric is >= ``min_value``."""
 
     alias: str = "PRODUCTION"
     metric: str = "f1"
     min_improvement: float = 0.0
     min_value: float | None = None
     block_on_drift_alert: bool = False
+    drift_windows: int = 4
     promote_first: bool = True
+    test: str = "bootstrap"
+    resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
 
     def __post_init__(self):
         from mlops_framework.alerts import QUALITY
 
         if self.metric not in QUALITY:
             raise MlopsError(f"promotion.metric must be one of {', '.join(QUALITY)}, not {self.metric!r}")
+        if self.test not in ("bootstrap", "mcnemar", "none"):
+            raise MlopsError(f"promotion.test must be bootstrap, mcnemar or none, not {self.test!r}")
+        if not 0 < self.confidence < 1:
+            raise MlopsError(f"promotion.confidence must be between 0 and 1, not {self.confidence}")
 
 
 @dataclass
