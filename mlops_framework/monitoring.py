@@ -871,8 +871,9 @@ def _holdout_relation(con, run, spec, version, columns) -> str:
     X, _ = run.results["splits"]["holdout"]
     rows = run.results["frame"].loc[X.index].reset_index(drop=True)
     scores = np.asarray(model.predict_scores(X), dtype=float)
-    rows = rows.assign(__actual=rows[run.features.target], __predicted=model.predict_classes(scores),
-                       __score=scores)
+    predicted = model.predict_classes(scores)
+    rows = rows.assign(__actual=rows[run.features.target], __predicted=predicted, __score=scores,
+                       **{spec.prediction_column: predicted, spec.score_column: scores})
     con.register("__holdout_frame", rows[[*[c for c in columns if c in rows.columns], "__actual", "__predicted", "__score"]])
     con.execute("CREATE OR REPLACE TEMP TABLE __baseline AS SELECT * FROM __holdout_frame")
     con.unregister("__holdout_frame")
