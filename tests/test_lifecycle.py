@@ -319,7 +319,8 @@ def test_mortgage_lifecycle_experiment_end_to_end(mlops, home):
     assert min(v1[w] for w in range(1, 9)) > 0.7 > max(v1[w] for w in range(9, 17))  # drift from week 9
     assert v2[16] > 0.7 > v1[16]
     assert ("f1_low", "v1") in {(rule, version) for rule, version, _ in alerts}
-    assert ("f1_low", "v2") not in {(rule, version) for rule, version, _ in alerts}
+    # every new window is checked: v2 (trained on the drifted weeks 9-12) is only poor on the old weeks
+    assert {start.isocalendar().week for rule, version, start in alerts if (rule, version) == ("f1_low", "v2")} <= set(range(1, 9))
     assert any(rule == "feature_psi_high" for rule, _, _ in alerts)
     assert len((home / "alerts.jsonl").read_text().splitlines()) == len(alerts)
 
