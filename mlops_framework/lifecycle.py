@@ -147,11 +147,15 @@ def explain(run):
         table.to_parquet(path, index=False)
         (run.output_dir / "explanation.json").write_text(json.dumps(explanation, indent=2))
         where.append(str(path))
-    if run.retrain and run.retrain.warehouse:
-        from mlops_framework.monitoring import append_tables
+    if run.retrain and run.retrain.sink is not None:
+        import pyarrow as pa
 
-        append_tables(run.retrain.warehouse, {run.retrain.explanations_table: pd.DataFrame(table)})
-        where.append(f"{run.retrain.explanations_table} in {run.retrain.warehouse}")
+        arrow = pa.Table.from_pandas(pd.DataFrame(table), preserve_index=False)
+        arrow = arrow.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f
+                                      for f in arrow.schema]))  # declared types, never DuckDB's "NULL"
+        with run.retrain.sink.open() as writer:
+            writer.write(arrow)
+        where.append(run.retrain.sink.describe())
     explanation["written_to"] = where
     run.results["explanation"] = explanation
     top = ", ".join(f"{k}={v:.3f}" for k, v in list(explanation["global"].items())[:3])
@@ -160,7 +164,7 @@ def explain(run):
 
 def _describe_explain(run):
     rows = run.retrain.explain_rows if run.retrain else 1000
-    table = f" and {run.retrain.explanations_table}" if run.retrain and run.retrain.warehouse else ""
+    table = f" and {run.retrain.sink.describe()}" if run.retrain and run.retrain.sink is not None else ""
     return f"SHAP contributions (pred_contribs) of the model on {rows:,} holdout rows -> explanations.parquet{table}"
 
 

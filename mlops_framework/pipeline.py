@@ -128,6 +128,7 @@ class RetrainSpec:
     explain_rows: int = 1000
     warehouse: str | None = None
     explanations_table: str = "EXPLANATIONS"
+    sink: Any = None  # built: where the explanations go (beside the predictions, else ``warehouse``)
 
 
 @dataclass
@@ -254,6 +255,10 @@ def _lifecycle_specs(config, components):
     if config.get("retrain"):
         values = dict(config["retrain"])
         values["source"] = _data_or_none(components, values.get("source"), "retrain.source")
+        if values.get("warehouse"):
+            values["sink"] = components.build("sink", _beside_predictions(
+                values.get("sink"), config["scoring"].get("sink") or {}, values["warehouse"],
+                values.get("explanations_table") or "EXPLANATIONS", ["RUN_ID", "MODEL_VERSION"]), where="retrain.sink")
         specs["retrain"] = _spec(RetrainSpec, values, "retrain")
     if config.get("promotion"):
         specs["promotion"] = _spec(PromotionSpec, config["promotion"], "promotion")
@@ -268,14 +273,18 @@ def monitor_table_sinks(config_monitor: dict, scoring_sink: dict, build) -> dict
     scoring sink (same kind and place, e.g. Snowflake when predictions go to Snowflake), else a DuckDB
     file at ``monitor.warehouse``. Each replaces the partition of one monitor run (``MONITOR_ID``), so
     runs append. ``build(values, where)`` builds a sink from a ``kind:`` mapping."""
-    base = config_monitor.get("sink")
-    if not base:
-        base = ({k: v for k, v in scoring_sink.items() if k not in ("table", "partition_by")}
-                if scoring_sink and "table" in scoring_sink else
-                {"kind": "duckdb", "path": config_monitor.get("warehouse")})
     tables = {role: config_monitor.get(f"{role}_table") or f"MONITOR_{role.upper()}" for role in MONITOR_TABLES}
-    return {role: build({**dict(base), "table": table, "partition_by": ["MONITOR_ID"]}, "monitor.sink")
+    return {role: build(_beside_predictions(config_monitor.get("sink"), scoring_sink, config_monitor.get("warehouse"),
+                                            table, ["MONITOR_ID"]), "monitor.sink")
             for role, table in tables.items()}
+
+
+def _beside_predictions(chosen, scoring_sink, warehouse, table, partition_by) -> dict:
+    """The ``kind:`` mapping of a sink for ``table``: ``chosen`` if set, else the scoring sink's kind and
+    place when it writes tables (DuckDB, Snowflake), else a DuckDB file at ``warehouse``."""
+    base = chosen or ({k: v for k, v in scoring_sink.items() if k not in ("table", "partition_by")}
+                      if scoring_sink and "table" in scoring_sink else {"kind": "duckdb", "path": warehouse})
+    return {**dict(base), "table": table, "partition_by": partition_by}
 
 
 def run_stages(run):

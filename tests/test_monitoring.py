@@ -352,10 +352,18 @@ def test_duckdb_sink_reads_back_as_a_source(tmp_path):
         DuckDBTableSource(path=str(tmp_path / "missing.duckdb"), table="P").read()
 
 
-def test_append_tables_declares_a_type_for_all_null_columns(tmp_path):
-    path = tmp_path / "w.duckdb"
-    mon.append_tables(path, {"T": pd.DataFrame({"A": [1], "B": [None]}), "EMPTY": pd.DataFrame()})
-    mon.append_tables(path, {"T": pd.DataFrame({"A": [2], "B": ["x"], "C": [1.5]})})
-    with duckdb.connect(str(path), read_only=True) as con:
-        assert con.sql("SELECT A, B, C FROM T ORDER BY A").fetchall() == [(1, None, None), (2, "x", 1.5)]
-        assert [r[0] for r in con.sql("SHOW TABLES").fetchall()] == ["T"]
+def test_monitor_and_explain_tables_go_beside_the_predictions(tmp_path, monkeypatch):
+    """Monitor tables are written through a sink of the scoring sink's kind and place (a Snowflake run
+    writes them in Snowflake), not always into the local warehouse file."""
+    from mlops_framework.lifecycle import monitor
+
+    elsewhere = tmp_path / "elsewhere.duckdb"
+    _write(elsewhere, _scored(weeks=2, n=50), table="P")
+    run = _monitor_run(tmp_path, monkeypatch, f"scoring.sink.path={elsewhere}", "scoring.sink.table=P",
+                       "monitor.baseline='WEEK <= 1'")
+    assert run.retrain.sink.describe().startswith(f"DuckDB table EXPLANATIONS in {elsewhere}")
+    monitor(run)
+    with duckdb.connect(str(elsewhere), read_only=True) as con:
+        tables = {row[0] for row in con.sql("SHOW TABLES").fetchall()}
+    assert {"MONITOR_PERFORMANCE", "MONITOR_DRIFT", "MONITOR_BASELINES", "P"} <= tables
+    assert not (tmp_path / "warehouse.duckdb").exists()
