@@ -347,7 +347,7 @@ def metrics_from_confusion(counts: dict, classes=None, positive=None, average: s
 
 def auc_from_buckets(buckets) -> float | None:
     """ROC AUC from ``[(score, positives, negatives)]``: the Mann-Whitney statistic, ties (one bucket)
-    counted half. Exact for distinct scores; the monitor rounds scores to 1e-5 to bound the buckets."""
+    counted half. Exact for distinct scores; the monitor rounds scores to 1e-4 to bound the buckets."""
     buckets = sorted(buckets)
     positives = sum(b[1] for b in buckets)
     negatives = sum(b[2] for b in buckets)
@@ -369,7 +369,8 @@ def wasserstein_from_quantiles(p_quantiles, q_quantiles) -> float | None:
 
 
 QUANTILE_GRID = [round(float(x), 4) for x in np.linspace(0.01, 0.99, 50)]
-AUC_DECIMALS = 5
+AUC_DECIMALS = 4
+RESERVOIR = 2048  # values sampled per window for the quantiles of the Wasserstein approximation
 TASKS = ("binary", "multiclass", "regression")
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "rmse", "mae", "r2", "tn", "fp", "fn", "tp")
 
@@ -536,87 +537,90 @@ class WarehouseMonitor:
         return out
 
     def _auc(self, relation, keys, classes_of) -> dict:
-        """ROC AUC per window from scores rounded to ``AUC_DECIMALS`` (positives: the last class)."""
+        """ROC AUC per window, in SQL: scores rounded to ``AUC_DECIMALS`` into buckets, the Mann-Whitney
+        sum over buckets (ties within a bucket count half); positives are the last class."""
         values = {c[-1] for c in classes_of.values() if c}
         if len(values) > 1:
             return {}
         if values:
-            positive = values.pop()
-            condition = "__actual = ?"
-            params = [positive]
+            condition, params = "__actual = ?", [values.pop()]
         else:
-            condition = "__actual = (SELECT max(__actual) FROM " + relation + ")"
-            params = []
-        rows = self.con.execute(f"""SELECT {keys}, round(__score, {AUC_DECIMALS}) AS s,
-            count_if({condition}) AS pos, count(*) - pos FROM {relation}
-            WHERE __actual IS NOT NULL AND __score IS NOT NULL GROUP BY ALL""", params).fetchall()
-        grouped: dict = {}
-        for v, w, s, pos, neg in rows:
-            grouped.setdefault((v, w), []).append((s, pos, neg))
-        return {key: auc_from_buckets(buckets) for key, buckets in grouped.items()}
+            condition, params = f"__actual = (SELECT max(__actual) FROM {relation})", []
+        rows = self.con.execute(f"""
+            WITH buckets AS (
+                SELECT {keys}, CAST(round(__score * {10 ** AUC_DECIMALS}) AS BIGINT) AS s, count_if({condition}) AS pos,
+                       count(*) - count_if({condition}) AS neg
+                FROM {relation} WHERE __actual IS NOT NULL AND __score IS NOT NULL GROUP BY ALL),
+            ranked AS (
+                SELECT __version, __window, pos, neg, coalesce(sum(neg) OVER (PARTITION BY __version, __window
+                       ORDER BY s ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS below FROM buckets)
+            SELECT __version, __window, sum(pos * (below + neg / 2.0)) / nullif(sum(pos) * sum(neg), 0)
+            FROM ranked GROUP BY ALL""", params * 2).fetchall()
+        return {(v, w): None if auc is None else float(auc) for v, w, auc in rows}
 
     def drift(self, baselines: dict) -> list[dict]:
         """One dict per (version, window, column) of the windows being computed, against ``baselines``
-        (version -> :meth:`baseline_stats`)."""
-        from mlops_framework.sources import quote_identifier
+        (version -> :meth:`baseline_stats`). Two scans: the per-window statistics of every column, and
+        the rows per bin of every column (grouping sets), with each version's own baseline bins."""
+        from mlops_framework.sources import quote_identifier, sql_string
 
         con, relation = self.con, self.relation
-        results = []
-        for column, kind in self.columns.items():
+        names = list(self.columns)
+        stats_sql, bin_sql = [], []
+        for i, (column, kind) in enumerate(self.columns.items()):
             q = quote_identifier(column)
             if kind == "numeric":
                 x = f"CAST({q} AS DOUBLE)"
-                windows = {(v, w): (n, present, mean, quantiles) for v, w, n, present, mean, quantiles in con.execute(
-                    f"SELECT __version, __window, count(*), count({x}), avg({x}), "
-                    f"approx_quantile({x}, {QUANTILE_GRID}) FROM {relation} GROUP BY ALL").fetchall()}
-                counts: dict = {}
-                for version, stats in baselines.items():
-                    edges = stats["columns"][column]["edges"]
-                    for v, w, b, n in con.execute(
-                            f"SELECT __version, __window, {self._bin_expr(x, edges)}, count(*) FROM {relation} "
-                            f"WHERE __version = ? AND {x} IS NOT NULL GROUP BY ALL", [version]).fetchall():
-                        counts.setdefault((v, w), {})[b] = n
-                for (v, w), (n, present, mean, quantiles) in windows.items():
-                    base = baselines[v]["columns"][column]
-                    hist = counts.get((v, w), {})
-                    current = [hist.get(i, 0) / present if present else 0.0 for i in range(len(base["shares"]))]
+                stats_sql.append(f"count({x}), avg({x}), reservoir_quantile({x}, {QUANTILE_GRID}, {RESERVOIR})")
+                cases = " ".join(f"WHEN __version = {sql_string(v)} THEN {self._bin_expr(x, b['columns'][column]['edges'])}"
+                                 for v, b in baselines.items())
+                bin_sql.append(f"CAST(CASE WHEN {x} IS NULL THEN NULL {cases} END AS VARCHAR) AS b{i}")
+            else:
+                mean = f"avg(TRY_CAST({q} AS DOUBLE))" if self._is_number(q, relation) else "NULL"
+                stats_sql.append(f"count({q}), {mean}, NULL")
+                bin_sql.append(f"{self._label_expr(q)} AS b{i}")
+        windows = con.execute(f"SELECT __version, __window, count(*), {', '.join(stats_sql)} FROM {relation} "
+                              "GROUP BY ALL").fetchall()
+        sets = ", ".join(f"(__version, __window, b{i})" for i in range(len(names)))
+        grouping = ", ".join(f"grouping(b{i})" for i in range(len(names)))
+        counts: dict = {}
+        for v, w, *rest in con.execute(
+                f"SELECT __version, __window, {', '.join(f'b{i}' for i in range(len(names)))}, [{grouping}], count(*) "
+                f"FROM (SELECT __version, __window, {', '.join(bin_sql)} FROM {relation}) "
+                f"GROUP BY GROUPING SETS ({sets})").fetchall():
+            values, flags, n = rest[:-2], rest[-2], rest[-1]
+            i = flags.index(0)
+            counts.setdefault((v, w, names[i]), {})[values[i]] = n
+        results = []
+        for v, w, n, *stats in windows:
+            for i, (column, kind) in enumerate(self.columns.items()):
+                present, mean, quantiles = stats[3 * i: 3 * i + 3]
+                base = baselines[v]["columns"][column]
+                seen = counts.get((v, w, column), {})
+                difference = None if mean is None or base["mean"] is None else mean - base["mean"]
+                if kind == "numeric":
+                    current = [seen.get(str(k), 0) / present if present else 0.0 for k in range(len(base["shares"]))]
                     results.append(self._drift_row(v, w, column, kind, n, base, current, present > 0,
-                                                   null_share=(n - present) / n if n else None,
-                                                   difference=None if mean is None or base["mean"] is None
-                                                   else mean - base["mean"],
+                                                   null_share=(n - present) / n if n else None, difference=difference,
                                                    wasserstein=wasserstein_from_quantiles(base["quantiles"], quantiles),
                                                    baseline_rows=baselines[v]["rows"]))
-            else:
-                label = self._label_expr(q)
-                number = self._is_number(q, relation)
-                mean = f"avg(TRY_CAST({q} AS DOUBLE))" if number else "NULL"
-                windows = {(v, w): (n, nulls, m) for v, w, n, nulls, m in con.execute(
-                    f"SELECT __version, __window, count(*), count(*) - count({q}), {mean} FROM {relation} "
-                    "GROUP BY ALL").fetchall()}
-                counts = {}
-                for v, w, value, n in con.execute(f"SELECT __version, __window, {label}, count(*) FROM {relation} "
-                                                  "GROUP BY ALL").fetchall():
-                    counts.setdefault((v, w), {})[value] = n
-                for (v, w), (n, nulls, m) in windows.items():
-                    base = baselines[v]["columns"][column]
-                    labels = list(base["labels"])
-                    seen = counts.get((v, w), {})
-                    if OTHER in labels:
-                        known = set(labels) - {OTHER}
-                        current = [seen.get(c, 0) for c in labels if c != OTHER]
-                        current.append(sum(k for c, k in seen.items() if c not in known))
-                        shares = list(base["shares"])
-                    else:
-                        new = sorted(c for c in seen if c not in set(labels))
-                        labels += new
-                        current = [seen.get(c, 0) for c in labels]
-                        shares = list(base["shares"]) + [0.0] * len(new)
-                    current = [c / n if n else 0.0 for c in current]
-                    results.append(self._drift_row(v, w, column, kind, n, {**base, "labels": labels, "shares": shares},
-                                                   current, n > 0, null_share=nulls / n if n else None,
-                                                   difference=None if m is None or base["mean"] is None
-                                                   else m - base["mean"], wasserstein=None,
-                                                   baseline_rows=baselines[v]["rows"]))
+                    continue
+                labels = list(base["labels"])
+                if OTHER in labels:
+                    known = set(labels) - {OTHER}
+                    current = [seen.get(c, 0) for c in labels if c != OTHER]
+                    current.append(sum(k for c, k in seen.items() if c not in known))
+                    shares = list(base["shares"])
+                else:
+                    new = sorted(c for c in seen if c not in set(labels))
+                    labels += new
+                    current = [seen.get(c, 0) for c in labels]
+                    shares = list(base["shares"]) + [0.0] * len(new)
+                current = [c / n if n else 0.0 for c in current]
+                results.append(self._drift_row(v, w, column, kind, n, {**base, "labels": labels, "shares": shares},
+                                               current, n > 0, null_share=(n - present) / n if n else None,
+                                               difference=difference, wasserstein=None,
+                                               baseline_rows=baselines[v]["rows"]))
         return results
 
     def _drift_row(self, version, window, column, kind, n, base, current, usable, *, null_share, difference,
@@ -923,9 +927,14 @@ def run_monitor(run):
         version_expr = (f"coalesce(CAST({_q(upper['MODEL_VERSION'])} AS VARCHAR), {sql_string(fallback)})"
                         if "MODEL_VERSION" in upper else sql_string(fallback))
         time_expr = time_expression(con, "monitored", spec.timestamp, spec.time_format)
-        versions = [v for (v,) in con.execute(f"SELECT DISTINCT {version_expr} FROM monitored").fetchall()]
+        probe = WarehouseMonitor(
+            con, columns={}, target_expr=_q(run.features.target), prediction=upper[spec.prediction_column.upper()],
+            score=None, time_expr=time_expr, version_expr=version_expr, scored_at=upper.get("SCORED_AT"),
+            window=spec.window, origin=spec.origin, task={}, bins=spec.bins, binning=spec.binning, average=spec.average)
+        current = probe.fingerprints()
+        versions = sorted({v for v, _ in current})
         if not versions:
-            raise MlopsError(f"{found['source']} has no rows of model {name} to monitor")
+            raise MlopsError(f"{found['source']} has no rows of model {name} with a {spec.timestamp} to monitor")
         tasks = {v: _task_of(run, v) for v in versions}
         has_score = spec.score_column.upper() in upper and any(t["task"] != "regression" for t in tasks.values())
         columns = dict(features)
@@ -964,16 +973,17 @@ def run_monitor(run):
             stats["id"] = _digest({"version": version, "spec": baseline_key, "stats": stats})
             baselines[version] = new_baselines[version] = stats
 
-        current = engine.fingerprints()
         todo = {key for key, (_, _, fp) in current.items()
                 if done.get((key[0], key[1], baselines[key[0]]["id"])) != fp}
         engine.select_work(todo, everything=len(todo) == len(current))
         performance = engine.performance() if todo else {}
         drift_rows = engine.drift({v: baselines[v] for v in versions}) if todo else []
-        waiting = con.execute("SELECT count(*) FROM prepared WHERE __actual IS NULL").fetchone()[0]
+        waiting = sum(n - labeled for n, labeled, _ in current.values())
         total_rows = sum(n for n, _, _ in current.values())
-        mixes = con.execute("SELECT __window, list(DISTINCT __version ORDER BY __version) FROM prepared "
-                            "GROUP BY 1 HAVING count(DISTINCT __version) > 1 ORDER BY 1").fetchall()
+        by_window: dict = {}
+        for v, w in current:
+            by_window.setdefault(w, []).append(v)
+        mixes = [(w, sorted(vs)) for w, vs in sorted(by_window.items()) if len(vs) > 1]
     except duckdb.Error as error:
         raise MlopsError(f"monitor: {str(error).splitlines()[0]}") from None
     finally:

@@ -225,7 +225,7 @@ def test_labels_later_join_by_id_performance_per_window_matches_pandas(home, tmp
             continue
         assert p["labeled_rows"] == 400
         assert p["f1"] == pytest.approx(skm.f1_score(truth.MORTGAGERESPONSE, truth.PREDICTED_RESPONSE, average="macro"))
-        assert p["roc_auc"] == pytest.approx(skm.roc_auc_score(truth.MORTGAGERESPONSE, truth.PREDICTED_SCORE), abs=1e-4)
+        assert p["roc_auc"] == pytest.approx(skm.roc_auc_score(truth.MORTGAGERESPONSE, truth.PREDICTED_SCORE), abs=1e-3)
     assert {d["window_start"].date() for d in result["drift"]} == set(performance)  # drift for every window
 
 
