@@ -260,6 +260,35 @@ def test_readme_commands_in_sequence_twice_on_one_home(home):
         assert len(versions) == 1 and versions[0][0].startswith("v")
 
 
+def test_block_on_drift_alert_reads_the_champions_recorded_alerts(home):
+    """Drift alerts recorded by earlier monitor runs for the champion's latest windows block the gate;
+    older windows and other versions do not."""
+    import datetime as dt
+
+    from mlops_framework.lifecycle import drift_alerts
+    from mlops_framework.monitoring import write_table
+
+    components = Components(get_plugin_manager(load_entrypoints=False))
+    cfg = config.compose(["promotion.block_on_drift_alert=true", "promotion.drift_windows=2"], components)
+    run = build_run(config.resolved(cfg), components)
+    weeks = [dt.datetime(2024, 1, 1) + dt.timedelta(days=7 * k) for k in range(4)]
+    stamp = {"MONITOR_ID": "m-1", "RUN_ID": "m", "MONITORED_AT": dt.datetime(2024, 2, 1), "MODEL_NAME": "MORTGAGE_XGB"}
+    write_table(run.monitor.sinks["performance"], "performance",
+                [{**stamp, "MODEL_VERSION": "v1", "WINDOW": "7 days", "WINDOW_START": w, "ROWS": 10} for w in weeks])
+    alert = {**stamp, "RULE": "feature_psi_high", "METRIC": "psi", "OP": ">", "THRESHOLD": 0.2, "VALUE": 0.5,
+             "COLUMN_NAME": "COUNTY_NAME"}
+    write_table(run.monitor.sinks["alerts"], "alerts",
+                [{**alert, "MODEL_VERSION": "v1", "WINDOW_START": weeks[0]},   # too old to count
+                 {**alert, "MODEL_VERSION": "v2", "WINDOW_START": weeks[3]}])  # another version
+    assert drift_alerts(run, run.promotion, "v1") == []
+    write_table(run.monitor.sinks["alerts"], "alerts", [{**alert, "MONITOR_ID": "m-2", "MODEL_VERSION": "v1",
+                                                         "WINDOW_START": weeks[2]}])
+    recorded = drift_alerts(run, run.promotion, "v1")
+    assert [(a.rule, a.model_version, a.window_start) for a in recorded] == [("feature_psi_high", "v1", weeks[2])]
+    passed, reason = gate(run.promotion, _comparison(0.9, 0.5), recorded)
+    assert not passed and "feature_psi_high (v1)" in reason
+
+
 def test_retrain_pipeline_trains_on_the_retrain_source(home):
     run_pipeline(home, TRAIN_AND_PROMOTE, "data.where='WEEK <= 2'")
     run = run_pipeline(home, "pipeline=retrain", "+retrain.source={kind: synthetic, weeks: 3, rows_per_week: 400, "
