@@ -48,8 +48,11 @@ def _describe_monitor(run):
                 else "the training holdout" if spec.baseline == "holdout" else f"rows where {spec.baseline}")
     rules = ", ".join(rule.name for rule in run.alerts.rules) if run.alerts and run.alerts.rules else "none"
     notifiers = ", ".join(run.alerts.notifiers) if run.alerts and run.alerts.notifiers else "none"
-    return (f"performance and drift of {where} per {spec.window} of {spec.timestamp} against {baseline} "
-            f"-> {spec.performance_table}, {spec.drift_table}; alert rules: {rules}; notifiers: {notifiers}")
+    labels = f", labels joined from {spec.actuals.describe()}" if spec.actuals is not None else ""
+    return (f"performance and drift of {where} per version and {spec.window} of {spec.timestamp}{labels}, in SQL, "
+            f"windows changed since the last run only, against {baseline} (recorded once per version) -> "
+            f"{spec.performance_table}, {spec.drift_table} via {spec.sinks['performance'].describe() if spec.sinks else spec.warehouse}; "
+            f"alert rules: {rules}; notifiers: {notifiers}")
 
 
 # ---------------------------------------------------------------------- retrain

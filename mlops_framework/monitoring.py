@@ -397,6 +397,8 @@ class WarehouseMonitor:
         width, start = _window_width(window, origin)
         self.width = width.to_pytimedelta()
         micros = int(width / np.timedelta64(1, "us"))
+        self.has_scored_at = bool(scored_at)
+        self.time_expr = time_expr
         scored = f"CAST({quote_identifier(scored_at)} AS VARCHAR)" if scored_at else "NULL"
         score_expr = f"CAST({quote_identifier(score)} AS DOUBLE)" if score else "CAST(NULL AS DOUBLE)"
         con.execute(f"""CREATE OR REPLACE TEMP VIEW prepared AS SELECT *,
@@ -407,15 +409,17 @@ class WarehouseMonitor:
 
     # -- what there is
     def fingerprints(self) -> dict:
-        """``{(version, window_start): (rows, labeled rows, fingerprint)}`` of every window."""
-        rows = self.con.execute("""SELECT __version, __window, count(*), count(__actual),
-            CAST(max(__scored_at) AS VARCHAR) || ':' || CAST(bit_xor(hash(__scored_at, __predicted, __actual)) AS VARCHAR)
+        """``{(version, window_start): (rows, labeled rows, fingerprint)}`` of every window: one scan. With
+        a ``SCORED_AT`` column, re-scoring shows as a later scoring time; without, a hash of the rows."""
+        change = ("CAST(max(__scored_at) AS VARCHAR)" if self.has_scored_at
+                  else "CAST(bit_xor(hash(__predicted, __actual, __score)) AS VARCHAR)")
+        rows = self.con.execute(f"""SELECT __version, __window, count(*), count(__actual), {change}
             FROM prepared WHERE __window IS NOT NULL GROUP BY ALL""").fetchall()
         return {(v, w): (n, labeled, f"{n}:{labeled}:{fp}") for v, w, n, labeled, fp in rows}
 
     def select_work(self, todo: set, everything: bool) -> None:
         """The relation the per-window queries read: all rows, or only those of the windows to compute."""
-        if everything:
+        if everything or not todo:
             self.relation = "prepared"
             return
         import pyarrow as pa
@@ -423,8 +427,12 @@ class WarehouseMonitor:
         keys = pa.table({"__version": pa.array([v for v, _ in todo], pa.string()),
                          "__window": pa.array([w for _, w in todo], pa.timestamp("us"))})
         self.con.register("__todo", keys)
-        self.con.execute("CREATE OR REPLACE TEMP TABLE work AS SELECT p.* FROM prepared p "
-                         "JOIN __todo t ON p.__version = t.__version AND p.__window = t.__window")
+        first, last = min(w for _, w in todo), max(w for _, w in todo) + self.width
+        # the time range first: row groups outside it are skipped (zone maps) before windows are cut
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE work AS SELECT p.* FROM prepared p "
+                         f"JOIN __todo t ON p.__version = t.__version AND p.__window = t.__window "
+                         f"WHERE {self.time_expr} >= TIMESTAMP '{first.isoformat(sep=' ')}' "
+                         f"AND {self.time_expr} < TIMESTAMP '{last.isoformat(sep=' ')}'")
         self.relation = "work"
 
     # -- baseline
