@@ -675,6 +675,10 @@ def read_recorded(sink, where: str):
     """The rows of a monitor table read back through its sink (empty when it does not exist yet)."""
     import pandas as pd
 
+    from mlops_framework.contracts import ReadableSink
+
+    if not isinstance(sink, ReadableSink):
+        return pd.DataFrame()
     try:
         return sink.as_source(where=where).read()
     except MlopsError:
@@ -715,7 +719,9 @@ def open_monitored(con, spec, run, features) -> dict:
     source = spec.source
     if source is None:
         sink = run.scoring.sink
-        if not hasattr(sink, "as_source"):
+        from mlops_framework.contracts import ReadableSink
+
+        if not isinstance(sink, ReadableSink):
             raise MlopsError(f"monitor.source is null and the scoring sink ({sink.describe()}) cannot be read "
                              "back; set monitor.source to a data option")
         source = sink.as_source()
@@ -1037,7 +1043,6 @@ def run_monitor(run):
 
 
 def _summarise(run, spec, result, fired, number):
-    summary = run.results.setdefault("summary", {})
     suffix = f" {number}" if number > 1 else ""
     last = next((w for w in reversed(result["performance"]) if w.get("f1") is not None or w.get("rmse") is not None),
                 None)
@@ -1046,17 +1051,17 @@ def _summarise(run, spec, result, fired, number):
         metric = "f1" if last.get("f1") is not None else "rmse"
         quality = f", last {metric.upper()} {last[metric]:.3f}"
     baselines = "; ".join(f"{v}: {b['spec']} ({b['rows']:,} rows, {b['id']})" for v, b in result["baselines"].items())
-    summary[f"monitor{suffix}"] = (
+    run.summarize(f"monitor{suffix}", (
         f"{result['rows']:,} rows of {result['model_name']} {result['model_version']} in {result['windows_total']} "
         f"windows of {spec.window} ({len({(w['model_version'], w['window_start']) for w in result['performance']})} "
         f"computed, {result['windows_unchanged']} unchanged{quality}) -> {spec.sinks['performance'].describe()}; "
-        f"baseline {baselines}")
+        f"baseline {baselines}"))
     if result["waiting_for_labels"]:
-        summary[f"labels{suffix}"] = f"{result['waiting_for_labels']:,} predictions still wait for labels"
+        run.summarize(f"labels{suffix}", f"{result['waiting_for_labels']:,} predictions still wait for labels")
     if result["mixed_windows"]:
-        summary[f"versions{suffix}"] = "windows mixing versions: " + "; ".join(
-            f"{_day(m['window_start'])}: {', '.join(m['versions'])}" for m in result["mixed_windows"][:5])
-    summary[f"alerts{suffix}"] = f"{len(fired)} fired" + (": " + "; ".join(a.message for a in fired[:3]) if fired else "")
+        run.summarize(f"versions{suffix}", "windows mixing versions: " + "; ".join(
+            f"{_day(m['window_start'])}: {', '.join(m['versions'])}" for m in result["mixed_windows"][:5]))
+    run.summarize(f"alerts{suffix}", f"{len(fired)} fired" + (": " + "; ".join(a.message for a in fired[:3]) if fired else ""))
     if run.output_dir:
         import json
 

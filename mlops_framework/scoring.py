@@ -180,8 +180,9 @@ def score_to_sink(
                 while item is not _DONE:
                     out.write(item)
                     item = get(output_q)  # raises _Stopped inside the with: the sink aborts
-            describe = getattr(out, "describe_replaced", None)  # optional: partitioned sinks report it
-            replaced.append(describe() if describe else None)
+            from mlops_framework.contracts import ReportingWriter
+
+            replaced.append(out.describe_replaced() if isinstance(out, ReportingWriter) else None)
         except _Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001
