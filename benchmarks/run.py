@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 
 from benchmarks.common import FULL, QUICK, REPO, Context, Row  # noqa: E402
 
-TARGETS = ("scoring", "training", "startup", "warehouse", "sweeps", "gpu")
+TARGETS = ("scoring", "training", "startup", "warehouse", "sweeps", "gpu", "monitoring")
 
 
 def machine() -> dict:
@@ -76,6 +76,7 @@ def parse(argv):
                         help=f"run only these targets (repeatable or comma-separated): {', '.join(TARGETS)}")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"), help="where to write the JSON")
     parser.add_argument("--repeats", type=int, help="runs of each scoring/warehouse/training measurement")
+    parser.add_argument("--score-weeks", type=int, help="weeks of the big scoring input (x rows_per_week rows)")
     parser.add_argument("--check", action="store_true", help="exit 1 if any target fails")
     parser.add_argument("--keep", action="store_true", help="keep the scored outputs under the data directory")
     args = parser.parse_args(argv)
@@ -94,6 +95,10 @@ def main(argv=None) -> int:
         from dataclasses import replace
 
         sizes = replace(sizes, repeats=args.repeats, train_repeats=args.repeats)
+    if args.score_weeks:
+        from dataclasses import replace
+
+        sizes = replace(sizes, score_weeks=args.score_weeks)
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     ctx = Context(sizes, log=log)
     started = time.perf_counter()

@@ -1,16 +1,20 @@
 """Alert rules evaluated after each monitor run, and the built-in notifiers that deliver what fired.
 
 A rule (``conf/alerts/*.yaml``, under ``rules:``, keyed by its name) compares one metric with a
-threshold::
+threshold, or (``against: baseline``) the change of a performance metric from the baseline's::
 
-    f1_low:           {metric: f1, op: "<", threshold: 0.7, window: last}
-    feature_psi_high: {metric: psi, op: ">", threshold: 0.2, window: last, columns: null}
+    f1_low:           {metric: f1, op: "<", threshold: 0.7}
+    f1_drop:          {metric: f1, against: baseline, op: "<", threshold: -0.05}
+    feature_psi_high: {metric: psi, op: ">", threshold: 0.2, columns: null}
 
-``metric`` is a performance metric (accuracy, precision, recall, f1, roc_auc, rows) or a drift metric
-(psi, jensen_shannon, hellinger, wasserstein, difference_of_means; ``columns`` names the columns it
-watches, null meaning every feature). ``window`` is ``last`` (the latest window only) or ``any``. Each
-(window, column) that breaks the rule fires one :class:`Alert`, naming the rule, window, value and
-threshold.
+``metric`` is a performance metric of the task (accuracy, precision, recall, f1, roc_auc for classes;
+rmse, mae, r2 for regression; rows) or a drift metric (psi, jensen_shannon, hellinger, wasserstein,
+difference_of_means; ``columns`` names the columns it watches, null meaning every feature); a window
+without the metric (no labels yet, another task) is skipped. ``window`` is ``new`` (default: every
+window computed in this monitor run that the rule has not fired on before, for that version and
+column), ``last`` (the latest computed window of each version) or ``any`` (every computed window).
+Each (window, column) that breaks the rule fires one :class:`Alert`, naming the rule, version, window,
+value and threshold.
 
 Notifiers are plugins (hook ``register_notifiers``): a class whose ``__init__`` stores its YAML keys,
 with ``describe() -> str`` and ``notify(alerts: list[Alert]) -> None``, called once per monitor run in
@@ -35,21 +39,24 @@ OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operat
 # The metric names, in one place: what a monitor window records and what rules, the promotion gate and
 # the report read. QUALITY: a classifier's metrics; PERFORMANCE adds the window's row count.
 QUALITY = ("accuracy", "precision", "recall", "f1", "roc_auc")
-PERFORMANCE = (*QUALITY, "rows")
+REGRESSION = ("rmse", "mae", "r2")
+PERFORMANCE = (*QUALITY, *REGRESSION, "rows")
 DRIFT = ("psi", "jensen_shannon", "hellinger", "wasserstein", "difference_of_means")
 
 
 @dataclass
 class AlertRule:
-    """One rule: ``metric op threshold`` in the ``last`` window or ``any`` window."""
+    """One rule: ``metric op threshold`` (or ``metric - baseline's op threshold``) in the ``new``,
+    ``last`` or ``any`` computed windows."""
 
     name: str
     metric: str
     threshold: float
     op: str = "<"
-    window: str = "last"
+    window: str = "new"
     columns: list | None = None
     absolute: bool = False  # compare |value| (for difference_of_means)
+    against: str | None = None  # baseline: compare the change from the baseline's value
 
     def __post_init__(self):
         where = f"alerts.rules.{self.name}"
@@ -57,10 +64,14 @@ class AlertRule:
             raise MlopsError(f"{where}.metric {self.metric!r} is unknown; use one of {', '.join(PERFORMANCE + DRIFT)}")
         if self.op not in OPERATORS:
             raise MlopsError(f"{where}.op {self.op!r} is unknown; use one of {', '.join(OPERATORS)}")
-        if self.window not in ("last", "any"):
-            raise MlopsError(f"{where}.window must be last or any, not {self.window!r}")
+        if self.window not in ("new", "last", "any"):
+            raise MlopsError(f"{where}.window must be new, last or any, not {self.window!r}")
         if self.columns is not None and self.metric in PERFORMANCE:
             raise MlopsError(f"{where}.columns applies to drift metrics only")
+        if self.against not in (None, "baseline"):
+            raise MlopsError(f"{where}.against must be baseline or null, not {self.against!r}")
+        if self.against and (self.metric in DRIFT or self.metric == "rows"):
+            raise MlopsError(f"{where}.against: baseline applies to performance metrics (drift already is one)")
 
     @property
     def is_drift(self) -> bool:
@@ -69,7 +80,8 @@ class AlertRule:
     def describe(self) -> str:
         scope = "" if not self.is_drift else f" of {', '.join(self.columns) if self.columns else 'any feature'}"
         value = f"|{self.metric}|" if self.absolute else self.metric
-        return f"{self.name}: {value}{scope} {self.op} {self.threshold} in {self.window} window"
+        value = f"{value} - baseline's" if self.against else value
+        return f"{self.name}: {value}{scope} {self.op} {self.threshold} in {self.window} windows"
 
 
 @dataclass
@@ -88,12 +100,14 @@ class Alert:
     model_version: str | None = None
     run_id: str | None = None
     fired_at: str | None = None
+    baseline: float | None = None  # the baseline's value, for a rule ``against: baseline``
 
     @property
     def message(self) -> str:
         column = f" of {self.column}" if self.column else ""
         version = f" ({self.model_name} {self.model_version})" if self.model_version else ""
-        return (f"{self.rule}: {self.metric}{column} = {self.value:.4g} {self.op} {self.threshold} "
+        metric = f"{self.metric} - baseline's {self.baseline:.4g}" if self.baseline is not None else self.metric
+        return (f"{self.rule}: {metric}{column} = {self.value:.4g} {self.op} {self.threshold} "
                 f"in window {_day(self.window_start)}..{_day(self.window_end)}{version}")
 
     def to_dict(self) -> dict:
@@ -120,13 +134,19 @@ def build_rules(values: dict | None) -> list[AlertRule]:
     return rules
 
 
-def evaluate(rules: list[AlertRule], result: dict) -> list[Alert]:
-    """The alerts that ``rules`` fire on one monitor ``result`` (see ``monitoring.compute``)."""
+def evaluate(rules: list[AlertRule], result: dict, already=frozenset()) -> list[Alert]:
+    """The alerts that ``rules`` fire on one monitor ``result`` (see ``monitoring.run_monitor``): its
+    ``performance`` and ``drift`` rows are the windows computed in that run, each naming its
+    ``model_version``. ``already``: ``(rule, version, window_start, column)`` fired by earlier runs,
+    which ``window: new`` does not fire again."""
     fired = []
     now = dt.datetime.now(dt.timezone.utc).isoformat()
-    stamp = {key: result.get(key) for key in ("model_name", "model_version", "run_id")}
+    stamp = {key: result.get(key) for key in ("model_name", "run_id")}
     performance = result.get("performance") or []
-    last = max((row["window_start"] for row in performance), default=None)
+    last = {}
+    for row in performance:
+        version = row.get("model_version", result.get("model_version"))
+        last[version] = max(last.get(version, row["window_start"]), row["window_start"])
     for rule in rules:
         compare = OPERATORS[rule.op]
         if rule.is_drift:
@@ -134,16 +154,24 @@ def evaluate(rules: list[AlertRule], result: dict) -> list[Alert]:
                     if (row["column"] in rule.columns if rule.columns else row["role"] == "feature")]
         else:
             rows = performance
-        if rule.window == "last":
-            rows = [row for row in rows if row["window_start"] == last]
         for row in rows:
+            version = row.get("model_version", result.get("model_version"))
+            column = row.get("column") if rule.is_drift else None
+            if rule.window == "last" and row["window_start"] != last.get(version):
+                continue
+            if rule.window == "new" and (rule.name, version, row["window_start"], column) in already:
+                continue
             value = row.get(rule.metric)
+            baseline = None
+            if rule.against and value is not None:
+                baseline = (row.get("baseline") or {}).get(rule.metric)
+                value = None if baseline is None else value - baseline
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
             if compare(abs(value) if rule.absolute else value, rule.threshold):
                 fired.append(Alert(rule=rule.name, metric=rule.metric, op=rule.op, threshold=rule.threshold,
                                    value=float(value), window_start=row["window_start"], window_end=row["window_end"],
-                                   column=row.get("column") if rule.is_drift else None, fired_at=now, **stamp))
+                                   column=column, fired_at=now, model_version=version, baseline=baseline, **stamp))
     return fired
 
 

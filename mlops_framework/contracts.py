@@ -113,6 +113,14 @@ class Sink(Protocol):
 
 
 @runtime_checkable
+class ReportingWriter(Protocol):
+    """A sink writer that says, once written, what it replaced (``"WEEK 20-25: 1,000 rows -> 1,300"``;
+    None when it replaced nothing): re-scoring a partition is reported in the run summary."""
+
+    def describe_replaced(self) -> str | None: ...
+
+
+@runtime_checkable
 class ReadableSink(Protocol):
     """A sink whose contents can be read back as a data source (the monitor reads predictions so)."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 
-from mlops_framework.alerts import DRIFT, PERFORMANCE
+from mlops_framework.alerts import DRIFT, QUALITY
 from mlops_framework.contracts import AuditedRegistry, PlannedRegistry
 from mlops_framework.errors import MlopsError
 from mlops_framework.lineage import config_hash  # noqa: F401  (its public name here since promotion records it)
@@ -42,8 +42,11 @@ def _describe_monitor(run):
                 else "the training holdout" if spec.baseline == "holdout" else f"rows where {spec.baseline}")
     rules = ", ".join(rule.name for rule in run.alerts.rules) if run.alerts and run.alerts.rules else "none"
     notifiers = ", ".join(run.alerts.notifiers) if run.alerts and run.alerts.notifiers else "none"
-    return (f"performance and drift of {where} per {spec.window} of {spec.timestamp} against {baseline} "
-            f"-> {spec.performance_table}, {spec.drift_table}; alert rules: {rules}; notifiers: {notifiers}")
+    labels = f", labels joined from {spec.actuals.describe()}" if spec.actuals is not None else ""
+    return (f"performance and drift of {where} per version and {spec.window} of {spec.timestamp}{labels}, in SQL, "
+            f"windows changed since the last run only, against {baseline} (recorded once per version) -> "
+            f"{spec.performance_table}, {spec.drift_table} via {spec.sinks['performance'].describe() if spec.sinks else spec.warehouse}; "
+            f"alert rules: {rules}; notifiers: {notifiers}")
 
 
 # ---------------------------------------------------------------------- retrain
@@ -141,11 +144,15 @@ def explain(run):
         table.to_parquet(path, index=False)
         (run.output_dir / "explanation.json").write_text(json.dumps(explanation, indent=2))
         where.append(str(path))
-    if run.retrain and run.retrain.warehouse:
-        from mlops_framework.monitoring import append_tables
+    if run.retrain and run.retrain.sink is not None:
+        import pyarrow as pa
 
-        append_tables(run.retrain.warehouse, {run.retrain.explanations_table: pd.DataFrame(table)})
-        where.append(f"{run.retrain.explanations_table} in {run.retrain.warehouse}")
+        arrow = pa.Table.from_pandas(pd.DataFrame(table), preserve_index=False)
+        arrow = arrow.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f
+                                      for f in arrow.schema]))  # declared types, never DuckDB's "NULL"
+        with run.retrain.sink.open() as writer:
+            writer.write(arrow)
+        where.append(run.retrain.sink.describe())
     explanation["written_to"] = where
     run.results["explanation"] = explanation
     top = ", ".join(f"{k}={v:.3f}" for k, v in list(explanation["global"].items())[:3])
@@ -154,40 +161,120 @@ def explain(run):
 
 def _describe_explain(run):
     rows = run.retrain.explain_rows if run.retrain else 1000
-    table = f" and {run.retrain.explanations_table}" if run.retrain and run.retrain.warehouse else ""
+    table = f" and {run.retrain.sink.describe()}" if run.retrain and run.retrain.sink is not None else ""
     return f"SHAP contributions (pred_contribs) of the model on {rows:,} holdout rows -> explanations.parquet{table}"
 
 
 # ---------------------------------------------------------------------- promote
+def _predictions(model, frame, X):
+    """(0/1 truth, 0/1 predictions, scores) of ``model`` on the rows ``X`` of ``frame``, re-encoded from
+    the raw rows with ``model``'s own contract."""
+    import numpy as np
+
+    encoded = model.contract.encode_frame(frame.loc[X.index])
+    truth = np.asarray(model.contract.encode_target(frame.loc[X.index, model.contract.target]))
+    scores = np.asarray(model.predict_scores(encoded), dtype=float)
+    return truth, (scores >= model.threshold).astype(int), scores
+
+
+def metric_function(name: str):
+    """``metric(truth, predictions, scores) -> float`` for a classification metric name."""
+    from mlops_framework.monitoring import classification_summary, roc_auc
+
+    if name == "roc_auc":
+        return lambda truth, predicted, scores: roc_auc(truth, scores)
+    return lambda truth, predicted, scores: classification_summary(truth, predicted)[name]
+
+
 def holdout_metrics(model, frame, X, y) -> dict:
     """Accuracy, macro precision/recall/F1 and ROC AUC of ``model`` on the rows ``X`` (encoded by the
     candidate) of ``frame``: re-encoded from the raw rows with ``model``'s own contract."""
     from mlops_framework.monitoring import classification_summary
 
-    encoded = model.contract.encode_frame(frame.loc[X.index])
-    truth = model.contract.encode_target(frame.loc[X.index, model.contract.target])
-    scores = model.predict_scores(encoded)
-    summary = classification_summary(truth, scores >= model.threshold, scores)
-    return {key: summary[key] for key in PERFORMANCE}
+    truth, predicted, scores = _predictions(model, frame, X)
+    summary = classification_summary(truth, predicted, scores)
+    return {key: summary[key] for key in (*QUALITY, "rows")}
 
 
-def compare(run, champion_version):
-    """Candidate (this run's model) and champion (a registered version, or None) on the same holdout."""
+def paired_bootstrap(metric, truth, champion, challenger, *, higher_is_better: bool = True,
+                     resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """The improvement of ``challenger`` over ``champion`` on the same rows, with a paired bootstrap
+    interval: rows are drawn with replacement ``resamples`` times, both are measured on each draw, and
+    the interval is the central ``confidence`` share of the differences.
+
+    ``metric(truth, *predictions) -> float``; ``champion`` / ``challenger`` are tuples of arrays with one
+    entry per row of ``truth`` (e.g. ``(labels, scores)``). ``improvement`` is challenger - champion,
+    or champion - challenger when lower is better (an error): positive always means better."""
+    import numpy as np
+
+    truth = np.asarray(truth)
+    n = len(truth)
+    if n == 0:
+        raise MlopsError("the promotion gate has no holdout rows to compare on")
+    sign = 1.0 if higher_is_better else -1.0
+
+    def difference(index):
+        new = metric(truth[index], *(np.asarray(a)[index] for a in challenger))
+        old = metric(truth[index], *(np.asarray(a)[index] for a in champion))
+        if new is None or old is None:
+            return np.nan
+        return sign * (new - old)
+
+    observed = difference(np.arange(n))
+    rng = np.random.default_rng(seed)
+    draws = np.array([difference(rng.integers(0, n, n)) for _ in range(resamples)])
+    draws = draws[~np.isnan(draws)]
+    tail = (1 - confidence) / 2
+    lower, upper = (np.quantile(draws, [tail, 1 - tail]) if draws.size else (np.nan, np.nan))
+    return {"test": "paired bootstrap", "improvement": float(observed), "lower": float(lower), "upper": float(upper),
+            "confidence": confidence, "resamples": resamples, "rows": n}
+
+
+def mcnemar(truth, champion_predictions, challenger_predictions) -> dict:
+    """McNemar's exact test on the rows where exactly one of the two is right: ``p_value`` of the
+    challenger being right more often by chance (one-sided binomial)."""
+    import numpy as np
+    from scipy.stats import binomtest
+
+    truth = np.asarray(truth)
+    old_right = np.asarray(champion_predictions) == truth
+    new_right = np.asarray(challenger_predictions) == truth
+    only_new, only_old = int((new_right & ~old_right).sum()), int((old_right & ~new_right).sum())
+    p = binomtest(only_new, only_new + only_old, 0.5, alternative="greater").pvalue if only_new + only_old else 1.0
+    return {"test": "mcnemar", "only_challenger_right": only_new, "only_champion_right": only_old,
+            "p_value": float(p), "rows": len(truth)}
+
+
+def compare(run, champion_version, spec: PromotionSpec | None = None):
+    """Candidate (this run's model) and champion (a registered version, or None) on the same holdout,
+    with the test ``spec.test`` of the candidate's improvement."""
+    spec = spec or PromotionSpec()
     X, y = _need(run, "splits", "promote")["holdout"]
     frame = _need(run, "frame", "promote")
-    candidate = holdout_metrics(_need(run, "model", "promote"), frame, X, y)
-    champion = None
+    candidate_model = _need(run, "model", "promote")
+    new = _predictions(candidate_model, frame, X)
+    candidate = holdout_metrics(candidate_model, frame, X, y)
+    champion = test = None
     if champion_version is not None:
         model = run.registry.load_model(run.registration.model_name, champion_version)
+        old = _predictions(model, frame, X)
         champion = holdout_metrics(model, frame, X, y)
-    return {"holdout_rows": len(y), "candidate": candidate, "champion": champion}
+        if spec.test == "bootstrap":
+            test = paired_bootstrap(metric_function(spec.metric), new[0], old[1:], new[1:], higher_is_better=True,
+                                    resamples=spec.resamples, confidence=spec.confidence, seed=spec.seed)
+        elif spec.test == "mcnemar":
+            test = mcnemar(new[0], old[1], new[1])
+            test["improvement"] = (candidate[spec.metric] or 0) - (champion[spec.metric] or 0)
+    return {"holdout_rows": len(y), "candidate": candidate, "champion": champion, "test": test}
 
 
 def gate(spec: PromotionSpec, comparison: dict, alerts=()) -> tuple[bool, str]:
-    """(passed, reason) for the comparison of ``compare``; ``alerts`` are this run's fired alerts."""
+    """(passed, reason) for the comparison of ``compare``; ``alerts`` are the drift alerts that count
+    (this run's and those recorded for the champion's recent windows)."""
     metric = spec.metric
     new = comparison["candidate"][metric]
     old = (comparison["champion"] or {}).get(metric)
+    test = comparison.get("test")
     problems = []
     if spec.min_value is not None and (new is None or new < spec.min_value):
         problems.append(f"{metric} {_num(new)} < min_value {spec.min_value}")
@@ -195,19 +282,48 @@ def gate(spec: PromotionSpec, comparison: dict, alerts=()) -> tuple[bool, str]:
         if not spec.promote_first:
             problems.append(f"no version holds {spec.alias} and promotion.promote_first is false")
         verdict = f"no champion holds {spec.alias}"
+    elif test and test["test"] == "paired bootstrap":
+        interval = (f"{metric} improvement {test['improvement']:+.4f}, {test['confidence']:.0%} paired bootstrap "
+                    f"interval [{test['lower']:+.4f}, {test['upper']:+.4f}] ({test['resamples']} resamples)")
+        if not test["lower"] > spec.min_improvement:
+            problems.append(f"{interval}: lower bound not above min_improvement {spec.min_improvement}")
+        verdict = f"{interval} above {spec.min_improvement}"
     else:
         bar = None if old is None else old + spec.min_improvement
         if new is None or bar is None or new < bar:
             problems.append(f"{metric} {_num(new)} < champion's {_num(old)} + {spec.min_improvement}")
         verdict = f"{metric} {_num(new)} vs champion's {_num(old)} + {spec.min_improvement}"
+        if test and test["test"] == "mcnemar":
+            mc = f"McNemar p = {test['p_value']:.4f} ({test['only_challenger_right']} vs {test['only_champion_right']} rows)"
+            if test["p_value"] >= 1 - spec.confidence:
+                problems.append(f"{mc} not below {1 - spec.confidence:.3g}")
+            verdict += f", {mc}"
     if spec.block_on_drift_alert:
-        drift = sorted({a.rule for a in alerts if a.metric in DRIFT})
+        drift = sorted({f"{a.rule} ({a.model_version})" if a.model_version else a.rule for a in alerts
+                        if a.metric in DRIFT})
         if drift:
-            problems.append(f"drift alert(s) fired in this run: {', '.join(drift)}")
+            problems.append(f"drift alert(s) on the champion's recent windows or in this run: {', '.join(drift)}")
     rows = f" on {comparison['holdout_rows']:,} holdout rows"
     if problems:
         return False, "refused: " + "; ".join(problems) + rows
     return True, "gate passed: " + verdict + rows
+
+
+def drift_alerts(run, spec, champion):
+    """This run's alerts and those recorded for the champion's ``drift_windows`` latest windows."""
+    from mlops_framework.alerts import Alert
+
+    alerts = list(run.results.get("alerts") or [])
+    if champion is None or run.monitor is None or not spec.block_on_drift_alert:
+        return alerts
+    from mlops_framework.monitoring import recorded_alerts
+
+    for row in recorded_alerts(run.monitor, run.registration.model_name, champion, spec.drift_windows):
+        alerts.append(Alert(rule=row["RULE"], metric=row["METRIC"], op=row["OP"], threshold=row["THRESHOLD"],
+                            value=row["VALUE"], window_start=row["WINDOW_START"], window_end=row["WINDOW_END"],
+                            column=row["COLUMN_NAME"], model_name=row["MODEL_NAME"],
+                            model_version=row["MODEL_VERSION"], run_id=row["RUN_ID"]))
+    return alerts
 
 
 def _num(value):
@@ -224,10 +340,13 @@ def promote(run):
     if champion == version:
         record.update(promoted=False, reason=f"{version} already holds {alias}", comparison=None)
     else:
-        comparison = compare(run, champion)
-        passed, reason = gate(spec, comparison, run.results.get("alerts") or [])
+        comparison = compare(run, champion, spec)
+        passed, reason = gate(spec, comparison, drift_alerts(run, spec, champion))
         metrics = {f"candidate_{k}": v for k, v in comparison["candidate"].items()}
         metrics.update({f"champion_{k}": v for k, v in (comparison["champion"] or {}).items()})
+        for key, value in (comparison["test"] or {}).items():
+            if isinstance(value, (int, float)):
+                metrics[f"test_{key}"] = value
         audited = isinstance(run.registry, AuditedRegistry)
         extra = {"config_hash": run.provenance.config_hash} if audited else {}
         if passed:

@@ -241,7 +241,17 @@ def _bin_labels(edges) -> list[str]:
 # ---------------------------------------------------------------------- windows
 def window_starts(timestamps, window: str = "7 days", origin: str = "2000-01-03"):
     """The start of the window each timestamp falls in: ``origin + k * window`` (DuckDB's
-    ``time_bucket`` with its default origin, a Monday)."""
+    ``time_bucket`` with its default origin, a Monday). The monitor cuts windows in SQL the same way."""
+    import pandas as pd
+
+    width, start = _window_width(window, origin)
+    ts = pd.to_datetime(pd.Series(timestamps))
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    return start + ((ts - start) // width) * width, width
+
+
+def _window_width(window: str, origin: str):
     import pandas as pd
 
     try:
@@ -251,63 +261,461 @@ def window_starts(timestamps, window: str = "7 days", origin: str = "2000-01-03"
         raise MlopsError(f"monitor.window {window!r} / origin {origin!r}: {error}") from None
     if width <= pd.Timedelta(0):
         raise MlopsError(f"monitor.window must be positive, not {window!r}")
-    ts = pd.to_datetime(pd.Series(timestamps))
-    if getattr(ts.dt, "tz", None) is not None:
-        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-    return start + ((ts - start) // width) * width, width
+    return width, start
 
 
-def compute(frame, baseline, *, features, target, score_column, prediction_column, timestamp,
-            window="7 days", origin="2000-01-03", bins=10, binning="quantile", average="macro") -> dict:
-    """Monitor ``frame`` (predictions with ground truth) against ``baseline`` (the same columns).
+# ---------------------------------------------------------------------- SQL checks
+def check_expression(text: str, where: str) -> str:
+    """``text`` as one SQL expression (DuckDB's parser), normalised; anything else is refused.
 
-    ``features`` is ``{column: "numeric" | "categorical"}``. Returns ``performance`` (one dict per
-    window, oldest first) and ``drift`` (one dict per window and column: the features, the prediction
-    and the score), each with its window's start and end."""
+    Used for SQL fragments taken from the config (``monitor.baseline``) before they are put into a query."""
+    import duckdb
+
+    try:
+        return str(duckdb.SQLExpression(str(text)))
+    except duckdb.Error as error:
+        raise MlopsError(f"{where} {text!r} is not one SQL expression: {str(error).splitlines()[0]}") from None
+
+
+def time_expression(con, relation: str, column: str, time_format: str | None) -> str:
+    """A SQL expression turning ``column`` of ``relation`` into a TIMESTAMP: timestamp and date columns as
+    they are (time zones to UTC), text with ``time_format`` (strptime) or as ISO 8601. One MlopsError when
+    a value cannot be read."""
+    from mlops_framework.sources import quote_identifier, sql_string
+
+    types = {name.upper(): (name, kind) for name, kind, *_ in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+    if column.upper() not in types:
+        raise MlopsError(f"the monitored rows have no time column {column} (monitor.timestamp); "
+                         f"they have: {', '.join(name for name, _ in types.values())}")
+    name, kind = types[column.upper()]
+    quoted = quote_identifier(name)
+    kind = kind.upper()
+    if kind.startswith("TIMESTAMP WITH TIME ZONE") or kind == "TIMESTAMPTZ":
+        return f"timezone('UTC', {quoted})"
+    if kind.startswith("TIMESTAMP") or kind == "DATE":
+        return f"CAST({quoted} AS TIMESTAMP)"
+    if kind != "VARCHAR":
+        raise MlopsError(f"the time column {column} is {kind}, not a timestamp, date or text; "
+                         "choose another monitor.timestamp")
+    expression = (f"try_strptime({quoted}, {sql_string(time_format)})" if time_format
+                  else f"TRY_CAST({quoted} AS TIMESTAMP)")
+    bad = con.execute(f"SELECT {quoted} FROM {relation} WHERE {quoted} IS NOT NULL AND {expression} IS NULL "
+                      "LIMIT 1").fetchall()
+    if bad:
+        how = f"with monitor.time_format {time_format!r}" if time_format else (
+            "as a timestamp; declare its format, e.g. monitor.time_format='%d/%m/%Y %H:%M'")
+        raise MlopsError(f"the time column {column} holds {bad[0][0]!r}, which cannot be read {how}")
+    return expression
+
+
+# ---------------------------------------------------------------------- performance from counts
+def metrics_from_confusion(counts: dict, classes=None, positive=None, average: str = "macro") -> dict:
+    """Accuracy and precision/recall/F1 from ``{(actual, predicted): rows}``: ``macro`` over ``classes``
+    (default: every value seen), or of ``positive`` (``average="binary"``). Undefined ratios are 0, as
+    scikit-learn's ``zero_division=0``. Two classes also give the confusion counts tn/fp/fn/tp."""
+    if average not in ("macro", "binary"):
+        raise MlopsError(f"monitor.average must be macro or binary, not {average!r}")
+    n = sum(counts.values())
+    if classes is None:
+        classes = sorted({c for pair in counts for c in pair}, key=lambda c: (str(type(c)), c))
+    classes = list(classes)
+
+    def ratio(a, b):
+        return a / b if b else 0.0
+
+    def prf(label):
+        tp = counts.get((label, label), 0)
+        predicted = sum(v for (a, p), v in counts.items() if p == label)
+        actual = sum(v for (a, p), v in counts.items() if a == label)
+        precision, recall = ratio(tp, predicted), ratio(tp, actual)
+        return precision, recall, ratio(2 * precision * recall, precision + recall)
+
+    if average == "binary":
+        precision, recall, f1 = prf(positive if positive is not None else classes[-1])
+    else:
+        each = [prf(label) for label in classes] or [(0.0, 0.0, 0.0)]
+        precision, recall, f1 = (sum(values) / len(each) for values in zip(*each))
+    result = {"rows": n, "accuracy": ratio(sum(v for (a, p), v in counts.items() if a == p), n),
+              "precision": float(precision), "recall": float(recall), "f1": float(f1)}
+    if len(classes) == 2:
+        negative, positive_ = classes if positive is None else (
+            next(c for c in classes if c != positive), positive)
+        result.update(tn=counts.get((negative, negative), 0), fp=counts.get((negative, positive_), 0),
+                      fn=counts.get((positive_, negative), 0), tp=counts.get((positive_, positive_), 0))
+    return result
+
+
+def auc_from_buckets(buckets) -> float | None:
+    """ROC AUC from ``[(score, positives, negatives)]``: the Mann-Whitney statistic, ties (one bucket)
+    counted half. Exact for distinct scores; the monitor rounds scores to 1e-4 to bound the buckets."""
+    buckets = sorted(buckets)
+    positives = sum(b[1] for b in buckets)
+    negatives = sum(b[2] for b in buckets)
+    if not positives or not negatives:
+        return None
+    below = 0
+    total = 0.0
+    for _, pos, neg in buckets:
+        total += pos * (below + neg / 2)
+        below += neg
+    return float(total / (positives * negatives))
+
+
+def wasserstein_from_quantiles(p_quantiles, q_quantiles) -> float | None:
+    """The first Wasserstein distance approximated on a quantile grid: the mean |Qp(u) - Qq(u)|."""
+    if p_quantiles is None or q_quantiles is None or not len(p_quantiles) or not len(q_quantiles):
+        return None
+    return float(np.mean(np.abs(np.asarray(p_quantiles, dtype=float) - np.asarray(q_quantiles, dtype=float))))
+
+
+QUANTILE_GRID = [round(float(x), 4) for x in np.linspace(0.01, 0.99, 50)]
+AUC_DECIMALS = 4
+RESERVOIR = 2048  # values sampled per window for the quantiles of the Wasserstein approximation
+TASKS = ("binary", "multiclass", "regression")
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "rmse", "mae", "r2", "tn", "fp", "fn", "tp")
+
+
+# ---------------------------------------------------------------------- the monitor in SQL
+class WarehouseMonitor:
+    """Computes a monitor run in DuckDB over the monitored rows, never loading them into Python.
+
+    ``con`` has a relation ``monitored`` (the predictions, optionally joined with actuals, see
+    :func:`open_monitored`). Windows are cut with ``time_bucket``; per version and window it counts the
+    confusion matrix (classification), bucketed scores (ROC AUC), error sums (regression) and, per
+    column, the rows in each of the baseline's bins; every metric is then computed from those counts.
+    Only the (version, window) pairs in ``todo`` are computed."""
+
+    def __init__(self, con, *, columns: dict, target_expr: str, prediction: str, score: str | None,
+                 time_expr: str, version_expr: str, scored_at: str | None, window: str, origin: str,
+                 task: dict, bins: int, binning: str, average: str):
+        from mlops_framework.sources import quote_identifier
+
+        self.con = con
+        self.columns = columns
+        self.task = task  # version -> {"task", "classes"}
+        self.bins, self.binning, self.average = bins, binning, average
+        width, start = _window_width(window, origin)
+        self.width = width.to_pytimedelta()
+        micros = int(width / np.timedelta64(1, "us"))
+        self.has_scored_at = bool(scored_at)
+        self.time_expr = time_expr
+        scored = f"CAST({quote_identifier(scored_at)} AS VARCHAR)" if scored_at else "NULL"
+        score_expr = f"CAST({quote_identifier(score)} AS DOUBLE)" if score else "CAST(NULL AS DOUBLE)"
+        con.execute(f"""CREATE OR REPLACE TEMP VIEW prepared AS SELECT *,
+            time_bucket(to_microseconds({micros}), {time_expr}, TIMESTAMP '{start.isoformat(sep=' ')}') AS __window,
+            {version_expr} AS __version, {target_expr} AS __actual, {quote_identifier(prediction)} AS __predicted,
+            {score_expr} AS __score, {scored} AS __scored_at FROM monitored""")
+        self.relation = "prepared"
+
+    # -- what there is
+    def fingerprints(self) -> dict:
+        """``{(version, window_start): (rows, labeled rows, fingerprint)}`` of every window: one scan. With
+        a ``SCORED_AT`` column, re-scoring shows as a later scoring time; without, a hash of the rows."""
+        change = ("CAST(max(__scored_at) AS VARCHAR)" if self.has_scored_at
+                  else "CAST(bit_xor(hash(__predicted, __actual, __score)) AS VARCHAR)")
+        rows = self.con.execute(f"""SELECT __version, __window, count(*), count(__actual), {change}
+            FROM prepared WHERE __window IS NOT NULL GROUP BY ALL""").fetchall()
+        return {(v, w): (n, labeled, f"{n}:{labeled}:{fp}") for v, w, n, labeled, fp in rows}
+
+    def select_work(self, todo: set, everything: bool) -> None:
+        """The relation the per-window queries read: all rows, or only those of the windows to compute."""
+        if everything or not todo:
+            self.relation = "prepared"
+            return
+        import pyarrow as pa
+
+        keys = pa.table({"__version": pa.array([v for v, _ in todo], pa.string()),
+                         "__window": pa.array([w for _, w in todo], pa.timestamp("us"))})
+        self.con.register("__todo", keys)
+        first, last = min(w for _, w in todo), max(w for _, w in todo) + self.width
+        # the time range first: row groups outside it are skipped (zone maps) before windows are cut
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE work AS SELECT p.* FROM prepared p "
+                         f"JOIN __todo t ON p.__version = t.__version AND p.__window = t.__window "
+                         f"WHERE {self.time_expr} >= TIMESTAMP '{first.isoformat(sep=' ')}' "
+                         f"AND {self.time_expr} < TIMESTAMP '{last.isoformat(sep=' ')}'")
+        self.relation = "work"
+
+    # -- baseline
+    def baseline_stats(self, relation: str) -> dict:
+        """Bins, shares, means and quantiles of every column on ``relation``, plus its performance."""
+        from mlops_framework.sources import quote_identifier
+
+        con = self.con
+        rows = con.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
+        stats = {"rows": rows, "columns": {}}
+        for column, kind in self.columns.items():
+            q = quote_identifier(column)
+            if kind == "numeric":
+                x = f"CAST({q} AS DOUBLE)"
+                if self.binning == "quantile":
+                    grid = [round(i / self.bins, 6) for i in range(self.bins + 1)]
+                    edges = con.execute(f"SELECT quantile_cont({x}, {grid}) FROM {relation}").fetchone()[0]
+                elif self.binning == "uniform":
+                    lo, hi = con.execute(f"SELECT min({x}), max({x}) FROM {relation}").fetchone()
+                    edges = None if lo is None else list(np.linspace(lo, hi, self.bins + 1))
+                else:
+                    raise MlopsError(f"monitor.binning must be quantile or uniform, not {self.binning!r}")
+                edges = [] if edges is None else [float(e) for e in np.unique(np.asarray(edges, dtype=float))][1:-1]
+                counts = dict(con.execute(f"SELECT {self._bin_expr(x, edges)}, count(*) FROM {relation} "
+                                          f"WHERE {x} IS NOT NULL GROUP BY ALL").fetchall())
+                mean, quantiles = con.execute(f"SELECT avg({x}), quantile_cont({x}, {QUANTILE_GRID}) "
+                                              f"FROM {relation}").fetchone()
+                total = sum(counts.values())
+                shares = [counts.get(i, 0) / total if total else 0.0 for i in range(len(edges) + 1)]
+                stats["columns"][column] = {"kind": kind, "edges": edges, "labels": _bin_labels(edges),
+                                            "shares": shares, "mean": mean, "quantiles": quantiles}
+            else:
+                label = self._label_expr(q)
+                counts = con.execute(f"SELECT {label} AS label, count(*) AS n FROM {relation} GROUP BY ALL "
+                                     "ORDER BY n DESC, label").fetchall()
+                categories = [c for c, _ in counts]
+                if len(categories) > self.bins:
+                    categories = categories[: max(self.bins - 1, 1)] + [OTHER]
+                by = dict(counts)
+                kept = set(categories) - {OTHER}
+                shares = [by.get(c, 0) for c in categories if c != OTHER]
+                if OTHER in categories:
+                    shares.append(sum(n for c, n in counts if c not in kept))
+                shares = [s / rows if rows else 0.0 for s in shares]
+                mean = con.execute(f"SELECT avg(TRY_CAST({q} AS DOUBLE)) FROM {relation}").fetchone()[0] \
+                    if self._is_number(q, relation) else None
+                stats["columns"][column] = {"kind": kind, "labels": categories, "shares": shares, "mean": mean}
+        stats["performance"] = next(iter(self.performance(relation, by_window=False).values()), {})
+        return stats
+
+    def _is_number(self, quoted, relation) -> bool:
+        kind = self.con.execute(f"SELECT typeof({quoted}) FROM {relation} LIMIT 1").fetchone()
+        return bool(kind) and kind[0].upper() in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT",
+                                                 "DOUBLE", "BOOLEAN", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT") \
+            or bool(kind) and kind[0].upper().startswith("DECIMAL")
+
+    @staticmethod
+    def _label_expr(quoted):
+        return f"CASE WHEN {quoted} IS NULL THEN '(null)' ELSE CAST({quoted} AS VARCHAR) END"
+
+    @staticmethod
+    def _bin_expr(x, edges):
+        if not edges:
+            return "0"
+        return "(" + " + ".join(f"CAST({x} >= {float(e)!r} AS INTEGER)" for e in edges) + ")"
+
+    # -- per window
+    def performance(self, relation=None, *, by_window=True) -> dict:
+        """``{(version, window) | ("", None): metrics}`` of the labelled rows of ``relation``."""
+        relation = relation or self.relation
+        keys = "__version, __window" if by_window else "'' AS __version, NULL AS __window"
+        out = {}
+        tasks = {v: t["task"] for v, t in self.task.items()}
+        regression = set(v for v, t in tasks.items() if t == "regression")
+        con = self.con
+        if any(t != "regression" for t in tasks.values()) or not by_window:
+            confusion = con.execute(f"SELECT {keys}, __actual, __predicted, count(*) FROM {relation} "
+                                    "WHERE __actual IS NOT NULL GROUP BY ALL").fetchall()
+            grouped: dict = {}
+            for v, w, a, p, n in confusion:
+                grouped.setdefault((v, w), {})[(a, p)] = n
+            for key, counts in grouped.items():
+                info = self.task.get(key[0]) or next(iter(self.task.values()))
+                if info["task"] == "regression":
+                    continue
+                classes = info.get("classes") or None
+                positive = classes[-1] if classes and info["task"] == "binary" else None
+                if classes:
+                    classes = [c for c in classes] + sorted({c for pair in counts for c in pair} - set(classes), key=str)
+                out[key] = metrics_from_confusion(counts, classes, positive,
+                                                  self.average if info["task"] == "binary" else "macro")
+                out[key]["roc_auc"] = None
+            binary = [k for k in out if (self.task.get(k[0]) or next(iter(self.task.values())))["task"] == "binary"]
+            if binary:
+                positive = {v: (self.task.get(v) or {}).get("classes") for v, _ in binary}
+                for (v, w), result in self._auc(relation, keys, positive).items():
+                    if (v, w) in out:
+                        out[(v, w)]["roc_auc"] = result
+        if regression or (not by_window and all(t == "regression" for t in tasks.values())):
+            sums = con.execute(f"""SELECT {keys}, count(*), sum(power(CAST(__predicted AS DOUBLE) - __actual, 2)),
+                sum(abs(CAST(__predicted AS DOUBLE) - __actual)), sum(CAST(__actual AS DOUBLE)),
+                sum(power(CAST(__actual AS DOUBLE), 2)) FROM {relation} WHERE __actual IS NOT NULL
+                GROUP BY ALL""").fetchall()
+            for v, w, n, sse, sae, sy, syy in sums:
+                if by_window and v not in regression:
+                    continue
+                total = syy - sy * sy / n if n else 0
+                out[(v, w)] = {"rows": n, "rmse": float(np.sqrt(sse / n)) if n else None,
+                               "mae": sae / n if n else None, "r2": 1 - sse / total if total else None}
+        return out
+
+    def _auc(self, relation, keys, classes_of) -> dict:
+        """ROC AUC per window, in SQL: scores rounded to ``AUC_DECIMALS`` into buckets, the Mann-Whitney
+        sum over buckets (ties within a bucket count half); positives are the last class."""
+        values = {c[-1] for c in classes_of.values() if c}
+        if len(values) > 1:
+            return {}
+        if values:
+            condition, params = "__actual = ?", [values.pop()]
+        else:
+            condition, params = f"__actual = (SELECT max(__actual) FROM {relation})", []
+        rows = self.con.execute(f"""
+            WITH buckets AS (
+                SELECT {keys}, CAST(round(__score * {10 ** AUC_DECIMALS}) AS BIGINT) AS s, count_if({condition}) AS pos,
+                       count(*) - count_if({condition}) AS neg
+                FROM {relation} WHERE __actual IS NOT NULL AND __score IS NOT NULL GROUP BY ALL),
+            ranked AS (
+                SELECT __version, __window, pos, neg, coalesce(sum(neg) OVER (PARTITION BY __version, __window
+                       ORDER BY s ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS below FROM buckets)
+            SELECT __version, __window, sum(pos * (below + neg / 2.0)) / nullif(sum(pos) * sum(neg), 0)
+            FROM ranked GROUP BY ALL""", params * 2).fetchall()
+        return {(v, w): None if auc is None else float(auc) for v, w, auc in rows}
+
+    def drift(self, baselines: dict) -> list[dict]:
+        """One dict per (version, window, column) of the windows being computed, against ``baselines``
+        (version -> :meth:`baseline_stats`). Two scans: the per-window statistics of every column, and
+        the rows per bin of every column (grouping sets), with each version's own baseline bins."""
+        from mlops_framework.sources import quote_identifier, sql_string
+
+        con, relation = self.con, self.relation
+        names = list(self.columns)
+        stats_sql, bin_sql = [], []
+        for i, (column, kind) in enumerate(self.columns.items()):
+            q = quote_identifier(column)
+            if kind == "numeric":
+                x = f"CAST({q} AS DOUBLE)"
+                stats_sql.append(f"count({x}), avg({x}), reservoir_quantile({x}, {QUANTILE_GRID}, {RESERVOIR})")
+                cases = " ".join(f"WHEN __version = {sql_string(v)} THEN {self._bin_expr(x, b['columns'][column]['edges'])}"
+                                 for v, b in baselines.items())
+                bin_sql.append(f"CAST(CASE WHEN {x} IS NULL THEN NULL {cases} END AS VARCHAR) AS b{i}")
+            else:
+                mean = f"avg(TRY_CAST({q} AS DOUBLE))" if self._is_number(q, relation) else "NULL"
+                stats_sql.append(f"count({q}), {mean}, NULL")
+                bin_sql.append(f"{self._label_expr(q)} AS b{i}")
+        windows = con.execute(f"SELECT __version, __window, count(*), {', '.join(stats_sql)} FROM {relation} "
+                              "GROUP BY ALL").fetchall()
+        sets = ", ".join(f"(__version, __window, b{i})" for i in range(len(names)))
+        grouping = ", ".join(f"grouping(b{i})" for i in range(len(names)))
+        counts: dict = {}
+        for v, w, *rest in con.execute(
+                f"SELECT __version, __window, {', '.join(f'b{i}' for i in range(len(names)))}, [{grouping}], count(*) "
+                f"FROM (SELECT __version, __window, {', '.join(bin_sql)} FROM {relation}) "
+                f"GROUP BY GROUPING SETS ({sets})").fetchall():
+            values, flags, n = rest[:-2], rest[-2], rest[-1]
+            i = flags.index(0)
+            counts.setdefault((v, w, names[i]), {})[values[i]] = n
+        results = []
+        for v, w, n, *stats in windows:
+            for i, (column, kind) in enumerate(self.columns.items()):
+                present, mean, quantiles = stats[3 * i: 3 * i + 3]
+                base = baselines[v]["columns"][column]
+                seen = counts.get((v, w, column), {})
+                difference = None if mean is None or base["mean"] is None else mean - base["mean"]
+                if kind == "numeric":
+                    current = [seen.get(str(k), 0) / present if present else 0.0 for k in range(len(base["shares"]))]
+                    results.append(self._drift_row(v, w, column, kind, n, base, current, present > 0,
+                                                   null_share=(n - present) / n if n else None, difference=difference,
+                                                   wasserstein=wasserstein_from_quantiles(base["quantiles"], quantiles),
+                                                   baseline_rows=baselines[v]["rows"]))
+                    continue
+                labels = list(base["labels"])
+                if OTHER in labels:
+                    known = set(labels) - {OTHER}
+                    current = [seen.get(c, 0) for c in labels if c != OTHER]
+                    current.append(sum(k for c, k in seen.items() if c not in known))
+                    shares = list(base["shares"])
+                else:
+                    new = sorted(c for c in seen if c not in set(labels))
+                    labels += new
+                    current = [seen.get(c, 0) for c in labels]
+                    shares = list(base["shares"]) + [0.0] * len(new)
+                current = [c / n if n else 0.0 for c in current]
+                results.append(self._drift_row(v, w, column, kind, n, {**base, "labels": labels, "shares": shares},
+                                               current, n > 0, null_share=(n - present) / n if n else None,
+                                               difference=difference, wasserstein=None,
+                                               baseline_rows=baselines[v]["rows"]))
+        return results
+
+    def _drift_row(self, version, window, column, kind, n, base, current, usable, *, null_share, difference,
+                   wasserstein, baseline_rows) -> dict:
+        p, q = base["shares"], current
+        usable = usable and baseline_rows > 0
+        return {"model_version": version, "window_start": window, "window_end": window + self.width,
+                "column": column, "kind": kind, "rows": n, "baseline_rows": baseline_rows,
+                "psi": psi(p, q) if usable else None,
+                "jensen_shannon": jensen_shannon(p, q) if usable and sum(p) and sum(q) else None,
+                "hellinger": hellinger(p, q) if usable else None,
+                "wasserstein": wasserstein, "difference_of_means": difference, "null_share": null_share,
+                "bins": list(base["labels"]), "baseline_hist": [float(x) for x in p],
+                "current_hist": [float(x) for x in q]}
+
+
+# ---------------------------------------------------------------------- monitor tables
+def _schemas():
+    """The declared columns of the monitor tables (the same types whatever a run's values are)."""
+    import pyarrow as pa
+
+    s, f, i, t = pa.string(), pa.float64(), pa.int64(), pa.timestamp("us")
+    stamp = [("MONITOR_ID", s), ("RUN_ID", s), ("MONITORED_AT", t), ("MODEL_NAME", s), ("MODEL_VERSION", s)]
+    return {
+        "performance": pa.schema(stamp + [
+            ("TASK", s), ("WINDOW", s), ("WINDOW_START", t), ("WINDOW_END", t), ("ROWS", i), ("LABELED_ROWS", i),
+            ("WAITING_ROWS", i), ("ACCURACY", f), ("PRECISION", f), ("RECALL", f), ("F1", f), ("ROC_AUC", f),
+            ("RMSE", f), ("MAE", f), ("R2", f), ("TN", i), ("FP", i), ("FN", i), ("TP", i), ("BASELINE_ID", s),
+            ("FINGERPRINT", s)]),
+        "drift": pa.schema(stamp + [
+            ("WINDOW_START", t), ("WINDOW_END", t), ("COLUMN_NAME", s), ("ROLE", s), ("KIND", s), ("ROWS", i),
+            ("BASELINE_ROWS", i), ("PSI", f), ("JENSEN_SHANNON", f), ("HELLINGER", f), ("WASSERSTEIN", f),
+            ("DIFFERENCE_OF_MEANS", f), ("NULL_SHARE", f), ("BASELINE_ID", s)]),
+        "alerts": pa.schema(stamp + [
+            ("RULE", s), ("METRIC", s), ("OP", s), ("THRESHOLD", f), ("VALUE", f), ("WINDOW_START", t),
+            ("WINDOW_END", t), ("COLUMN_NAME", s), ("FIRED_AT", s), ("MESSAGE", s)]),
+        "baselines": pa.schema(stamp + [
+            ("BASELINE_ID", s), ("BASELINE", s), ("BASELINE_ROWS", i), ("COLUMN_NAME", s), ("KIND", s),
+            ("ITEM", s), ("POSITION", i), ("VALUE", f), ("LABEL", s)]),
+    }
+
+
+def read_recorded(sink, where: str):
+    """The rows of a monitor table read back through its sink (empty when it does not exist yet)."""
     import pandas as pd
 
-    needed = [target, score_column, prediction_column, *features]
-    for name, data in (("monitored", frame), ("baseline", baseline)):
-        missing = [c for c in ([timestamp] if name == "monitored" else []) + needed if c not in data.columns]
-        if missing:
-            raise MlopsError(f"the {name} rows lack column(s) {', '.join(missing)}; "
-                             f"they have: {', '.join(map(str, data.columns))}")
-    if len(baseline) == 0:
-        raise MlopsError("the monitoring baseline has no rows: check monitor.baseline")
-    if frame[timestamp].isna().all():
-        raise MlopsError(f"no monitored row has a {timestamp} value: the rows cannot be put into windows")
-    starts, width = window_starts(frame[timestamp], window, origin)
-    columns = {**features, prediction_column: "categorical", score_column: "numeric"}
-    roles = {**{c: "feature" for c in features}, prediction_column: "prediction", score_column: "score"}
-    learned = {}
-    for column, kind in columns.items():
-        if kind == "numeric":
-            learned[column] = {"edges": bin_edges(baseline[column].to_numpy(dtype=float, na_value=np.nan), bins, binning)}
-        else:
-            learned[column] = {"categories": learn_categories(baseline[column], bins)}
-    performance, drift_rows = [], []
-    for start, rows in frame.groupby(starts.to_numpy(), sort=True):
-        start = pd.Timestamp(start).to_pydatetime()
-        end = start + width.to_pytimedelta()
-        truth = rows[target].to_numpy()
-        perf = classification_summary(truth, rows[prediction_column].to_numpy(), rows[score_column].to_numpy(dtype=float),
-                                      average=average)
-        performance.append({"window_start": start, "window_end": end, **perf})
-        for column, kind in columns.items():
-            values = rows[column]
-            base = baseline[column]
-            if kind == "numeric":
-                values = values.to_numpy(dtype=float, na_value=np.nan)
-                base = base.to_numpy(dtype=float, na_value=np.nan)
-            result = drift(base, values, kind=kind, **learned[column])
-            drift_rows.append({"window_start": start, "window_end": end, "column": column, "role": roles[column],
-                               "kind": kind, "rows": len(rows), "baseline_rows": len(baseline), **result})
-    return {"performance": performance, "drift": drift_rows, "window": window}
+    from mlops_framework.contracts import ReadableSink
+
+    if not isinstance(sink, ReadableSink):
+        return pd.DataFrame()
+    try:
+        return sink.as_source(where=where).read()
+    except MlopsError:
+        return pd.DataFrame()
+
+
+def write_table(sink, role: str, rows: list[dict]) -> None:
+    """``rows`` (dicts keyed by upper-case column) into ``sink`` with the declared schema of ``role``."""
+    import pyarrow as pa
+
+    if not rows:
+        return
+    schema = _schemas()[role]
+    table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+    with sink.open() as writer:
+        writer.write(table)
+
+
+def recorded_alerts(spec, model_name: str, version: str, windows: int) -> list[dict]:
+    """Alerts recorded for ``version`` in its ``windows`` most recent monitored windows (any run)."""
+    from mlops_framework.sources import sql_string
+
+    where = f"MODEL_NAME = {sql_string(model_name)} AND MODEL_VERSION = {sql_string(version)}"
+    alerts = read_recorded(spec.sinks["alerts"], where)
+    performance = read_recorded(spec.sinks["performance"], where)
+    if alerts.empty or performance.empty:
+        return []
+    recent = sorted(set(performance.WINDOW_START), reverse=True)[:windows]
+    return alerts[alerts.WINDOW_START.isin(recent)].to_dict("records")
 
 
 # ---------------------------------------------------------------------- the stage
-def read_monitored(spec, run):
-    """The monitored rows and the baseline rows, as pandas frames."""
+def open_monitored(con, spec, run, features) -> dict:
+    """Make ``monitored`` in ``con``: the predictions (a DuckDB table attached read-only, or any source
+    streamed in), left-joined with ``monitor.actuals`` on the id column. Returns what was found."""
+    from mlops_framework.sources import DuckDBTableSource, quote_identifier, sql_string
+
     source = spec.source
     if source is None:
         sink = run.scoring.sink
@@ -317,50 +725,186 @@ def read_monitored(spec, run):
             raise MlopsError(f"monitor.source is null and the scoring sink ({sink.describe()}) cannot be read "
                              "back; set monitor.source to a data option")
         source = sink.as_source()
-    frame = source.read()
-    if spec.baseline_source is not None:
-        baseline = spec.baseline_source.read()
-    elif spec.baseline == "holdout":
-        baseline = holdout_baseline(run, spec)
-    elif spec.baseline:
-        baseline = frame[_where_mask(frame, spec.baseline)].reset_index(drop=True)
+    if isinstance(source, DuckDBTableSource):
+        import os
+
+        if not os.path.isfile(str(source.path)):
+            raise MlopsError(f"DuckDB file not found: {source.path} (has anything been scored into it yet?)")
+        con.execute(f"ATTACH {sql_string(str(source.path))} AS __monitored_db (READ_ONLY)")
+        tables = {row[0].upper(): row[0] for row in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = '__monitored_db'").fetchall()}
+        if source.table.upper() not in tables:
+            raise MlopsError(f"no table {source.table} in {source.path}; tables: {', '.join(sorted(tables.values())) or 'none'}")
+        where = f" WHERE {check_expression(source.where, 'the source where')}" if source.where else ""
+        con.execute(f"CREATE TEMP VIEW __predictions AS SELECT * FROM __monitored_db.{quote_identifier(tables[source.table.upper()])}{where}")
     else:
-        raise MlopsError("monitor.baseline (a SQL condition such as \"WEEK <= 5\") or monitor.baseline_source is required")
-    return frame, baseline, source
+        _load(con, "__predictions", source)
+    columns = [row[0] for row in con.execute("DESCRIBE SELECT * FROM __predictions").fetchall()]
+    upper = {c.upper(): c for c in columns}
+    target = features.target
+    found = {"source": source.describe(), "columns": columns, "actuals": None}
+    model_filter = ""
+    if "MODEL_NAME" in upper:
+        model_filter = (f" WHERE p.{quote_identifier(upper['MODEL_NAME'])} = {sql_string(run.registration.model_name)}"
+                        f" OR p.{quote_identifier(upper['MODEL_NAME'])} IS NULL")
+    if spec.actuals is not None:
+        id_column = spec.id or getattr(features, "id", None)
+        if not id_column:
+            raise MlopsError("monitor.actuals needs the id column that joins labels to predictions: "
+                             "set features.id (or monitor.id)")
+        _load(con, "__actuals_raw", spec.actuals)
+        have = {row[0].upper(): row[0] for row in con.execute("DESCRIBE SELECT * FROM __actuals_raw").fetchall()}
+        missing = [c for c in (id_column, target) if c.upper() not in have]
+        if missing or id_column.upper() not in upper:
+            raise MlopsError(f"monitor.actuals ({spec.actuals.describe()}) must have columns {id_column} and {target}"
+                             f" and the predictions {id_column}; missing: {', '.join(missing or [id_column])}")
+        qid, qt = quote_identifier(have[id_column.upper()]), quote_identifier(have[target.upper()])
+        con.execute(f"CREATE TEMP TABLE __actuals AS SELECT {qid} AS __id, any_value({qt}) AS __label "
+                    f"FROM __actuals_raw WHERE {qt} IS NOT NULL GROUP BY 1")
+        label = (f"coalesce(a.__label, p.{quote_identifier(upper[target.upper()])})" if target.upper() in upper
+                 else "a.__label")
+        con.execute(f"CREATE TEMP VIEW monitored AS SELECT p.* EXCLUDE ({_exclude(upper, target)}), {label} AS "
+                    f"{quote_identifier(target)} FROM __predictions p LEFT JOIN __actuals a "
+                    f"ON p.{quote_identifier(upper[id_column.upper()])} = a.__id{model_filter}")
+        found["actuals"] = spec.actuals.describe()
+    elif target.upper() in upper:
+        con.execute(f"CREATE TEMP VIEW monitored AS SELECT * FROM __predictions p{model_filter}")
+    else:
+        con.execute(f"CREATE TEMP VIEW monitored AS SELECT *, NULL AS {quote_identifier(target)} "
+                    f"FROM __predictions p{model_filter}")
+    return found
 
 
-def holdout_baseline(run, spec):
-    """The training holdout of this run's model, scored by it: the baseline ``monitor.baseline=holdout``."""
-    if "splits" not in run.results or "model" not in run.results:
-        raise MlopsError("monitor.baseline=holdout needs a model trained earlier in this pipeline "
-                         "(stages load ... train before monitor)")
+def _exclude(upper, target):
+    from mlops_framework.sources import quote_identifier
+
+    return quote_identifier(upper[target.upper()]) if target.upper() in upper else "__no_such_column__"
+
+
+def _load(con, name, source):
+    """Stream a source's Arrow batches into a DuckDB table (spilled to disk past the memory limit)."""
+    first = True
+    for batch in source.batches(batch_size=262_144):
+        con.register("__batch", batch)
+        con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM __batch" if first
+                    else f"INSERT INTO {name} SELECT * FROM __batch")
+        con.unregister("__batch")
+        first = False
+    if first:
+        raise MlopsError(f"{source.describe()} has no rows")
+
+
+def _task_of(run, version) -> dict:
+    """The task and classes of a registered version: its metadata or feature contract; binary without."""
+    name = run.registration.model_name
+    info = {"task": "binary", "classes": None}
+    try:
+        record = run.registry.get_version(name, version)
+    except MlopsError:
+        return info
+    metadata = (record or {}).get("metadata") or {}
+    if metadata.get("task") in TASKS:
+        info["task"] = metadata["task"]
+    try:
+        contract = run.registry.load_model(name, version).contract
+    except MlopsError:
+        return info
+    info["classes"] = list(contract.classes or []) or None
+    info["task"] = getattr(contract, "task", None) or info["task"]
+    return info
+
+
+def _baseline_key(spec) -> str:
+    if spec.baseline_source is not None:
+        return f"source: {spec.baseline_source.describe()}"
+    if spec.baseline == "holdout":
+        return "holdout"
+    if not spec.baseline:
+        raise MlopsError("monitor.baseline (a SQL condition such as \"WEEK <= 5\", \"holdout\") or "
+                         "monitor.baseline_source is required")
+    return check_expression(spec.baseline, "monitor.baseline")
+
+
+def _recorded_baselines(frame) -> dict:
+    """``{version: stats}`` from MONITOR_BASELINES rows (the first recorded baseline of each version)."""
+    out = {}
+    if frame.empty:
+        return out
+    frame = frame.sort_values(["MONITORED_AT", "POSITION"])
+    for version, rows in frame.groupby("MODEL_VERSION", sort=False):
+        first = rows[rows.BASELINE_ID == rows.BASELINE_ID.iloc[0]]
+        stats = {"id": first.BASELINE_ID.iloc[0], "spec": first.BASELINE.iloc[0],
+                 "rows": int(first.BASELINE_ROWS.iloc[0]), "columns": {}, "performance": {}}
+        for _, r in first.iterrows():
+            if r.COLUMN_NAME == "" and r.ITEM == "performance":
+                stats["performance"][r.LABEL] = None if np.isnan(r.VALUE) else float(r.VALUE)
+                continue
+            if not r.COLUMN_NAME:
+                continue
+            column = stats["columns"].setdefault(r.COLUMN_NAME, {"kind": r.KIND, "edges": [], "labels": [],
+                                                                 "shares": [], "mean": None, "quantiles": []})
+            value = None if r.VALUE is None or np.isnan(r.VALUE) else float(r.VALUE)
+            if r.ITEM == "edge":
+                column["edges"].append(value)
+            elif r.ITEM == "bin":
+                column["labels"].append(r.LABEL)
+                column["shares"].append(value)
+            elif r.ITEM == "mean":
+                column["mean"] = value
+            elif r.ITEM == "quantile":
+                column["quantiles"].append(value)
+        for column in stats["columns"].values():
+            column["quantiles"] = column["quantiles"] or None
+        out[version] = stats
+    return out
+
+
+def _baseline_rows(stats, stamp) -> list[dict]:
+    base = {**stamp, "BASELINE_ID": stats["id"], "BASELINE": stats["spec"], "BASELINE_ROWS": stats["rows"]}
+    rows = [{**base, "COLUMN_NAME": "", "ITEM": "performance", "POSITION": i, "LABEL": k,
+             "VALUE": None if v is None else float(v)}
+            for i, (k, v) in enumerate((stats.get("performance") or {}).items()) if not isinstance(v, (list, dict))]
+    position = len(rows)
+    for column, info in stats["columns"].items():
+        items = ([("edge", e, None) for e in info.get("edges") or []]
+                 + [("bin", s, label) for label, s in zip(info["labels"], info["shares"])]
+                 + [("mean", info.get("mean"), None)]
+                 + [("quantile", q, None) for q in info.get("quantiles") or []])
+        for item, value, label in items:
+            rows.append({**base, "COLUMN_NAME": column, "KIND": info["kind"], "ITEM": item, "POSITION": position,
+                         "VALUE": None if value is None else float(value), "LABEL": label})
+            position += 1
+    return rows
+
+
+def _holdout_relation(con, run, spec, version, columns) -> str:
+    """The training holdout of ``version``, scored by it, as a DuckDB table: only while the run that
+    trained it is going (afterwards the recorded baseline is used)."""
+    trained = (run.results.get("version") or {}).get("version_name")
+    if trained != version or "splits" not in run.results or "model" not in run.results:
+        raise MlopsError(f"monitor.baseline=holdout for {run.registration.model_name} {version}: its training "
+                         "holdout is only known in the run that trained it (monitor there once, and its baseline "
+                         "is recorded), or choose a SQL condition")
     model = run.results["model"]
     X, _ = run.results["splits"]["holdout"]
     rows = run.results["frame"].loc[X.index].reset_index(drop=True)
     scores = np.asarray(model.predict_scores(X), dtype=float)
-    return rows.assign(**{spec.score_column: scores, spec.prediction_column: model.predict_classes(scores)})
-
-
-def _where_mask(frame, where):
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        numbered = frame.assign(__mlops_row=np.arange(len(frame)))
-        con.register("monitored", numbered)
-        rows = con.sql(f"SELECT __mlops_row FROM monitored WHERE {where}").fetchnumpy()["__mlops_row"]
-    except duckdb.Error as error:
-        raise MlopsError(f"bad monitor.baseline {where!r}: {str(error).splitlines()[0]}") from None
-    finally:
-        con.close()
-    mask = np.zeros(len(frame), dtype=bool)
-    mask[rows] = True
-    return mask
+    predicted = model.predict_classes(scores)
+    rows = rows.assign(__actual=rows[run.features.target], __predicted=predicted, __score=scores,
+                       **{spec.prediction_column: predicted, spec.score_column: scores})
+    con.register("__holdout_frame", rows[[*[c for c in columns if c in rows.columns], "__actual", "__predicted", "__score"]])
+    con.execute("CREATE OR REPLACE TEMP TABLE __baseline AS SELECT * FROM __holdout_frame")
+    con.unregister("__holdout_frame")
+    return "__baseline"
 
 
 def run_monitor(run):
-    """The ``monitor`` stage: compute, append to the warehouse, evaluate the alert rules, notify."""
-    import pandas as pd
+    """The ``monitor`` stage: compute the new windows in the warehouse, write the monitor tables
+    through their sinks, evaluate the alert rules on the new windows, notify."""
+    import duckdb
+
+    from mlops_framework import alerts as alerting
+    from mlops_framework.sources import sql_string
 
     spec = run.monitor
     if spec is None:
@@ -368,47 +912,155 @@ def run_monitor(run):
     features = {c: "numeric" for c in run.features.numeric} | {c: "categorical" for c in run.features.categorical}
     if spec.columns:
         features = {c: features.get(c, "numeric") for c in spec.columns}
-    frame, baseline, source = read_monitored(spec, run)
-    result = compute(
-        frame, baseline, features=features, target=run.features.target,
-        score_column=spec.score_column, prediction_column=spec.prediction_column, timestamp=spec.timestamp,
-        window=spec.window, origin=spec.origin, bins=spec.bins, binning=spec.binning, average=spec.average,
-    )
+    baseline_key = _baseline_key(spec)
+    name = run.registration.model_name
+    number = len(run.results.get("monitor_runs", [])) + 1
     run_id = run.output_dir.name if run.output_dir else uuid.uuid4().hex[:12]
+    monitor_id = f"{run_id}-{number}"
     monitored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    scored = run.results.get("scored") or {}
-    version = scored.get("version")
-    if version is None:
-        try:
-            version = run.registry.get_version(run.registration.model_name, run.scoring.version)["version_name"] \
-                if run.scoring.version else None
-        except MlopsError:
-            version = None
-    stamp = {"run_id": run_id, "monitored_at": monitored_at, "model_name": run.registration.model_name,
-             "model_version": version}
-    result.update(stamp, source=source.describe(), baseline=spec.baseline, baseline_rows=len(baseline))
+    stamp = {"MONITOR_ID": monitor_id, "RUN_ID": run_id, "MONITORED_AT": monitored_at, "MODEL_NAME": name}
+    mine = f"MODEL_NAME = {sql_string(name)}"
+    recorded = read_recorded(spec.sinks["performance"], mine)
+    if not recorded.empty:
+        recorded = recorded[recorded.WINDOW == spec.window].sort_values("MONITORED_AT")
+    done = {(r.MODEL_VERSION, r.WINDOW_START.to_pydatetime(), r.BASELINE_ID): r.FINGERPRINT
+            for r in recorded.itertuples()} if not recorded.empty else {}
+    baselines = _recorded_baselines(read_recorded(spec.sinks["baselines"], mine))
+    alerted = read_recorded(spec.sinks["alerts"], mine)
+    already = {(r.RULE, r.MODEL_VERSION, r.WINDOW_START.to_pydatetime(), r.COLUMN_NAME or None)
+               for r in alerted.itertuples()} if not alerted.empty else set()
 
-    from mlops_framework import alerts as alerting
+    con = duckdb.connect()
+    try:
+        found = open_monitored(con, spec, run, run.features)
+        upper = {c.upper(): c for c in found["columns"]}
+        for needed in (spec.prediction_column, *features):
+            if needed.upper() not in upper:
+                raise MlopsError(f"the monitored rows lack column {needed}; they have: {', '.join(found['columns'])}")
+        fallback = (run.results.get("scored") or {}).get("version") or "(unknown)"
+        version_expr = (f"coalesce(CAST({_q(upper['MODEL_VERSION'])} AS VARCHAR), {sql_string(fallback)})"
+                        if "MODEL_VERSION" in upper else sql_string(fallback))
+        time_expr = time_expression(con, "monitored", spec.timestamp, spec.time_format)
+        probe = WarehouseMonitor(
+            con, columns={}, target_expr=_q(run.features.target), prediction=upper[spec.prediction_column.upper()],
+            score=None, time_expr=time_expr, version_expr=version_expr, scored_at=upper.get("SCORED_AT"),
+            window=spec.window, origin=spec.origin, task={}, bins=spec.bins, binning=spec.binning, average=spec.average)
+        current = probe.fingerprints()
+        versions = sorted({v for v, _ in current})
+        if not versions:
+            raise MlopsError(f"{found['source']} has no rows of model {name} with a {spec.timestamp} to monitor")
+        tasks = {v: _task_of(run, v) for v in versions}
+        has_score = spec.score_column.upper() in upper and any(t["task"] != "regression" for t in tasks.values())
+        columns = dict(features)
+        prediction_kind = "numeric" if all(t["task"] == "regression" for t in tasks.values()) else "categorical"
+        columns[upper[spec.prediction_column.upper()]] = prediction_kind
+        if has_score:
+            columns[upper[spec.score_column.upper()]] = "numeric"
+        roles = {**{c: "feature" for c in features}, upper[spec.prediction_column.upper()]: "prediction"}
+        if has_score:
+            roles[upper[spec.score_column.upper()]] = "score"
+        engine = WarehouseMonitor(
+            con, columns=columns, target_expr=_q(run.features.target), prediction=upper[spec.prediction_column.upper()],
+            score=upper[spec.score_column.upper()] if has_score else None, time_expr=time_expr,
+            version_expr=version_expr, scored_at=upper.get("SCORED_AT"), window=spec.window, origin=spec.origin,
+            task=tasks, bins=spec.bins, binning=spec.binning, average=spec.average)
 
-    fired = alerting.evaluate(run.alerts.rules if run.alerts else [], result)
+        new_baselines = {}
+        for version in versions:
+            if version in baselines:
+                continue
+            if spec.baseline_source is not None:
+                _load(con, "__baseline_raw", spec.baseline_source)
+                relation = _baseline_view(con, run, spec, "__baseline_raw")
+            elif baseline_key == "holdout":
+                relation = _holdout_relation(con, run, spec, version, columns)
+            else:
+                relation = "__baseline"
+                con.execute(f"CREATE OR REPLACE TEMP TABLE __baseline AS SELECT * FROM prepared "
+                            f"WHERE __version = {sql_string(version)} AND ({baseline_key})")
+                if con.execute("SELECT count(*) FROM __baseline").fetchone()[0] == 0:  # scored by another version
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE __baseline AS SELECT * FROM prepared WHERE {baseline_key}")
+            stats = engine.baseline_stats(relation)
+            if stats["rows"] == 0:
+                raise MlopsError(f"the monitoring baseline has no rows: check monitor.baseline ({baseline_key})")
+            stats["spec"] = baseline_key
+            stats["id"] = _digest({"version": version, "spec": baseline_key, "stats": stats})
+            baselines[version] = new_baselines[version] = stats
+
+        todo = {key for key, (_, _, fp) in current.items()
+                if done.get((key[0], key[1], baselines[key[0]]["id"])) != fp}
+        engine.select_work(todo, everything=len(todo) == len(current))
+        performance = engine.performance() if todo else {}
+        drift_rows = engine.drift({v: baselines[v] for v in versions}) if todo else []
+        waiting = sum(n - labeled for n, labeled, _ in current.values())
+        total_rows = sum(n for n, _, _ in current.values())
+        by_window: dict = {}
+        for v, w in current:
+            by_window.setdefault(w, []).append(v)
+        mixes = [(w, sorted(vs)) for w, vs in sorted(by_window.items()) if len(vs) > 1]
+    except duckdb.Error as error:
+        raise MlopsError(f"monitor: {str(error).splitlines()[0]}") from None
+    finally:
+        con.close()
+
+    windows = []
+    for key in sorted(todo, key=lambda k: (k[1], k[0])):
+        version, start = key
+        n, labeled, fingerprint = current[key]
+        metrics = performance.get(key, {})
+        windows.append({"model_version": version, "task": tasks[version]["task"], "window_start": start,
+                        "window_end": start + engine.width, "rows": n, "labeled_rows": labeled,
+                        "waiting_rows": n - labeled, "fingerprint": fingerprint, "baseline_id": baselines[version]["id"],
+                        "baseline": baselines[version].get("performance") or {},
+                        **{m: None for m in METRICS}, **{k: v for k, v in metrics.items() if k != "rows"}})
+    for row in drift_rows:
+        row["role"] = roles[row["column"]]
+        row["baseline_id"] = baselines[row["model_version"]]["id"]
+    result = {"performance": windows, "drift": drift_rows, "window": spec.window, "model_name": name,
+              "model_version": ", ".join(sorted(versions)), "versions": sorted(versions), "run_id": run_id,
+              "monitor_id": monitor_id, "monitored_at": monitored_at, "source": found["source"],
+              "actuals": found["actuals"], "baseline": baseline_key,
+              "baselines": {v: {"id": b["id"], "spec": b["spec"], "rows": b["rows"]} for v, b in baselines.items()
+                            if v in versions},
+              "baseline_rows": sum(baselines[v]["rows"] for v in versions), "rows": total_rows,
+              "windows_total": len(current), "windows_unchanged": len(current) - len(todo), "waiting_for_labels": waiting,
+              "mixed_windows": [{"window_start": w, "versions": list(vs)} for w, vs in mixes]}
+
+    fired = alerting.evaluate(run.alerts.rules if run.alerts else [], result, already=already)
     result["alerts"] = fired
-    performance = pd.DataFrame([{**_upper(stamp), **_upper(row)} for row in result["performance"]])
-    drift_table = pd.DataFrame([
-        {**_upper(stamp), **_upper({k: v for k, v in row.items() if k not in ("bins", "baseline_hist", "current_hist")})}
-        for row in result["drift"]
-    ])
-    alert_table = pd.DataFrame([{**_upper(stamp), **_upper(a.to_dict())} for a in fired])
-    append_tables(spec.warehouse, {spec.performance_table: _microseconds(performance),
-                                   spec.drift_table: _microseconds(drift_table),
-                                   spec.alerts_table: _microseconds(alert_table)})
+    table_stamp = {**stamp}
+    write_table(spec.sinks["baselines"], "baselines",
+                [row for v, stats in new_baselines.items() for row in _baseline_rows(stats, {**table_stamp, "MODEL_VERSION": v})])
+    write_table(spec.sinks["drift"], "drift", [{**table_stamp, **_upper(row)} for row in drift_rows])
+    write_table(spec.sinks["alerts"], "alerts", [{**table_stamp, **_upper(a.to_dict()), "MODEL_NAME": name} for a in fired])
+    write_table(spec.sinks["performance"], "performance",
+                [{**table_stamp, **_upper(row), "WINDOW": spec.window} for row in windows])
     result["delivery"] = alerting.notify(run.alerts.notifiers if run.alerts else {}, fired)
     run.results["monitor"] = result
     run.results.setdefault("monitor_runs", []).append(result)
     run.results.setdefault("alerts", []).extend(fired)
-    number = len(run.results["monitor_runs"])
+    _summarise(run, spec, result, fired, number)
+
+
+def _summarise(run, spec, result, fired, number):
     suffix = f" {number}" if number > 1 else ""
-    run.summarize(f"monitor{suffix}", f"{len(frame):,} rows in {len(result['performance'])} windows of {spec.window} "
-                            f"(last F1 {result['performance'][-1]['f1']:.3f}) -> {spec.performance_table}, {spec.drift_table} in {spec.warehouse}")
+    last = next((w for w in reversed(result["performance"]) if w.get("f1") is not None or w.get("rmse") is not None),
+                None)
+    quality = ""
+    if last:
+        metric = "f1" if last.get("f1") is not None else "rmse"
+        quality = f", last {metric.upper()} {last[metric]:.3f}"
+    baselines = "; ".join(f"{v}: {b['spec']} ({b['rows']:,} rows, {b['id']})" for v, b in result["baselines"].items())
+    run.summarize(f"monitor{suffix}", (
+        f"{result['rows']:,} rows of {result['model_name']} {result['model_version']} in {result['windows_total']} "
+        f"windows of {spec.window} ({len({(w['model_version'], w['window_start']) for w in result['performance']})} "
+        f"computed, {result['windows_unchanged']} unchanged{quality}) -> {spec.sinks['performance'].describe()}; "
+        f"baseline {baselines}"))
+    if result["waiting_for_labels"]:
+        run.summarize(f"labels{suffix}", f"{result['waiting_for_labels']:,} predictions still wait for labels")
+    if result["mixed_windows"]:
+        run.summarize(f"versions{suffix}", "windows mixing versions: " + "; ".join(
+            f"{_day(m['window_start'])}: {', '.join(m['versions'])}" for m in result["mixed_windows"][:5]))
     run.summarize(f"alerts{suffix}", f"{len(fired)} fired" + (": " + "; ".join(a.message for a in fired[:3]) if fired else ""))
     if run.output_dir:
         import json
@@ -418,53 +1070,34 @@ def run_monitor(run):
                        indent=1, default=str))
 
 
+def _day(value) -> str:
+    return value.date().isoformat() if isinstance(value, dt.datetime) else str(value)
+
+
+def _baseline_view(con, run, spec, raw) -> str:
+    """Baseline rows from ``monitor.baseline_source`` with the columns the engine reads."""
+    from mlops_framework.sources import quote_identifier
+
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __baseline AS SELECT *, {quote_identifier(run.features.target)} AS __actual, "
+                f"{quote_identifier(spec.prediction_column)} AS __predicted, "
+                f"CAST({quote_identifier(spec.score_column)} AS DOUBLE) AS __score FROM {raw}")
+    return "__baseline"
+
+
+def _digest(value) -> str:
+    import hashlib
+    import json
+
+    return "b-" + hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _q(name):
+    from mlops_framework.sources import quote_identifier
+
+    return quote_identifier(name)
+
+
 def _upper(row: dict) -> dict:
     """Warehouse column names: upper case; ``column`` (a reserved word) becomes ``COLUMN_NAME``."""
-    return {("COLUMN_NAME" if key == "column" else key.upper()): value for key, value in row.items()}
-
-
-def _microseconds(frame):
-    """Timestamps as microseconds (TIMESTAMP in DuckDB, TIMESTAMP_NTZ in Snowflake), not nanoseconds."""
-    for column in frame.columns:
-        if str(frame[column].dtype).startswith("datetime64"):
-            frame[column] = frame[column].astype("datetime64[us]")
-    return frame
-
-
-def append_tables(path, tables: dict) -> None:
-    """Append each non-empty frame to its table of the DuckDB file at ``path`` (created as needed), in
-    one transaction; new columns are added to an existing table."""
-    import duckdb
-    from pathlib import Path
-
-    from mlops_framework.sinks import quote_identifier
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(path))
-    except duckdb.Error as error:
-        raise MlopsError(f"cannot open the DuckDB file {path}: {error}") from error
-    try:
-        con.begin()
-        for table, frame in tables.items():
-            if frame is None or len(frame) == 0:
-                continue
-            quoted = quote_identifier(table)
-            con.register("__mlops_append", frame)
-            con.execute(f"CREATE TABLE IF NOT EXISTS {quoted} AS SELECT * FROM __mlops_append LIMIT 0")
-            existing = {row[0].upper() for row in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE lower(table_name) = lower(?) "
-                "AND table_schema = current_schema()", [table]).fetchall()}
-            for column in frame.columns:
-                if column.upper() not in existing:
-                    kind = con.execute(f"SELECT typeof({quote_identifier(column)}) FROM __mlops_append LIMIT 1").fetchone()[0]
-                    con.execute(f"ALTER TABLE {quoted} ADD COLUMN {quote_identifier(column)} {kind}")
-            con.execute(f"INSERT INTO {quoted} BY NAME SELECT * FROM __mlops_append")
-            con.unregister("__mlops_append")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
-    finally:
-        con.close()
-
+    return {("COLUMN_NAME" if key == "column" else key.upper()): value for key, value in row.items()
+            if not isinstance(value, (dict, list))}

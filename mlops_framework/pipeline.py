@@ -27,6 +27,7 @@ class FeatureSpec:
     categorical: list
     encoding: str = "onehot"
     unseen: str = "ignore"
+    id: str | None = None
 
     def __post_init__(self):
         for key, allowed in (("encoding", ("onehot", "native")), ("unseen", ("ignore", "error"))):
@@ -91,7 +92,10 @@ class MonitorSpec:
     baseline: str | None = None
     baseline_source: Any = None
     source: Any = None
+    actuals: Any = None
+    id: str | None = None
     timestamp: str = "TS"
+    time_format: str | None = None
     window: str = "7 days"
     origin: str = "2000-01-03"
     bins: int = 10
@@ -103,6 +107,9 @@ class MonitorSpec:
     performance_table: str = "MONITOR_PERFORMANCE"
     drift_table: str = "MONITOR_DRIFT"
     alerts_table: str = "MONITOR_ALERTS"
+    baselines_table: str = "MONITOR_BASELINES"
+    sink: Any = None
+    sinks: dict = field(default_factory=dict)  # table role -> sink, built from ``sink`` (see monitoring)
 
 
 @dataclass
@@ -122,25 +129,37 @@ class RetrainSpec:
     explain_rows: int = 1000
     warehouse: str | None = None
     explanations_table: str = "EXPLANATIONS"
+    sink: Any = None  # built: where the explanations go (beside the predictions, else ``warehouse``)
 
 
 @dataclass
 class PromotionSpec:
     """The gate of the ``promote`` stage (``conf/promotion/``): the candidate takes ``alias`` only if its
-    ``metric`` on the shared holdout is >= the champion's + ``min_improvement`` (and >= ``min_value``)."""
+    improvement of ``metric`` over the champion on the same holdout rows holds beyond chance (``test``:
+    a paired bootstrap's interval lower bound above ``min_improvement``; ``mcnemar``; ``none``: the point
+    difference >= ``min_improvement``), and its metric is >= ``min_value``."""
 
     alias: str = "PRODUCTION"
     metric: str = "f1"
     min_improvement: float = 0.0
     min_value: float | None = None
     block_on_drift_alert: bool = False
+    drift_windows: int = 4
     promote_first: bool = True
+    test: str = "bootstrap"
+    resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
 
     def __post_init__(self):
         from mlops_framework.alerts import QUALITY
 
         if self.metric not in QUALITY:
             raise MlopsError(f"promotion.metric must be one of {', '.join(QUALITY)}, not {self.metric!r}")
+        if self.test not in ("bootstrap", "mcnemar", "none"):
+            raise MlopsError(f"promotion.test must be bootstrap, mcnemar or none, not {self.test!r}")
+        if not 0 < self.confidence < 1:
+            raise MlopsError(f"promotion.confidence must be between 0 and 1, not {self.confidence}")
 
 
 class Results(TypedDict, total=False):
@@ -258,8 +277,11 @@ def _lifecycle_specs(config, components):
     specs = {}
     if config.get("monitor"):
         values = dict(config["monitor"])
-        for key in ("source", "baseline_source"):
+        for key in ("source", "baseline_source", "actuals"):
             values[key] = _data_or_none(components, values.get(key), f"monitor.{key}")
+        values["sinks"] = monitor_table_sinks(
+            values, config["scoring"].get("sink") or {},
+            lambda keys, where: components.build("sink", keys, where=where))
         specs["monitor"] = _spec(MonitorSpec, values, "monitor")
     if config.get("alerts"):
         from mlops_framework.alerts import build_rules
@@ -274,10 +296,36 @@ def _lifecycle_specs(config, components):
     if config.get("retrain"):
         values = dict(config["retrain"])
         values["source"] = _data_or_none(components, values.get("source"), "retrain.source")
+        if values.get("warehouse"):
+            values["sink"] = components.build("sink", _beside_predictions(
+                values.get("sink"), config["scoring"].get("sink") or {}, values["warehouse"],
+                values.get("explanations_table") or "EXPLANATIONS", ["RUN_ID", "MODEL_VERSION"]), where="retrain.sink")
         specs["retrain"] = _spec(RetrainSpec, values, "retrain")
     if config.get("promotion"):
         specs["promotion"] = _spec(PromotionSpec, config["promotion"], "promotion")
     return specs
+
+
+MONITOR_TABLES = ("performance", "drift", "alerts", "baselines")
+
+
+def monitor_table_sinks(config_monitor: dict, scoring_sink: dict, build) -> dict:
+    """The sinks the monitor writes its tables through: ``monitor.sink`` if set, else one like the
+    scoring sink (same kind and place, e.g. Snowflake when predictions go to Snowflake), else a DuckDB
+    file at ``monitor.warehouse``. Each replaces the partition of one monitor run (``MONITOR_ID``), so
+    runs append. ``build(values, where)`` builds a sink from a ``kind:`` mapping."""
+    tables = {role: config_monitor.get(f"{role}_table") or f"MONITOR_{role.upper()}" for role in MONITOR_TABLES}
+    return {role: build(_beside_predictions(config_monitor.get("sink"), scoring_sink, config_monitor.get("warehouse"),
+                                            table, ["MONITOR_ID"]), "monitor.sink")
+            for role, table in tables.items()}
+
+
+def _beside_predictions(chosen, scoring_sink, warehouse, table, partition_by) -> dict:
+    """The ``kind:`` mapping of a sink for ``table``: ``chosen`` if set, else the scoring sink's kind and
+    place when it writes tables (DuckDB, Snowflake), else a DuckDB file at ``warehouse``."""
+    base = chosen or ({k: v for k, v in scoring_sink.items() if k not in ("table", "partition_by")}
+                      if scoring_sink and "table" in scoring_sink else {"kind": "duckdb", "path": warehouse})
+    return {**dict(base), "table": table, "partition_by": partition_by}
 
 
 def run_stages(run):

@@ -132,6 +132,8 @@ def _monitor_section(index, result, alerts) -> str:
                                          title=f"{d['column']} (PSI {_fmt(d['psi'], 3)})", y_title="share of rows")))
     out.append("</div><h3>Confusion matrices per window</h3><div class=\"grid\">")
     for p in perf:
+        if p.get("tn") is None:  # no labels yet, or not two classes
+            continue
         out.append(confusion_matrix(p["tn"], p["fp"], p["fn"], p["tp"],
                                     title=f"{_day(p['window_start'])}: F1 {_fmt(p['f1'], 3)}"))
     out.append("</div>")

@@ -43,6 +43,7 @@ class ScoreResult:
     rows: int
     seconds: float
     destination: str
+    replaced: str | None = None  # what a partitioned sink replaced, e.g. "WEEK 20-25: 1,000 rows -> 1,300"
 
 
 class _Stopped(Exception):
@@ -59,6 +60,7 @@ def score_to_sink(
     progress: bool | None = None,
     score_column: str = "PREDICTED_SCORE",
     class_column: str = "PREDICTED_RESPONSE",
+    stamp: dict | None = None,
 ) -> ScoreResult:
     """Score every row of ``batches`` with ``model`` and write it, with its predictions, to ``sink``.
 
@@ -71,6 +73,11 @@ def score_to_sink(
     all the sink is never opened and 0 rows are reported. ``progress=None`` shows a bar if stderr is
     a TTY. Predictor threads: as many as OpenMP would use in the calling thread (all cores unless
     ``OMP_NUM_THREADS`` or a threadpoolctl limit says fewer), each with one OpenMP thread.
+
+    Traceability: ``stamp`` (column -> one value, e.g. ``MODEL_NAME``, ``MODEL_VERSION``, ``RUN_ID``,
+    ``SCORED_AT``; see :func:`trace_columns`) is added to every row. A batch without the target column
+    gets it as nulls (of the classes' type), so predictions scored before their labels land go into
+    the same table as those scored with them, and a monitor joins the labels later.
     """
     if not 0.0 <= float(threshold) <= 1.0:
         raise MlopsError(f"threshold must be between 0 and 1, got {threshold}")
@@ -78,6 +85,9 @@ def score_to_sink(
         raise MlopsError(f"score and class columns must differ, both are {score_column!r}")
     contract = model.contract
     classes = pa.array(contract.classes)
+    stamp = dict(stamp or {})
+    target = getattr(contract, "target", None)
+    target_type = classes.type if len(classes) else pa.float64()
     threshold = float(threshold)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -140,7 +150,7 @@ def score_to_sink(
             for batch in batches:
                 if first:
                     contract.check_columns(batch.schema.names)
-                    clash = [c for c in (score_column, class_column) if c in batch.schema.names]
+                    clash = [c for c in (score_column, class_column, *stamp) if c in batch.schema.names]
                     if clash:
                         raise MlopsError(
                             f"the input already has column(s) {', '.join(clash)}: "
@@ -170,6 +180,9 @@ def score_to_sink(
                 while item is not _DONE:
                     out.write(item)
                     item = get(output_q)  # raises _Stopped inside the with: the sink aborts
+            from mlops_framework.contracts import ReportingWriter
+
+            replaced.append(out.describe_replaced() if isinstance(out, ReportingWriter) else None)
         except _Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001
@@ -180,6 +193,7 @@ def score_to_sink(
     writer = threading.Thread(target=write, name="mlops-score-writer", daemon=True)
     bar = _Progress(total_rows) if progress else None
     rows = 0
+    replaced: list = []
     in_flight: collections.deque = collections.deque()
 
     def finish() -> None:
@@ -189,7 +203,14 @@ def score_to_sink(
         if buffer is not None:
             free_q.put(buffer)
         labels = classes.take(pa.array((scores >= threshold).view(np.int8)))
-        put(output_q, _with_columns(batch, [score_column, class_column], [pa.array(scores), labels]))
+        names, arrays = [score_column, class_column], [pa.array(scores), labels]
+        if target and target not in batch.schema.names:
+            names.insert(0, target)
+            arrays.insert(0, pa.nulls(batch.num_rows, type=target_type))
+        for name, value in stamp.items():
+            names.append(name)
+            arrays.append(_constant(value, batch.num_rows))
+        put(output_q, _with_columns(batch, names, arrays))
         rows += batch.num_rows
         if bar:
             bar.advance(batch.num_rows)
@@ -225,7 +246,25 @@ def score_to_sink(
         reader.join(timeout=1.0)  # a source blocked in I/O cannot be interrupted; it is a daemon
         raise errors[0]
     reader.join()
-    return ScoreResult(rows=rows, seconds=time.perf_counter() - start, destination=sink.describe())
+    return ScoreResult(rows=rows, seconds=time.perf_counter() - start, destination=sink.describe(),
+                       replaced=replaced[0] if replaced else None)
+
+
+def trace_columns(model_name: str, version: str, run_id: str | None, scored_at=None) -> dict:
+    """The traceability columns of every predictions row: model name, resolved version (never an
+    alias), run id and scoring time (UTC, no time zone)."""
+    import datetime as dt
+
+    scored_at = scored_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return {"MODEL_NAME": model_name, "MODEL_VERSION": version, "RUN_ID": run_id, "SCORED_AT": scored_at}
+
+
+def _constant(value, n: int) -> pa.Array:
+    import datetime as dt
+
+    kind = pa.timestamp("us") if isinstance(value, dt.datetime) else pa.string() if value is None or isinstance(value, str) else None
+    one = pa.array([value], type=kind)
+    return one.take(pa.array(np.zeros(n, dtype=np.int32)))
 
 
 class _Predictor:

@@ -120,6 +120,8 @@ class _DuckDBWriter:
         self._error: BaseException | None = None
         self._stopping = None
         self.rows = 0
+        self.replaced: dict[tuple, int] = {}  # partition key -> rows it held before (existing partitions)
+        self.written: dict[tuple, int] = {}  # partition key -> rows written now
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         import pyarrow as pa
@@ -138,6 +140,7 @@ class _DuckDBWriter:
                                  f"first batch's columns and types: {exc}") from exc
         if self._partition_by:
             self._keys.update(_partition_keys(batch, self._partition_by))
+            self._count_written(batch)
         self._hand_over(batch)
         self.rows += batch.num_rows
 
@@ -163,6 +166,10 @@ class _DuckDBWriter:
             f"{self._quoted}.{quote_identifier(c)} IS NOT DISTINCT FROM k.{quote_identifier(c)}" for c in self._partition_by
         )
         with _registered(self._con, _KEYS_VIEW, key_table):
+            columns = ", ".join(f"k.{quote_identifier(c)}" for c in self._partition_by)
+            for *key, n in self._con.execute(f"SELECT {columns}, count(*) FROM {self._quoted} JOIN {_KEYS_VIEW} AS k "
+                                             f"ON {match} WHERE {old} GROUP BY ALL").fetchall():
+                self.replaced[tuple(key)] = n
             self._con.execute(f"DELETE FROM {self._quoted} USING {_KEYS_VIEW} AS k WHERE {old} AND {match}")
 
     def abort(self) -> None:
@@ -243,6 +250,19 @@ class _DuckDBWriter:
             raise MlopsError(f"the insert into table {self._table} ended before its input did")
         raise MlopsError(f"could not insert predictions into table {self._table}: {self._error}") from self._error
 
+    def _count_written(self, batch) -> None:
+        import pyarrow as pa
+
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        counts = table.group_by(self._partition_by).aggregate([([], "count_all")])
+        for row in counts.to_pylist():
+            key = tuple(row[c] for c in self._partition_by)
+            self.written[key] = self.written.get(key, 0) + row["count_all"]
+
+    def describe_replaced(self) -> str | None:
+        """What re-scoring replaced, e.g. ``WEEK 20-25: 1,000 rows -> 1,300`` (None: nothing replaced)."""
+        return describe_replaced(self._partition_by, self.replaced, self.written)
+
 
 @contextlib.contextmanager
 def _registered(con, name: str, data):
@@ -259,6 +279,28 @@ class _Stopped(Exception):
 
 
 _END = object()
+
+
+def describe_replaced(partition_by: list[str], replaced: dict, written: dict) -> str | None:
+    """One line for the partitions that existed before and were replaced: their keys (runs of
+    consecutive integers shortened to ``a-b``), the rows they held and the rows written into them."""
+    if not replaced:
+        return None
+    keys = sorted(replaced, key=lambda k: tuple(str(type(v)) + str(v).zfill(20) for v in k))
+    old = sum(replaced.values())
+    new = sum(written.get(k, 0) for k in keys)
+    if len(partition_by) == 1 and all(isinstance(k[0], int) for k in keys):
+        values = sorted(k[0] for k in keys)
+        runs, start = [], values[0]
+        for a, b in zip(values, values[1:] + [None]):
+            if b != a + 1:
+                runs.append(f"{start}" if start == a else f"{start}-{a}")
+                start = b
+        label = f"{partition_by[0]} {', '.join(runs)}"
+    else:
+        shown = ["/".join(str(v) for v in k) for k in keys[:5]]
+        label = f"{'/'.join(partition_by)} {', '.join(shown)}" + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return f"{label}: {old:,} rows -> {new:,}"
 
 
 # ---------------------------------------------------------------------- Parquet

@@ -220,7 +220,7 @@ def scoring_version(run):
 
 
 def score(run):
-    from mlops_framework.scoring import score_to_sink
+    from mlops_framework.scoring import score_to_sink, trace_columns
 
     name = run.registration.model_name
     version = scoring_version(run)
@@ -231,9 +231,12 @@ def score(run):
     result = score_to_sink(
         model, source.batches(batch_size=run.scoring.batch_size), run.scoring.sink,
         threshold=model.threshold, total_rows=source.count_rows(),
+        stamp=trace_columns(name, version, run.output_dir.name if run.output_dir else None),
     )
     run.results["scored"] = {"rows": result.rows, "seconds": result.seconds, "destination": result.destination,
-                             "version": version}
+                             "version": version, "replaced": result.replaced}
+    if result.replaced:
+        run.summarize("replaced", result.replaced)
 
 
 def _describe_score(run):

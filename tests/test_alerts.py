@@ -37,7 +37,7 @@ def rules(**definitions):
 
 
 def test_f1_rule_fires_on_the_last_window_only_below_the_threshold():
-    rule = {"metric": "f1", "op": "<", "threshold": 0.7}
+    rule = {"metric": "f1", "op": "<", "threshold": 0.7, "window": "last"}
     fired = al.evaluate(rules(f1_low=rule), result())
     assert len(fired) == 1
     alert = fired[0]
@@ -49,16 +49,40 @@ def test_f1_rule_fires_on_the_last_window_only_below_the_threshold():
 
 
 def test_psi_rule_watches_features_unless_columns_are_named():
-    rule = {"metric": "psi", "op": ">", "threshold": 0.2}
+    rule = {"metric": "psi", "op": ">", "threshold": 0.2, "window": "last"}
     fired = al.evaluate(rules(psi_high=rule), result())
     assert [(a.column, a.value) for a in fired] == [("INCOME", 0.25)]  # the score's 0.9 is not a feature
     assert al.evaluate(rules(psi_high=rule), result(psi_income=(0.3, 0.3, 0.19))) == []
     on_score = al.evaluate(rules(psi_high={**rule, "columns": ["PREDICTED_SCORE"]}), result())
     assert [(a.column, a.value) for a in on_score] == [("PREDICTED_SCORE", 0.9)]
     shift = al.evaluate(rules(mean_shift={"metric": "difference_of_means", "op": ">", "threshold": 20,
-                                          "absolute": True}), result())
+                                          "absolute": True, "window": "last"}), result())
     assert [a.value for a in shift] == [-25.0]
     assert "psi of INCOME = 0.25 > 0.2" in fired[0].message
+
+
+def test_default_rules_cover_every_new_window_once_and_compare_with_the_baseline():
+    """window: new (the default) fires on every computed window, but not again on one alerted before;
+    against: baseline compares the change from the baseline's value; metrics a window lacks are skipped."""
+    psi = rules(psi_high={"metric": "psi", "op": ">", "threshold": 0.2})
+    data = result(psi_income=(0.3, 0.01, 0.25))
+    assert [a.window_start for a in al.evaluate(psi, data)] == [W1, W3]  # not only the last window
+    assert [a.window_start for a in al.evaluate(psi, data, already={("psi_high", "v1", W1, "INCOME")})] == [W3]
+    data = result(f1s=(0.8, 0.75, 0.69))
+    for row in data["performance"]:
+        row["baseline"] = {"f1": 0.82}
+    data["performance"].append({"window_start": W3, "window_end": W3, "f1": None, "rows": 5, "model_version": "v2",
+                                "baseline": {"f1": 0.9}})  # no labels yet: skipped
+    drop = al.evaluate(rules(f1_drop={"metric": "f1", "against": "baseline", "op": "<", "threshold": -0.05}), data)
+    assert [(a.window_start, round(a.value, 4), a.baseline) for a in drop] == [(W2, -0.07, 0.82), (W3, -0.13, 0.82)]
+    assert drop[0].message.startswith("f1_drop: f1 - baseline's 0.82 = -0.07 < -0.05 in window 2024-01-08")
+    regression = result()
+    regression["performance"] = [{"window_start": W1, "window_end": W2, "rmse": 12.0, "rows": 9,
+                                  "baseline": {"rmse": 5.0}}]
+    assert [a.value for a in al.evaluate(rules(rmse_up={"metric": "rmse", "against": "baseline", "op": ">",
+                                                        "threshold": 5}), regression)] == [7.0]
+    with pytest.raises(MlopsError, match="applies to performance metrics"):
+        rules(x={"metric": "psi", "threshold": 1, "against": "baseline"})
 
 
 def test_rules_are_validated_and_can_be_switched_off():

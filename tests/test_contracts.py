@@ -92,8 +92,9 @@ def test_every_registered_lazy_string_imports_and_follows_its_contract():
 
 
 CAPABILITY_NAMES = {name for protocol in (
-    contracts.SqlSource, contracts.WarehouseSource, contracts.LineageSource, contracts.ReadableSink,
-    contracts.WarehouseSink, contracts.AuditedRegistry, contracts.RollbackRegistry, contracts.DeletingRegistry, contracts.PlannedRegistry,
+    contracts.SqlSource, contracts.WarehouseSource, contracts.LineageSource, contracts.ReadableSink, contracts.ReportingWriter,
+    contracts.WarehouseSink, contracts.AuditedRegistry, contracts.RollbackRegistry, contracts.DeletingRegistry,
+    contracts.PlannedRegistry,
     contracts.WarehouseRegistry, contracts.Registry, contracts.DataSource, contracts.Sink, contracts.Backend)
     for name in vars(protocol) if not name.startswith("_")}
 COMPONENT_NAMES = ("registry", "source", "sink", "backend", "spine")

@@ -152,35 +152,186 @@ def _scored(weeks=4, n=300, shift_from=3, seed=0):
     return pd.concat(frames, ignore_index=True)
 
 
-def test_rows_without_any_timestamp_are_refused_with_one_message():
-    frame = _scored().assign(TS=pd.NaT)
-    with pytest.raises(MlopsError, match="no monitored row has a TS value"):
-        mon.compute(frame, frame, features={"INCOME": "numeric"}, target="Y", score_column="SCORE",
-                    prediction_column="PRED", timestamp="TS")
+def _write(path, frame, table="PREDICTIONS_WITH_GROUND_TRUTH", partition_by=None):
+    with DuckDBSink(path, table=table, partition_by=partition_by).open() as writer:
+        writer.write(pa.Table.from_pandas(frame, preserve_index=False))
 
 
-def test_compute_per_window_performance_and_drift():
-    frame = _scored()
-    baseline = frame[frame.WEEK <= 2]
-    result = mon.compute(frame, baseline, features={"INCOME": "numeric", "TYPE": "categorical"}, target="Y",
-                         score_column="SCORE", prediction_column="PRED", timestamp="TS")
-    perf = result["performance"]
-    assert [p["window_start"].date().isoformat() for p in perf] == ["2024-01-01", "2024-01-08", "2024-01-15", "2024-01-22"]
-    assert all(p["window_end"] - p["window_start"] == dt.timedelta(days=7) for p in perf)
-    week3 = frame[frame.WEEK == 3]
-    assert perf[2]["f1"] == pytest.approx(skm.f1_score(week3.Y, week3.PRED, average="macro"))
-    assert perf[2]["roc_auc"] == pytest.approx(skm.roc_auc_score(week3.Y, week3.SCORE))
-    assert perf[0]["f1"] > 0.9 > perf[3]["f1"]
-    drift = {(d["window_start"].day, d["column"]): d for d in result["drift"]}
-    assert {c for _, c in drift} == {"INCOME", "TYPE", "PRED", "SCORE"}
+def _monitor_run(tmp_path, monkeypatch, *overrides):
+    """The monitor stage's run object, composed from the config as ``mlops run pipeline=monitor``."""
+    from mlops_framework import config
+    from mlops_framework.pipeline import build_run
+    from mlops_framework.plugins import Components, get_plugin_manager
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    components = Components(get_plugin_manager(load_entrypoints=False))
+    cfg = config.compose(["pipeline=monitor", "features.numeric=[INCOME]", "features.categorical=[TYPE]",
+                          "features.target=Y", "monitor.score_column=SCORE", "monitor.prediction_column=PRED",
+                          "monitor.baseline='WEEK <= 2'", *overrides], components)
+    output = tmp_path / "runs" / f"r{len(list((tmp_path / 'runs').glob('*'))) if (tmp_path / 'runs').exists() else 0}"
+    output.mkdir(parents=True)
+    return build_run(config.resolved(cfg), components, output_dir=output)
+
+
+def _table(tmp_path, sql):
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        return con.sql(sql).df()
+
+
+def test_monitor_per_window_and_version_matches_a_pandas_reference(tmp_path, monkeypatch):
+    """Performance and drift computed in SQL equal those computed by hand from the rows, per version."""
+    from mlops_framework.lifecycle import monitor
+
+    frame = _scored(weeks=4, n=300)
+    frame["MODEL_NAME"] = "MORTGAGE_XGB"
+    frame["MODEL_VERSION"] = np.where((frame.WEEK == 4) & (np.arange(len(frame)) % 3 == 0), "v2", "v1")
+    _write(tmp_path / "warehouse.duckdb", frame)
+    run = _monitor_run(tmp_path, monkeypatch, "alerts.rules.f1_low.threshold=0.8")
+    monitor(run)
+    result = run.results["monitor"]
+    assert result["versions"] == ["v1", "v2"] and result["mixed_windows"][0]["versions"] == ["v1", "v2"]
+    assert "windows mixing versions: 2024-01-22: v1, v2" in run.results["summary"]["versions"]
+    perf = {(p["model_version"], p["window_start"].date().isoformat()): p for p in result["performance"]}
+    assert sorted(perf) == [("v1", "2024-01-01"), ("v1", "2024-01-08"), ("v1", "2024-01-15"), ("v1", "2024-01-22"),
+                            ("v2", "2024-01-22")]
+    for (version, day), p in perf.items():
+        rows = frame[(frame.MODEL_VERSION == version) & (frame.WEEK == {"2024-01-01": 1, "2024-01-08": 2,
+                                                                        "2024-01-15": 3, "2024-01-22": 4}[day])]
+        assert p["rows"] == len(rows) and p["window_end"] - p["window_start"] == dt.timedelta(days=7)
+        assert p["f1"] == pytest.approx(skm.f1_score(rows.Y, rows.PRED, average="macro"))
+        assert p["accuracy"] == pytest.approx(skm.accuracy_score(rows.Y, rows.PRED))
+        assert p["roc_auc"] == pytest.approx(skm.roc_auc_score(rows.Y, rows.SCORE), abs=1e-3)
+        assert (p["tn"], p["fp"], p["fn"], p["tp"]) == tuple(skm.confusion_matrix(rows.Y, rows.PRED).ravel())
+    # drift of v1's last week against v1's baseline (weeks 1-2), by hand with the same bins
+    base = frame[(frame.MODEL_VERSION == "v1") & (frame.WEEK <= 2)]
+    week4 = frame[(frame.MODEL_VERSION == "v1") & (frame.WEEK == 4)]
+    edges = mon.bin_edges(base.INCOME, 10)
+    drift = {(d["model_version"], d["window_start"].day, d["column"]): d for d in result["drift"]}
+    income = drift[("v1", 22, "INCOME")]
+    assert income["psi"] == pytest.approx(mon.psi(mon.histogram(base.INCOME, edges), mon.histogram(week4.INCOME, edges)))
+    assert income["difference_of_means"] == pytest.approx(week4.INCOME.mean() - base.INCOME.mean())
+    assert income["wasserstein"] == pytest.approx(wasserstein_distance(base.INCOME, week4.INCOME), rel=0.15)
+    kind = drift[("v1", 22, "TYPE")]
+    categories = ["C", "B", "A"][::-1] if False else sorted(set(base.TYPE), key=lambda c: (-(base.TYPE == c).sum(), c))
+    assert kind["bins"] == categories
+    assert kind["psi"] == pytest.approx(mon.psi(mon.frequencies(base.TYPE, categories), mon.frequencies(week4.TYPE, categories)))
     assert {d["role"] for d in result["drift"]} == {"feature", "prediction", "score"}
-    assert drift[(1, "INCOME")]["psi"] < 0.1 < 0.2 < drift[(22, "INCOME")]["psi"]
-    assert drift[(22, "TYPE")]["psi"] > 0.2
-    # the bins are the baseline's: the same baseline histogram in every window
-    assert drift[(1, "INCOME")]["baseline_hist"] == drift[(22, "INCOME")]["baseline_hist"]
-    with pytest.raises(MlopsError, match="lack column"):
-        mon.compute(frame.drop(columns="SCORE"), baseline, features={"INCOME": "numeric"}, target="Y",
-                    score_column="SCORE", prediction_column="PRED", timestamp="TS")
+    assert drift[("v1", 1, "INCOME")]["psi"] < 0.1 < 0.2 < income["psi"]
+    assert drift[("v1", 1, "INCOME")]["baseline_hist"] == income["baseline_hist"]  # the baseline's bins, once
+    assert set(result["baselines"]) == {"v1", "v2"}
+
+
+def test_monitor_tables_are_typed_and_a_run_computes_only_new_windows(tmp_path, monkeypatch):
+    """Declared column types (no "NULL" type from an all-null first batch); a second run computes nothing,
+    a new week computes one window; alerts are not fired twice for the same window."""
+    from mlops_framework.lifecycle import monitor
+
+    frame = _scored(weeks=4, n=300)
+    _write(tmp_path / "warehouse.duckdb", frame, partition_by=["WEEK"])
+    run = _monitor_run(tmp_path, monkeypatch, "alerts.rules.f1_low.threshold=0.8")
+    monitor(run)
+    perf = _table(tmp_path, "SELECT * FROM MONITOR_PERFORMANCE ORDER BY WINDOW_START")
+    assert len(perf) == 4 and perf.ROWS.eq(300).all() and perf.RMSE.isna().all()
+    assert str(perf.WINDOW_START.dtype).startswith("datetime64") and perf.F1.iloc[0] > perf.F1.iloc[3]
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        types = dict(con.sql("SELECT column_name, data_type FROM information_schema.columns "
+                             "WHERE table_name = 'MONITOR_PERFORMANCE'").fetchall())
+    assert types["RMSE"] == "DOUBLE" and types["MODEL_VERSION"] == "VARCHAR" and '"NULL"' not in types.values()
+    drift = _table(tmp_path, "SELECT * FROM MONITOR_DRIFT")
+    assert len(drift) == 4 * 4 and {"PSI", "JENSEN_SHANNON", "HELLINGER", "WASSERSTEIN", "DIFFERENCE_OF_MEANS",
+                                    "COLUMN_NAME", "BASELINE_ID"} <= set(drift.columns)
+    alerts = _table(tmp_path, "SELECT * FROM MONITOR_ALERTS")
+    assert {"f1_low", "feature_psi_high"} <= set(alerts.RULE)
+    assert alerts[alerts.RULE == "f1_low"].WINDOW_START.nunique() == 2  # every new window, not only the last
+    lines = (tmp_path / "alerts.jsonl").read_text().splitlines()
+    assert len(lines) == len(alerts) and (run.output_dir / "monitor-1.json").is_file()
+
+    again = _monitor_run(tmp_path, monkeypatch, "alerts.rules.f1_low.threshold=0.8")
+    monitor(again)
+    assert again.results["monitor"]["windows_unchanged"] == 4 and again.results["monitor"]["performance"] == []
+    assert again.results["alerts"] == []
+
+    _write(tmp_path / "warehouse.duckdb", _scored(weeks=5, n=300, seed=3).query("WEEK == 5"), partition_by=["WEEK"])
+    later = _monitor_run(tmp_path, monkeypatch, "alerts.rules.f1_low.threshold=0.8")
+    monitor(later)
+    computed = later.results["monitor"]["performance"]
+    assert [p["window_start"].date().isoformat() for p in computed] == ["2024-01-29"]
+    assert {a.window_start for a in later.results["alerts"]} <= {computed[0]["window_start"]}
+    assert len(_table(tmp_path, "SELECT * FROM MONITOR_PERFORMANCE")) == 5
+    baselines = _table(tmp_path, "SELECT DISTINCT BASELINE_ID FROM MONITOR_BASELINES")
+    assert len(baselines) == 1  # chosen once for v1 (here: the table's fallback version)
+
+
+def test_time_columns_as_they_are_and_one_message_when_unreadable(tmp_path, monkeypatch):
+    from mlops_framework.lifecycle import monitor
+
+    frame = _scored(weeks=3, n=100)
+    text = frame.assign(TS=frame.TS.dt.strftime("%d/%m/%Y %H:%M"))
+    _write(tmp_path / "warehouse.duckdb", text)
+    run = _monitor_run(tmp_path, monkeypatch, "monitor.time_format='%d/%m/%Y %H:%M'")
+    monitor(run)
+    assert [p["window_start"].date().isoformat() for p in run.results["monitor"]["performance"]] == [
+        "2024-01-01", "2024-01-08", "2024-01-15"]
+    dates = frame.assign(TS=frame.TS.dt.date)
+    _write(tmp_path / "warehouse.duckdb", dates)
+    monitor(_monitor_run(tmp_path, monkeypatch))
+    bad = frame.assign(TS=frame.TS.astype(str))
+    bad.loc[5, "TS"] = "24:35.0"
+    _write(tmp_path / "warehouse.duckdb", bad)
+    with pytest.raises(MlopsError, match=r"the time column TS holds '24:35.0', which cannot be read as a timestamp"):
+        monitor(_monitor_run(tmp_path, monkeypatch))
+
+
+def test_baseline_must_be_one_sql_expression_and_match_rows(tmp_path, monkeypatch):
+    from mlops_framework.lifecycle import monitor
+
+    _write(tmp_path / "warehouse.duckdb", _scored(weeks=2, n=50))
+    for baseline, message in (("WEEK <= 1; DROP TABLE X", "is not one SQL expression"),
+                              ("1=1) UNION (SELECT 2", "is not one SQL expression"),
+                              ("WEEK > 99", "baseline has no rows"),
+                              ("NO_SUCH_COLUMN > 1", "monitor: Binder Error")):
+        with pytest.raises(MlopsError, match=message):
+            monitor(_monitor_run(tmp_path, monkeypatch, f"monitor.baseline='{baseline}'"))
+    assert mon.check_expression("WEEK <= 5 -- training weeks", "x") == "WEEK <= 5"
+
+
+def test_task_metrics_multiclass_and_regression():
+    """Accuracy and macro F1 for several classes, RMSE / MAE / R2 for numbers, from SQL counts."""
+    con = duckdb.connect()
+    rng = np.random.default_rng(1)
+    n = 600
+    classes = np.array(["a", "b", "c"])
+    frame = pd.DataFrame({"TS": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 14 * 86400, n), "s"),
+                          "Y": classes[rng.integers(0, 3, n)], "P": classes[rng.integers(0, 3, n)],
+                          "YR": rng.normal(size=n), "PR": rng.normal(size=n)})
+    con.register("monitored", frame)
+    window = (frame.TS - pd.Timestamp("2024-01-01")) // pd.Timedelta("7 days")
+    for task, target, prediction in (("multiclass", "Y", "P"), ("regression", "YR", "PR")):
+        engine = mon.WarehouseMonitor(con, columns={}, target_expr=target, prediction=prediction, score=None,
+                                      time_expr="TS", version_expr="'v1'", scored_at=None, window="7 days",
+                                      origin="2000-01-03", task={"v1": {"task": task, "classes": None}}, bins=10,
+                                      binning="quantile", average="macro")
+        got = engine.performance()
+        for k in (0, 1):
+            rows = frame[window == k]
+            metrics = got[("v1", dt.datetime(2024, 1, 1) + dt.timedelta(days=7 * k))]
+            if task == "multiclass":
+                assert metrics["f1"] == pytest.approx(skm.f1_score(rows.Y, rows.P, average="macro"))
+                assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(rows.Y, rows.P))
+            else:
+                assert metrics["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(rows.YR, rows.PR)))
+                assert metrics["mae"] == pytest.approx(skm.mean_absolute_error(rows.YR, rows.PR))
+                assert metrics["r2"] == pytest.approx(skm.r2_score(rows.YR, rows.PR))
+
+
+def test_rescoring_a_partition_reports_what_it_replaced(tmp_path):
+    sink = DuckDBSink(tmp_path / "w.duckdb", table="P", partition_by=["WEEK"])
+    with sink.open() as writer:
+        writer.write(pa.table({"WEEK": [w for w in range(18, 26) for _ in range(125)]}))
+    assert writer.describe_replaced() is None  # known once the write is committed
+    with sink.open() as writer:
+        writer.write(pa.table({"WEEK": [w for w in range(20, 26) for _ in range(216)] + [26] * 4}))
+    assert writer.describe_replaced() == "WEEK 20-25: 750 rows -> 1,296"
 
 
 def test_duckdb_sink_reads_back_as_a_source(tmp_path):
@@ -201,65 +352,18 @@ def test_duckdb_sink_reads_back_as_a_source(tmp_path):
         DuckDBTableSource(path=str(tmp_path / "missing.duckdb"), table="P").read()
 
 
-def test_append_tables_appends_and_adds_new_columns(tmp_path):
-    path = tmp_path / "w.duckdb"
-    mon.append_tables(path, {"T": pd.DataFrame({"A": [1]}), "EMPTY": pd.DataFrame()})
-    mon.append_tables(path, {"T": pd.DataFrame({"A": [2], "B": ["x"]})})
-    with duckdb.connect(str(path), read_only=True) as con:
-        assert con.sql("SELECT A, B FROM T ORDER BY A").fetchall() == [(1, None), (2, "x")]
-        assert [r[0] for r in con.sql("SHOW TABLES").fetchall()] == ["T"]
-
-
-def test_monitor_stage_writes_tables_and_fires_alerts(tmp_path, monkeypatch):
-    """The stage end to end through the config: scored table -> monitor tables -> alert file."""
-    from mlops_framework import config
+def test_monitor_and_explain_tables_go_beside_the_predictions(tmp_path, monkeypatch):
+    """Monitor tables are written through a sink of the scoring sink's kind and place (a Snowflake run
+    writes them in Snowflake), not always into the local warehouse file."""
     from mlops_framework.lifecycle import monitor
-    from mlops_framework.pipeline import build_run
-    from mlops_framework.plugins import Components, get_plugin_manager
 
-    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
-    frame = _scored(weeks=4, n=300)
-    with DuckDBSink(tmp_path / "warehouse.duckdb", table="PREDICTIONS_WITH_GROUND_TRUTH").open() as writer:
-        writer.write(pa.Table.from_pandas(frame, preserve_index=False))
-    components = Components(get_plugin_manager(load_entrypoints=False))
-    cfg = config.compose(["pipeline=monitor", "features.numeric=[INCOME]", "features.categorical=[TYPE]",
-                          "features.target=Y", "monitor.score_column=SCORE", "monitor.prediction_column=PRED",
-                          "monitor.baseline='WEEK <= 2'", "alerts.rules.f1_low.threshold=0.8"], components)
-    run = build_run(config.resolved(cfg), components, output_dir=tmp_path / "run")
-    (tmp_path / "run").mkdir()
+    elsewhere = tmp_path / "elsewhere.duckdb"
+    _write(elsewhere, _scored(weeks=2, n=50), table="P")
+    run = _monitor_run(tmp_path, monkeypatch, f"scoring.sink.path={elsewhere}", "scoring.sink.table=P",
+                       "monitor.baseline='WEEK <= 1'")
+    assert run.retrain.sink.describe().startswith(f"DuckDB table EXPLANATIONS in {elsewhere}")
     monitor(run)
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
-        perf = con.sql("SELECT * FROM MONITOR_PERFORMANCE ORDER BY WINDOW_START").df()
-        drift = con.sql("SELECT * FROM MONITOR_DRIFT").df()
-        alerts = con.sql("SELECT * FROM MONITOR_ALERTS").df()
-    assert len(perf) == 4 and perf.RUN_ID.eq("run").all() and perf.ROWS.eq(300).all()
-    assert str(perf.WINDOW_START.dtype).startswith("datetime64") and perf.F1.iloc[0] > perf.F1.iloc[3]
-    assert len(drift) == 4 * 4 and {"PSI", "JENSEN_SHANNON", "HELLINGER", "WASSERSTEIN", "DIFFERENCE_OF_MEANS",
-                                    "COLUMN_NAME"} <= set(drift.columns)
-    assert set(alerts.RULE) == {"f1_low", "feature_psi_high"}
-    assert (alerts.WINDOW_START == perf.WINDOW_START.max()).all()
-    lines = (tmp_path / "alerts.jsonl").read_text().splitlines()
-    assert len(lines) == len(alerts) and '"rule": "f1_low"' in lines[0]
-    assert (tmp_path / "run" / "monitor-1.json").is_file()
-    assert "2 fired" in run.results["summary"]["alerts"] or "3 fired" in run.results["summary"]["alerts"]
-
-    monitor(run)  # a second run appends
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
-        assert con.sql("SELECT count(*) FROM MONITOR_PERFORMANCE").fetchall()[0][0] == 8
-    assert len(run.results["monitor_runs"]) == 2
-
-
-def test_monitor_refuses_a_baseline_matching_nothing(tmp_path):
-    from types import SimpleNamespace
-
-    frame = _scored(weeks=2, n=50)
-    spec = SimpleNamespace(source=SimpleNamespace(read=lambda: frame, describe=lambda: "x"), baseline_source=None,
-                           baseline="WEEK > 99")
-    got, baseline, _ = mon.read_monitored(spec, None)
-    assert len(got) == 100 and len(baseline) == 0
-    with pytest.raises(MlopsError, match="baseline has no rows"):
-        mon.compute(frame, baseline, features={"INCOME": "numeric"}, target="Y", score_column="SCORE",
-                    prediction_column="PRED", timestamp="TS")
-    spec.baseline = "NO_SUCH_COLUMN > 1"
-    with pytest.raises(MlopsError, match="bad monitor.baseline"):
-        mon.read_monitored(spec, None)
+    with duckdb.connect(str(elsewhere), read_only=True) as con:
+        tables = {row[0] for row in con.sql("SHOW TABLES").fetchall()}
+    assert {"MONITOR_PERFORMANCE", "MONITOR_DRIFT", "MONITOR_BASELINES", "P"} <= tables
+    assert not (tmp_path / "warehouse.duckdb").exists()

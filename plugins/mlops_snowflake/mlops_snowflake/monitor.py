@@ -225,8 +225,10 @@ def rule_condition(rule, monitor: str, *, columns, window: str = "7 DAY") -> str
     window_sql = _string(f"{days} DAY")
     span = f"DATEADD('DAY', -{days}, CURRENT_TIMESTAMP()), CURRENT_TIMESTAMP()"
     op = rule.op
-    if rule.window != "last":
-        raise MlopsError(f"alert rule {rule.name}: Snowflake alerts check the last window only (window: last)")
+    if rule.window not in ("last", "new"):  # a scheduled alert checks each window as it becomes the last
+        raise MlopsError(f"alert rule {rule.name}: Snowflake alerts check the last window only (window: last or new)")
+    if getattr(rule, "against", None):
+        raise MlopsError(f"alert rule {rule.name}: Snowflake alerts compare with thresholds, not the baseline")
     if rule.metric in PERFORMANCE_METRICS:
         call = f"MODEL_MONITOR_PERFORMANCE_METRIC({_string(monitor)}, {_string(PERFORMANCE_METRICS[rule.metric])}, {window_sql}, {span})"
         return _window_condition(call, op, rule.threshold)
