@@ -485,8 +485,6 @@ class SnowflakeRegistry:
     def rollback(self, model_name: str, alias: str, *, actor: str | None = None, reason: str | None = None) -> dict:
         """Move ``alias`` back to the version it held before its current one (as the local registry does:
         repeated rollbacks walk further back, refusals are skipped); return the history entry."""
-        from mlops_framework.registry import _previous_holders
-
         alias = str(alias).upper()
         current = self.aliases(model_name).get(alias)
         previous = _previous_holders(self.history(model_name), alias)
@@ -640,6 +638,22 @@ def _planned_task(task) -> str:
     if task in SNOWFLAKE_TASKS:
         return SNOWFLAKE_TASKS[task]
     return ("<from the trained model's task: " + " | ".join(f"{k}: {v}" for k, v in SNOWFLAKE_TASKS.items()) + ">")
+
+
+def _previous_holders(history: list[dict], alias: str) -> list:
+    """The stack of versions ``alias`` held before its current one, replaying its history (the local
+    registry's rule: a rollback pops, a set or unset pushes the old holder, a refusal changes nothing)."""
+    stack = []
+    for entry in history:
+        if entry.get("alias") != alias:
+            continue
+        event = entry.get("event") or ("set" if entry.get("new_version") else "unset")
+        if event == "rollback":
+            if stack:
+                stack.pop()
+        elif event in ("set", "unset") and entry.get("old_version") != entry.get("new_version"):
+            stack.append(entry.get("old_version"))
+    return stack
 
 
 def _registration_id(row: dict):
