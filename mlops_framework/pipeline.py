@@ -26,6 +26,7 @@ class FeatureSpec:
     categorical: list
     encoding: str = "onehot"
     unseen: str = "ignore"
+    time: str | None = None
 
     def __post_init__(self):
         for key, allowed in (("encoding", ("onehot", "native")), ("unseen", ("ignore", "error"))):
@@ -183,17 +184,19 @@ def build_registry(config, components):
 def build_run(config, components, *, output_dir=None):
     """Turn a resolved config (plain dict, see ``config.resolved``) into a ``Run`` of objects."""
     registration = {key: config["registry"][key] for key in REGISTRATION_KEYS if key in config["registry"]}
+    source = components.build("data", config["data"], where="data")
     scoring_values = dict(config["scoring"])
-    sink = components.build("sink", scoring_values.pop("sink"), where="scoring.sink")
-    source_values = scoring_values.pop("source", None)
-    scoring_source = _data_or_none(components, source_values, "scoring.source")
+    scoring_source = _stage_source(components, config, scoring_values, "scoring")
+    sink_values = dict(scoring_values.pop("sink"))
+    sink_values["partition_by"] = _partitions(sink_values.get("partition_by"), scoring_source or source)
+    sink = components.build("sink", sink_values, where="scoring.sink")
     stage_names = list(config["pipeline"].get("stages") or [])
     unknown = [name for name in stage_names if name not in components.stages]
     if unknown:
         raise MlopsError(f"unknown stages {', '.join(unknown)}; registered stages: {', '.join(components.stages)}")
     return Run(
         stages=[components.stages[name] for name in stage_names],
-        source=components.build("data", config["data"], where="data"),
+        source=source,
         features=_spec(FeatureSpec, config["features"], "features"),
         model=_spec(ModelSpec, config["model"], "model"),
         split=_spec(SplitSpec, config["split"], "split"),
@@ -210,6 +213,29 @@ def build_run(config, components, *, output_dir=None):
 
 def _data_or_none(components, values, where):
     return components.build("data", values, where=where) if values else None
+
+
+def _stage_source(components, config, values, group):
+    """``GROUP.source`` built (``source`` and ``where`` popped from ``values``). When it is null and the group
+    has a ``where`` key: the data option's table with that condition in place of ``data.where`` (null: every
+    row), or None when the condition is ``data.where`` itself (the run's own source is used)."""
+    source = _data_or_none(components, values.pop("source", None), f"{group}.source")
+    if "where" not in values:
+        return source
+    where = values.pop("where")
+    if source is not None:  # the source's own where applies
+        return source
+    if where == config["data"].get("where"):
+        return None  # the data group's own rows: the run's source object is shared
+    return components.build("data", {**config["data"], "where": where}, where=f"{group}.where")
+
+
+def _partitions(value, source):
+    """A sink's ``partition_by``: ``auto`` = the columns the scored source declares (synthetic data: WEEK;
+    a file: its data option's partition_by, none by default); one column name = a list of one."""
+    if value == "auto":
+        return getattr(source, "partition_by", None)
+    return [value] if isinstance(value, str) else value
 
 
 def _lifecycle_specs(config, components):
@@ -232,7 +258,7 @@ def _lifecycle_specs(config, components):
         specs["alerts"] = Alerting(rules=build_rules(values.get("rules")), notifiers=notifiers)
     if config.get("retrain"):
         values = dict(config["retrain"])
-        values["source"] = _data_or_none(components, values.get("source"), "retrain.source")
+        values["source"] = _stage_source(components, config, values, "retrain")
         specs["retrain"] = _spec(RetrainSpec, values, "retrain")
     if config.get("promotion"):
         specs["promotion"] = _spec(PromotionSpec, config["promotion"], "promotion")

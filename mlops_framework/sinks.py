@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.sources import quote_identifier
+from mlops_framework.sources import partition_columns, quote_identifier
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
     import pyarrow as pa
@@ -57,7 +57,7 @@ class DuckDBSink:
     def __init__(self, path, table: str = "PREDICTIONS_WITH_GROUND_TRUTH", partition_by: list[str] | None = None):
         self.path = path
         self.table = table
-        self.partition_by = partition_by
+        self.partition_by = partition_columns(partition_by)
 
     def as_source(self, where: str | None = None):
         """A data source reading back what this sink wrote (``kind: duckdb``), e.g. for monitoring."""
@@ -189,7 +189,7 @@ class ParquetSink:
 
     def __init__(self, path, partition_by: list[str] | None = None):
         self.path = path
-        self.partition_by = partition_by
+        self.partition_by = partition_columns(partition_by)
 
     def as_source(self, where: str | None = None):
         """A data source reading back what this sink wrote (``kind: parquet``), e.g. for monitoring."""
