@@ -61,7 +61,8 @@ def _help_text():
         "                            (-m: a sweep's trials as its launcher would submit them, then one trial's plan)",
         "  registry ...              models | versions MODEL | show MODEL VERSION_OR_ALIAS |",
         "                            alias set MODEL VERSION ALIAS | alias unset MODEL ALIAS |",
-        "                            tag set MODEL TAG VALUE | history MODEL | rollback MODEL ALIAS",
+        "                            tag set MODEL TAG VALUE | history MODEL | rollback MODEL ALIAS |",
+        "                            delete MODEL VERSION",
         "                            (each takes --json)",
         "  sweep show [DIR]          the leaderboard of a sweep (default: the latest), as a table, CSV and plot",
         "  sweep list | rerun [DIR]  every sweep | run a sweep's recorded command again, compare the metrics",
@@ -204,6 +205,9 @@ def _registry(argv):
     rollback.add_argument("model")
     rollback.add_argument("alias")
     rollback.add_argument("--reason", default=None)
+    delete = sub.add_parser("delete", help="delete a version no alias points at")
+    delete.add_argument("model")
+    delete.add_argument("version")
     alias = sub.add_parser("alias").add_subparsers(dest="alias_action", required=True)
     alias_set = alias.add_parser("set")
     for name in ("model", "version", "alias"):
@@ -228,6 +232,11 @@ def _registry(argv):
         result = registry.get_version(args.model, args.version)
     elif args.action == "history":
         result = registry.history(args.model)
+    elif args.action == "delete":
+        if not hasattr(registry, "delete_version"):
+            raise MlopsError(f"{registry.describe()} cannot delete versions")
+        registry.delete_version(args.model, args.version)
+        result = {"model": args.model, "deleted": args.version}
     elif args.action == "rollback":
         if not hasattr(registry, "rollback"):
             raise MlopsError(f"{registry.describe()} cannot roll back aliases")

@@ -266,7 +266,14 @@ def _lifecycle_specs(config, components):
 
 
 def run_stages(run):
-    """Run each stage in this process, in order, calling the lifecycle hooks around it."""
+    """Check what the stages will read (``preflight.check``), then run each in this process, in order,
+    calling the lifecycle hooks around it. A stage failing after an earlier one wrote something says what
+    was left and how to remove it (``preflight.left_behind``)."""
+    import sys
+
+    from mlops_framework import preflight
+
+    preflight.check(run)
     for stage in run.stages:
         run.hook.before_stage_run(stage=stage, run=run)
         started = time.perf_counter()
@@ -274,5 +281,14 @@ def run_stages(run):
             stage.run(run)
         except BaseException as error:
             run.hook.on_stage_error(stage=stage, run=run, error=error)
+            left = preflight.left_behind(run)
+            if left and isinstance(error, MlopsError):
+                raise MlopsError(f"{error}. Before it failed, this run {left}") from error
+            if left:
+                print(f"mlops: before it failed, this run {left}", file=sys.stderr)
             raise
+        if stage.name == "register" and "version" in run.results:
+            run.results.setdefault("registered", []).append(run.results["version"]["version_name"])
+        if stage.name == "score" and "scored" in run.results:
+            run.results.setdefault("scored_log", []).append(run.results["scored"])
         run.hook.after_stage_run(stage=stage, run=run, seconds=time.perf_counter() - started)

@@ -1,0 +1,118 @@
+"""Pre-flight: everything a run will read is checked before its first write, and what a failed run left
+behind is named.
+
+:func:`check` runs before the first stage (``pipeline.run_stages``). It asks each source the stages will
+read for its :meth:`schema` (column names and types; a CSV file's header and DuckDB's sniffer sample, a
+Parquet file's footer, nothing generated), so a missing file, an unreadable header, a duplicate column,
+a short line or a bad type override is refused before a version is registered or a table is written.
+Then, for the stages in the pipeline:
+
+- training (``load``) and new data (``retrain``): the feature columns and the target exist;
+- scoring (``score``): the feature columns exist and each has the same kind of type as in the training
+  data (number, text, boolean, time); a mismatch names the column and both types;
+- the scoring sink's partition columns and the monitor's timestamp exist in the scored data.
+
+Sources without ``schema()`` (a plugin's warehouse tables, the feature store) are checked by their own
+stages. :func:`left_behind` says what a run wrote before it failed and how to remove it.
+"""
+
+from mlops_framework.errors import MlopsError
+
+_KINDS = (("number", ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                      "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL", "REAL")),
+          ("boolean", ("BOOLEAN",)),
+          ("time", ("DATE", "TIMESTAMP", "TIME")),
+          ("text", ("VARCHAR", "ENUM")))
+
+
+def type_kind(duckdb_type: str) -> str:
+    """``number``, ``boolean``, ``time``, ``text`` or the type itself: types of one kind are interchangeable
+    for a model (an integer column scored where doubles were trained is fine; text is not)."""
+    name = str(duckdb_type).upper()
+    for kind, prefixes in _KINDS:
+        if name.startswith(prefixes):
+            return kind
+    return name
+
+
+def check(run) -> None:
+    """Raise :class:`MlopsError` for the first problem in what ``run``'s stages will read; touch nothing."""
+    names = {stage.name for stage in run.stages}
+    spec = run.features
+    inputs = [*spec.numeric, *spec.categorical]
+    training = None
+    if "load" in names:
+        training = _schema(run.source)
+        _require(training, [*inputs, spec.target], "the training data", run.source)
+    if "retrain" in names:
+        source = run.retrain.source if run.retrain and run.retrain.source else run.source
+        schema = _schema(source)
+        _require(schema, [*inputs, spec.target], "the retrain source", source)
+        _same_types(training, schema, inputs, "the retrain source", source)
+    if "score" in names:
+        source = run.scoring.source or run.source
+        schema = _schema(source)
+        _require(schema, inputs, "the scoring source", source)
+        _same_types(training, schema, inputs, "the scoring source", source)
+        partitions = list(getattr(run.scoring.sink, "partition_by", None) or [])
+        _require(schema, partitions, "the scoring source", source,
+                 hint="the sink partitions by it: set scoring.sink.partition_by=null to replace the whole table")
+        if "monitor" in names and run.monitor and run.monitor.source is None:
+            _require(schema, [run.monitor.timestamp], "the scoring source", source,
+                     hint="the monitor cuts windows on it: set monitor.timestamp (or features.time)")
+            _time_column(schema, run.monitor.timestamp, source)
+
+
+def _schema(source):
+    """``{column: type}``, or None when the source cannot describe itself cheaply."""
+    describe = getattr(source, "schema", None)
+    return dict(describe()) if callable(describe) else None
+
+
+def _require(schema, columns, what, source, hint=None):
+    if schema is None:
+        return
+    missing = [c for c in dict.fromkeys(columns) if c not in schema]
+    if missing:
+        near = {c: a for c in missing for a in schema if a.lower() == c.lower()}
+        close = "".join(f" (did you mean {near[c]!r} for {c!r}?)" for c in missing if c in near)
+        raise MlopsError(
+            f"{what} ({source.describe()}) lacks column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}{close}{'; ' + hint if hint else ''}; it has: {', '.join(schema)}")
+
+
+def _time_column(schema, column, source):
+    if schema is not None and type_kind(schema[column]) != "time":
+        raise MlopsError(
+            f"monitor.timestamp {column} is {schema[column]} in {source.describe()}, not a date or timestamp; "
+            f"name another column, or parse it with the data option's types: "
+            f"{{{column}: {{type: timestamp, format: \"%Y-%m-%d %H:%M:%S\"}}}}")
+
+
+def _same_types(training, other, columns, what, source):
+    if training is None or other is None:
+        return
+    clashes = [f"{c} is {training[c]} in the training data but {other[c]} in {what}" for c in columns
+               if c in training and c in other and type_kind(training[c]) != type_kind(other[c])]
+    if clashes:
+        column = next(c for c in columns if c in training and c in other
+                      and type_kind(training[c]) != type_kind(other[c]))
+        raise MlopsError(f"column types differ between the training data and {what} ({source.describe()}): "
+                         f"{'; '.join(clashes)}; fix the data, or read it as the training type with the data "
+                         f"option's types: {{{column}: {training[column]}}}")
+
+
+def left_behind(run) -> str:
+    """What the stages that ran wrote (registered versions, moved aliases, scored tables) and how to undo
+    each, in one sentence; empty when nothing was written."""
+    parts = []
+    name = run.registration.model_name
+    for version in run.results.get("registered", []):
+        parts.append(f"registered {name} {version} (remove it: mlops registry delete {name} {version})")
+    for record in run.results.get("promotions", []):
+        if record.get("promoted"):
+            parts.append(f"moved {record['alias']} to {record['candidate']} "
+                         f"(undo: mlops registry rollback {name} {record['alias']})")
+    for scored in run.results.get("scored_log", []):
+        parts.append(f"wrote {scored['rows']:,} rows into {scored['destination']}")
+    return "; ".join(parts)
