@@ -10,7 +10,9 @@ Then, for the stages in the pipeline:
 - training (``load``) and new data (``retrain``): the feature columns and the target exist;
 - scoring (``score``): the feature columns exist and each has the same kind of type as in the training
   data (number, text, boolean, time); a mismatch names the column and both types;
-- the scoring sink's partition columns and the monitor's timestamp exist in the scored data.
+- the scoring sink's partition columns and the monitor's timestamp exist in the scored data;
+- a CSV file that is scored or retrained on (read in full, after the first write) is parsed once in full,
+  so a value past the sniffer's sample that does not fit its column's type is refused now.
 
 Sources without ``schema()`` (a plugin's warehouse tables, the feature store) are checked by their own
 stages. :func:`left_behind` says what a run wrote before it failed and how to remove it.
@@ -49,11 +51,13 @@ def check(run) -> None:
         schema = _schema(source)
         _require(schema, [*inputs, spec.target], "the retrain source", source)
         _same_types(training, schema, inputs, "the retrain source", source)
+        _validate(source)
     if "score" in names:
         source = run.scoring.source or run.source
         schema = _schema(source)
         _require(schema, inputs, "the scoring source", source)
         _same_types(training, schema, inputs, "the scoring source", source)
+        _validate(source)
         partitions = list(getattr(run.scoring.sink, "partition_by", None) or [])
         _require(schema, partitions, "the scoring source", source,
                  hint="the sink partitions by it: set scoring.sink.partition_by=null to replace the whole table")
@@ -67,6 +71,14 @@ def _schema(source):
     """``{column: type}``, or None when the source cannot describe itself cheaply."""
     describe = getattr(source, "schema", None)
     return dict(describe()) if callable(describe) else None
+
+
+def _validate(source):
+    """A source whose types were guessed (CSV) and that a stage reads in full after a write: parse it all
+    now. Every column is read, so this costs one extra pass over the file."""
+    validate = getattr(source, "validate", None)
+    if callable(validate):
+        validate()
 
 
 def _require(schema, columns, what, source, hint=None):

@@ -399,6 +399,17 @@ class CsvSource(_FileSource):
             rel = bind(read_types)
         return rel.project(", ".join(_converted(c, str(t), overrides.get(c)) for c, t in zip(rel.columns, rel.types)))
 
+    def validate(self) -> None:
+        """Read every matching row once, converting every column as :meth:`read` does, so a value that does
+        not parse (past the sniffer's sample, or against a ``types`` format) is refused now, not mid-way."""
+        con, rel = self._open()
+        try:
+            selected = self._select(rel, None)
+            counts = ", ".join(f"count({quote_identifier(c)})" for c in selected.columns)
+            self._run(lambda: selected.aggregate(counts).fetchall())
+        finally:
+            con.close()
+
     def _read_error(self, con, url, header, delimiter, error) -> MlopsError:
         """Why the sniffer failed or saw the wrong number of columns: find the line that does not fit."""
         import duckdb
@@ -462,8 +473,12 @@ def _converted(column, sniffed_type, override) -> str:
     name = quote_identifier(column)
     if override and override[1]:
         sql_type, fmt = override
-        parsed = f"strptime({name}, {sql_string(fmt)})"
-        return f"CAST({parsed} AS {sql_type}) AS {name}"
+        parsed = f"try_strptime({name}, {sql_string(fmt)})"
+        refusal = sql_string(f"column {column} has the value '") + f" || {name} || " + sql_string(
+            f"', which does not match its types format {fmt!r}; fix the format, or read it as text with "
+            f"data.types='{{{column}: VARCHAR}}'")
+        return (f"CAST(CASE WHEN {name} IS NULL THEN NULL WHEN {parsed} IS NULL THEN error({refusal}) "
+                f"ELSE {parsed} END AS {sql_type}) AS {name}")
     if sniffed_type == "TIMESTAMP WITH TIME ZONE":
         return f"timezone('UTC', {name}) AS {name}"
     return name
