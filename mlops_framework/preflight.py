@@ -9,7 +9,9 @@ Then, for the stages in the pipeline:
 
 - training (``load``) and new data (``retrain``): the feature columns and the target exist;
 - scoring (``score``): the feature columns exist and each has the same kind of type as in the training
-  data (number, text, boolean, time); a mismatch names the column and both types;
+  data, or, in a run that does not train, the scored version's signature (number, text, boolean, time);
+  a mismatch names the column and both types; a difference within a kind (BIGINT trained, DOUBLE scored)
+  is noted in the run summary;
 - the scoring sink's partition columns and the monitor's timestamp exist in the scored data;
 - a CSV file that is scored or retrained on (read in full, after the first write) is parsed once in full,
   so a value past the sniffer's sample that does not fit its column's type is refused now.
@@ -27,11 +29,19 @@ _KINDS = (("number", ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UT
           ("text", ("VARCHAR", "ENUM")))
 
 
-def type_kind(duckdb_type: str) -> str:
-    """``number``, ``boolean``, ``time``, ``text`` or the type itself: types of one kind are interchangeable
-    for a model (an integer column scored where doubles were trained is fine; text is not)."""
-    name = str(duckdb_type).upper()
+_PANDAS_KINDS = (("number", ("int", "uint", "float", "Int", "UInt", "Float")), ("boolean", ("bool",)),
+                 ("time", ("datetime", "date")), ("text", ("object", "string", "str", "category")))
+
+
+def type_kind(type_name: str) -> str:
+    """``number``, ``boolean``, ``time``, ``text`` or the type itself, for a DuckDB type or a pandas dtype
+    (a registered version's signature): types of one kind are interchangeable for a model (an integer
+    column scored where doubles were trained is fine; text is not)."""
+    name = str(type_name)
     for kind, prefixes in _KINDS:
+        if name.upper().startswith(prefixes):
+            return kind
+    for kind, prefixes in _PANDAS_KINDS:
         if name.startswith(prefixes):
             return kind
     return name
@@ -50,13 +60,14 @@ def check(run) -> None:
         source = run.retrain.source if run.retrain and run.retrain.source else run.source
         schema = _schema(source)
         _require(schema, [*inputs, spec.target], "the retrain source", source)
-        _same_types(training, schema, inputs, "the retrain source", source)
+        _same_types(training, schema, inputs, "the retrain source", source, run)
         _validate(source)
     if "score" in names:
         source = run.scoring.source or run.source
         schema = _schema(source)
         _require(schema, inputs, "the scoring source", source)
-        _same_types(training, schema, inputs, "the scoring source", source)
+        _same_types(training if training is not None else _registered_types(run), schema, inputs,
+                    "the scoring source", source, run)
         _validate(source)
         partitions = list(getattr(run.scoring.sink, "partition_by", None) or [])
         _require(schema, partitions, "the scoring source", source,
@@ -101,9 +112,41 @@ def _time_column(schema, column, source):
             f"{{{column}: {{type: timestamp, format: \"%Y-%m-%d %H:%M:%S\"}}}}")
 
 
-def _same_types(training, other, columns, what, source):
+_PANDAS_TO_DUCKDB = {"int8": "TINYINT", "int16": "SMALLINT", "int32": "INTEGER", "int64": "BIGINT",
+                     "float32": "FLOAT", "float64": "DOUBLE", "bool": "BOOLEAN", "object": "VARCHAR",
+                     "string": "VARCHAR", "str": "VARCHAR", "category": "VARCHAR"}
+
+
+def _duckdb_name(type_name) -> str:
+    """A pandas dtype name as the DuckDB type it reads back as; DuckDB types as they are."""
+    name = str(type_name)
+    if name.startswith("datetime64"):
+        return "TIMESTAMP"
+    return _PANDAS_TO_DUCKDB.get(name, name)
+
+
+def _registered_types(run):
+    """``{column: dtype}`` of the version a score-only run will use, from its signature; None if unknown."""
+    from mlops_framework.stages import scoring_version
+
+    try:
+        info = run.registry.get_version(run.registration.model_name, scoring_version(run))
+    except MlopsError:
+        return None  # the score stage says which model or version is missing
+    inputs = ((info or {}).get("signature") or {}).get("inputs") or []
+    return {item["name"]: _duckdb_name(item["type"]) for item in inputs} or None
+
+
+def _same_types(training, other, columns, what, source, run):
+    """Refuse a column whose kind of type differs from training's; note one whose type differs within its
+    kind (BIGINT trained, DOUBLE scored) in the run summary."""
     if training is None or other is None:
         return
+    notes = [f"{c} {training[c]} in training, {other[c]} in {what}" for c in columns
+             if c in training and c in other and _duckdb_name(training[c]) != _duckdb_name(other[c])
+             and type_kind(training[c]) == type_kind(other[c])]
+    if notes:
+        run.results.setdefault("summary", {})["types"] = "; ".join(notes) + " (same kind: used as they are)"
     clashes = [f"{c} is {training[c]} in the training data but {other[c]} in {what}" for c in columns
                if c in training and c in other and type_kind(training[c]) != type_kind(other[c])]
     if clashes:

@@ -103,6 +103,8 @@ def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_p
         ([f"scoring.source={{kind: csv, path: {tmp_path / 'text_income.csv'}}}"],
          "APPLICANT_INCOME_000S is BIGINT in the training data but VARCHAR in the scoring source",
          "types: {APPLICANT_INCOME_000S: BIGINT}"),
+        (["pipeline=score", f"data.path={tmp_path / 'text_income.csv'}"],  # against v1's signature
+         "APPLICANT_INCOME_000S is DOUBLE in the training data but VARCHAR in the scoring source"),
         (["pipeline=retrain", f"retrain.source={{kind: csv, path: {tmp_path / 'no_income.csv'}}}"],
          "the retrain source"),
         (["data.types={TS: {type: timestamp, format: '%Y'}}"], "column TS"),  # scoring reads TS: parsed first
@@ -124,3 +126,10 @@ def test_a_run_failing_after_a_write_says_what_it_left_and_how_to_remove_it(mlop
     assert line
     mlops("registry", "delete", "MORTGAGE_XGB", "v1", check=True)
     assert json.loads(mlops("registry", "versions", "MORTGAGE_XGB", "--json", check=True).stdout) == []
+
+
+def test_a_type_difference_within_a_kind_is_scored_and_reported(mlops, home, lab):
+    mlops("run", "data=csv", f"data.path={lab}", "pipeline=train", check=True)
+    result = mlops("run", "pipeline=score", "data.weeks=1", "data.rows_per_week=200", check=True)
+    assert "LOAN_AMOUNT_000S BIGINT in training, DOUBLE in the scoring source" in result.stdout
+    assert "200 rows with v1" in result.stdout
