@@ -12,7 +12,8 @@ Then, for the stages in the pipeline:
   data, or, in a run that does not train, the scored version's signature (number, text, boolean, time);
   a mismatch names the column and both types; a difference within a kind (BIGINT trained, DOUBLE scored)
   is noted in the run summary;
-- the scoring sink's partition columns and the monitor's timestamp exist in the scored data;
+- the scoring sink's partition columns and the monitor's timestamp exist in the scored data (or in
+  ``monitor.source``, with the target and the score column), the timestamp a date or timestamp;
 - a CSV file that is scored or retrained on (read in full, after the first write) is parsed once in full,
   so a value past the sniffer's sample that does not fit its column's type is refused now.
 
@@ -48,10 +49,12 @@ def type_kind(type_name: str) -> str:
 
 
 def check(run) -> None:
-    """Raise :class:`MlopsError` for the first problem in what ``run``'s stages will read; touch nothing."""
-    names = {stage.name for stage in run.stages}
+    """Raise :class:`MlopsError` for the first problem in what ``run``'s stages will read; touch nothing.
+    Cheap checks (schemas) come first, then the full parse of scored or retrained CSV files."""
+    names = [stage.name for stage in run.stages]
     spec = run.features
     inputs = [*spec.numeric, *spec.categorical]
+    to_parse = []
     training = None
     if "load" in names:
         training = _schema(run.source)
@@ -61,21 +64,28 @@ def check(run) -> None:
         schema = _schema(source)
         _require(schema, [*inputs, spec.target], "the retrain source", source)
         _same_types(training, schema, inputs, "the retrain source", source, run)
-        _validate(source)
+        to_parse.append(source)
+    monitor = run.monitor if "monitor" in names else None
     if "score" in names:
         source = run.scoring.source or run.source
         schema = _schema(source)
         _require(schema, inputs, "the scoring source", source)
         _same_types(training if training is not None else _registered_types(run), schema, inputs,
                     "the scoring source", source, run)
-        _validate(source)
         partitions = list(getattr(run.scoring.sink, "partition_by", None) or [])
         _require(schema, partitions, "the scoring source", source,
                  hint="the sink partitions by it: set scoring.sink.partition_by=null to replace the whole table")
-        if "monitor" in names and run.monitor and run.monitor.source is None:
-            _require(schema, [run.monitor.timestamp], "the scoring source", source,
+        if monitor and monitor.source is None:
+            _require(schema, [monitor.timestamp], "the scoring source", source,
                      hint="the monitor cuts windows on it: set monitor.timestamp (or features.time)")
-            _time_column(schema, run.monitor.timestamp, source)
+            _time_column(schema, monitor.timestamp, source)
+        to_parse.append(source)
+    if monitor and monitor.source is not None and ("score" not in names or names.index("monitor") < names.index("score")):
+        schema = _schema(monitor.source)  # a table this run scores into is checked when it exists
+        _require(schema, [monitor.timestamp, spec.target, monitor.score_column], "the monitor source", monitor.source)
+        _time_column(schema, monitor.timestamp, monitor.source)
+    for source in {id(s): s for s in to_parse}.values():
+        _validate(source)
 
 
 def _schema(source):
@@ -105,7 +115,7 @@ def _require(schema, columns, what, source, hint=None):
 
 
 def _time_column(schema, column, source):
-    if schema is not None and type_kind(schema[column]) != "time":
+    if schema is not None and column in schema and type_kind(schema[column]) != "time":
         raise MlopsError(
             f"monitor.timestamp {column} is {schema[column]} in {source.describe()}, not a date or timestamp; "
             f"name another column, or parse it with the data option's types: "

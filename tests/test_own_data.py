@@ -107,6 +107,8 @@ def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_p
          "APPLICANT_INCOME_000S is DOUBLE in the training data but VARCHAR in the scoring source"),
         (["pipeline=retrain", f"retrain.source={{kind: csv, path: {tmp_path / 'no_income.csv'}}}"],
          "the retrain source"),
+        (["pipeline=monitor", f"monitor.source={{kind: csv, path: {lab}}}"],
+         "the monitor source", "lacks column PREDICTED_SCORE"),
         (["data.types={TS: {type: timestamp, format: '%Y'}}"], "column TS"),  # scoring reads TS: parsed first
         (["experiment=mortgage_lifecycle", "features.target=MORTGAGERESPONSE"],
          "monitor.timestamp TS is VARCHAR"),  # the lab's mangled TS: refused before v1 is registered
