@@ -451,6 +451,10 @@ def append_tables(path, tables: dict) -> None:
             quoted = quote_identifier(table)
             con.register("__mlops_append", frame)
             con.execute(f"CREATE TABLE IF NOT EXISTS {quoted} AS SELECT * FROM __mlops_append LIMIT 0")
+            for (untyped,) in con.execute(  # a column of only nulls so far (e.g. no column-level alert yet)
+                    "SELECT column_name FROM information_schema.columns WHERE lower(table_name) = lower(?) "
+                    "AND table_schema = current_schema() AND data_type IN ('NULL', '\"NULL\"')", [table]).fetchall():
+                con.execute(f"ALTER TABLE {quoted} ALTER {quote_identifier(untyped)} TYPE VARCHAR")
             existing = {row[0].upper() for row in con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE lower(table_name) = lower(?) "
                 "AND table_schema = current_schema()", [table]).fetchall()}
