@@ -167,8 +167,15 @@ class Run:
 
 
 def _spec(cls, values, where):
+    """``cls(**values)`` after refusing unknown keys; one name given for a list field is a list of one
+    (``features.numeric=INCOME`` is ``[INCOME]``, never its letters)."""
+    import dataclasses
+
     values = dict(values or {})
     check_arguments(cls, values, where=where)
+    for field_ in dataclasses.fields(cls):
+        if isinstance(values.get(field_.name), str) and str(field_.type).startswith(("list", "<class 'list'>")):
+            values[field_.name] = [values[field_.name]]
     return cls(**values)
 
 

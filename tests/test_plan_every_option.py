@@ -65,3 +65,12 @@ def test_every_experiment_plans_on_a_users_file(experiment, data, monkeypatch, t
     status, out, err = _plan([f"experiment={experiment}", f"data={data}", "data.path=loans.file"])
     assert status == 0, err
     assert f"loans.file" in out
+
+
+def test_one_name_given_for_a_list_is_never_split_into_letters(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    status, out, err = _plan(["features.numeric=APPLICANT_INCOME_000S", "scoring.sink.partition_by=WEEK",
+                              "monitor.columns=COUNTY_NAME", "pipeline=lifecycle"])
+    assert status == 0, err
+    assert "check columns APPLICANT_INCOME_000S, LOAN_TYPE_NAME" in out
+    assert "(replacing partitions by WEEK)" in out and "'W'" not in out
