@@ -40,7 +40,10 @@ def register_data_sources(register):
 
     A source has ``read(columns) -> pandas.DataFrame``, ``batches(columns, batch_size) -> iterator of
     pyarrow.RecordBatch`` (bounded memory), ``count_rows() -> int | None``, ``fingerprint() -> str`` and
-    ``describe() -> str``. Errors the user can fix raise ``MlopsError``.
+    ``describe() -> str``. Errors the user can fix raise ``MlopsError``. Optional: ``schema() ->
+    [(column, DuckDB type), ...]`` read cheaply (the pre-flight check uses it before any write),
+    ``validate()`` (a full parse, for sources whose types are guessed) and ``partition_by`` (the columns
+    a sink with ``partition_by: auto`` replaces one value at a time).
     """
 
 

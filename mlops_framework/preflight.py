@@ -141,8 +141,8 @@ def _registered_types(run):
 
     try:
         info = run.registry.get_version(run.registration.model_name, scoring_version(run))
-    except MlopsError:
-        return None  # the score stage says which model or version is missing
+    except Exception:  # noqa: BLE001 - a missing model or an unreachable registry: the score stage says which
+        return None
     inputs = ((info or {}).get("signature") or {}).get("inputs") or []
     return {item["name"]: _duckdb_name(item["type"]) for item in inputs} or None
 
