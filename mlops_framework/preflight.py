@@ -168,8 +168,8 @@ def _same_types(training, other, columns, what, source, run):
 
 
 def left_behind(run) -> str:
-    """What the stages that ran wrote (registered versions, moved aliases, scored tables) and how to undo
-    each, in one sentence; empty when nothing was written."""
+    """What the stages that ran wrote (registered versions, moved aliases, scored tables, monitoring rows,
+    explanations) and how to undo each, in one sentence; empty when nothing was written."""
     parts = []
     name = run.registration.model_name
     for version in run.results.get("registered", []):
@@ -180,4 +180,11 @@ def left_behind(run) -> str:
                          f"(undo: mlops registry rollback {name} {record['alias']})")
     for scored in run.results.get("scored_log", []):
         parts.append(f"wrote {scored['rows']:,} rows into {scored['destination']}")
+    for result in run.results.get("monitor_runs", []):
+        spec = run.monitor
+        parts.append(f"appended monitoring rows of run {result.get('run_id')} to {spec.performance_table}, "
+                     f"{spec.drift_table} and {spec.alerts_table} in {spec.warehouse} (delete them WHERE RUN_ID = "
+                     f"'{result.get('run_id')}')")
+    if "explanation" in run.results:
+        parts.append(f"wrote explanations to {', '.join(map(str, run.results['explanation'].get('written_to', [])))}")
     return "; ".join(parts)

@@ -147,3 +147,23 @@ def test_lifecycle_experiment_runs_on_the_synthetic_data_too(mlops, home):
     weeks = con.sql("SELECT DISTINCT WEEK FROM LIFECYCLE_PREDICTIONS ORDER BY 1").fetchall()
     con.close()
     assert weeks == [(1,), (2,), (3,), (4,)]
+
+
+def test_left_behind_names_every_kind_of_write_with_its_undo():
+    from types import SimpleNamespace
+
+    from mlops_framework.preflight import left_behind
+
+    run = SimpleNamespace(
+        registration=SimpleNamespace(model_name="M"),
+        monitor=SimpleNamespace(performance_table="P", drift_table="D", alerts_table="A", warehouse="w.duckdb"),
+        results={"registered": ["v3"], "promotions": [{"promoted": True, "alias": "PRODUCTION", "candidate": "v3"},
+                                                      {"promoted": False, "alias": "PRODUCTION", "candidate": "v4"}],
+                 "scored_log": [{"rows": 1300, "destination": "DuckDB table T in w.duckdb"}],
+                 "monitor_runs": [{"run_id": "r1"}], "explanation": {"written_to": ["x.parquet", "EXPLANATIONS"]}})
+    assert left_behind(run) == (
+        "registered M v3 (remove it: mlops registry delete M v3); moved PRODUCTION to v3 (undo: mlops registry "
+        "rollback M PRODUCTION); wrote 1,300 rows into DuckDB table T in w.duckdb; appended monitoring rows of "
+        "run r1 to P, D and A in w.duckdb (delete them WHERE RUN_ID = 'r1'); wrote explanations to x.parquet, "
+        "EXPLANATIONS")
+    assert left_behind(SimpleNamespace(registration=run.registration, monitor=None, results={})) == ""
