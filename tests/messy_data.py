@@ -12,7 +12,8 @@ from mlops_framework.synthetic import generate_table
 
 def write_mortgage_lab_csv(path, *, weeks=6, rows_per_week=400, seed=3, drift_from_week=None):
     """The demo's loans as a messy CSV: UTF-8 BOM and CRLF line ends; ``TS`` mangled by a spreadsheet into
-    minutes:seconds (``20:15.4``); ``LOAN_ID`` as ``17-000003``-style text; ``WEEK_START_DATE`` as ISO dates;
+    minutes:seconds (``20:15.4``), the true time kept in ``APPLIED_AT`` as ISO-8601 with a zone
+    (``2024-01-01T06:00:42Z``); ``LOAN_ID`` as ``17-000003``-style text; ``WEEK_START_DATE`` as ISO dates;
     incomes with ``NA`` and empty cells, whole numbers written without a decimal point; county names
     missing as ``NA`` or empty; a ``HAS_COAPPLICANT`` column of ``True``/``False``; an ``APPROVED`` column
     of ``YES``/``NO`` (the target spelled as labels). Returns the pandas frame written (before quoting)."""
@@ -22,6 +23,7 @@ def write_mortgage_lab_csv(path, *, weeks=6, rows_per_week=400, seed=3, drift_fr
     n = len(frame)
     ts = frame.pop("TS")
     frame.insert(3, "TS", [f"{t.minute:02d}:{t.second:02d}.{t.microsecond // 100_000}" for t in ts])
+    frame["APPLIED_AT"] = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in ts]
     frame["LOAN_ID"] = [f"17-{i % 1_000_000:06d}" for i in frame["LOAN_ID"]]
     income = frame["APPLICANT_INCOME_000S"].map(lambda v: "" if v != v else str(int(v))).astype(object)
     income[rng.random(n) < 0.03] = "NA"

@@ -53,7 +53,7 @@ def test_mortgage_lab_csv_trains_registers_aliases_and_scores_through_production
 
 def test_lifecycle_experiment_runs_on_a_users_file_in_one_command(mlops, home, lab):
     result = mlops("run", "experiment=lifecycle", "data=csv", f"data.path={lab}",
-                   "features.target=MORTGAGERESPONSE", "features.time=WEEK_START_DATE", check=True)
+                   "features.target=MORTGAGERESPONSE", "features.time=APPLIED_AT", check=True)  # ISO, zoned
     assert "promote 2" in result.stdout and "report" in result.stdout
     versions = json.loads(mlops("registry", "versions", "LIFECYCLE", "--json", check=True).stdout)
     assert [v["version_name"] for v in versions] == ["v1", "v2"]
@@ -95,7 +95,7 @@ def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_p
     for name, content in files.items():
         (tmp_path / name).write_bytes(content.encode())
     cases = [
-        (["data=csv", f"data.path={tmp_path / 'short.csv'}"], "line 1202 has 2 field(s) where the header has 12"),
+        (["data=csv", f"data.path={tmp_path / 'short.csv'}"], "line 1202 has 2 field(s) where the header has 13"),
         (["data=csv", f"data.path={tmp_path / 'twice.csv'}"], "duplicate column names: 'WEEK'"),
         (["features.target=NOPE"], "lacks column NOPE"),
         ([f"scoring.source={{kind: csv, path: {tmp_path / 'no_income.csv'}}}"],
