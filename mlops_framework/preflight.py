@@ -52,6 +52,13 @@ def check(run) -> None:
     """Raise :class:`MlopsError` for the first problem in what ``run``'s stages will read; touch nothing.
     Cheap checks (schemas) come first, then the full parse of scored or retrained CSV files."""
     names = [stage.name for stage in run.stages]
+    schemas = {}
+
+    def _schema(source):  # each source described once (the training data is often the scored data too)
+        if id(source) not in schemas:
+            schemas[id(source)] = _describe(source)
+        return schemas[id(source)]
+
     spec = run.features
     inputs = [*spec.numeric, *spec.categorical]
     to_parse = []
@@ -88,7 +95,7 @@ def check(run) -> None:
         _validate(source)
 
 
-def _schema(source):
+def _describe(source):
     """``{column: type}``, or None when the source cannot describe itself cheaply."""
     describe = getattr(source, "schema", None)
     return dict(describe()) if callable(describe) else None
