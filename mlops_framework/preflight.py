@@ -15,7 +15,8 @@ Then, for the stages in the pipeline:
 - the scoring sink's partition columns and the monitor's timestamp exist in the scored data (or in
   ``monitor.source``, with the target and the score column), the timestamp a date or timestamp;
 - a CSV file that is scored or retrained on (read in full, after the first write) is parsed once in full,
-  so a value past the sniffer's sample that does not fit its column's type is refused now.
+  so a value past the sniffer's sample that does not fit its column's type, or a ``where`` that matches
+  no row, is refused now (a Parquet file or DuckDB table is counted).
 
 Sources without ``schema()`` (a plugin's warehouse tables, the feature store) are checked by their own
 stages. :func:`left_behind` says what a run wrote before it failed and how to remove it.
@@ -102,11 +103,15 @@ def _describe(source):
 
 
 def _validate(source):
-    """A source whose types were guessed (CSV) and that a stage reads in full after a write: parse it all
-    now. Every column is read, so this costs one extra pass over the file."""
+    """A source a stage reads in full after a write: a CSV file (types guessed) is parsed all now, one extra
+    pass over the file; another source that counts cheaply (Parquet, a DuckDB table) must have a row."""
     validate = getattr(source, "validate", None)
     if callable(validate):
         validate()
+    elif getattr(source, "counts_cheaply", False) and callable(getattr(source, "schema", None)):
+        if source.count_rows() == 0:
+            where = f" match where {source.where!r} in" if getattr(source, "where", None) else " in"
+            raise MlopsError(f"no rows{where} {source.describe().split(' where ')[0]}")
 
 
 def _require(schema, columns, what, source, hint=None):

@@ -81,6 +81,7 @@ class _Source:
 
     where: str | None = None
     partition_by: list[str] | None = None
+    counts_cheaply = True  # count_rows() reads footers or one column, never generates or parses everything
 
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
         """All rows matching ``where``, only ``columns`` (all when None), as a pandas DataFrame."""
@@ -239,6 +240,7 @@ class SyntheticSource(_Source):
         self.where = where
 
     partition_by = ["WEEK"]  # scoring sinks with partition_by: auto replace one week at a time
+    counts_cheaply = False  # with a where, counting generates every row
 
     def _args(self) -> dict:
         return {
@@ -401,14 +403,17 @@ class CsvSource(_FileSource):
 
     def validate(self) -> None:
         """Read every matching row once, converting every column as :meth:`read` does, so a value that does
-        not parse (past the sniffer's sample, or against a ``types`` format) is refused now, not mid-way."""
+        not parse (past the sniffer's sample, or against a ``types`` format), or no row matching ``where``,
+        is refused now, not mid-way."""
         con, rel = self._open()
         try:
             selected = self._select(rel, None)
-            counts = ", ".join(f"count({quote_identifier(c)})" for c in selected.columns)
-            self._run(lambda: selected.aggregate(counts).fetchall())
+            counts = ", ".join(["count(*)", *(f"count({quote_identifier(c)})" for c in selected.columns)])
+            rows = self._run(lambda: selected.aggregate(counts).fetchall())[0][0]
         finally:
             con.close()
+        if rows == 0:
+            raise self._no_rows()
 
     def _read_error(self, con, url, header, delimiter, error) -> MlopsError:
         """Why the sniffer failed or saw the wrong number of columns: find the line that does not fit."""

@@ -78,6 +78,11 @@ def test_a_users_parquet_without_week_is_scored_without_partitions(mlops, home, 
     partitioned = mlops("run", "data=parquet", f"data.path={path}", "features.target=DIAGNOSIS",
                         "features.numeric=[MEAN_RADIUS]", "features.categorical=[]", "scoring.sink.partition_by=WEEK")
     one_error_line(partitioned, "lacks column WEEK", "partition_by=null")  # the name, never its letters
+    before = snapshot(home)
+    nothing = mlops("run", "data=parquet", f"data.path={path}", "features.target=DIAGNOSIS",
+                    "features.numeric=[MEAN_RADIUS]", "features.categorical=[]", "scoring.where='MEAN_RADIUS > 1000'")
+    one_error_line(nothing, "no rows match where 'MEAN_RADIUS > 1000'")
+    assert snapshot(home) == before
 
 
 def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_path):
@@ -109,7 +114,9 @@ def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_p
          "the retrain source"),
         (["pipeline=monitor", f"monitor.source={{kind: csv, path: {lab}}}"],
          "the monitor source", "lacks column PREDICTED_SCORE"),
-        (["data.types={TS: {type: timestamp, format: '%Y'}}"], "column TS"),  # scoring reads TS: parsed first
+        (["data.types={TS: {type: timestamp, format: '%Y'}}"], "column TS"),
+        (["experiment=mortgage_lifecycle", "monitor.timestamp=WEEK_START_DATE"],  # the lab has weeks 1-4 only
+         "no rows match where 'WEEK BETWEEN 9 AND 12'"),  # scoring reads TS: parsed first
         (["experiment=mortgage_lifecycle", "features.target=MORTGAGERESPONSE"],
          "monitor.timestamp TS is VARCHAR"),  # the lab's mangled TS: refused before v1 is registered
     ]
