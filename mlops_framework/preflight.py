@@ -98,17 +98,19 @@ def check(run) -> None:
 
 def _describe(source):
     """``{column: type}``, or None when the source cannot describe itself cheaply."""
-    describe = getattr(source, "schema", None)
-    return dict(describe()) if callable(describe) else None
+    from mlops_framework.contracts import SchemaSource
+
+    return dict(source.schema()) if isinstance(source, SchemaSource) else None
 
 
 def _validate(source):
     """A source a stage reads in full after a write: a CSV file (types guessed) is parsed all now, one extra
     pass over the file; another source that counts cheaply (Parquet, a DuckDB table) must have a row."""
-    validate = getattr(source, "validate", None)
-    if callable(validate):
-        validate()
-    elif getattr(source, "counts_cheaply", False) and callable(getattr(source, "schema", None)):
+    from mlops_framework.contracts import PartitionedSource, ValidatedSource
+
+    if isinstance(source, ValidatedSource):
+        source.validate()
+    elif isinstance(source, PartitionedSource) and source.counts_cheaply:
         if source.count_rows() == 0:
             where = f" match where {source.where!r} in" if getattr(source, "where", None) else " in"
             raise MlopsError(f"no rows{where} {source.describe().split(' where ')[0]}")
@@ -168,7 +170,7 @@ def _same_types(training, other, columns, what, source, run):
              if c in training and c in other and _duckdb_name(training[c]) != _duckdb_name(other[c])
              and type_kind(training[c]) == type_kind(other[c])]
     if notes:
-        run.results.setdefault("summary", {})["types"] = "; ".join(notes) + " (same kind: used as they are)"
+        run.summarize("types", "; ".join(notes) + " (same kind: used as they are)")
     clashes = [f"{c} is {training[c]} in the training data but {other[c]} in {what}" for c in columns
                if c in training and c in other and type_kind(training[c]) != type_kind(other[c])]
     if clashes:

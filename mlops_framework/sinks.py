@@ -23,8 +23,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from mlops_framework.contracts import check_same_columns, partition_columns, quote_identifier
 from mlops_framework.errors import MlopsError
-from mlops_framework.sources import partition_columns, quote_identifier
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
     import pyarrow as pa
@@ -32,22 +32,6 @@ if TYPE_CHECKING:  # annotations only: importing these at start-up would slow ev
 _BATCH_VIEW = "__mlops_batch"
 _KEYS_VIEW = "__mlops_partition_keys"
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-
-
-def check_same_columns(table, existing, columns) -> None:
-    """Refuse predictions whose columns differ (ignoring case) from those of the existing ``table``."""
-    have = {c.upper(): c for c in existing}
-    new = {c.upper(): c for c in columns}
-    only_table = [have[k] for k in have if k not in new]
-    only_new = [new[k] for k in new if k not in have]
-    if only_table or only_new:
-        parts = []
-        if only_new:
-            parts.append(f"new columns not in the table: {', '.join(only_new)}")
-        if only_table:
-            parts.append(f"table columns missing from the predictions: {', '.join(only_table)}")
-        raise MlopsError(f"the predictions do not match the columns of existing table {table} "
-                         f"({'; '.join(parts)}); drop the table or write to another one")
 
 
 # ---------------------------------------------------------------------- DuckDB

@@ -49,6 +49,7 @@ import posixpath
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from mlops_framework.contracts import partition_columns, quote_identifier, sql_string  # noqa: F401  (shared with plugins)
 from mlops_framework.errors import MlopsError
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
@@ -429,17 +430,6 @@ class CsvSource(_FileSource):
         return MlopsError(f"cannot read CSV {self.path}: {reason}")
 
 
-def partition_columns(value) -> list[str] | None:
-    """A ``partition_by`` value as a list of column names: one name stays one name (never its letters)."""
-    if value is None or value == []:
-        return None
-    if isinstance(value, str):
-        return [value]
-    if not all(isinstance(v, str) for v in value):
-        raise MlopsError(f"partition_by must be a column name or a list of them, got {value!r}")
-    return list(value)
-
-
 # A column's type in the data option's ``types``: a friendly name or any DuckDB type.
 _TYPE_NAMES = {"string": "VARCHAR", "str": "VARCHAR", "text": "VARCHAR", "varchar": "VARCHAR",
                "int": "BIGINT", "integer": "BIGINT", "bigint": "BIGINT", "float": "DOUBLE",
@@ -598,16 +588,6 @@ def _one_line(exc: BaseException) -> str:
     else:
         line = lines[0]
     return line if len(line) <= 300 else line[:297] + "..."
-
-
-def quote_identifier(name: str) -> str:
-    """A SQL identifier, double-quoted (embedded quotes doubled)."""
-    return '"' + str(name).replace('"', '""') + '"'
-
-
-def sql_string(value) -> str:
-    """A SQL string literal, single-quoted (embedded quotes doubled)."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _sql_list(values: list[str]) -> str:
