@@ -192,7 +192,9 @@ def _registry(argv):
     elif args.action == "history":
         result = registry.history(args.model)
     elif args.action == "delete":
-        if not hasattr(registry, "delete_version"):
+        from mlops_framework.contracts import DeletingRegistry
+
+        if not isinstance(registry, DeletingRegistry):
             raise MlopsError(f"{registry.describe()} cannot delete versions")
         registry.delete_version(args.model, args.version)
         result = {"model": args.model, "deleted": args.version}

@@ -196,6 +196,22 @@ class Registry(Protocol):
 
 
 @runtime_checkable
+class DeletingRegistry(Protocol):
+    """A registry that can delete a version no alias points at (``mlops registry delete``, the undo a
+    failed run names)."""
+
+    def delete_version(self, model_name: str, version_name: str) -> None: ...
+
+
+@runtime_checkable
+class PartitionedSink(Protocol):
+    """A sink that replaces only the partitions present in what it writes: ``partition_by`` (None: the
+    whole destination). Pre-flight checks those columns exist in the scored data."""
+
+    partition_by: list[str] | None
+
+
+@runtime_checkable
 class AuditedRegistry(Protocol):
     """A registry whose history is an audit trail: refused promotions are recorded too, and alias moves
     carry the hash of the config that made them.

@@ -22,6 +22,7 @@ Sources without ``schema()`` (a plugin's warehouse tables, the feature store) ar
 stages. :func:`left_behind` says what a run wrote before it failed and how to remove it.
 """
 
+from mlops_framework.contracts import PartitionedSink
 from mlops_framework.errors import MlopsError
 
 _KINDS = (("number", ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -80,7 +81,7 @@ def check(run) -> None:
         _require(schema, inputs, "the scoring source", source)
         _same_types(training if training is not None else _registered_types(run), schema, inputs,
                     "the scoring source", source, run)
-        partitions = list(getattr(run.scoring.sink, "partition_by", None) or [])
+        partitions = list(run.scoring.sink.partition_by or []) if isinstance(run.scoring.sink, PartitionedSink) else []
         _require(schema, partitions, "the scoring source", source,
                  hint="the sink partitions by it: set scoring.sink.partition_by=null to replace the whole table")
         if monitor and monitor.source is None:
@@ -112,8 +113,7 @@ def _validate(source):
         source.validate()
     elif isinstance(source, PartitionedSource) and source.counts_cheaply:
         if source.count_rows() == 0:
-            where = f" match where {source.where!r} in" if getattr(source, "where", None) else " in"
-            raise MlopsError(f"no rows{where} {source.describe().split(' where ')[0]}")
+            raise MlopsError(f"no rows for {source.describe()}")
 
 
 def _require(schema, columns, what, source, hint=None):

@@ -81,7 +81,7 @@ def test_a_users_parquet_without_week_is_scored_without_partitions(mlops, home, 
     before = snapshot(home)
     nothing = mlops("run", "data=parquet", f"data.path={path}", "features.target=DIAGNOSIS",
                     "features.numeric=[MEAN_RADIUS]", "features.categorical=[]", "scoring.where='MEAN_RADIUS > 1000'")
-    one_error_line(nothing, "no rows match where 'MEAN_RADIUS > 1000'")
+    one_error_line(nothing, "no rows for Parquet", "where MEAN_RADIUS > 1000")
     assert snapshot(home) == before
 
 
