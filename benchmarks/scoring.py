@@ -1,7 +1,7 @@
 """Target 1: batch scoring from Parquet, predictions joined to the input rows and written out.
 
 - framework: the command a user types, ``mlops run pipeline=score data=parquet data.path=F
-  scoring.version=v1``, with the defaults (the DuckDB sink, partitions replaced by WEEK), in its own
+  data.partition_by=WEEK scoring.version=v1``, with the defaults (the DuckDB sink), in its own
   process: wall time and peak RSS of the whole process, start-up, imports and model load included.
 - limit: ``booster.inplace_predict`` on a prebuilt float32 matrix of the same rows and features, same
   model, one call (building the matrix is not timed).
@@ -24,7 +24,8 @@ from benchmarks.common import GIB, MODEL_NAME, Row, build_run, child, load_model
 
 def user_command(home: str, version: str, data: str) -> list[str]:
     """``mlops run pipeline=score`` on a Parquet file, everything else the defaults."""
-    return ["mlops", "run", "pipeline=score", "data=parquet", f"data.path={data}", f"scoring.version={version}",
+    return ["mlops", "run", "pipeline=score", "data=parquet", f"data.path={data}", "data.partition_by=WEEK",
+            f"scoring.version={version}",
             f"registry.model_name={MODEL_NAME}", f"paths.home={home}"]
 
 SCORE_COLUMN = "PREDICTED_SCORE"
@@ -46,8 +47,7 @@ def framework(home: str, version: str, data: str, out: str, partition_by: str | 
         "scoring=parquet", f"scoring.sink.path={out}", f"scoring.version={version}",
         f"registry.model_name={MODEL_NAME}",
     ]
-    if partition_by is None:
-        overrides.append("scoring.sink.partition_by=null")
+    overrides.append(f"scoring.sink.partition_by={partition_by or 'null'}")  # a file brings no partitions
     run = build_run(overrides)
     import pyarrow.parquet  # noqa: F401 - libraries are imported before the clock starts, as for the limit
     import xgboost  # noqa: F401 - (importing them is start-up, target 3, not throughput)

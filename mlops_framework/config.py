@@ -63,7 +63,12 @@ def check(cfg, components):
     unknown = [key for key in cfg if key not in known]
     if unknown:
         raise MlopsError(f"unknown top-level config keys: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+    except OmegaConfBaseException as error:  # e.g. an interpolation of a key this combination lacks
+        raise MlopsError(f"config cannot be resolved: {str(error).splitlines()[0]}") from None
     if missing:
         hint = " ".join(f"{key}=..." for key in missing)
         raise MlopsError(f"missing required config values: {', '.join(missing)} (set them, e.g. {hint})")

@@ -91,6 +91,34 @@ class LineageSource(Protocol):
     def lineage(self) -> dict: ...
 
 
+@runtime_checkable
+class SchemaSource(Protocol):
+    """A source that describes its columns cheaply: ``[(column, DuckDB type name), ...]`` as ``read``
+    returns them, reading no rows beyond a type sniffer's sample. The pre-flight check
+    (``mlops_framework.preflight``) compares them across the sources a run reads before its first write."""
+
+    def schema(self) -> list[tuple[str, str]]: ...
+
+
+@runtime_checkable
+class ValidatedSource(Protocol):
+    """A source whose types are guessed (a CSV file): ``validate()`` parses every matching row once and
+    refuses a value that does not fit its column, or no matching row; pre-flight calls it for a source
+    read in full after the first write."""
+
+    def validate(self) -> None: ...
+
+
+@runtime_checkable
+class PartitionedSource(Protocol):
+    """A source that declares its partition columns (``None``: none); a sink with ``partition_by: auto``
+    replaces one value of them at a time. ``counts_cheaply``: ``count_rows()`` never generates or parses
+    every row (pre-flight counts such a source)."""
+
+    partition_by: list[str] | None
+    counts_cheaply: bool
+
+
 # -------------------------------------------------------------------------------------------- sinks
 class SinkWriter(Protocol):
     def write(self, batch: "pa.RecordBatch | pa.Table") -> None: ...
@@ -173,6 +201,14 @@ class Registry(Protocol):
     def history(self, model_name: str) -> list[dict]: ...
 
     def describe(self) -> str: ...
+
+
+@runtime_checkable
+class PartitionedSink(Protocol):
+    """A sink that replaces only the partitions present in what it writes: ``partition_by`` (None: the
+    whole destination). Pre-flight checks those columns exist in the scored data."""
+
+    partition_by: list[str] | None
 
 
 @runtime_checkable
@@ -320,6 +356,17 @@ def check_same_columns(table, existing, columns) -> None:
             parts.append(f"table columns missing from the predictions: {', '.join(only_table)}")
         raise MlopsError(f"the predictions do not match the columns of existing table {table} "
                          f"({'; '.join(parts)}); drop the table or write to another one")
+
+
+def partition_columns(value) -> list[str] | None:
+    """A ``partition_by`` value as a list of column names: one name stays one name (never its letters)."""
+    if value is None or value == []:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if not all(isinstance(v, str) for v in value):
+        raise MlopsError(f"partition_by must be a column name or a list of them, got {value!r}")
+    return list(value)
 
 
 def quote_identifier(name: str) -> str:

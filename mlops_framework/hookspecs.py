@@ -39,7 +39,8 @@ def register_config_dirs(register):
 @hookspec
 def register_data_sources(register):
     """Add data sources: ``register(kind, cls)``; a source follows ``contracts.DataSource``
-    (optional: ``SqlSource``, ``WarehouseSource``, ``LineageSource``).
+    (optional: ``SqlSource``, ``WarehouseSource``, ``LineageSource``, ``SchemaSource``, ``ValidatedSource``,
+    ``PartitionedSource``).
     """
 
 

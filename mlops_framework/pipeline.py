@@ -28,6 +28,7 @@ class FeatureSpec:
     encoding: str = "onehot"
     unseen: str = "ignore"
     id: str | None = None
+    time: str | None = None
 
     def __post_init__(self):
         for key, allowed in (("encoding", ("onehot", "native")), ("unseen", ("ignore", "error"))):
@@ -180,7 +181,9 @@ class Results(TypedDict, total=False):
     evaluation: dict           # evaluate: per part, the metrics report
     metrics: dict              # evaluate: "<part>_<metric>" -> float
     version: dict              # register: the registry's record of the version
+    registered: list           # run_stages: every version name this run registered (preflight.left_behind)
     scored: dict               # score: rows, seconds, destination, version
+    scored_log: list           # run_stages: every score stage's ``scored`` (preflight.left_behind)
     retrained: dict            # retrain: source, rows
     monitor: dict              # monitor: the last monitor run
     monitor_runs: list         # monitor: every monitor run
@@ -226,8 +229,15 @@ class Run:
 
 
 def _spec(cls, values, where):
+    """``cls(**values)`` after refusing unknown keys; one name given for a list field is a list of one
+    (``features.numeric=INCOME`` is ``[INCOME]``, never its letters)."""
+    import dataclasses
+
     values = dict(values or {})
     check_arguments(cls, values, where=where)
+    for field_ in dataclasses.fields(cls):
+        if isinstance(values.get(field_.name), str) and str(field_.type).startswith(("list", "<class 'list'>")):
+            values[field_.name] = [values[field_.name]]
     return cls(**values)
 
 
@@ -243,17 +253,19 @@ def build_registry(config, components):
 def build_run(config, components, *, output_dir=None):
     """Turn a resolved config (plain dict, see ``config.resolved``) into a ``Run`` of objects."""
     registration = {key: config["registry"][key] for key in REGISTRATION_KEYS if key in config["registry"]}
+    source = components.build("data", config["data"], where="data")
     scoring_values = dict(config["scoring"])
-    sink = components.build("sink", scoring_values.pop("sink"), where="scoring.sink")
-    source_values = scoring_values.pop("source", None)
-    scoring_source = _data_or_none(components, source_values, "scoring.source")
+    scoring_source = _stage_source(components, config, scoring_values, "scoring")
+    sink_values = dict(scoring_values.pop("sink"))
+    sink_values["partition_by"] = _partitions(sink_values.get("partition_by"), scoring_source or source)
+    sink = components.build("sink", sink_values, where="scoring.sink")
     stage_names = list(config["pipeline"].get("stages") or [])
     unknown = [name for name in stage_names if name not in components.stages]
     if unknown:
         raise MlopsError(f"unknown stages {', '.join(unknown)}; registered stages: {', '.join(components.stages)}")
     return Run(
         stages=[components.stages[name] for name in stage_names],
-        source=components.build("data", config["data"], where="data"),
+        source=source,
         features=_spec(FeatureSpec, config["features"], "features"),
         model=_spec(ModelSpec, config["model"], "model"),
         split=_spec(SplitSpec, config["split"], "split"),
@@ -270,6 +282,31 @@ def build_run(config, components, *, output_dir=None):
 
 def _data_or_none(components, values, where):
     return components.build("data", values, where=where) if values else None
+
+
+def _stage_source(components, config, values, group):
+    """``GROUP.source`` built (``source`` and ``where`` popped from ``values``). When it is null and the group
+    has a ``where`` key: the data option's table with that condition in place of ``data.where`` (null: every
+    row), or None when the condition is ``data.where`` itself (the run's own source is used)."""
+    source = _data_or_none(components, values.pop("source", None), f"{group}.source")
+    if "where" not in values:
+        return source
+    where = values.pop("where")
+    if source is not None:  # the source's own where applies
+        return source
+    if where == config["data"].get("where"):
+        return None  # the data group's own rows: the run's source object is shared
+    return components.build("data", {**config["data"], "where": where}, where=f"{group}.where")
+
+
+def _partitions(value, source):
+    """A sink's ``partition_by``: ``auto`` = the columns the scored source declares (synthetic data: WEEK;
+    a file: its data option's partition_by, none by default); one column name = a list of one."""
+    from mlops_framework.contracts import PartitionedSource
+
+    if value == "auto":
+        return source.partition_by if isinstance(source, PartitionedSource) else None
+    return [value] if isinstance(value, str) else value
 
 
 def _lifecycle_specs(config, components):
@@ -295,7 +332,7 @@ def _lifecycle_specs(config, components):
         specs["alerts"] = Alerting(rules=build_rules(values.get("rules")), notifiers=notifiers)
     if config.get("retrain"):
         values = dict(config["retrain"])
-        values["source"] = _data_or_none(components, values.get("source"), "retrain.source")
+        values["source"] = _stage_source(components, config, values, "retrain")
         if values.get("warehouse"):
             values["sink"] = components.build("sink", _beside_predictions(
                 values.get("sink"), config["scoring"].get("sink") or {}, values["warehouse"],
@@ -329,7 +366,14 @@ def _beside_predictions(chosen, scoring_sink, warehouse, table, partition_by) ->
 
 
 def run_stages(run):
-    """Run each stage in this process, in order, calling the lifecycle hooks around it."""
+    """Check what the stages will read (``preflight.check``), then run each in this process, in order,
+    calling the lifecycle hooks around it. A stage failing after an earlier one wrote something says what
+    was left and how to remove it (``preflight.left_behind``)."""
+    import sys
+
+    from mlops_framework import preflight
+
+    preflight.check(run)
     for stage in run.stages:
         run.hook.before_stage_run(stage=stage, run=run)
         started = time.perf_counter()
@@ -337,5 +381,14 @@ def run_stages(run):
             stage.run(run)
         except BaseException as error:
             run.hook.on_stage_error(stage=stage, run=run, error=error)
+            left = preflight.left_behind(run)
+            if left and isinstance(error, MlopsError):
+                raise MlopsError(f"{error}. Before it failed, this run {left}") from error
+            if left:
+                print(f"mlops: before it failed, this run {left}", file=sys.stderr)
             raise
+        if stage.name == "register" and "version" in run.results:
+            run.results.setdefault("registered", []).append(run.results["version"]["version_name"])
+        if stage.name == "score" and "scored" in run.results:
+            run.results.setdefault("scored_log", []).append(run.results["scored"])
         run.hook.after_stage_run(stage=stage, run=run, seconds=time.perf_counter() - started)

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from mlops_framework.contracts import check_same_columns, quote_identifier
+from mlops_framework.contracts import check_same_columns, partition_columns, quote_identifier
 from mlops_framework.errors import MlopsError
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
@@ -41,7 +41,7 @@ class DuckDBSink:
     def __init__(self, path, table: str = "PREDICTIONS_WITH_GROUND_TRUTH", partition_by: list[str] | None = None):
         self.path = path
         self.table = table
-        self.partition_by = partition_by
+        self.partition_by = partition_columns(partition_by)
 
     def as_source(self, where: str | None = None):
         """A data source reading back what this sink wrote (``kind: duckdb``), e.g. for monitoring."""
@@ -309,7 +309,7 @@ class ParquetSink:
 
     def __init__(self, path, partition_by: list[str] | None = None):
         self.path = path
-        self.partition_by = partition_by
+        self.partition_by = partition_columns(partition_by)
 
     def as_source(self, where: str | None = None):
         """A data source reading back what this sink wrote (``kind: parquet``), e.g. for monitoring."""

@@ -8,6 +8,7 @@ work the same way for every kind::
     source.count_rows() -> int | None                         cheap count, None when it would need a scan
     source.fingerprint() -> str                               "sha256:<hex>", a content digest for lineage
     source.describe() -> str                                  one line, no I/O
+    source.schema() -> [(column, DuckDB type), ...]           the columns as read, no full scan
 
 ``where`` is a DuckDB SQL boolean expression on the raw columns (``"WEEK BETWEEN 1 AND 5"``), applied
 before the projection, so it may use columns that ``columns`` leaves out. Column names are matched
@@ -15,14 +16,22 @@ exactly (case included). Every problem the user can fix raises :class:`MlopsErro
 the path: missing or empty file, no rows (or none matching ``where``), unreadable CSV or Parquet, a bad
 ``where``, an unknown column, a remote store that cannot be reached or refuses access.
 
-Types. Parquet and synthetic data keep their Arrow types. CSV files are read with ``header=true``
-(a header row is required) and DuckDB's sniffer picks the delimiter (unless given) and the types, except
-for columns named like the synthetic data's (:data:`mlops_framework.synthetic.SCHEMA`), which are
-always read as those types (WEEK INTEGER, WEEK_START_DATE DATE, TS TIMESTAMP, incomes DOUBLE, names
-VARCHAR, MORTGAGERESPONSE TINYINT), so a CSV of the demo data reads back exactly as generated, whole-number
-incomes stay floats and numeric-looking names stay strings. DuckDB's sniffer already keeps codes with
-leading zeros ("053") as strings. In pandas, strings are plain object columns, dates are
-``datetime.date`` objects, timestamps ``datetime64[us]``.
+``where`` may compare with the whole table, named ``data``: ``"TS > (SELECT quantile_disc(TS, 0.7) FROM
+data)"`` keeps the latest 30% of rows.
+
+Types. Parquet files, DuckDB tables and synthetic data keep their types. A CSV file is read as it is:
+``header=true`` (a header row is required; a UTF-8 BOM is ignored), DuckDB's sniffer picks the delimiter
+(unless given) and every column's type from the first rows, for every file whatever its column names
+(the synthetic generator's schema is the synthetic data's only). ``types`` overrides any column:
+``{TS: VARCHAR, AMOUNT: double, DAY: {type: date, format: "%d/%m/%Y"}}`` (a DuckDB type or one of
+string, int, float, bool, date, timestamp; a ``format`` is a strptime format). Then: values in
+``null_values`` (default ``"", NA, N/A, NULL, null``) are missing; ISO-8601 timestamps with a zone are
+converted to UTC; ``true/false`` in any case are BOOLEAN but ``YES/NO``-like labels stay text; codes with
+leading zeros or dashes (``00012``, ``17-000003``) stay text. Refused with one message each: duplicate
+column names, a line with fewer or more fields than the header (its line number), and a value that does
+not parse as its column's type (the column, value, line and the ``types`` override that fixes it). In
+pandas, strings are plain object columns, dates are ``datetime.date`` objects, timestamps
+``datetime64[us]``.
 
 Remote files (``gs://``, ``s3://``, ``memory://``, any fsspec protocol) are listed and checked through
 fsspec, then read by DuckDB through the same fsspec filesystem (``register_filesystem``). For ``gs://``
@@ -40,7 +49,7 @@ import posixpath
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from mlops_framework.contracts import quote_identifier, sql_string  # noqa: F401  (shared with plugins)
+from mlops_framework.contracts import partition_columns, quote_identifier, sql_string  # noqa: F401  (shared with plugins)
 from mlops_framework.errors import MlopsError
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
@@ -49,6 +58,10 @@ if TYPE_CHECKING:  # annotations only: importing these at start-up would slow ev
     import pyarrow as pa
 
 DEFAULT_BATCH_SIZE = 262_144
+# Read as missing in CSV files unless the data option's null_values says otherwise.
+DEFAULT_NULL_VALUES = ("", "NA", "N/A", "NULL", "null")
+# Rows DuckDB's sniffer samples (its default), and that a BOOLEAN guess is checked on.
+_SNIFF_ROWS = 20_480
 # How long listing or checking a remote path may take before we say it cannot be reached.
 _REMOTE_TIMEOUT_S = 30.0
 _GLOB_CHARS = set("*?[")
@@ -63,10 +76,13 @@ def _duckdb_types():
 
 
 class _Source:
-    """What every source shares. A subclass provides ``_open`` (a DuckDB connection and the raw
+    """What every source shares. ``partition_by``: the columns a scoring sink with ``partition_by: auto``
+    replaces one value at a time (None: the whole table). A subclass provides ``_open`` (a DuckDB connection and the raw
     relation), ``_label``, ``fingerprint`` and, when it can do better than None, ``count_rows``."""
 
     where: str | None = None
+    partition_by: list[str] | None = None
+    counts_cheaply = True  # count_rows() reads footers or one column, never generates or parses everything
 
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
         """All rows matching ``where``, only ``columns`` (all when None), as a pandas DataFrame."""
@@ -98,6 +114,15 @@ class _Source:
     def count_rows(self) -> int | None:
         """The number of rows matching ``where``; None when that would need reading all the data."""
         return None
+
+    def schema(self) -> list[tuple[str, str]]:
+        """``[(column, DuckDB type name), ...]`` as :meth:`read` returns them, before ``where``. Reads no
+        rows beyond what DuckDB's CSV sniffer samples (Parquet: the footers; synthetic: nothing)."""
+        con, rel = self._open()
+        try:
+            return [(c, str(t)) for c, t in zip(rel.columns, rel.types)]
+        finally:
+            con.close()
 
     def fingerprint(self) -> str:  # pragma: no cover - every source overrides it
         raise NotImplementedError
@@ -164,8 +189,8 @@ class _Source:
         if self.where is not None:
             if not isinstance(self.where, str) or not self.where.strip():
                 raise MlopsError(f"where must be a SQL condition such as \"WEEK <= 5\", got {self.where!r}")
-            try:
-                rel = rel.filter(self.where)
+            try:  # the condition may use the whole table as `data`, e.g. TS > (SELECT median(TS) FROM data)
+                rel = rel.query("data", f"SELECT * FROM data WHERE {self.where}")
             except duckdb.Error as e:
                 raise MlopsError(
                     f"bad where {self.where!r} for {self._label()}: {_one_line(e)}; "
@@ -215,6 +240,9 @@ class SyntheticSource(_Source):
         self.start_date = start_date
         self.where = where
 
+    partition_by = ["WEEK"]  # scoring sinks with partition_by: auto replace one week at a time
+    counts_cheaply = False  # with a where, counting generates every row
+
     def _args(self) -> dict:
         return {
             "weeks": self.weeks,
@@ -236,6 +264,8 @@ class SyntheticSource(_Source):
             synthetic.SCHEMA, (batch for table in weeks for batch in table.to_batches())
         )
         con = duckdb.connect()
+        if self.where and "select" in self.where.lower():  # a subquery reads the table twice: not a stream
+            return con, con.from_arrow(reader.read_all())
         return con, con.from_arrow(reader)
 
     def count_rows(self) -> int:
@@ -287,12 +317,12 @@ class _FileSource(_Source):
         try:
             if not _is_local(fs):
                 con.register_filesystem(fs)
-            return con, self._bind(con, urls)
+            return con, self._bind(con, urls, fs)
         except BaseException:
             con.close()
             raise
 
-    def _bind(self, con, urls) -> duckdb.DuckDBPyRelation:  # pragma: no cover
+    def _bind(self, con, urls, fs) -> duckdb.DuckDBPyRelation:  # pragma: no cover
 
         raise NotImplementedError
 
@@ -313,15 +343,21 @@ class _FileSource(_Source):
 class CsvSource(_FileSource):
     """One CSV file with a header row: a local path or an fsspec URL such as ``gs://bucket/loans.csv``.
 
-    ``delimiter`` None lets DuckDB sniff it. See the module docstring for the column types.
+    The file is read as it is: DuckDB's sniffer picks the delimiter (unless given) and every column's
+    type; ``types`` overrides any of them; ``null_values`` are read as missing. See the module docstring.
     ``count_rows()`` is None: counting would read the whole file.
     """
 
     _what = "CSV"
 
-    def __init__(self, path: str, delimiter: str | None = None, where: str | None = None):
+    def __init__(self, path: str, delimiter: str | None = None, types: dict | None = None,
+                 null_values: list | None = DEFAULT_NULL_VALUES, partition_by: list | str | None = None,
+                 where: str | None = None):
         self.path = path
         self.delimiter = delimiter
+        self.types = types
+        self.null_values = null_values
+        self.partition_by = partition_columns(partition_by)
         self.where = where
 
     def _label(self) -> str:
@@ -331,29 +367,150 @@ class CsvSource(_FileSource):
     def _resolve(self):
         if self.delimiter is not None and (not isinstance(self.delimiter, str) or len(self.delimiter) != 1):
             raise MlopsError(f"CSV delimiter must be one character or null, got {self.delimiter!r}")
+        if self.null_values is not None and (
+                isinstance(self.null_values, str) or not all(isinstance(v, str) for v in self.null_values)):
+            raise MlopsError(f"null_values must be a list of strings such as ['', 'NA'], got {self.null_values!r}")
         return super()._resolve()
 
-    def _bind(self, con, urls):
+    def _bind(self, con, urls, fs):
         import duckdb
 
-        from mlops_framework.synthetic import SCHEMA
-
+        header, delimiter = _csv_header(fs, urls[0], self.delimiter, self.path)
+        overrides = _type_overrides(self.types, header, self.path)
         options = ["header = true"]
         if self.delimiter is not None:
             options.append(f"delim = {sql_string(self.delimiter)}")
+        if self.null_values is not None:
+            options.append(f"nullstr = {_sql_list(list(self.null_values) or [''])}")
+        read_types = {column: ("VARCHAR" if fmt else sql_type) for column, (sql_type, fmt) in overrides.items()}
 
-        def bind(opts):
+        def bind(types):
+            opts = options + ([f"types = {{{', '.join(f'{sql_string(k)}: {sql_string(v)}' for k, v in types.items())}}}"]
+                              if types else [])
             return con.sql(f"SELECT * FROM read_csv({sql_string(urls[0])}, {', '.join(opts)})")
 
         try:
-            rel = bind(options)  # DuckDB sniffs the header and types
-            known = {f.name: _duckdb_types()[f.type] for f in SCHEMA if f.name in rel.columns}
-            if known:
-                types = ", ".join(f"{sql_string(k)}: {sql_string(v)}" for k, v in known.items())
-                rel = bind(options + [f"types = {{{types}}}"])
+            rel = bind(read_types)  # DuckDB sniffs the dialect and the remaining columns' types
         except duckdb.Error as e:
-            raise MlopsError(f"cannot read CSV {self.path}: {_one_line(e)}") from None
-        return rel
+            raise self._read_error(con, urls[0], header, delimiter, e) from None
+        if len(rel.columns) != len(header):
+            raise self._read_error(con, urls[0], header, delimiter, None)
+        sniffed_bool = [c for c, t in zip(rel.columns, rel.types) if str(t) == "BOOLEAN" and c not in overrides]
+        not_bool = _not_true_false(con, urls[0], options, sniffed_bool)
+        if not_bool:  # YES/NO, Y/N, T/F: labels, kept as written
+            read_types.update({c: "VARCHAR" for c in not_bool})
+            rel = bind(read_types)
+        return rel.project(", ".join(_converted(c, str(t), overrides.get(c)) for c, t in zip(rel.columns, rel.types)))
+
+    def validate(self) -> None:
+        """Read every matching row once, converting every column as :meth:`read` does, so a value that does
+        not parse (past the sniffer's sample, or against a ``types`` format), or no row matching ``where``,
+        is refused now, not mid-way."""
+        con, rel = self._open()
+        try:
+            selected = self._select(rel, None)
+            counts = ", ".join(["count(*)", *(f"count({quote_identifier(c)})" for c in selected.columns)])
+            rows = self._run(lambda: selected.aggregate(counts).fetchall())[0][0]
+        finally:
+            con.close()
+        if rows == 0:
+            raise self._no_rows()
+
+    def _read_error(self, con, url, header, delimiter, error) -> MlopsError:
+        """Why the sniffer failed or saw the wrong number of columns: find the line that does not fit."""
+        import duckdb
+
+        columns = "{" + ", ".join(f"{sql_string(c)}: 'VARCHAR'" for c in header) + "}"
+        try:
+            con.sql(f"SELECT count(*) FROM read_csv({sql_string(url)}, header = true, auto_detect = false, "
+                    f"delim = {sql_string(delimiter)}, quote = '\"', columns = {columns})").fetchall()
+        except duckdb.Error as e:
+            return MlopsError(f"cannot read CSV {self.path}: {_one_line(e)}")
+        reason = _one_line(error) if error is not None else "the sniffer could not find the columns"
+        return MlopsError(f"cannot read CSV {self.path}: {reason}")
+
+
+# A column's type in the data option's ``types``: a friendly name or any DuckDB type.
+_TYPE_NAMES = {"string": "VARCHAR", "str": "VARCHAR", "text": "VARCHAR", "varchar": "VARCHAR",
+               "int": "BIGINT", "integer": "BIGINT", "bigint": "BIGINT", "float": "DOUBLE",
+               "double": "DOUBLE", "number": "DOUBLE", "bool": "BOOLEAN", "boolean": "BOOLEAN",
+               "date": "DATE", "timestamp": "TIMESTAMP", "datetime": "TIMESTAMP"}
+
+
+def _type_overrides(types, header, path) -> dict[str, tuple[str, str | None]]:
+    """``{column: (DuckDB type, strptime format or None)}`` from the data option's ``types``."""
+    if not types:
+        return {}
+    if not isinstance(types, dict):
+        raise MlopsError(f"types must map column names to types, e.g. {{TS: VARCHAR}}, got {types!r}")
+    result = {}
+    for column, spec in types.items():
+        if column not in header:
+            raise MlopsError(f"types names column {column!r}, which CSV {path} does not have; "
+                             f"columns: {', '.join(header)}")
+        fmt = None
+        if isinstance(spec, dict):
+            unknown = sorted(set(spec) - {"type", "format"})
+            if unknown or "type" not in spec:
+                raise MlopsError(f"types.{column} must be a type or {{type: ..., format: ...}}, got {spec!r}")
+            spec, fmt = spec["type"], spec.get("format")
+        if not isinstance(spec, str) or not spec.strip():
+            raise MlopsError(f"types.{column} must be a type name such as VARCHAR, DOUBLE or timestamp, got {spec!r}")
+        sql_type = _TYPE_NAMES.get(spec.strip().lower(), spec.strip().upper())
+        if fmt is not None and sql_type not in ("DATE", "TIMESTAMP"):
+            raise MlopsError(f"types.{column}: a format applies to date or timestamp only, not {spec}")
+        result[column] = (sql_type, fmt)
+    return result
+
+
+def _converted(column, sniffed_type, override) -> str:
+    """The projection of one column: zoned timestamps to UTC, formatted dates and timestamps parsed."""
+    name = quote_identifier(column)
+    if override and override[1]:
+        sql_type, fmt = override
+        parsed = f"try_strptime({name}, {sql_string(fmt)})"
+        refusal = sql_string(f"column {column} has the value '") + f" || {name} || " + sql_string(
+            f"', which does not match its types format {fmt!r}; fix the format, or read it as text with "
+            f"data.types='{{{column}: VARCHAR}}'")
+        return (f"CAST(CASE WHEN {name} IS NULL THEN NULL WHEN {parsed} IS NULL THEN error({refusal}) "
+                f"ELSE {parsed} END AS {sql_type}) AS {name}")
+    if sniffed_type == "TIMESTAMP WITH TIME ZONE":
+        return f"timezone('UTC', {name}) AS {name}"
+    return name
+
+
+def _not_true_false(con, url, options, columns) -> list[str]:
+    """Of the columns the sniffer called BOOLEAN, those whose sampled values are not all true/false."""
+    if not columns:
+        return []
+    checks = ", ".join(
+        f"bool_or(lower({quote_identifier(c)}) NOT IN ('true', 'false')) AS {quote_identifier(c)}" for c in columns)
+    row = con.sql(f"SELECT {checks} FROM (SELECT * FROM read_csv({sql_string(url)}, {', '.join(options)}, "
+                  f"all_varchar = true) LIMIT {_SNIFF_ROWS})").fetchall()[0]
+    return [c for c, other in zip(columns, row) if other]
+
+
+def _csv_header(fs, url, delimiter, path) -> tuple[list[str], str]:
+    """The header row's names and delimiter (given, or the most frequent of , ; tab |), read with
+    Python's csv module from the first line only; duplicate names refused."""
+    import csv
+    import io
+
+    try:
+        with fs.open(url, "rb") as f:
+            first = f.read(1 << 20).split(b"\n", 1)[0]
+    except OSError as e:
+        raise MlopsError(f"cannot read CSV {path}: {_one_line(e)}") from None
+    text = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    if delimiter is None:
+        counts = {d: text.count(d) for d in (",", ";", "\t", "|")}
+        delimiter = max(counts, key=counts.get) if any(counts.values()) else ","
+    names = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise MlopsError(f"CSV {path} has duplicate column names: {', '.join(map(repr, twice))}; "
+                         "rename them in the header so each column has one name")
+    return names, delimiter
 
 
 class ParquetSource(_FileSource):
@@ -363,14 +520,15 @@ class ParquetSource(_FileSource):
     _what = "Parquet"
     _many = True
 
-    def __init__(self, path: str, where: str | None = None):
+    def __init__(self, path: str, partition_by: list | str | None = None, where: str | None = None):
         self.path = path
+        self.partition_by = partition_columns(partition_by)
         self.where = where
 
     def _label(self) -> str:
         return f"Parquet {self.path}"
 
-    def _bind(self, con, urls):
+    def _bind(self, con, urls, fs):
         import duckdb
 
         try:
@@ -409,6 +567,20 @@ def _one_line(exc: BaseException) -> str:
         return type(exc).__name__
     if lines[0].startswith("Traceback"):
         line = lines[-1]
+    elif "Could not convert string" in str(exc) and "is being converted as type" in str(exc):
+        column = next(x for x in lines if "is being converted as type" in x)
+        name, _, sql_type = column.removeprefix("Column ").partition(" is being converted as type ")
+        line_no = lines[0].split("CSV Error on Line:")[-1].strip() if "CSV Error on Line" in lines[0] else "?"
+        value = next((x.split("Could not convert string", 1)[1].split(" to ")[0].strip() for x in lines
+                      if "Could not convert string" in x), "?")
+        line = (f"column {name} (read as {sql_type}) has the value {value} on line {line_no}; "
+                f"read it as text with data.types='{{{name}: VARCHAR}}' (or give its type)")
+    elif "Expected Number of Columns" in str(exc):
+        counts = next(x for x in lines if x.startswith("Expected Number of Columns"))
+        expected, _, found = counts.removeprefix("Expected Number of Columns:").partition("Found:")
+        line_no = lines[0].split("CSV Error on Line:")[-1].strip()
+        line = (f"line {line_no} has {found.strip()} field(s) where the header has {expected.strip()} "
+                "(a short, truncated or badly quoted line)")
     elif "CSV Error on Line" in lines[0]:  # the reason is on a later line
         skip = ("Original Line", "Possible Solution", "file =")
         reason = next((x for x in lines[1:] if not x.startswith(skip)), "")
@@ -547,9 +719,10 @@ class DuckDBTableSource(_Source):
     The file is opened read-only for each read, so a table written by an earlier stage of the same run
     (``DuckDBSink.as_source()``) is read back as committed."""
 
-    def __init__(self, path: str, table: str, where: str | None = None):
+    def __init__(self, path: str, table: str, partition_by: list | str | None = None, where: str | None = None):
         self.path = path
         self.table = table
+        self.partition_by = partition_columns(partition_by)
         self.where = where
 
     def _label(self) -> str:

@@ -72,9 +72,11 @@ def one_line_error(excinfo, *needles):
 @pytest.mark.parametrize("kind", KINDS)
 def test_read_equals_the_generated_table_values_and_types(kind, files, table):
     df = make(kind, files).read()
-    pd.testing.assert_frame_equal(df, table.to_pandas())
+    # A CSV file is read as it is: its types are sniffed, not the generator's (whole numbers are BIGINT)
+    pd.testing.assert_frame_equal(df, table.to_pandas(), check_dtype=kind != "csv")
     assert df["COUNTY_NAME"].dtype == object and isinstance(df["COUNTY_NAME"].iloc[0], str)
-    assert str(df["WEEK"].dtype) == "int32" and str(df["MORTGAGERESPONSE"].dtype) == "int8"
+    ints = ("int64", "int64") if kind == "csv" else ("int32", "int8")
+    assert (str(df["WEEK"].dtype), str(df["MORTGAGERESPONSE"].dtype)) == ints
     assert str(df["TS"].dtype) == "datetime64[us]" and str(df["APPLICANT_INCOME_000S"].dtype) == "float64"
 
 
@@ -86,7 +88,8 @@ def test_where_filters_before_projection(kind, files, table):
     expected = table.to_pandas()
     expected = expected[expected.WEEK.between(2, 3) & (expected.LOAN_TYPE_NAME != "Conventional")]
     assert list(df.columns) == ["MORTGAGERESPONSE", "LOAN_ID"]  # in the order asked for
-    pd.testing.assert_frame_equal(df, expected[["MORTGAGERESPONSE", "LOAN_ID"]].reset_index(drop=True))
+    pd.testing.assert_frame_equal(df, expected[["MORTGAGERESPONSE", "LOAN_ID"]].reset_index(drop=True),
+                                  check_dtype=kind != "csv")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -200,31 +203,81 @@ def test_synthetic_fingerprint_follows_the_arguments():
 # -- CSV types and dialects ------------------------------------------------------------------------
 
 
-def test_csv_keeps_codes_as_strings_and_whole_number_incomes_as_floats(tmp_path):
+def test_csv_types_are_sniffed_for_every_file_and_overridden_per_column(tmp_path):
     path = tmp_path / "codes.csv"
     path.write_text(
-        "WEEK;COUNTY_NAME;FIPS;APPLICANT_INCOME_000S;MORTGAGERESPONSE;NOTE\n"
-        "1;001;053;85;1;a\n"
-        "2;013;001;;0;b\n"
+        "WEEK;COUNTY_NAME;FIPS;APPLICANT_INCOME_000S;MORTGAGERESPONSE;NOTE;TS\n"
+        "1;001;053;85;1;a;20:15.4\n"
+        "2;013;001;;0;b;21:15.4\n"
     )
     df = CsvSource(str(path)).read()
-    assert df["COUNTY_NAME"].tolist() == ["001", "013"]  # named like the demo's: always text
-    assert df["FIPS"].tolist() == ["053", "001"]  # leading zeros: the sniffer keeps text
-    assert str(df["APPLICANT_INCOME_000S"].dtype) == "float64"
+    assert df["COUNTY_NAME"].tolist() == ["001", "013"]  # leading zeros: the sniffer keeps text
+    assert df["FIPS"].tolist() == ["053", "001"]
+    assert df["TS"].tolist() == ["20:15.4", "21:15.4"]  # named like the demo's TIMESTAMP, read as it is
+    assert str(df["APPLICANT_INCOME_000S"].dtype) == "float64"  # a whole number and a missing value
     assert df["APPLICANT_INCOME_000S"].isna().tolist() == [False, True]
-    assert str(df["WEEK"].dtype) == "int32" and str(df["MORTGAGERESPONSE"].dtype) == "int8"
+    typed = CsvSource(str(path), types={"WEEK": "integer", "APPLICANT_INCOME_000S": "double",
+                                        "TS": {"type": "timestamp", "format": "%M:%S.%f"}}).read()
+    assert str(typed["WEEK"].dtype) == "int64" and str(typed["APPLICANT_INCOME_000S"].dtype) == "float64"
+    assert typed["TS"].dt.minute.tolist() == [20, 21]
     explicit = CsvSource(str(path), delimiter=";", where="WEEK = 2").read(["NOTE"])
     assert explicit["NOTE"].tolist() == ["b"]
     wrong = CsvSource(str(path), delimiter=",").read()  # one column called by the whole header
-    assert list(wrong.columns) == ["WEEK;COUNTY_NAME;FIPS;APPLICANT_INCOME_000S;MORTGAGERESPONSE;NOTE"]
+    assert list(wrong.columns) == ["WEEK;COUNTY_NAME;FIPS;APPLICANT_INCOME_000S;MORTGAGERESPONSE;NOTE;TS"]
 
 
-def test_csv_with_a_demo_column_of_the_wrong_type_names_it(tmp_path):
-    path = tmp_path / "weeks.csv"
-    path.write_text("WEEK,X\n2024-W01,1\n")
+def test_csv_quirks_read_as_written(tmp_path):
+    path = tmp_path / "quirks.csv"
+    path.write_bytes(
+        "\ufeffID,WHEN,DAY,FLAG,FLAG2,LABEL,SPECIES,INCOME,CAT\n"
+        "17-000003,2017-01-01T06:00:42Z,2017-01-01,true,True,YES,setosa,12.5,x\n"
+        "00012,2017-01-02T07:00:42+01:00,2017-01-02,false,False,NO,virginica,NA,\n"
+        "17-000005,2017-01-03T06:00:42Z,2017-01-03,true,False,NO,setosa,,NA\n".encode())
+    source = CsvSource(str(path))
+    types = dict(source.schema())
+    assert types == {"ID": "VARCHAR", "WHEN": "TIMESTAMP", "DAY": "DATE", "FLAG": "BOOLEAN", "FLAG2": "BOOLEAN",
+                     "LABEL": "VARCHAR", "SPECIES": "VARCHAR", "INCOME": "DOUBLE", "CAT": "VARCHAR"}
+    df = source.read()
+    assert df["ID"].tolist() == ["17-000003", "00012", "17-000005"]  # the BOM is not part of the name
+    assert df["WHEN"].astype(str).tolist() == ["2017-01-01 06:00:42", "2017-01-02 06:00:42", "2017-01-03 06:00:42"]  # UTC
+    assert df["LABEL"].tolist() == ["YES", "NO", "NO"] and df["FLAG2"].tolist() == [True, False, False]
+    assert df["INCOME"].isna().tolist() == [False, True, True] and df["CAT"].isna().tolist() == [False, True, True]
+    kept = CsvSource(str(path), null_values=[""]).read()
+    assert kept["CAT"].tolist()[1:] == [None, "NA"]
+
+
+def test_csv_refuses_duplicate_names_and_short_lines_naming_them(tmp_path):
+    twice = tmp_path / "twice.csv"
+    twice.write_text("A,B,A\n1,2,3\n")
+    with pytest.raises(MlopsError) as e:
+        CsvSource(str(twice)).schema()
+    one_line_error(e, "duplicate column names: 'A'")
+    short = tmp_path / "short.csv"
+    short.write_text("A,B,C\n1,x,2\n3,y,4\n5\n")
+    with pytest.raises(MlopsError) as e:
+        CsvSource(str(short)).read()
+    one_line_error(e, "line 4 has 1 field(s) where the header has 3")
+
+
+def test_csv_value_that_does_not_parse_names_the_column_and_the_override(tmp_path):
+    path = tmp_path / "late.csv"
+    path.write_text("A,B\n" + "".join(f"{i},{i}.5\n" for i in range(25_000)) + "17-000003,1.0\n")
     with pytest.raises(MlopsError) as e:
         CsvSource(str(path)).read()
-    one_line_error(e, str(path), "2024-W01")
+    one_line_error(e, "column A (read as BIGINT)", '"17-000003"', "data.types='{A: VARCHAR}'")
+    assert CsvSource(str(path), types={"A": "VARCHAR"}).read()["A"].iloc[-1] == "17-000003"
+    for bad, needle in (({"NOPE": "int"}, "does not have"), ({"A": {"type": "int", "format": "%Y"}}, "date or timestamp"),
+                        ("A", "must map column names")):
+        with pytest.raises(MlopsError) as e:
+            CsvSource(str(path), types=bad).schema()
+        one_line_error(e, needle)
+
+
+def test_where_may_compare_with_the_whole_table(files, table):
+    df = make("csv", files, where="TS >= (SELECT quantile_disc(TS, 0.75) FROM data)").read(["TS"])
+    assert len(df) == pytest.approx(table.num_rows / 4, abs=2)
+    synthetic = SyntheticSource(**GEN, where="WEEK > (SELECT max(WEEK) - 1 FROM data)").read(["WEEK"])
+    assert set(synthetic["WEEK"]) == {4}
 
 
 # -- file errors -----------------------------------------------------------------------------------
@@ -342,7 +395,7 @@ def test_gcs_filesystem_is_anonymous_against_the_emulator_and_skips_the_hns_prob
 
 def test_gcs_csv(gcs, table):
     source = CsvSource(f"gs://{BUCKET}/loans.csv")
-    pd.testing.assert_frame_equal(source.read(), table.to_pandas())
+    pd.testing.assert_frame_equal(source.read(), table.to_pandas(), check_dtype=False)  # types sniffed
     assert source.fingerprint() == "sha256:" + hashlib.sha256(gcs.cat(f"{BUCKET}/loans.csv")).hexdigest()
     filtered = CsvSource(f"gs://{BUCKET}/loans.csv", where="WEEK = 3")
     streamed = pa.Table.from_batches(list(filtered.batches(["LOAN_ID"], batch_size=128)))

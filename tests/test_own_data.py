@@ -1,0 +1,176 @@
+"""Bring your own data: files as they are, through the real `mlops` command, and nothing left behind by a
+run refused for bad input (the registry and the warehouse byte-identical)."""
+
+import hashlib
+import json
+
+import duckdb
+import pandas as pd
+import pytest
+
+from messy_data import write_mortgage_lab_csv
+
+FEATURES = ["features.numeric=[APPLICANT_INCOME_000S,LOAN_AMOUNT_000S]",
+            "features.categorical=[LOAN_TYPE_NAME,LOAN_PURPOSE_NAME,COUNTY_NAME,HAS_COAPPLICANT]"]
+
+
+def snapshot(home):
+    """Every file under the home except run directories (logs of the refused runs), by content."""
+    return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(home.rglob("*")) if p.is_file() and "runs" not in p.relative_to(home).parts}
+
+
+def one_error_line(result, *needles):
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mlops: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    path = tmp_path / "lab.csv"
+    write_mortgage_lab_csv(path, weeks=4, rows_per_week=300)
+    return path
+
+
+def test_mortgage_lab_csv_trains_registers_aliases_and_scores_through_production(mlops, home, lab):
+    data = ["data=csv", f"data.path={lab}", "registry.model_name=LAB", "features.target=APPROVED", *FEATURES]
+    mlops("run", *data, check=True)
+    mlops("registry", "alias", "set", "LAB", "v1", "PRODUCTION", check=True)
+    scored = mlops("run", *data, "pipeline=score", "scoring.version=PRODUCTION", check=True)
+    assert "1,200 rows with v1" in scored.stdout and "(replacing the table)" in scored.stdout
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    table = con.sql("SELECT * FROM PREDICTIONS_WITH_GROUND_TRUTH").df()
+    con.close()
+    assert len(table) == 1200 and table["LOAN_ID"].str.match(r"^17-\d{6}$").all()
+    assert set(table["TS"]) <= set(pd.read_csv(lab, dtype=str)["TS"])  # the mangled values, as written
+    assert set(table["APPROVED"]) == {"YES", "NO"} and table["HAS_COAPPLICANT"].dtype == bool
+
+
+def test_lifecycle_experiment_runs_on_a_users_file_in_one_command(mlops, home, lab):
+    result = mlops("run", "experiment=lifecycle", "data=csv", f"data.path={lab}",
+                   "features.target=MORTGAGERESPONSE", "features.time=APPLIED_AT", check=True)  # ISO, zoned
+    assert "promote 2" in result.stdout and "report" in result.stdout
+    versions = json.loads(mlops("registry", "versions", "LIFECYCLE", "--json", check=True).stdout)
+    assert [v["version_name"] for v in versions] == ["v1", "v2"]
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    weeks = con.sql("SELECT count(DISTINCT window_start) FROM MONITOR_PERFORMANCE").fetchall()[0][0]
+    rows = con.sql("SELECT count(*) FROM LIFECYCLE_PREDICTIONS").fetchall()[0][0]
+    con.close()
+    assert weeks == 4 and rows == 1200
+
+
+def test_a_users_parquet_without_week_is_scored_without_partitions(mlops, home, tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns=lambda c: c.upper().replace(" ", "_"))
+    frame["DIAGNOSIS"] = frame.pop("TARGET").map({0: "malignant", 1: "benign"})
+    frame.loc[::17, "MEAN_RADIUS"] = None
+    path = tmp_path / "cancer.parquet"
+    frame.to_parquet(path)
+    result = mlops("run", "data=parquet", f"data.path={path}", "features.target=DIAGNOSIS",
+                   "features.numeric=[MEAN_RADIUS,MEAN_TEXTURE,WORST_AREA]", "features.categorical=[]", check=True)
+    assert "569 rows" in result.stdout and "replacing the table" in result.stdout
+    partitioned = mlops("run", "data=parquet", f"data.path={path}", "features.target=DIAGNOSIS",
+                        "features.numeric=[MEAN_RADIUS]", "features.categorical=[]", "scoring.sink.partition_by=WEEK")
+    one_error_line(partitioned, "lacks column WEEK", "partition_by=null")  # the name, never its letters
+    before = snapshot(home)
+    nothing = mlops("run", "data=parquet", f"data.path={path}", "features.target=DIAGNOSIS",
+                    "features.numeric=[MEAN_RADIUS]", "features.categorical=[]", "scoring.where='MEAN_RADIUS > 1000'")
+    one_error_line(nothing, "no rows for Parquet", "where MEAN_RADIUS > 1000")
+    assert snapshot(home) == before
+
+
+def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_path):
+    data = ["data=csv", f"data.path={lab}", "registry.model_name=LAB", *FEATURES]
+    mlops("run", *data, check=True)
+    before = snapshot(home)
+    text = lab.read_bytes().decode("utf-8-sig")
+    header, rows = text.split("\r\n", 1)
+    files = {
+        "short.csv": text + "2024-01-22,4\r\n",
+        "twice.csv": header.replace("TS", "WEEK", 1) + "\r\n" + rows,
+        "no_income.csv": header.replace("APPLICANT_INCOME_000S", "INCOME") + "\r\n" + rows,
+        "text_income.csv": text.replace(",NA,", ",unknown,"),
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content.encode())
+    cases = [
+        (["data=csv", f"data.path={tmp_path / 'short.csv'}"], "line 1202 has 2 field(s) where the header has 13"),
+        (["data=csv", f"data.path={tmp_path / 'twice.csv'}"], "duplicate column names: 'WEEK'"),
+        (["features.target=NOPE"], "lacks column NOPE"),
+        ([f"scoring.source={{kind: csv, path: {tmp_path / 'no_income.csv'}}}"],
+         "the scoring source", "lacks column APPLICANT_INCOME_000S"),
+        ([f"scoring.source={{kind: csv, path: {tmp_path / 'text_income.csv'}}}"],
+         "APPLICANT_INCOME_000S is BIGINT in the training data but VARCHAR in the scoring source",
+         "types: {APPLICANT_INCOME_000S: BIGINT}"),
+        (["pipeline=score", f"data.path={tmp_path / 'text_income.csv'}"],  # against v1's signature
+         "APPLICANT_INCOME_000S is DOUBLE in the training data but VARCHAR in the scoring source"),
+        (["pipeline=retrain", f"retrain.source={{kind: csv, path: {tmp_path / 'no_income.csv'}}}"],
+         "the retrain source"),
+        (["pipeline=monitor", f"monitor.source={{kind: csv, path: {lab}}}"],
+         "the monitor source", "lacks column PREDICTED_SCORE"),
+        (["data.types={TS: {type: timestamp, format: '%Y'}}"], "column TS"),
+        (["experiment=mortgage_lifecycle", "monitor.timestamp=WEEK_START_DATE"],  # the lab has weeks 1-4 only
+         "no rows match where 'WEEK BETWEEN 9 AND 12'"),  # scoring reads TS: parsed first
+        (["experiment=mortgage_lifecycle", "features.target=MORTGAGERESPONSE"],
+         "monitor.timestamp TS is VARCHAR"),  # the lab's mangled TS: refused before v1 is registered
+    ]
+    for overrides, *needles in cases:
+        result = mlops("run", *data, *overrides)
+        one_error_line(result, *needles)
+        assert snapshot(home) == before, overrides
+
+
+def test_a_run_failing_after_a_write_says_what_it_left_and_how_to_remove_it(mlops, home, tmp_path):
+    blocker = tmp_path / "predictions.parquet"
+    blocker.write_bytes(b"not a directory")
+    result = mlops("run", "data.rows_per_week=300", "data.weeks=3", "scoring=parquet", f"scoring.sink.path={blocker}")
+    line = one_error_line(result, "is a file", "Before it failed, this run registered MORTGAGE_XGB v1",
+                          "mlops registry delete MORTGAGE_XGB v1")
+    assert line
+    mlops("registry", "delete", "MORTGAGE_XGB", "v1", check=True)
+    assert json.loads(mlops("registry", "versions", "MORTGAGE_XGB", "--json", check=True).stdout) == []
+
+
+def test_a_type_difference_within_a_kind_is_scored_and_reported(mlops, home, lab):
+    mlops("run", "data=csv", f"data.path={lab}", "pipeline=train", check=True)
+    result = mlops("run", "pipeline=score", "data.weeks=1", "data.rows_per_week=200", check=True)
+    assert "LOAN_AMOUNT_000S BIGINT in training, DOUBLE in the scoring source" in result.stdout
+    assert "200 rows with v1" in result.stdout
+
+
+def test_lifecycle_experiment_runs_on_the_synthetic_data_too(mlops, home):
+    # where subqueries on a generated stream; the first monitor raises only a performance alert (its
+    # COLUMN_NAME all null), the second a column alert: the alerts table takes both
+    result = mlops("run", "experiment=lifecycle", "data.weeks=4", "data.rows_per_week=300",
+                   "model.params.n_estimators=20", check=True)
+    assert "alerts 2" in result.stdout and "psi of" in result.stdout
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    weeks = con.sql("SELECT DISTINCT WEEK FROM LIFECYCLE_PREDICTIONS ORDER BY 1").fetchall()
+    con.close()
+    assert weeks == [(1,), (2,), (3,), (4,)]
+
+
+def test_left_behind_names_every_kind_of_write_with_its_undo():
+    from types import SimpleNamespace
+
+    from mlops_framework.preflight import left_behind
+
+    run = SimpleNamespace(
+        registration=SimpleNamespace(model_name="M"),
+        monitor=SimpleNamespace(performance_table="P", drift_table="D", alerts_table="A", warehouse="w.duckdb"),
+        results={"registered": ["v3"], "promotions": [{"promoted": True, "alias": "PRODUCTION", "candidate": "v3"},
+                                                      {"promoted": False, "alias": "PRODUCTION", "candidate": "v4"}],
+                 "scored_log": [{"rows": 1300, "destination": "DuckDB table T in w.duckdb"}],
+                 "monitor_runs": [{"run_id": "r1"}], "explanation": {"written_to": ["x.parquet", "EXPLANATIONS"]}})
+    assert left_behind(run) == (
+        "registered M v3 (remove it: mlops registry delete M v3); moved PRODUCTION to v3 (undo: mlops registry "
+        "rollback M PRODUCTION); wrote 1,300 rows into DuckDB table T in w.duckdb; appended monitoring rows of "
+        "run r1 to P, D and A in w.duckdb (delete them WHERE RUN_ID = 'r1'); wrote explanations to x.parquet, "
+        "EXPLANATIONS")
+    assert left_behind(SimpleNamespace(registration=run.registration, monitor=None, results={})) == ""
