@@ -7,6 +7,7 @@ import sys
 from mlops_framework.errors import MlopsError
 
 EXIT_USER_ERROR = 2
+_RESOURCE_ERRORS = (28, 30, 13, 122)  # ENOSPC, EROFS, EACCES, EDQUOT: one message, not a traceback
 
 
 def main(argv=None):
@@ -28,7 +29,7 @@ def main(argv=None):
             return sweep_main(rest)
         raise MlopsError(f"unknown command {command!r}; commands: run, plan, registry, sweep (see mlops --help)")
     except MlopsError as error:
-        print(f"mlops: error: {error}", file=sys.stderr)
+        print(f"mlops: error: {_scrubbed(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # Ctrl-C: a sweep's workers are already stopped (mlops_framework.workers)
         print("mlops: interrupted", file=sys.stderr)
@@ -38,6 +39,18 @@ def main(argv=None):
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 1
+    except OSError as error:
+        if error.errno not in _RESOURCE_ERRORS:
+            raise
+        print(f"mlops: error: {error.strerror}: {error.filename or ''} (nothing more was written)".rstrip(),
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _scrubbed(error):
+    from mlops_framework.config import scrub
+
+    return scrub(str(error))
 
 
 def _components():
@@ -85,11 +98,11 @@ def execute(cfg, components, output_dir):
     from mlops_framework.pipeline import build_run
 
     config.check(cfg, components)
-    resolved = config.resolved(cfg)
+    values = config.resolved_values(cfg)  # secrets included: they reach notifiers and connections intact
     output_dir = Path(output_dir)
-    run = build_run(resolved, components, output_dir=output_dir)
+    run = build_run(values, components, output_dir=output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "resolved_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    (output_dir / "resolved_config.yaml").write_text(yaml.safe_dump(config.redact(values), sort_keys=False))
     run.backend.execute(run)
     summary = _summary(run)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -140,11 +153,22 @@ def _run(overrides):
     def task(cfg):
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
+            config.scrub_hydra_files(HydraConfig.get().runtime.output_dir)  # written by Hydra before this
             return execute(cfg, components, HydraConfig.get().runtime.output_dir)
         except MlopsError as error:
-            print(f"mlops: error: {error}", file=sys.stderr)
+            print(f"mlops: error: {_scrubbed(error)}", file=sys.stderr)
             if multirun:  # one failed trial: the others go on; the sweep reports it at the end (sweeps.py)
                 return {"error": str(error)}
+            raise SystemExit(EXIT_USER_ERROR) from None
+        except BrokenPipeError:  # `mlops run ... | head -2`: the run is done, only its printing stopped
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return None
+        except OSError as error:
+            if multirun or error.errno not in _RESOURCE_ERRORS:
+                raise
+            print(f"mlops: error: {error.strerror}: {error.filename or ''}".rstrip(), file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
         except Exception as error:
             if not multirun:

@@ -21,6 +21,7 @@ import inspect
 import json
 
 from mlops_framework.alerts import DRIFT, PERFORMANCE
+from mlops_framework.config import redact
 from mlops_framework.errors import MlopsError
 from mlops_framework.pipeline import PromotionSpec, Stage
 from mlops_framework.stages import _need
@@ -234,7 +235,7 @@ def promote(run):
         passed, reason = gate(spec, comparison, run.results.get("alerts") or [])
         metrics = {f"candidate_{k}": v for k, v in comparison["candidate"].items()}
         metrics.update({f"champion_{k}": v for k, v in (comparison["champion"] or {}).items()})
-        extra = {"config_hash": config_hash(run.config)}
+        extra = {"config_hash": config_hash(redact(run.config))}
         if passed:
             _call(run.registry.set_alias, name, version, alias, reason=reason, metrics=metrics, **extra)
         elif hasattr(run.registry, "record_refusal"):

@@ -32,7 +32,9 @@ def package_versions():
 
 def lineage(config, data_fingerprint):
     """The resolved (secret-free) config, the training data's fingerprint, the git commit, package versions."""
-    return {"config": config, "data_fingerprint": data_fingerprint, "git_commit": git_commit(),
+    from mlops_framework.config import redact
+
+    return {"config": redact(config), "data_fingerprint": data_fingerprint, "git_commit": git_commit(),
             "packages": package_versions()}
 
 

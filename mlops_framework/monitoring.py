@@ -342,6 +342,9 @@ def holdout_baseline(run, spec):
 def _where_mask(frame, where):
     import duckdb
 
+    from mlops_framework.sources import check_sql_expression
+
+    check_sql_expression(where, where="monitor.baseline")
     con = duckdb.connect()
     try:
         numbered = frame.assign(__mlops_row=np.arange(len(frame)))

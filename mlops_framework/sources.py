@@ -161,8 +161,7 @@ class _Source:
             if twice:
                 raise MlopsError(f"columns lists {', '.join(map(repr, twice))} more than once")
         if self.where is not None:
-            if not isinstance(self.where, str) or not self.where.strip():
-                raise MlopsError(f"where must be a SQL condition such as \"WEEK <= 5\", got {self.where!r}")
+            check_sql_expression(self.where, where="where")
             try:
                 rel = rel.filter(self.where)
             except duckdb.Error as e:
@@ -415,6 +414,25 @@ def _one_line(exc: BaseException) -> str:
     else:
         line = lines[0]
     return line if len(line) <= 300 else line[:297] + "..."
+
+
+def check_sql_expression(text, *, where: str) -> str:
+    """Refuse a SQL fragment taken from config unless it is ONE boolean expression (``WEEK <= 5``).
+
+    DuckDB's own parser splits ``SELECT * FROM t WHERE (<text>)`` into statements: a second statement
+    (``; ATTACH ...; DROP TABLE ...``), an unbalanced parenthesis or a comment cutting the query short
+    is refused before anything runs. Return ``text`` unchanged."""
+    import duckdb
+
+    if not isinstance(text, str) or not text.strip():
+        raise MlopsError(f"{where} must be a SQL condition such as \"WEEK <= 5\", got {text!r}")
+    try:
+        statements = duckdb.extract_statements(f"SELECT * FROM t WHERE ({text}\n)")
+    except duckdb.Error as error:
+        raise MlopsError(f"bad {where} {text!r}: {_one_line(error)}") from None
+    if len(statements) != 1:
+        raise MlopsError(f"{where} must be one SQL expression, not several statements: {text!r}")
+    return text
 
 
 def quote_identifier(name: str) -> str:

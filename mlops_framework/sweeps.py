@@ -40,6 +40,7 @@ DEFAULT_METRIC = "validation_f1"
 DEFAULT_DIRECTION = "maximize"
 DEFAULT_ALIAS = "SWEEP_BEST"
 RECORDED_ENV = ("MLOPS_HOME", "MLOPS_PLUGINS", "MLOPS_DISABLE_PLUGINS", "OMP_NUM_THREADS")
+RERUN_ENV = ("MLOPS_HOME", "OMP_NUM_THREADS")  # what `sweep rerun` takes back from sweep.json: nothing that loads code
 SEED_KEYS = ("seed", "random_state")
 
 
@@ -786,6 +787,19 @@ def _list(overrides):
     return 0
 
 
+def _harmless_env(recorded):
+    """The recorded variables a rerun may take from ``sweep.json``: only ``RERUN_ENV``. Anything that
+    loads code (PYTHONPATH, MLOPS_PLUGINS, LD_PRELOAD...) is ignored, with a note: a file must not
+    choose what runs."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    taken = {k: str(v) for k, v in recorded.items() if k in RERUN_ENV and isinstance(v, (str, int))}
+    ignored = sorted(str(k) for k in recorded if k not in taken)
+    if ignored:
+        print(f"note     not taken from {RECORD}: {', '.join(ignored)} (set them yourself if you trust them)",
+              file=sys.stderr)
+    return taken
+
+
 def _rerun(sweep_dir):
     """Run the recorded command into a new sweep directory; compare params and metrics trial by trial."""
     record = read_record(sweep_dir)
@@ -797,7 +811,7 @@ def _rerun(sweep_dir):
     command = [sys.executable, "-m", "mlops_framework.cli", "run", *argv, f"hydra.sweep.dir={new_dir}"]
     cwd = record.get("cwd") if record.get("cwd") and Path(record["cwd"]).is_dir() else None
     print(f"rerun    {record['command']}\ninto     {new_dir}", flush=True)
-    result = subprocess.run(command, cwd=cwd, env={**os.environ, **record.get("env", {})})
+    result = subprocess.run(command, cwd=cwd, env={**os.environ, **_harmless_env(record.get("env"))})
     old, new = leaderboard(sweep_dir), leaderboard(new_dir)
     old_rows = {row["trial"]: row for row in old["rows"]}
     differences = []
