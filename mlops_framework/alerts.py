@@ -253,16 +253,32 @@ class WebhookNotifier:
         if not str(self.url).startswith(("http://", "https://")):
             raise MlopsError(f"webhook url must start with http:// or https://, not {self.url!r}")
         body = json.dumps(_payload(alerts), default=str).encode()
-        request = urllib.request.Request(
-            self.url, data=body, method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "mlops-framework", **(self.headers or {})},
-        )
+        url, credentials = _split_credentials(str(self.url))
+        headers = {"Content-Type": "application/json", "User-Agent": "mlops-framework"}
+        if credentials:  # user:password@ in the url: sent as HTTP Basic authentication, as curl does
+            import base64
+
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        headers.update({str(k): str(v) for k, v in (self.headers or {}).items()})
+        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
 
         def post():
             with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # HTTPError on 4xx/5xx
                 reply.read()
 
         within_deadline(post, self.timeout, "webhook POST")
+
+
+def _split_credentials(url):
+    """``http://user:pw@host/x`` -> (``http://host/x``, ``user:pw``) with percent-escapes decoded."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), f"{unquote(user)}:{unquote(password)}"
 
 
 class EmailNotifier:

@@ -149,6 +149,7 @@ def _run(overrides):
     from mlops_framework import config
 
     components = _components()
+    config.register_resolvers()
 
     def task(cfg):
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN

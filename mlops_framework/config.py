@@ -119,6 +119,7 @@ def check(cfg, components):
         raise MlopsError(f"unknown top-level config keys: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     from omegaconf.errors import OmegaConfBaseException
 
+    register_resolvers()
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
     except OmegaConfBaseException as error:

@@ -138,7 +138,7 @@ def test_secrets_reach_the_webhook_intact_and_no_file_or_output(tmp_path, receiv
     assert received, "the webhook was not called"
     headers = received[0][0]
     assert headers["X-Token"] == CANARIES["header"]
-    assert headers["Authorization"] == f"Bearer {CANARIES['env']}"
+    assert headers["Authorization"] == f"Bearer {CANARIES['env']}"  # the header given wins over the url's
     printed = result.stdout + result.stderr
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.parent.name == ".hydra" for p in files)
