@@ -345,6 +345,7 @@ class CsvSource(_FileSource):
 
         try:
             rel = bind(options)  # DuckDB sniffs the header and types
+            _refuse_duplicate_header(con, urls[0], options, rel.columns, self.path)
             known = {f.name: _duckdb_types()[f.type] for f in SCHEMA if f.name in rel.columns}
             if known:
                 types = ", ".join(f"{sql_string(k)}: {sql_string(v)}" for k, v in known.items())
@@ -352,6 +353,21 @@ class CsvSource(_FileSource):
         except duckdb.Error as e:
             raise MlopsError(f"cannot read CSV {self.path}: {_one_line(e)}") from None
         return rel
+
+
+def _refuse_duplicate_header(con, url, options, columns, label):
+    """DuckDB renames a repeated header name (``X``, ``X_1``): refuse such a file, naming the columns."""
+    import re
+
+    suspects = [c for c in columns if (m := re.fullmatch(r"(.+)_\d+", c)) and m[1] in columns]
+    if not suspects:
+        return
+    opts = [o for o in options if o != "header = true"] + ["header = false", "all_varchar = true"]
+    header = con.sql(f"SELECT * FROM read_csv({sql_string(url)}, {', '.join(opts)}) LIMIT 1").fetchall()[0]
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise MlopsError(f"CSV {label} has the column(s) {', '.join(map(repr, twice))} more than once; "
+                         f"rename them in the header")
 
 
 class ParquetSource(_FileSource):

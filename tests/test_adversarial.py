@@ -466,3 +466,28 @@ def test_sweep_rerun_takes_no_code_loading_env_from_sweep_json(tmp_path, home):
                             capture_output=True, text=True, timeout=300)
     assert not mark.exists(), "code named by sweep.json ran"
     assert "PYTHONPATH" in result.stderr and "MLOPS_PLUGINS" in result.stderr
+
+
+# ------------------------------------------------------------------ hostile data
+def test_a_csv_with_a_repeated_column_is_refused_before_anything_registers(mlops, home, tmp_path):
+    import pyarrow.csv as pa_csv
+
+    from mlops_framework.synthetic import generate_table
+
+    table = generate_table(weeks=2, rows_per_week=100, seed=1)
+    table = table.append_column("COUNTY_NAME", table["COUNTY_NAME"])  # a second COUNTY_NAME
+    pa_csv.write_csv(table, tmp_path / "twice.csv")
+    message = one_message(mlops("run", "data=csv", f"data.path={tmp_path / 'twice.csv'}", *SMALL[2:]))
+    assert "'COUNTY_NAME' more than once" in message
+    assert not (home / "registry").exists() and not (home / "warehouse.duckdb").exists()
+
+
+def test_webhook_url_credentials_are_sent_as_basic_auth(receiver):
+    import base64
+
+    from mlops_framework.alerts import WebhookNotifier
+
+    port, received = receiver
+    WebhookNotifier(url=f"http://bob:{CANARIES['url']}@127.0.0.1:{port}/x", timeout=10).notify([])
+    assert received[0][0]["Authorization"] == "Basic " + base64.b64encode(f"bob:{CANARIES['url']}".encode()).decode()
+    assert received[0][1] == "/x"
