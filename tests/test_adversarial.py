@@ -491,3 +491,20 @@ def test_webhook_url_credentials_are_sent_as_basic_auth(receiver):
     WebhookNotifier(url=f"http://bob:{CANARIES['url']}@127.0.0.1:{port}/x", timeout=10).notify([])
     assert received[0][0]["Authorization"] == "Basic " + base64.b64encode(f"bob:{CANARIES['url']}".encode()).decode()
     assert received[0][1] == "/x"
+
+
+def test_inf_in_a_training_feature_is_one_message(mlops, home, tmp_path):
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    from mlops_framework.synthetic import generate_table
+
+    table = generate_table(weeks=2, rows_per_week=100, seed=1)
+    income = table["APPLICANT_INCOME_000S"].to_pylist()
+    income[3] = float("inf")
+    table = table.set_column(table.column_names.index("APPLICANT_INCOME_000S"), "APPLICANT_INCOME_000S",
+                             pa.array(income, pa.float64()))
+    pa_csv.write_csv(table, tmp_path / "inf.csv")
+    message = one_message(mlops("run", "data=csv", f"data.path={tmp_path / 'inf.csv'}", *SMALL[2:]))
+    assert "APPLICANT_INCOME_000S" in message and "inf" in message
+    assert not (home / "registry").exists()
