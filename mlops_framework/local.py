@@ -35,10 +35,16 @@ class LocalBackend:
 
 
 def warehouses(run):
-    """The DuckDB files a run writes to, sorted (one lock order for every run)."""
-    paths = {getattr(run.scoring.sink, "path", None) if type(run.scoring.sink).__name__ == "DuckDBSink" else None}
-    for spec in (getattr(run, "monitor", None), getattr(run, "retrain", None)):
-        paths.add(getattr(spec, "warehouse", None))
+    """The DuckDB files this run's stages write to, sorted (one lock order for every run). A run that
+    writes none (a sweep's trial: train and register only) takes no lock and runs in parallel."""
+    names = {stage.name for stage in run.stages}
+    paths = set()
+    if "score" in names and type(run.scoring.sink).__name__ == "DuckDBSink":
+        paths.add(run.scoring.sink.path)
+    if "monitor" in names and run.monitor is not None:
+        paths.add(run.monitor.warehouse)
+    if "explain" in names and run.retrain is not None:
+        paths.add(run.retrain.warehouse)
     return sorted(str(Path(p).expanduser().resolve()) for p in paths if p)
 
 

@@ -252,6 +252,7 @@ def test_monitor_baseline_injection_leaves_the_warehouse_intact(tmp_path):
     ("registry.model_name=${oc.env:ADV_UNSET_VARIABLE}", "ADV_UNSET_VARIABLE"),
     ("registry.model_name=${secret:ADV_UNSET_VARIABLE}", "ADV_UNSET_VARIABLE"),
     ("+tags.a=${tags.b}", "tags"),
+    ("scoring.sink.partition_by=WEEK", "scoring.sink.partition_by must be list"),  # not W, E, E, K
 ])
 def test_bad_values_are_one_message_in_plan(override, expected, mlops, home):
     assert expected in one_message(mlops("plan", override))
@@ -508,3 +509,18 @@ def test_inf_in_a_training_feature_is_one_message(mlops, home, tmp_path):
     message = one_message(mlops("run", "data=csv", f"data.path={tmp_path / 'inf.csv'}", *SMALL[2:]))
     assert "APPLICANT_INCOME_000S" in message and "inf" in message
     assert not (home / "registry").exists()
+
+
+def test_only_runs_that_write_a_warehouse_take_its_lock(home):
+    from mlops_framework.local import warehouses
+    from mlops_framework.pipeline import build_run
+    from mlops_framework.plugins import Components, get_plugin_manager
+
+    components = Components(get_plugin_manager())
+
+    def locked(*overrides):
+        cfg = config.compose(list(overrides), components)
+        return warehouses(build_run(config.resolved(cfg), components))
+
+    assert locked() == [str((home / "warehouse.duckdb").resolve())]
+    assert locked("pipeline=train") == []  # sweep trials train in parallel
