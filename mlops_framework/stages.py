@@ -7,6 +7,7 @@ Each reads the objects it needs from the ``Run`` and leaves its output in ``run.
 
 import json
 
+from mlops_framework.contracts import LineageSource
 from mlops_framework.errors import MlopsError
 from mlops_framework.pipeline import Stage
 
@@ -20,8 +21,7 @@ def _need(run, key, stage):
 def load(run):
     run.results["frame"] = run.source.read(columns=run.features.columns)
     run.results["data_fingerprint"] = run.source.fingerprint()
-    source_lineage = getattr(run.source, "lineage", None)  # e.g. the feature views and versions read
-    run.results["source_lineage"] = source_lineage() if callable(source_lineage) else None
+    run.results["source_lineage"] = run.source.lineage() if isinstance(run.source, LineageSource) else None
 
 
 def validate(run):
@@ -139,15 +139,13 @@ def evaluate(run):
 
 
 def register(run):
-    from mlops_framework.lineage import lineage, signature
+    from mlops_framework.lineage import signature
 
     model = _need(run, "model", "register")
     reg = run.registration
     frame = run.results["frame"]
     input_columns = model.contract.input_columns
-    record = lineage(run.config, run.results.get("data_fingerprint"))
-    if run.results.get("source_lineage"):
-        record["source"] = run.results["source_lineage"]
+    record = run.provenance.lineage(run.results.get("data_fingerprint"), run.results.get("source_lineage"))
     run.results["version"] = run.registry.log_model(
         model,
         model_name=reg.model_name,
