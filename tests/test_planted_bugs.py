@@ -62,3 +62,25 @@ def test_gate_boundaries_are_inclusive():
     assert gate(floor, _comparison(0.5, None))[0]
     assert not gate(floor, _comparison(0.5 - 2 ** -20, None))[0]
     assert gate(PromotionSpec(), _comparison(0.5, 0.5))[0]
+
+
+def test_snowflake_drift_alerts_on_absolute_values_keep_abs():
+    from mlops_framework.alerts import build_rules
+
+    rule = build_rules({"mean_shift": {"metric": "difference_of_means", "op": ">", "threshold": 0.2,
+                                       "absolute": True}})[0]
+    pytest.importorskip("mlops_snowflake", reason="the Snowflake plugin is not installed")
+    from mlops_snowflake import monitor as mon
+
+    sql = mon.rule_condition(rule, "M_V1_MONITOR", columns=["INCOME"])
+    assert "WHERE ABS(METRIC_VALUE) > 0.2" in sql
+
+
+def test_following_an_alias_never_suspends_the_new_versions_monitor():
+    pytest.importorskip("mlops_snowflake", reason="the Snowflake plugin is not installed")
+    from mlops_snowflake import monitor as mon
+
+    settings = mon.MonitorSettings(source="DB.SCH.PREDICTIONS", warehouse="WH", baseline="DB.SCH.BASELINE")
+    statements = mon.follow_alias_sql("M", "v2", ["v1", "v2", None], settings)
+    suspended = [s for s in statements if s.endswith(" SUSPEND")]
+    assert suspended == ["ALTER MODEL MONITOR IF EXISTS M_V1_MONITOR SUSPEND"]
