@@ -185,9 +185,36 @@ def notify(notifiers: dict, alerts: list[Alert]) -> dict:
             notifier.notify(alerts)
             delivery[name] = "ok"
         except Exception as error:  # one broken channel must not hide the alert from the others
-            delivery[name] = f"{type(error).__name__}: {error}"
-            print(f"mlops: warning: notifier {name} ({notifier.describe()}) failed: {delivery[name]}", file=sys.stderr)
+            from mlops_framework.config import scrub
+
+            delivery[name] = scrub(f"{type(error).__name__}: {error}")
+            print(f"mlops: warning: notifier {name} ({scrub(notifier.describe())}) failed: {delivery[name]}",
+                  file=sys.stderr)
     return delivery
+
+
+def within_deadline(action, seconds: float, what: str):
+    """Run ``action()`` and return its result, or raise ``TimeoutError`` once ``seconds`` have passed in
+    all (a socket timeout bounds each operation only: a server sending one byte a second never trips it).
+    The late action is abandoned on a daemon thread, so the run goes on."""
+    import threading
+
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = action()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=target, name=f"mlops-{what}", daemon=True)
+    worker.start()
+    worker.join(float(seconds))
+    if worker.is_alive():
+        raise TimeoutError(f"{what} took longer than {seconds:g}s in total; abandoned")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def _payload(alerts: list[Alert]) -> dict:
@@ -244,7 +271,9 @@ class WebhookNotifier:
         self.timeout = timeout
 
     def describe(self) -> str:
-        return f"webhook POST {self.url}"
+        from mlops_framework.config import mask_url
+
+        return f"webhook POST {mask_url(self.url)}"
 
     def notify(self, alerts):
         import urllib.request
@@ -252,12 +281,32 @@ class WebhookNotifier:
         if not str(self.url).startswith(("http://", "https://")):
             raise MlopsError(f"webhook url must start with http:// or https://, not {self.url!r}")
         body = json.dumps(_payload(alerts), default=str).encode()
-        request = urllib.request.Request(
-            self.url, data=body, method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "mlops-framework", **(self.headers or {})},
-        )
-        with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # raises HTTPError on 4xx/5xx
-            reply.read()
+        url, credentials = _split_credentials(str(self.url))
+        headers = {"Content-Type": "application/json", "User-Agent": "mlops-framework"}
+        if credentials:  # user:password@ in the url: sent as HTTP Basic authentication, as curl does
+            import base64
+
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        headers.update({str(k): str(v) for k, v in (self.headers or {}).items()})
+        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+
+        def post():
+            with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # HTTPError on 4xx/5xx
+                reply.read()
+
+        within_deadline(post, self.timeout, "webhook POST")
+
+
+def _split_credentials(url):
+    """``http://user:pw@host/x`` -> (``http://host/x``, ``user:pw``) with percent-escapes decoded."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), f"{unquote(user)}:{unquote(password)}"
 
 
 class EmailNotifier:
@@ -294,12 +343,18 @@ class EmailNotifier:
         message["From"] = self.sender
         message["To"] = ", ".join(self._recipients())
         message.set_content("\n".join(a.message for a in alerts) + "\n\n" + json.dumps(_payload(alerts), indent=1, default=str))
-        with smtplib.SMTP(self.host, int(self.port), timeout=self.timeout) as smtp:
-            if self.starttls:
-                smtp.starttls()
-            if self.username:
-                password = os.environ.get(self.password_env or "", None)
-                if password is None:
-                    raise MlopsError(f"email notifier: set the environment variable {self.password_env or '(password_env)'}")
-                smtp.login(self.username, password)
-            smtp.send_message(message)
+        password = None
+        if self.username:
+            password = os.environ.get(self.password_env or "", None)
+            if password is None:
+                raise MlopsError(f"email notifier: set the environment variable {self.password_env or '(password_env)'}")
+
+        def send():
+            with smtplib.SMTP(self.host, int(self.port), timeout=self.timeout) as smtp:
+                if self.starttls:
+                    smtp.starttls()
+                if self.username:
+                    smtp.login(self.username, password)
+                smtp.send_message(message)
+
+        within_deadline(send, self.timeout, "email")

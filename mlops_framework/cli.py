@@ -8,6 +8,7 @@ from mlops_framework import registry_views
 from mlops_framework.errors import MlopsError
 
 EXIT_USER_ERROR = 2
+_RESOURCE_ERRORS = (28, 30, 13, 122)  # ENOSPC, EROFS, EACCES, EDQUOT: one message, not a traceback
 
 
 def main(argv=None):
@@ -27,7 +28,7 @@ def main(argv=None):
             return _sweep(rest)
         raise MlopsError(f"unknown command {command!r}; commands: run, plan, registry, sweep (see mlops --help)")
     except MlopsError as error:
-        print(f"mlops: error: {error}", file=sys.stderr)
+        print(f"mlops: error: {_scrubbed(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # Ctrl-C: a sweep's workers are already stopped (mlops_framework.workers)
         print("mlops: interrupted", file=sys.stderr)
@@ -37,6 +38,18 @@ def main(argv=None):
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 1
+    except OSError as error:
+        if error.errno not in _RESOURCE_ERRORS:
+            raise
+        print(f"mlops: error: {error.strerror}: {error.filename or ''} (nothing more was written)".rstrip(),
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _scrubbed(error):
+    from mlops_framework.config import scrub
+
+    return scrub(str(error))
 
 
 def _components():
@@ -81,7 +94,7 @@ def execute(cfg, components, output_dir, *, keep_model_in=None):
     from mlops_framework import config, runner, tracking
 
     config.check(cfg, components)
-    resolved = config.resolved(cfg)
+    resolved = config.resolved(cfg)  # secrets redacted: what trackers log and files hold
     trackers = tracking.build_trackers(resolved, components)  # their keys checked before anything is written
     registry = None
     if keep_model_in is not None:
@@ -89,7 +102,9 @@ def execute(cfg, components, output_dir, *, keep_model_in=None):
 
         registry = LocalRegistry(keep_model_in)
     with tracking.track(trackers, components) as begin:  # one run in each tracker (tracker=[local,mlflow])
-        result = runner.execute(resolved, components, output_dir, announce=begin, registry=registry)
+        # the values with their secrets: they reach notifiers and connections intact; what is written is redacted
+        result = runner.execute(config.resolved_values(cfg), components, output_dir, announce=begin,
+                                registry=registry)
     print("\n".join(result.lines()))
     return result.to_dict()
 
@@ -104,6 +119,7 @@ def _run(overrides):
     from mlops_framework import config
 
     components = _components()
+    config.register_resolvers()
 
     def task(cfg):
         from mlops_framework.sweep_record import keep_trial_model
@@ -111,11 +127,22 @@ def _run(overrides):
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
             output_dir = HydraConfig.get().runtime.output_dir
+            config.scrub_hydra_files(output_dir)  # written by Hydra before this
             return execute(cfg, components, output_dir, keep_model_in=keep_trial_model(HydraConfig.get(), output_dir))
         except MlopsError as error:
-            print(f"mlops: error: {error}", file=sys.stderr)
+            print(f"mlops: error: {_scrubbed(error)}", file=sys.stderr)
             if multirun:  # one failed trial: the others go on; the sweep reports it at the end (sweeps.py)
                 return {"error": str(error)}
+            raise SystemExit(EXIT_USER_ERROR) from None
+        except BrokenPipeError:  # `mlops run ... | head -2`: the run is done, only its printing stopped
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return None
+        except OSError as error:
+            if multirun or error.errno not in _RESOURCE_ERRORS:
+                raise
+            print(f"mlops: error: {error.strerror}: {error.filename or ''}".rstrip(), file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
         except Exception as error:
             if not multirun:
@@ -382,7 +409,7 @@ def _sweep_rerun(sweep_dir, register=None):
     print(f"rerun    {record['command']}\ninto     {new_dir}"
           + ("" if register else "\n         (registering nothing, moving no alias: --register best|all to do so)"),
           flush=True)
-    result = subprocess.run(command, cwd=cwd, env={**os.environ, **record.get("env", {})})
+    result = subprocess.run(command, cwd=cwd, env={**os.environ, **_harmless_env(record.get("env"))})
     old, new = leaderboard(sweep_dir), leaderboard(new_dir)
     old_rows = {row["trial"]: row for row in old["rows"]}
     differences = []
@@ -399,6 +426,21 @@ def _sweep_rerun(sweep_dir, register=None):
         return 1
     print(f"same     params and metrics in all {len(new['rows'])} trials")
     return result.returncode
+
+
+def _harmless_env(recorded):
+    """The recorded variables a rerun may take from ``sweep.json``: only ``RERUN_ENV``. Anything that
+    loads code (PYTHONPATH, MLOPS_PLUGINS, LD_PRELOAD...) is ignored, with a note: a file must not
+    choose what runs."""
+    from mlops_framework.sweep_record import RECORD, RERUN_ENV
+
+    recorded = recorded if isinstance(recorded, dict) else {}
+    taken = {k: str(v) for k, v in recorded.items() if k in RERUN_ENV and isinstance(v, (str, int))}
+    ignored = sorted(str(k) for k in recorded if k not in taken)
+    if ignored:
+        print(f"note     not taken from {RECORD}: {', '.join(ignored)} (set them yourself if you trust them)",
+              file=sys.stderr)
+    return taken
 
 
 def options_first(argv, flags=("--json",)):

@@ -1,12 +1,65 @@
 """Where the configs live, how they are composed, and the checks made once, before anything runs."""
 
+import os
 import re
 from pathlib import Path
 
 from mlops_framework.errors import MlopsError
 
-SECRET_KEY = re.compile(r"pass(word|phrase)|secret|token|private_key(?!_file)", re.IGNORECASE)
+SECRET_KEY = re.compile(
+    r"pass(word|phrase|code|wd)|pwd|secret|token|credential|authori[sz]ation|api[_-]?key|private_key(?!_file$)"
+    r"|(^|[_-])key$",
+    re.IGNORECASE)
 REDACTED = "**redacted**"
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@", re.IGNORECASE)
+_SECRET_VALUES: set[str] = set()
+
+
+def read_secret(*reference):
+    """The ``${secret:...}`` resolver: ``${secret:NAME}`` reads environment variable NAME,
+    ``${secret:file:PATH}`` (or ``${secret:file,PATH}``) the first line of a file. The value is
+    remembered so that every file and message the framework writes shows ``**redacted**`` instead."""
+    parts = [str(part) for part in reference]
+    if len(parts) == 1 and parts[0].startswith("file:"):
+        parts = ["file", parts[0].removeprefix("file:")]
+    if len(parts) == 2 and parts[0] == "file":
+        try:
+            value = Path(parts[1]).expanduser().read_text().strip()
+        except OSError as error:
+            raise MlopsError(f"secret file {parts[1]!r} cannot be read: {error.strerror}") from None
+    elif len(parts) == 1 and parts[0]:
+        if parts[0] not in os.environ:
+            raise MlopsError(f"secret environment variable {parts[0]!r} is not set")
+        value = os.environ[parts[0]]
+    else:
+        raise MlopsError("a secret reference is ${secret:ENV_NAME} or ${secret:file:PATH}")
+    remember_secret(value)
+    return value
+
+
+def remember_secret(value):
+    """Treat ``value`` as a secret for the rest of the process: ``scrub`` replaces it wherever it appears."""
+    if isinstance(value, str) and len(value) >= 4 and value != REDACTED:
+        _SECRET_VALUES.add(value)
+
+
+def register_resolvers():
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("secret", read_secret, replace=True, use_cache=False)
+
+
+def mask_url(url):
+    """``scheme://user:password@host/...`` -> ``scheme://**redacted**@host/...``; other text unchanged."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", str(url))
+
+
+def scrub(text):
+    """``text`` with every remembered secret value and URL credentials replaced by ``**redacted**``."""
+    text = mask_url(text)
+    for value in sorted(_SECRET_VALUES, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return text
 
 
 def conf_dir():
@@ -43,6 +96,7 @@ def compose(overrides, components):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    register_resolvers()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="mlops"):
             return hydra_compose("config", overrides=[*overrides, *search_path_overrides(components)])
@@ -65,33 +119,110 @@ def check(cfg, components):
         raise MlopsError(f"unknown top-level config keys: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     from omegaconf.errors import OmegaConfBaseException
 
+    register_resolvers()
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
-    except OmegaConfBaseException as error:  # e.g. an interpolation of a key this combination lacks
-        raise MlopsError(f"config cannot be resolved: {str(error).splitlines()[0]}") from None
+    except OmegaConfBaseException as error:
+        raise _resolution_error(error) from None
     if missing:
         hint = " ".join(f"{key}=..." for key in missing)
         raise MlopsError(f"missing required config values: {', '.join(missing)} (set them, e.g. {hint})")
 
 
 def resolved(cfg):
-    """The config as plain data with interpolations resolved and secret-looking values redacted."""
+    """The config as plain data with interpolations resolved and secret values redacted: what is
+    written and printed. ``resolved_values`` gives the same with the secrets, for the run itself."""
+    return redact(resolved_values(cfg))
+
+
+def resolved_values(cfg):
+    """The config as plain data with interpolations resolved, secrets included (never write this).
+    Every value under a secret-looking key is remembered as a secret (see ``scrub``)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    register_resolvers()
     try:
         data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as error:
-        raise MlopsError(f"config cannot be resolved: {error}") from error
-    return redact(data)
+        raise _resolution_error(error) from None
+    redact(data, remember=True)
+    return data
 
 
-def redact(data):
+def _resolution_error(error):
+    """One line for an interpolation that cannot be resolved: unknown key, unset variable, cycle."""
+    cause = error.__cause__ if isinstance(error.__cause__, MlopsError) else error
+    message = str(cause).split("\n")[0].strip()
+    key = getattr(error, "full_key", None)
+    where = f" (at {key})" if key else ""
+    return MlopsError(f"config cannot be resolved{where}: {scrub(message)}")
+
+
+def redact(data, *, remember=False):
+    """``data`` with values under secret-looking keys (password, pwd, passcode, secret, token, key,
+    credential, private_key, authorization...) and remembered secret values replaced by
+    ``**redacted**``, and credentials in URLs masked."""
     if isinstance(data, dict):
-        return {
-            key: REDACTED if SECRET_KEY.search(str(key)) and value is not None else redact(value)
-            for key, value in data.items()
-        }
+        redacted = {}
+        for key, value in data.items():
+            if SECRET_KEY.search(str(key)) and value is not None and not isinstance(value, (dict, list)):
+                if remember:
+                    remember_secret(str(value))
+                redacted[key] = REDACTED
+            else:
+                redacted[key] = redact(value, remember=remember)
+        return redacted
     if isinstance(data, list):
-        return [redact(item) for item in data]
+        return [redact(item, remember=remember) for item in data]
+    if isinstance(data, str):
+        if remember:
+            for match in _URL_CREDENTIALS.finditer(data):
+                remember_secret(match["userinfo"].partition(":")[2])
+        return scrub(data)
+    return data
+
+
+def scrub_hydra_files(output_dir):
+    """Rewrite Hydra's own record of a run (``.hydra/config.yaml``, ``overrides.yaml``, ``hydra.yaml``)
+    with secrets redacted: values given on the command line or under secret-looking keys."""
+    import yaml
+
+    hydra_dir = Path(output_dir) / ".hydra"
+    paths = sorted(hydra_dir.glob("*.yaml"), key=lambda p: p.name != "config.yaml") if hydra_dir.is_dir() else []
+    for path in paths:  # config.yaml first: the values under its secret keys are then scrubbed everywhere
+        data = yaml.safe_load(path.read_text())
+        _remember_override_secrets(data)
+        text = scrub(yaml.safe_dump(redact(_redact_overrides(data), remember=True), sort_keys=False))
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def _override_secret(item):
+    if isinstance(item, str) and "=" in item:
+        key, value = item.split("=", 1)
+        if SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+            return key, value
+    return None
+
+
+def _remember_override_secrets(data):
+    if isinstance(data, dict):
+        for value in data.values():
+            _remember_override_secrets(value)
+    elif isinstance(data, list):
+        for item in data:
+            found = _override_secret(item)
+            if found:
+                remember_secret(found[1])
+            _remember_override_secrets(item)
+
+
+def _redact_overrides(data):
+    if isinstance(data, dict):
+        return {key: _redact_overrides(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [f"{_override_secret(item)[0]}={REDACTED}" if _override_secret(item) else _redact_overrides(item)
+                for item in data]
     return data

@@ -50,7 +50,9 @@ def package_versions():
 
 def lineage(config, data_fingerprint):
     """The resolved (secret-free) config, the training data's fingerprint, the git commit, package versions."""
-    return {"config": config, "data_fingerprint": data_fingerprint, "git_commit": git_commit(),
+    from mlops_framework.config import redact
+
+    return {"config": redact(config), "data_fingerprint": data_fingerprint, "git_commit": git_commit(),
             "packages": package_versions()}
 
 
@@ -66,6 +68,11 @@ class Provenance:
     stage reads the config: the resolved, secret-free config and its hash."""
 
     config: dict
+
+    def __post_init__(self):  # the run's config holds its secrets; what is recorded must not
+        from mlops_framework.config import redact
+
+        object.__setattr__(self, "config", redact(self.config))
 
     @property
     def config_hash(self) -> str:

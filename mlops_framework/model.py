@@ -7,7 +7,8 @@ from mlops_framework.errors import MlopsError
 
 XGBOOST_FILE = "model.ubj"
 SKOPS_FILE = "model.skops"
-TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")  # skops artifacts may only hold these libraries' types
+TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
+POSITIVE_COUNTS = ("n_estimators", "max_iter", "num_parallel_tree")  # a model of zero trees must not register  # skops artifacts may only hold these libraries' types
 
 
 def build_estimator(target, params, *, encoding="onehot"):
@@ -24,10 +25,25 @@ def build_estimator(target, params, *, encoding="onehot"):
         if not cls.__module__.startswith("xgboost"):
             raise MlopsError(f"features.encoding=native needs an XGBoost model, not {target}")
         params.setdefault("enable_categorical", True)
+    check_counts(params)
     try:
-        return cls(**params)
+        estimator = cls(**params)
     except TypeError as error:
         raise MlopsError(f"model.params do not fit {target}: {error}") from error
+    if hasattr(estimator, "_parameter_constraints"):  # scikit-learn's own parameter constraints, before fitting
+        try:
+            estimator._validate_params()
+        except (ValueError, TypeError) as error:
+            raise MlopsError(f"model.params do not fit {target}: {error}") from None
+    return estimator
+
+
+def check_counts(params):
+    """Refuse a count parameter (``POSITIVE_COUNTS``) below 1: it would train and register an empty model."""
+    for key in POSITIVE_COUNTS:
+        value = (params or {}).get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise MlopsError(f"model.params.{key} must be a whole number of at least 1, not {value!r}")
 
 
 class TrainedModel:

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypedDict
 
+from mlops_framework.config import redact
 from mlops_framework.errors import MlopsError
 from mlops_framework.lineage import Provenance
 from mlops_framework.plugins import check_arguments
@@ -45,6 +46,14 @@ class ModelSpec:
     _target_: str
     params: dict = field(default_factory=dict)
     threshold: float = 0.5
+
+    def __post_init__(self):
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not 0 < self.threshold < 1:
+            raise MlopsError(f"model.threshold must be a number between 0 and 1 (exclusive), not {self.threshold!r}")
+        from mlops_framework.model import check_counts
+
+        check_counts(self.params)
 
     def build(self, encoding):
         from mlops_framework.model import build_estimator
@@ -270,7 +279,7 @@ def build_run(config, components, *, output_dir=None):
         model=_spec(ModelSpec, config["model"], "model"),
         split=_spec(SplitSpec, config["split"], "split"),
         registry=build_registry(config, components),
-        registration=_spec(Registration, {**registration, "tags": config.get("tags") or {}}, "registry"),
+        registration=_spec(Registration, {**registration, "tags": redact(config.get("tags") or {})}, "registry"),
         scoring=_spec(Scoring, {**scoring_values, "sink": sink, "source": scoring_source}, "scoring"),
         backend=components.build("backend", config["backend"], where="backend"),
         hook=components.pm.hook,

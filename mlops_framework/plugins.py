@@ -154,5 +154,43 @@ def check_arguments(cls, values, *, where):
     for name in accepted:
         if parameters[name].default is inspect.Parameter.empty and name not in values:
             problems.append(f"missing required value {where}.{name}")
+    hints = _type_hints(cls)
+    for key, value in values.items():
+        expected = _expected_types(hints.get(key))
+        if expected and not _is_instance(value, expected):
+            names = " or ".join(t.__name__ for t in expected if t is not type(None))
+            problems.append(f"{where}.{key} must be {names}, not {value!r} ({type(value).__name__})")
     if problems:
         raise MlopsError("; ".join(problems) + f". {where} accepts: {', '.join(accepted)}")
+
+
+def _type_hints(cls):
+    import typing
+
+    try:
+        return typing.get_type_hints(cls.__init__ if not hasattr(cls, "__dataclass_fields__") else cls)
+    except Exception:  # unresolvable annotations: no type check, as before
+        return {}
+
+
+def _expected_types(annotation):
+    """The plain types an annotation allows (``float | None`` -> float, NoneType), or () for anything."""
+    import types
+    import typing
+
+    if annotation is None or annotation is typing.Any:
+        return ()
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or \
+        typing.get_origin(annotation) is typing.Union else (annotation,)
+    plain = tuple(typing.get_origin(o) or o for o in options)
+    if not all(o in (str, int, float, bool, dict, list, type(None)) for o in plain):
+        return ()
+    return plain
+
+
+def _is_instance(value, expected):
+    if isinstance(value, bool):
+        return bool in expected
+    if isinstance(value, int) and float in expected:
+        return True
+    return isinstance(value, expected)

@@ -97,9 +97,17 @@ class LocalRegistry:
         try:
             staging.chmod(0o755)
             (staging / ARTIFACT_DIR).mkdir()
-            model.save(staging / ARTIFACT_DIR)
+            try:
+                model.save(staging / ARTIFACT_DIR)
+                if sample_input is not None:
+                    sample_input.head(SAMPLE_ROWS).to_parquet(staging / SAMPLE_FILE)
+            except MlopsError:
+                raise
+            except Exception as error:  # disk full, quota: XGBoost raises its own error with a native stack
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise MlopsError(f"could not save version of model {model_name!r} under {self.root}: "
+                                 f"{first}; nothing was registered") from None
             if sample_input is not None:
-                sample_input.head(SAMPLE_ROWS).to_parquet(staging / SAMPLE_FILE)
                 record["sample_input"] = SAMPLE_FILE
             record["files"] = _checksums(staging)
             _fsync_tree(staging)
@@ -107,7 +115,7 @@ class LocalRegistry:
                 name = version_name or _next_version(model_dir)
                 if (model_dir / "versions" / name).exists():
                     raise MlopsError(f"model {model_name!r} already has a version {name!r}")
-                if name.upper() in _read_json(model_dir / "aliases.json", {}):
+                if name.upper() in _current_aliases(model_dir):
                     raise MlopsError(f"{name!r} is already an alias of model {model_name!r}")
                 record["version_name"] = name
                 record["created_on"] = _now()
@@ -131,7 +139,7 @@ class LocalRegistry:
         model_dir = self._existing_model(model_name)
         with _locked(model_dir):
             self._version_dir(model_dir, version_name)
-            pointing = sorted(a for a, v in _read_json(model_dir / "aliases.json", {}).items()
+            pointing = sorted(a for a, v in _current_aliases(model_dir).items()
                               if v == version_name)
             if pointing:
                 raise MlopsError(f"version {version_name!r} of model {model_name!r} is still the "
@@ -161,7 +169,7 @@ class LocalRegistry:
             out.append({
                 "name": record["name"], "comment": record.get("comment"), "tags": record.get("tags", {}),
                 "versions": len(_version_names(model_dir)),
-                "aliases": _read_json(model_dir / "aliases.json", {}),
+                "aliases": _current_aliases(model_dir),
                 "created_on": record.get("created_on"),
             })
         return out
@@ -244,7 +252,7 @@ class LocalRegistry:
         alias = str(alias).upper()
         model_dir = self._existing_model(model_name)
         with _locked(model_dir):
-            aliases = _read_json(model_dir / "aliases.json", {})
+            aliases = _current_aliases(model_dir)
             previous = _previous_holders(self.history(model_name), alias)
             target = previous[-1] if previous else None
             if target is None:
@@ -261,7 +269,7 @@ class LocalRegistry:
         model_dir = self._existing_model(model_name)
         alias = alias.upper()
         with _locked(model_dir):
-            aliases = _read_json(model_dir / "aliases.json", {})
+            aliases = _current_aliases(model_dir)
             if alias not in aliases:
                 raise MlopsError(f"model {model_name!r} has no alias {alias!r}; "
                                  f"aliases: {_listing(aliases)}")
@@ -269,18 +277,13 @@ class LocalRegistry:
 
     def aliases(self, model_name: str) -> dict[str, str]:
         """alias -> version name."""
-        return _read_json(self._existing_model(model_name) / "aliases.json", {})
+        return _current_aliases(self._existing_model(model_name))
 
     def history(self, model_name: str) -> list[dict]:
         """Every alias move, oldest first: when, actor, alias, old_version, new_version, reason, metrics,
         event (``set``, ``unset``, ``rollback``, ``refused``: the alias did not move, or ``deleted``: the
         version ``old_version`` was deleted, ``alias`` None) and config_hash."""
-        path = self._existing_model(model_name) / "history.jsonl"
-        if not path.exists():
-            return []
-        text = path.read_text()
-        lines = text.split("\n")[:-1]  # a torn last line (crash mid-append) has no newline
-        return [json.loads(line) for line in lines if line]
+        return _read_history(self._existing_model(model_name))
 
     # ---- model-level metadata ---------------------------------------------------------------
 
@@ -315,7 +318,7 @@ class LocalRegistry:
         path = model_dir / "versions" / version_or_alias
         if NAME_RE.match(version_or_alias or "") and (path / "version.json").exists():
             return path
-        aliases = _read_json(model_dir / "aliases.json", {})
+        aliases = _current_aliases(model_dir)
         target = aliases.get((version_or_alias or "").upper())
         if target is None:
             raise MlopsError(f"model {model_name!r} has no version or alias {version_or_alias!r}; "
@@ -336,7 +339,7 @@ class LocalRegistry:
             _write_json_atomic(path, record)
 
     def _entry(self, model_dir, alias, new_version, actor, reason, metrics, event, config_hash) -> dict:
-        aliases = _read_json(model_dir / "aliases.json", {})
+        aliases = _current_aliases(model_dir)
         return {
             "when": _now(), "actor": actor or _user(), "alias": alias,
             "old_version": aliases.get(alias), "new_version": new_version,
@@ -345,8 +348,11 @@ class LocalRegistry:
 
     def _append_history(self, model_dir, entry) -> dict:
         line = (_dumps(entry, indent=None) + "\n").encode()
-        fd = os.open(model_dir / "history.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(model_dir / "history.jsonl", os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash: drop it first
+                os.ftruncate(fd, size - len(os.pread(fd, size, 0).rsplit(b"\n", 1)[-1]))
             os.write(fd, line)
             os.fsync(fd)
         finally:
@@ -355,8 +361,11 @@ class LocalRegistry:
 
     def _move_alias(self, model_dir, alias, new_version, actor, reason, metrics, *, event=None,
                     config_hash=None) -> dict:
-        """Record the move in history, then apply it. Call under the lock."""
-        aliases = _read_json(model_dir / "aliases.json", {})
+        """Record the move in history, then apply it. Call under the lock.
+
+        The history line is the commit point: a crash after it and before ``aliases.json`` is written
+        is repaired on read, since ``_current_aliases`` replays the history over ``aliases.json``."""
+        aliases = _current_aliases(model_dir)
         event = event or ("set" if new_version is not None else "unset")
         entry = self._append_history(model_dir, self._entry(
             model_dir, alias, new_version, actor, reason, metrics, event, config_hash))
@@ -366,6 +375,46 @@ class LocalRegistry:
             aliases[alias] = new_version
         _write_json_atomic(model_dir / "aliases.json", dict(sorted(aliases.items())))
         return entry
+
+
+def _read_history(model_dir: pathlib.Path) -> list[dict]:
+    path = model_dir / "history.jsonl"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for number, line in enumerate(text.split("\n")[:-1], 1):  # a torn last line (crash mid-append) has no newline
+        if not line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict):
+            raise MlopsError(f"{path} line {number} is not a history record; repair or remove that line")
+        entries.append(entry)
+    return entries
+
+
+def _current_aliases(model_dir: pathlib.Path) -> dict:
+    """``aliases.json`` with the history replayed over it: the last move of each alias wins, so a move
+    whose history line was written but whose ``aliases.json`` write was cut short still counts."""
+    aliases = _read_json(model_dir / "aliases.json", {})
+    if not isinstance(aliases, dict):
+        raise MlopsError(f"{model_dir / 'aliases.json'} is not an alias map; repair or remove it")
+    for entry in _read_history(model_dir):
+        if entry.get("event") == "refused" or not entry.get("alias"):
+            continue
+        if entry.get("new_version") is None:
+            aliases.pop(entry["alias"], None)
+        else:
+            aliases[entry["alias"]] = entry["new_version"]
+    for alias, target in aliases.items():
+        if not isinstance(target, str) or not NAME_RE.match(target):
+            raise MlopsError(f"alias {alias!r} in {model_dir / 'aliases.json'} points at {target!r}, "
+                             f"which is not a version name; refused")
+    return dict(sorted(aliases.items()))
 
 
 def _previous_holders(history: list[dict], alias: str) -> list:
@@ -449,6 +498,8 @@ def _read_json(path: pathlib.Path, default):
         return json.loads(path.read_text())
     except FileNotFoundError:
         return default
+    except (ValueError, UnicodeDecodeError):
+        raise MlopsError(f"{path} is not valid JSON (a damaged registry file); repair or remove it") from None
 
 
 def _write_new(path: pathlib.Path, text: str) -> None:

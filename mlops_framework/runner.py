@@ -96,6 +96,7 @@ def execute(resolved: dict, components, output_dir, *, announce=None, registry=N
     the configured one (a sweep's trial keeps its model in its own directory: ``mlops_framework.sweeps``)."""
     import yaml
 
+    from mlops_framework.config import redact
     from mlops_framework.pipeline import build_run
 
     output_dir = Path(output_dir)
@@ -103,7 +104,7 @@ def execute(resolved: dict, components, output_dir, *, announce=None, registry=N
     if registry is not None:
         run.registry = registry
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    (output_dir / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(redact(resolved), sort_keys=False))
     if announce:
         announce(run)
     run.backend.execute(run)

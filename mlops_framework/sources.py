@@ -187,8 +187,7 @@ class _Source:
             if twice:
                 raise MlopsError(f"columns lists {', '.join(map(repr, twice))} more than once")
         if self.where is not None:
-            if not isinstance(self.where, str) or not self.where.strip():
-                raise MlopsError(f"where must be a SQL condition such as \"WEEK <= 5\", got {self.where!r}")
+            check_sql_expression(self.where, where="where")
             try:  # the condition may use the whole table as `data`, e.g. TS > (SELECT median(TS) FROM data)
                 rel = rel.query("data", f"SELECT * FROM data WHERE {self.where}")
             except duckdb.Error as e:
@@ -513,6 +512,21 @@ def _csv_header(fs, url, delimiter, path) -> tuple[list[str], str]:
     return names, delimiter
 
 
+def _refuse_duplicate_header(con, url, options, columns, label):
+    """DuckDB renames a repeated header name (``X``, ``X_1``): refuse such a file, naming the columns."""
+    import re
+
+    suspects = [c for c in columns if (m := re.fullmatch(r"(.+)_\d+", c)) and m[1] in columns]
+    if not suspects:
+        return
+    opts = [o for o in options if o != "header = true"] + ["header = false", "all_varchar = true"]
+    header = con.sql(f"SELECT * FROM read_csv({sql_string(url)}, {', '.join(opts)}) LIMIT 1").fetchall()[0]
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise MlopsError(f"CSV {label} has the column(s) {', '.join(map(repr, twice))} more than once; "
+                         f"rename them in the header")
+
+
 class ParquetSource(_FileSource):
     """Parquet: one file, a directory of files (searched recursively; names starting with ``_`` or
     ``.`` are skipped) or a glob such as ``gs://bucket/loans/*.parquet``; local or any fsspec URL."""
@@ -588,6 +602,25 @@ def _one_line(exc: BaseException) -> str:
     else:
         line = lines[0]
     return line if len(line) <= 300 else line[:297] + "..."
+
+
+def check_sql_expression(text, *, where: str) -> str:
+    """Refuse a SQL fragment taken from config unless it is ONE boolean expression (``WEEK <= 5``).
+
+    DuckDB's own parser splits ``SELECT * FROM t WHERE (<text>)`` into statements: a second statement
+    (``; ATTACH ...; DROP TABLE ...``), an unbalanced parenthesis or a comment cutting the query short
+    is refused before anything runs. Return ``text`` unchanged."""
+    import duckdb
+
+    if not isinstance(text, str) or not text.strip():
+        raise MlopsError(f"{where} must be a SQL condition such as \"WEEK <= 5\", got {text!r}")
+    try:
+        statements = duckdb.extract_statements(f"SELECT * FROM t WHERE ({text}\n)")
+    except duckdb.Error as error:
+        raise MlopsError(f"bad {where} {text!r}: {_one_line(error)}") from None
+    if len(statements) != 1:
+        raise MlopsError(f"{where} must be one SQL expression, not several statements: {text!r}")
+    return text
 
 
 def _sql_list(values: list[str]) -> str:

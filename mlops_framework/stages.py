@@ -79,11 +79,13 @@ def train(run):
     splits = _need(run, "splits", "train")
     estimator = run.model.build(run.features.encoding)
     X_train, y_train = splits["train"]
+    _refuse_infinite(X_train)
     progress = _BoostingProgress.attach(estimator) if _on_a_terminal() else None
     try:
         estimator.fit(X_train, y_train)
-    except ValueError as error:
-        raise MlopsError(f"training {run.model._target_} failed: {error}") from error
+    except ValueError as error:  # XGBoostError too; its text carries a native stack: keep the first line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise MlopsError(f"training {run.model._target_} failed: {first}") from None
     finally:
         if progress:
             progress.detach(estimator)
@@ -145,6 +147,18 @@ class _BoostingProgress:
 
     def detach(self, estimator):
         estimator.set_params(callbacks=self.previous)
+
+
+def _refuse_infinite(X):
+    import numpy as np
+
+    numeric = X.select_dtypes("number") if hasattr(X, "select_dtypes") else None
+    if numeric is None or numeric.empty:
+        return
+    infinite = [str(c) for c in numeric.columns if np.isinf(numeric[c].to_numpy(dtype=float)).any()]
+    if infinite:
+        raise MlopsError(f"training features hold infinite values (inf) in {', '.join(infinite)}; "
+                         f"replace or drop them in the data")
 
 
 def classification_metrics(y_true, scores, threshold):

@@ -34,6 +34,7 @@ DEFAULT_ALIAS = "SWEEP_BEST"
 REGISTER_POLICIES = ("best", "all", "none")
 DEFAULT_REGISTER = "best"
 RECORDED_ENV = ("MLOPS_HOME", "MLOPS_PLUGINS", "MLOPS_DISABLE_PLUGINS", "OMP_NUM_THREADS")
+RERUN_ENV = ("MLOPS_HOME", "OMP_NUM_THREADS")  # what `sweep rerun` takes back from sweep.json: nothing that loads code
 SEED_KEYS = ("seed", "random_state")
 
 

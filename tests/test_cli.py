@@ -248,7 +248,11 @@ def test_killed_scoring_run_leaves_the_previous_table_intact(mlops, home, tmp_pa
     deadline = time.time() + 120
     while time.time() < deadline and len(list((home / "runs").iterdir())) == runs_before and proc.poll() is None:
         time.sleep(0.05)
-    time.sleep(2.5)  # the run directory is written just before the stages start; scoring 8M rows takes longer
+    warehouse = home / "warehouse.duckdb"
+    size_before = warehouse.stat().st_size
+    while time.time() < deadline and proc.poll() is None and warehouse.stat().st_size <= size_before \
+            and not warehouse.with_name(warehouse.name + ".wal").exists():
+        time.sleep(0.05)  # writing began: DuckDB spills the open transaction's row groups into the file (or WAL)
     assert proc.poll() is None, "the scoring run finished before it could be killed; make it bigger"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -42,7 +42,10 @@ def test_every_core_option_composes(group, components, home):
     for option in sorted(f.stem for f in (config.conf_dir() / group).glob("*.yaml")):
         overrides = [f"{group}={option}"]
         missing = OmegaConf.missing_keys(config.compose(overrides, components))
-        build([*overrides, *(f"{key}=placeholder" for key in missing)], components)
+        run = build([*overrides, *(f"{key}=placeholder" for key in missing)], components)
+        plan = run.backend.plan(run)
+        assert len(plan) == len(run.stages) > 0, f"{group}={option} builds no stages"
+        assert [line.split(":")[0] for line in plan] == [stage.name for stage in run.stages]
 
 
 def test_defaults_are_the_documented_ones(components, home):

@@ -1,0 +1,524 @@
+"""The standing adversarial suite: hostile config, corrupt registry files, slow endpoints, crashes in the
+middle of multi-file updates, secrets given in every place a secret can be given. Each case asserts one
+message (no traceback), exit 2 where the CLI is involved, and a registry and warehouse byte-identical to
+before. Add a case here for every new attack."""
+
+import hashlib
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from run_sizes import SMALL
+from mlops_framework import config
+from mlops_framework.errors import MlopsError
+from mlops_framework.registry import LocalRegistry
+
+CANARIES = {"tag": "CANARY-TAG-91ab", "url": "CANARY-URL-77cd", "header": "CANARY-HDR-5e0f",
+            "env": "CANARY-ENV-3c21"}
+
+
+def snapshot(root):
+    """Every file under ``root`` with its sha256: equal snapshots mean byte-identical trees."""
+    root = Path(root)
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
+def one_message(result):
+    """Exit 2 and exactly one ``mlops: error:`` line, no traceback; the message."""
+    assert result.returncode == 2, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mlops: error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+class _Model:
+    def save(self, directory):
+        (Path(directory) / "weights.txt").write_text("w")
+
+
+def registry_with_versions(root, count=3):
+    registry = LocalRegistry(root)
+    for _ in range(count):
+        registry.log_model(_Model(), model_name="M")
+    return registry
+
+
+# ------------------------------------------------------------------ secrets
+@pytest.mark.parametrize("key", ["db_password", "client_secret", "private_key_file_pwd", "passcode", "X-Token",
+                                 "Authorization", "api_key", "credentials", "private_key", "key", "pwd"])
+def test_redaction_covers_secret_key_patterns(key):
+    assert config.redact({"outer": {key: "hunter2-value"}}) == {"outer": {key: config.REDACTED}}
+
+
+@pytest.mark.parametrize("key", ["private_key_file", "join_keys", "model_name", "partition_by"])
+def test_redaction_keeps_plain_keys(key):
+    assert config.redact({key: "visible"}) == {key: "visible"}
+
+
+def test_urls_with_credentials_are_masked():
+    assert config.redact({"url": "https://bob:s3cr3t@hooks.example.com/x"}) == \
+        {"url": f"https://{config.REDACTED}@hooks.example.com/x"}
+
+
+def test_secret_resolver_reads_environment_and_file(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    config.register_resolvers()
+    monkeypatch.setenv("ADV_SECRET", CANARIES["env"])
+    (tmp_path / "token").write_text("FILE-SECRET-123\n")
+    cfg = OmegaConf.create({"hook": {"headers": {"X-Custom": "${secret:ADV_SECRET}"},
+                                     "other": f"${{secret:file:{tmp_path / 'token'}}}"}})
+    values = config.resolved_values(cfg)
+    assert values["hook"] == {"headers": {"X-Custom": CANARIES["env"]}, "other": "FILE-SECRET-123"}
+    assert CANARIES["env"] not in json.dumps(config.resolved(cfg))
+    assert "FILE-SECRET-123" not in json.dumps(config.resolved(cfg))
+
+
+def test_missing_secret_is_one_message(monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.delenv("ADV_NOT_SET", raising=False)
+    with pytest.raises(MlopsError, match="ADV_NOT_SET"):
+        config.resolved_values(OmegaConf.create({"a": "${secret:ADV_NOT_SET}"}))
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    received = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Receiver.received.append((dict(self.headers), self.path, body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    _Receiver.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], _Receiver.received
+    server.shutdown()
+
+
+def test_secrets_reach_the_webhook_intact_and_no_file_or_output(tmp_path, receiver):
+    """A full run whose alerts fire: the webhook gets the real X-Token and Authorization headers, while no
+    file under the home (Hydra's own included), no registry record and no printed line holds a secret."""
+    port, received = receiver
+    home = tmp_path / "home"
+    hook = (f'{{kind: webhook, url: "http://user:{CANARIES["url"]}@127.0.0.1:{port}/hook", '
+            f'headers: {{X-Token: {CANARIES["header"]}, Authorization: "${{secret:ADV_HOOK_AUTH}}"}}}}')
+    env = {**os.environ, "MLOPS_HOME": str(home), "ADV_HOOK_AUTH": f"Bearer {CANARIES['env']}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops_framework.cli", "run", *SMALL, f"+tags.db_password={CANARIES['tag']}",
+         f"+alerts.notifiers.hook={hook}", "alerts.rules.f1_low.threshold=1.01", "pipeline=lifecycle"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert received, "the webhook was not called"
+    headers = received[0][0]
+    assert headers["X-Token"] == CANARIES["header"]
+    assert headers["Authorization"] == f"Bearer {CANARIES['env']}"  # the header given wins over the url's
+    printed = result.stdout + result.stderr
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.parent.name == ".hydra" for p in files)
+    for canary in CANARIES.values():
+        assert canary not in printed
+        for path in files:
+            assert canary.encode() not in path.read_bytes(), f"{canary} written to {path}"
+
+
+def test_secret_on_the_command_line_never_reaches_hydra_files(tmp_path):
+    """`+tags.db_password=...` of a run that fails its config check: Hydra's files hold no secret either."""
+    home = tmp_path / "home"
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops_framework.cli", "run", f"+tags.db_password={CANARIES['tag']}",
+         "model.threshold=2"],
+        cwd=tmp_path, env={**os.environ, "MLOPS_HOME": str(home)}, capture_output=True, text=True, timeout=300)
+    assert "model.threshold" in one_message(result)
+    hydra_files = list(home.rglob(".hydra/*.yaml"))
+    assert hydra_files
+    for path in hydra_files:
+        assert CANARIES["tag"] not in path.read_text(), path
+    assert not (home / "registry").exists()
+
+
+def test_notifier_warning_masks_url_credentials(capsys):
+    from mlops_framework.alerts import Alert, WebhookNotifier, notify
+
+    hook = WebhookNotifier(url=f"http://user:{CANARIES['url']}@127.0.0.1:9/x", timeout=2)
+    alert = Alert(rule="r", metric="f1", op="<", threshold=0.7, value=0.5, window_start="a", window_end="b")
+    delivery = notify({"hook": hook}, [alert])
+    printed = capsys.readouterr().err
+    assert "failed" in printed and CANARIES["url"] not in printed and CANARIES["url"] not in delivery["hook"]
+
+
+# ------------------------------------------------------------------ hangs
+def test_a_slow_drip_webhook_is_abandoned_at_its_total_deadline():
+    """One byte a second never trips a per-operation socket timeout; the total deadline (3 s) does."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def drip():
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100:
+            if stop.wait(1):
+                break
+            connection.send(bytes([byte]))
+        connection.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    from mlops_framework.alerts import WebhookNotifier
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="3s in total"):
+        WebhookNotifier(url=f"http://127.0.0.1:{listener.getsockname()[1]}/", timeout=3).notify([])
+    elapsed = time.monotonic() - started
+    stop.set()
+    listener.close()
+    assert elapsed < 30, elapsed  # without the deadline: about 140 s
+
+
+# ------------------------------------------------------------------ SQL fragments
+ATTACK = "WEEK <= 1; ATTACH '{path}' AS w; DROP TABLE w.PREDICTIONS; SELECT 0 AS __mlops_row"
+
+
+@pytest.mark.parametrize("text", ["WEEK <= 1; DROP TABLE t", "1=1) ; DROP TABLE t; SELECT (1", "WEEK <= (",
+                                  "", None, 5])
+def test_sql_fragments_must_be_one_expression(text):
+    from mlops_framework.sources import check_sql_expression
+
+    with pytest.raises(MlopsError):
+        check_sql_expression(text, where="data.where")
+
+
+@pytest.mark.parametrize("text", ["WEEK BETWEEN 1 AND 5", "COUNTY_NAME = 'a;b'", "(WEEK < 3) OR (WEEK > 7)"])
+def test_sql_expressions_pass(text):
+    from mlops_framework.sources import check_sql_expression
+
+    assert check_sql_expression(text, where="data.where") == text
+
+
+def test_monitor_baseline_injection_leaves_the_warehouse_intact(tmp_path):
+    import pandas as pd
+
+    from mlops_framework.monitoring import _where_mask
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("CREATE TABLE PREDICTIONS AS SELECT 1 AS WEEK")
+    before = snapshot(tmp_path)
+    with pytest.raises(MlopsError, match="monitor.baseline"):
+        _where_mask(pd.DataFrame({"WEEK": [1, 2]}), ATTACK.format(path=warehouse))
+    assert snapshot(tmp_path) == before
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM PREDICTIONS").fetchall() == [(1,)]
+
+
+# ------------------------------------------------------------------ values checked before any write
+@pytest.mark.parametrize("override, expected", [
+    ("model.params.n_estimators=-5", "n_estimators"),
+    ("model.params.n_estimators=0", "n_estimators"),
+    ("model.threshold=2", "model.threshold"),
+    ("model.threshold=0", "model.threshold"),
+    ("model.threshold=abc", "model.threshold"),
+    ("split.holdout=abc", "split.holdout"),
+    ("scoring.version=123", "scoring.version"),
+    ("scoring.sink.table=2024", "scoring.sink.table"),
+    ("registry.model_name=${nope}", "nope"),
+    ("registry.model_name=${oc.env:ADV_UNSET_VARIABLE}", "ADV_UNSET_VARIABLE"),
+    ("registry.model_name=${secret:ADV_UNSET_VARIABLE}", "ADV_UNSET_VARIABLE"),
+    ("+tags.a=${tags.b}", "tags"),
+    ("scoring.sink.partition_by=WEEK", "scoring.sink.partition_by must be list"),  # not W, E, E, K
+])
+def test_bad_values_are_one_message_in_plan(override, expected, mlops, home):
+    assert expected in one_message(mlops("plan", override))
+    assert not home.exists()
+
+
+def test_bad_values_are_one_message_in_run_and_nothing_registered(mlops, home):
+    for override in ("model.params.n_estimators=-5", "model.threshold=2", "registry.model_name=${nope}"):
+        one_message(mlops("run", *SMALL, override))
+    assert not (home / "registry").exists() and not (home / "warehouse.duckdb").exists()
+
+
+def test_cyclic_interpolation_is_one_message(mlops):
+    assert "Recursive" in one_message(mlops("plan", "+tags.a=${tags.b}", "+tags.b=${tags.a}"))
+
+
+# ------------------------------------------------------------------ corrupt registry files
+@pytest.mark.parametrize("damaged, command", [
+    ("M/aliases.json", ["registry", "show", "M", "PRODUCTION"]),
+    ("M/versions/v1/version.json", ["registry", "versions", "M"]),
+    ("M/model.json", ["registry", "models"]),
+])
+def test_corrupt_registry_files_are_one_message(damaged, command, mlops, home):
+    registry = registry_with_versions(home / "registry", 1)
+    registry.set_alias("M", "v1", "PRODUCTION")
+    (home / "registry" / damaged).write_text('{"torn": ')
+    before = snapshot(home)
+    assert "not valid JSON" in one_message(mlops(*command))
+    assert snapshot(home) == before
+
+
+def test_an_alias_pointing_outside_the_registry_is_refused(tmp_path):
+    registry = registry_with_versions(tmp_path / "registry", 1)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "version.json").write_text(json.dumps({"version_name": "evil"}))
+    (tmp_path / "registry" / "M" / "aliases.json").write_text(json.dumps({"PRODUCTION": "../../outside"}))
+    with pytest.raises(MlopsError, match="not a version name"):
+        registry.get_version("M", "PRODUCTION")
+    with pytest.raises(MlopsError, match="not a version name"):
+        registry.artifact_path("M", "PRODUCTION")
+
+
+def test_a_torn_history_line_is_dropped_and_the_next_move_is_readable(tmp_path):
+    registry = registry_with_versions(tmp_path / "registry", 2)
+    registry.set_alias("M", "v1", "PRODUCTION")
+    with open(tmp_path / "registry" / "M" / "history.jsonl", "a") as f:
+        f.write('{"when": "2026-01-01", "alias": "PROD')  # a crash mid-append
+    registry.set_alias("M", "v2", "PRODUCTION")
+    history = registry.history("M")
+    assert [e["new_version"] for e in history] == ["v1", "v2"]
+    assert registry.aliases("M") == {"PRODUCTION": "v2"}
+
+
+def test_a_corrupt_history_line_is_one_message(tmp_path):
+    registry = registry_with_versions(tmp_path / "registry", 1)
+    registry.set_alias("M", "v1", "PRODUCTION")
+    with open(tmp_path / "registry" / "M" / "history.jsonl", "a") as f:
+        f.write("not json\n")
+    with pytest.raises(MlopsError, match="line 2 is not a history record"):
+        registry.history("M")
+
+
+# ------------------------------------------------------------------ crashes inside multi-file updates
+CRASH_CHILD = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from mlops_framework import registry as module
+
+    root, marker, action, stop_at = sys.argv[1:5]
+    real = module._write_json_atomic
+
+    def stalled(path, data):
+        if Path(path).name == stop_at:
+            Path(marker).write_text("writing began")
+            time.sleep(600)
+        return real(path, data)
+
+    module._write_json_atomic = stalled
+    registry = module.LocalRegistry(root)
+    if action == "move":
+        registry.set_alias("M", "v3", "PRODUCTION")
+    elif action == "rollback":
+        registry.rollback("M", "PRODUCTION")
+""")
+
+
+def kill_when_writing(tmp_path, action, stop_at):
+    """Run ``action`` in a real subprocess, SIGKILL it once it reaches the write of ``stop_at``."""
+    marker = tmp_path / f"marker-{action}"
+    child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(tmp_path / "registry"), str(marker), action,
+                              stop_at])
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, f"the child ended before writing {stop_at}"
+            assert time.monotonic() < deadline, "the child never began writing"
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
+def replayed(history):
+    aliases = {}
+    for entry in history:
+        if entry["event"] == "refused":
+            continue
+        if entry["new_version"] is None:
+            aliases.pop(entry["alias"], None)
+        else:
+            aliases[entry["alias"]] = entry["new_version"]
+    return aliases
+
+
+def test_kill_between_history_and_aliases_write_the_history_replays_to_the_aliases(tmp_path):
+    """PRODUCTION v1 -> v2, then SIGKILL during v2 -> v3 after the history line: the move counts (the history
+    line is the commit point), and a rollback really moves back to v2."""
+    registry = registry_with_versions(tmp_path / "registry", 3)
+    registry.set_alias("M", "v1", "PRODUCTION")
+    registry.set_alias("M", "v2", "PRODUCTION")
+    kill_when_writing(tmp_path, "move", "aliases.json")
+    assert replayed(registry.history("M")) == registry.aliases("M") == {"PRODUCTION": "v3"}
+    assert registry.get_version("M", "PRODUCTION")["version_name"] == "v3"
+    entry = registry.rollback("M", "PRODUCTION")
+    assert (entry["old_version"], entry["new_version"]) == ("v3", "v2")
+    assert replayed(registry.history("M")) == registry.aliases("M") == {"PRODUCTION": "v2"}
+    assert json.loads((tmp_path / "registry" / "M" / "aliases.json").read_text()) == {"PRODUCTION": "v2"}
+
+
+def test_kill_during_rollback_never_reports_a_move_that_did_not_happen(tmp_path):
+    registry = registry_with_versions(tmp_path / "registry", 3)
+    for version in ("v1", "v2", "v3"):
+        registry.set_alias("M", version, "PRODUCTION")
+    kill_when_writing(tmp_path, "rollback", "aliases.json")
+    assert replayed(registry.history("M")) == registry.aliases("M") == {"PRODUCTION": "v2"}
+    entry = registry.rollback("M", "PRODUCTION")
+    assert (entry["old_version"], entry["new_version"]) == ("v2", "v1")
+    assert registry.aliases("M") == {"PRODUCTION": "v1"}
+
+
+# ------------------------------------------------------------------ resources
+def test_disk_full_while_saving_a_model_is_one_message_and_registers_nothing(tmp_path):
+    class FullDisk:
+        def save(self, directory):
+            raise OSError(28, "No space left on device")
+
+    registry = registry_with_versions(tmp_path / "registry", 1)
+    before = snapshot(tmp_path / "registry")
+    with pytest.raises(MlopsError, match="No space left on device; nothing was registered"):
+        registry.log_model(FullDisk(), model_name="M")
+    assert {k: v for k, v in snapshot(tmp_path / "registry").items() if ".staging" not in k} == \
+        {k: v for k, v in before.items() if ".staging" not in k}
+    assert [v["version_name"] for v in registry.versions("M")] == ["v1"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_home_is_one_message(mlops, home):
+    home.mkdir()
+    home.chmod(0o555)
+    try:
+        message = one_message(mlops("run", *SMALL))
+    finally:
+        home.chmod(0o755)
+    assert "ermission denied" in message
+
+
+def test_run_piped_into_head_is_not_a_traceback(home, tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "mlops_framework.cli", "run", *SMALL], cwd=tmp_path,
+                               env={**os.environ, "MLOPS_HOME": str(home)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    process.wait(timeout=300)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr[-3000:]
+
+
+def test_concurrent_writers_wait_their_turn_with_a_bounded_wait(tmp_path):
+    from mlops_framework.local import warehouse_lock
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mlops_framework.local import warehouse_lock\n"
+         "with warehouse_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)", str(warehouse)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(MlopsError, match="busy with another run"):
+            with warehouse_lock(str(warehouse), wait_s=0.5):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with warehouse_lock(str(warehouse), wait_s=5):  # free again once the holder is gone
+        pass
+
+
+# ------------------------------------------------------------------ sweep rerun
+def test_sweep_rerun_takes_no_code_loading_env_from_sweep_json(tmp_path, home):
+    """A sweep.json naming PYTHONPATH (with a sitecustomize that leaves a mark) must not run that code."""
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    mark = tmp_path / "pwned"
+    (evil / "sitecustomize.py").write_text(f"open({str(mark)!r}, 'w').write('ran')\n")
+    sweep = home / "sweeps" / "old"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({
+        "argv": ["-m", "no_such_group=x"], "command": "mlops run -m no_such_group=x", "cwd": str(tmp_path),
+        "env": {"PYTHONPATH": str(evil), "MLOPS_PLUGINS": "evil_plugin", "OMP_NUM_THREADS": "1"}}))
+    result = subprocess.run([sys.executable, "-m", "mlops_framework.cli", "sweep", "rerun", str(sweep)],
+                            cwd=tmp_path, env={**os.environ, "MLOPS_HOME": str(home)},
+                            capture_output=True, text=True, timeout=300)
+    assert not mark.exists(), "code named by sweep.json ran"
+    assert "PYTHONPATH" in result.stderr and "MLOPS_PLUGINS" in result.stderr
+
+
+# ------------------------------------------------------------------ hostile data
+def test_a_csv_with_a_repeated_column_is_refused_before_anything_registers(mlops, home, tmp_path):
+    import pyarrow.csv as pa_csv
+
+    from mlops_framework.synthetic import generate_table
+
+    table = generate_table(weeks=2, rows_per_week=100, seed=1)
+    table = table.append_column("COUNTY_NAME", table["COUNTY_NAME"])  # a second COUNTY_NAME
+    pa_csv.write_csv(table, tmp_path / "twice.csv")
+    message = one_message(mlops("run", "data=csv", f"data.path={tmp_path / 'twice.csv'}", *SMALL[2:]))
+    assert "'COUNTY_NAME' more than once" in message
+    assert not (home / "registry").exists() and not (home / "warehouse.duckdb").exists()
+
+
+def test_webhook_url_credentials_are_sent_as_basic_auth(receiver):
+    import base64
+
+    from mlops_framework.alerts import WebhookNotifier
+
+    port, received = receiver
+    WebhookNotifier(url=f"http://bob:{CANARIES['url']}@127.0.0.1:{port}/x", timeout=10).notify([])
+    assert received[0][0]["Authorization"] == "Basic " + base64.b64encode(f"bob:{CANARIES['url']}".encode()).decode()
+    assert received[0][1] == "/x"
+
+
+def test_inf_in_a_training_feature_is_one_message(mlops, home, tmp_path):
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    from mlops_framework.synthetic import generate_table
+
+    table = generate_table(weeks=2, rows_per_week=100, seed=1)
+    income = table["APPLICANT_INCOME_000S"].to_pylist()
+    income[3] = float("inf")
+    table = table.set_column(table.column_names.index("APPLICANT_INCOME_000S"), "APPLICANT_INCOME_000S",
+                             pa.array(income, pa.float64()))
+    pa_csv.write_csv(table, tmp_path / "inf.csv")
+    message = one_message(mlops("run", "data=csv", f"data.path={tmp_path / 'inf.csv'}", *SMALL[2:]))
+    assert "APPLICANT_INCOME_000S" in message and "inf" in message
+    assert not (home / "registry").exists()
+
+
+def test_only_runs_that_write_a_warehouse_take_its_lock(home):
+    from mlops_framework.local import warehouses
+    from mlops_framework.pipeline import build_run
+    from mlops_framework.plugins import Components, get_plugin_manager
+
+    components = Components(get_plugin_manager())
+
+    def locked(*overrides):
+        cfg = config.compose(list(overrides), components)
+        return warehouses(build_run(config.resolved(cfg), components))
+
+    assert locked() == [str((home / "warehouse.duckdb").resolve())]
+    assert locked("pipeline=train") == []  # sweep trials train in parallel
