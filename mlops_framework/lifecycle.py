@@ -20,7 +20,7 @@ import hashlib
 import inspect
 import json
 
-from mlops_framework.alerts import DRIFT, PERFORMANCE
+from mlops_framework.alerts import DRIFT
 from mlops_framework.errors import MlopsError
 from mlops_framework.pipeline import PromotionSpec, Stage
 from mlops_framework.stages import _need
@@ -166,46 +166,55 @@ def _describe_explain(run):
 
 # ---------------------------------------------------------------------- promote
 def holdout_metrics(model, frame, X, y) -> dict:
-    """Accuracy, macro precision/recall/F1 and ROC AUC of ``model`` on the rows ``X`` (encoded by the
-    candidate) of ``frame``: re-encoded from the raw rows with ``model``'s own contract."""
-    from mlops_framework.monitoring import classification_summary
+    """The task's metrics (``metrics.evaluate``) of ``model`` on the rows ``X`` (encoded by the candidate)
+    of ``frame``: re-encoded from the raw rows with ``model``'s own contract."""
+    from mlops_framework.metrics import evaluate, metric_names
 
-    encoded = model.contract.encode_frame(frame.loc[X.index])
-    truth = model.contract.encode_target(frame.loc[X.index, model.contract.target])
-    scores = model.predict_scores(encoded)
-    summary = classification_summary(truth, scores >= model.threshold, scores)
-    return {key: summary[key] for key in PERFORMANCE}
+    contract = model.contract
+    encoded = contract.encode_frame(frame.loc[X.index])
+    truth = contract.encode_target(frame.loc[X.index, contract.target])
+    result = evaluate(contract.task, truth, model.predict_scores(encoded), threshold=model.threshold,
+                      classes=contract.classes or None)
+    return {key: result.get(key) for key in metric_names(contract.task)}
 
 
 def compare(run, champion_version):
     """Candidate (this run's model) and champion (a registered version, or None) on the same holdout."""
     X, y = _need(run, "splits", "promote")["holdout"]
     frame = _need(run, "frame", "promote")
-    candidate = holdout_metrics(_need(run, "model", "promote"), frame, X, y)
+    model = _need(run, "model", "promote")
+    candidate = holdout_metrics(model, frame, X, y)
     champion = None
     if champion_version is not None:
-        model = run.registry.load_model(run.registration.model_name, champion_version)
-        champion = holdout_metrics(model, frame, X, y)
-    return {"holdout_rows": len(y), "candidate": candidate, "champion": champion}
+        champion_model = run.registry.load_model(run.registration.model_name, champion_version)
+        if champion_model.contract.task != model.contract.task:
+            raise MlopsError(f"the champion {champion_version} is a {champion_model.contract.task} model, the "
+                             f"candidate a {model.contract.task} one: they cannot be compared")
+        champion = holdout_metrics(champion_model, frame, X, y)
+    return {"holdout_rows": len(y), "task": model.contract.task, "candidate": candidate, "champion": champion}
 
 
 def gate(spec: PromotionSpec, comparison: dict, alerts=()) -> tuple[bool, str]:
-    """(passed, reason) for the comparison of ``compare``; ``alerts`` are this run's fired alerts."""
-    metric = spec.metric
+    """(passed, reason) for the comparison of ``compare``; ``alerts`` are this run's fired alerts. The
+    metric's direction (``metrics.higher_is_better``) says what beating the champion means."""
+    from mlops_framework.metrics import better, higher_is_better
+
+    metric = spec.metric_for(comparison.get("task", "binary"))
+    up = higher_is_better(metric)
+    worse, sign = ("<", "+") if up else (">", "-")
     new = comparison["candidate"][metric]
     old = (comparison["champion"] or {}).get(metric)
     problems = []
-    if spec.min_value is not None and (new is None or new < spec.min_value):
-        problems.append(f"{metric} {_num(new)} < min_value {spec.min_value}")
+    if spec.min_value is not None and (new is None or (new < spec.min_value if up else new > spec.min_value)):
+        problems.append(f"{metric} {_num(new)} {worse} {'min_value' if up else 'limit (min_value)'} {spec.min_value}")
     if comparison["champion"] is None:
         if not spec.promote_first:
             problems.append(f"no version holds {spec.alias} and promotion.promote_first is false")
         verdict = f"no champion holds {spec.alias}"
     else:
-        bar = None if old is None else old + spec.min_improvement
-        if new is None or bar is None or new < bar:
-            problems.append(f"{metric} {_num(new)} < champion's {_num(old)} + {spec.min_improvement}")
-        verdict = f"{metric} {_num(new)} vs champion's {_num(old)} + {spec.min_improvement}"
+        if not better(metric, new, old, spec.min_improvement):
+            problems.append(f"{metric} {_num(new)} {worse} champion's {_num(old)} {sign} {spec.min_improvement}")
+        verdict = f"{metric} {_num(new)} vs champion's {_num(old)} {sign} {spec.min_improvement}"
     if spec.block_on_drift_alert:
         drift = sorted({a.rule for a in alerts if a.metric in DRIFT})
         if drift:
@@ -259,8 +268,9 @@ def _describe_promote(run):
     spec = run.promotion or PromotionSpec()
     extra = f" and >= {spec.min_value}" if spec.min_value is not None else ""
     drift = "; refused if a drift alert fired" if spec.block_on_drift_alert else ""
-    line = (f"move {spec.alias.upper()} to the version registered last if its holdout {spec.metric} >= "
-            f"the holder's + {spec.min_improvement}{extra}{drift}; record it in the history either way")
+    metric = spec.metric or "the task's default metric (f1; rmse for regression, lower is better)"
+    line = (f"move {spec.alias.upper()} to the version registered last if its holdout {metric} beats "
+            f"the holder's by {spec.min_improvement}{extra}{drift}; record it in the history either way")
     plan_alias = getattr(run.registry, "plan_alias", None)
     if plan_alias:
         version = run.registration.version_name or "VNEXT"
