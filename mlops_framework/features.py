@@ -503,6 +503,21 @@ def infer_roles(
     return roles
 
 
+def schema_lines(frame: pd.DataFrame, roles: Roles) -> list[str]:
+    """One line per column: its type, nulls, distinct values and role (or why it is not a feature)."""
+    role = {roles.target: "target", **{c: "numeric" for c in roles.numeric},
+            **{c: "categorical" for c in roles.categorical}}
+    for column, reason in (roles.skipped or {}).items():
+        role[column] = f"not a feature: {reason}"
+    width = max(len(str(c)) for c in frame.columns)
+    lines = [f"{'column':<{width}}  {'type':<14} {'nulls':>7} {'distinct':>9}  role"]
+    for column in frame.columns:
+        series = frame[column]
+        lines.append(f"{str(column):<{width}}  {str(series.dtype):<14} {int(series.isna().sum()):>7,} "
+                     f"{int(series.nunique()):>9,}  {role.get(column, 'not read')}")
+    return lines
+
+
 # ---------------------------------------------------------------------- helpers
 def _check_names(numeric: list[str], categorical: list[str], target: str) -> None:
     if not numeric and not categorical:

@@ -266,7 +266,8 @@ def _describe_features(run):
     spec = run.features
     contract = f"learn the {spec.encoding} feature contract (unseen categories: {spec.unseen})"
     if not spec.inferred and spec.task != "auto":
-        return f"{contract}; task {spec.task}"
+        return f"{contract}; task {spec.task}; roles as configured: numeric {', '.join(spec.numeric) or '-'}; " \
+               f"categorical {', '.join(spec.categorical) or '-'}"
     try:
         sample = next(iter(run.source.batches(batch_size=PLAN_SAMPLE_ROWS))).to_pandas()
         roles = spec.roles(sample)
