@@ -174,11 +174,11 @@ def evaluate(run):
         X, y = run.results["splits"][part]
         report[part] = task_metrics(contract.task, y, model.predict_scores(X), threshold=model.threshold,
                                     classes=contract.classes or None)
-    report["task"] = contract.task
+        report[part]["task"] = contract.task
     run.results["evaluation"] = report
     run.results["metrics"] = {
         f"{part}_{name}": value
-        for part, values in report.items() if isinstance(values, dict)
+        for part, values in report.items()
         for name, value in values.items()
         if isinstance(value, float)
     }

@@ -33,11 +33,12 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from mlops_framework.errors import MlopsError
+from mlops_framework.metrics import default_metric
+from mlops_framework.metrics import direction as metric_direction
 
 RECORD = "sweep.json"
 TRIAL = "trial.json"
 DEFAULT_METRIC = "validation_f1"
-DEFAULT_DIRECTION = "maximize"
 DEFAULT_ALIAS = "SWEEP_BEST"
 RECORDED_ENV = ("MLOPS_HOME", "MLOPS_PLUGINS", "MLOPS_DISABLE_PLUGINS", "OMP_NUM_THREADS")
 SEED_KEYS = ("seed", "random_state")
@@ -236,7 +237,7 @@ class SweepCallback(Callback):
     ``promote`` is the alias set on the best trial's version, ``null`` for none.
     """
 
-    def __init__(self, metric=DEFAULT_METRIC, direction=DEFAULT_DIRECTION, promote=DEFAULT_ALIAS):
+    def __init__(self, metric=None, direction=None, promote=DEFAULT_ALIAS):
         self.metric, self.direction, self.promote = metric, direction, promote
 
     def on_multirun_start(self, config, **kwargs):
@@ -307,13 +308,22 @@ def _overrides(trial_dir):
     return params
 
 
+def _task_metric(sweep_dir):
+    """``validation_`` + the default metric of the task the trials trained (f1, or rmse for regression)."""
+    for trial_dir in _trial_dirs(sweep_dir):
+        task = ((_read_json(trial_dir / "evaluation.json", {}) or {}).get("validation") or {}).get("task")
+        if task:
+            return f"validation_{default_metric(task)}"
+    return DEFAULT_METRIC
+
+
 def leaderboard(sweep_dir, *, metric=None, direction=None):
     """The trials of a sweep ranked by ``metric``: a dict of rows (best first, failed last) and settings."""
     sweep_dir = Path(sweep_dir)
     record = read_record(sweep_dir)
     study = record.get("study") or {}
-    metric = metric or study.get("metric") or record.get("metric") or DEFAULT_METRIC
-    direction = direction or study.get("direction") or record.get("direction") or DEFAULT_DIRECTION
+    metric = metric or study.get("metric") or record.get("metric") or _task_metric(sweep_dir)
+    direction = direction or study.get("direction") or record.get("direction") or metric_direction(metric)
     if direction not in ("maximize", "minimize"):
         raise MlopsError(f"direction must be maximize or minimize, not {direction!r}")
     rows = []

@@ -242,7 +242,7 @@ def test_a_time_split_holds_out_the_latest_rows(mlops, home, tmp_path):
     assert "by time (DAY)" in out and "roles inferred from the first" in out and "time DAY" in out
     mlops("run", "data=parquet", "pipeline=train", "split=time", *data, check=True)
     evaluation = json.loads(next((home / "runs").glob("*/evaluation.json")).read_text())
-    assert evaluation["holdout"]["rows"] == 40 and evaluation["task"] == "binary"
+    assert evaluation["holdout"]["rows"] == 40 and evaluation["holdout"]["task"] == "binary"
     refused = mlops("run", "data=parquet", "pipeline=train", "split=time", data[0], data[1])
     assert refused.returncode == 2 and "split.order=time needs the time column" in refused.stderr
 
@@ -273,3 +273,15 @@ def test_mlops_features_saves_an_option_the_next_command_finds(mlops, home, tmp_
     assert "task: multiclass" in saved and "- sepal width (cm)" in saved
     plan = mlops("plan", *data, "features=iris", check=True).stdout
     assert "task multiclass; roles as configured: numeric sepal length (cm)" in plan
+
+
+def test_a_sweep_of_regressions_ranks_by_validation_rmse_lowest_first(tmp_path):
+    from mlops_framework import sweeps
+
+    for trial, rmse in (("0", 12.0), ("1", 9.5), ("2", 30.0)):
+        (tmp_path / trial).mkdir()
+        (tmp_path / trial / "evaluation.json").write_text(json.dumps({"validation": {"rmse": rmse, "task": "regression"}}))
+        (tmp_path / trial / "summary.json").write_text(json.dumps({"model": "M", "version": f"v{trial}"}))
+    board = sweeps.leaderboard(tmp_path)
+    assert (board["metric"], board["direction"]) == ("validation_rmse", "minimize")
+    assert [row["trial"] for row in board["rows"]] == ["1", "0", "2"]
