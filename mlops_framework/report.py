@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from mlops_framework.alerts import DRIFT, QUALITY
+from mlops_framework.metrics import metric_names
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 
@@ -202,7 +203,8 @@ def _promotions_section(promotions) -> str:
         comparison = p.get("comparison")
         if not comparison or not comparison.get("champion"):
             continue
-        metrics = list(QUALITY)
+        metrics = [m for m in metric_names(comparison.get("task", "binary"))
+                   if comparison["candidate"].get(m) is not None and comparison["champion"].get(m) is not None]
         out.append(f"<h3>{_e(p['candidate'])} (candidate) vs {_e(p['champion'])} (champion) on the same "
                    f"{comparison['holdout_rows']:,} holdout rows</h3>")
         out.append(bar_chart(metrics, {f"{p['champion']} champion": [comparison["champion"][m] for m in metrics],
