@@ -362,7 +362,7 @@ def infer_task(series: pd.Series, target: str) -> str:
     distinct = values.nunique()
     if distinct < 2:
         shown = repr(values.iloc[0]) if len(values) else "no values"
-        raise MlopsError(f"target column {target!r} has {shown} only: nothing to learn")
+        raise MlopsError(f"target column {target!r} has only one value ({shown}): nothing to learn")
     if distinct == 2:
         return "binary"
     kind = _kind(series)
@@ -546,8 +546,9 @@ def _learn_classes(series: pd.Series, target: str, task: str) -> list:
     except TypeError as exc:
         raise MlopsError(f"target column {target!r} mixes value types: {values[:5]!r}") from exc
     if len(values) < 2:
+        need = "a binary classifier needs exactly two classes" if task == "binary" else "classification needs two or more"
         raise MlopsError(
-            f"target column {target!r} has only one class ({values[0]!r}): classification needs two or more"
+            f"target column {target!r} has only one class ({values[0]!r}): {need}"
             if values
             else f"target column {target!r} has no rows"
         )
@@ -555,7 +556,7 @@ def _learn_classes(series: pd.Series, target: str, task: str) -> list:
         shown = ", ".join(map(repr, values[:10])) + (", ..." if len(values) > 10 else "")
         raise MlopsError(
             f"target column {target!r} has {len(values)} classes ({shown}): binary classification needs exactly "
-            f"two (features.task=multiclass, or leave features.task=auto)"
+            f"two classes (features.task=multiclass, or features.task=auto)"
         )
     return values
 

@@ -24,7 +24,7 @@ class FeatureSpec:
     """Which columns are what (``conf/features/``). ``numeric``/``categorical`` None: inferred from the
     data's types (``features.infer_roles``); ``task`` ``auto``: inferred from the target."""
 
-    target: str
+    target: str | None = None  # required by the features stage; scoring needs none
     numeric: list | None = None
     categorical: list | None = None
     id: str | None = None

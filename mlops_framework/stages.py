@@ -17,6 +17,12 @@ def _need(run, key, stage):
     return run.results[key]
 
 
+def _need_target(spec):
+    if spec.target is None:
+        raise MlopsError("name the target column to train on: features.target=COLUMN")
+    return spec.target
+
+
 def load(run):
     run.results["frame"] = run.source.read(columns=run.features.columns)
     run.results["data_fingerprint"] = run.source.fingerprint()
@@ -27,6 +33,7 @@ def load(run):
 def validate(run):
     frame = _need(run, "frame", "validate")
     spec = run.features
+    _need_target(spec)
     missing = [column for column in (spec.columns or [spec.target]) if column not in frame.columns]
     if missing:
         raise MlopsError(f"the data lacks required columns: {', '.join(missing)}")
@@ -56,6 +63,7 @@ def features(run):
 
     frame = _need(run, "frame", "features")
     spec = run.features
+    _need_target(spec)
     roles = spec.roles(frame)
     rows = len(frame)
     no_target = frame[spec.target].isna()
@@ -257,7 +265,7 @@ def _describe_score(run):
 
 def _describe_validate(run):
     spec = run.features
-    columns = f"columns {', '.join(spec.columns)}" if spec.columns else f"the target column {spec.target}"
+    columns = f"columns {', '.join(spec.columns)}" if spec.columns else f"the target column {spec.target or '(features.target unset)'}"
     return f"check {columns} and rows"
 
 
@@ -269,6 +277,7 @@ def _describe_features(run):
         return f"{contract}; task {spec.task}; roles as configured: numeric {', '.join(spec.numeric) or '-'}; " \
                f"categorical {', '.join(spec.categorical) or '-'}"
     try:
+        _need_target(spec)
         sample = next(iter(run.source.batches(batch_size=PLAN_SAMPLE_ROWS))).to_pandas()
         roles = spec.roles(sample)
         if spec.target not in sample.columns:

@@ -285,3 +285,15 @@ def test_a_sweep_of_regressions_ranks_by_validation_rmse_lowest_first(tmp_path):
     board = sweeps.leaderboard(tmp_path)
     assert (board["metric"], board["direction"]) == ("validation_rmse", "minimize")
     assert [row["trial"] for row in board["rows"]] == ["1", "0", "2"]
+
+
+def test_training_without_a_target_is_one_message_and_scoring_needs_none(tmp_path, capsys, home):
+    from mlops_framework.cli import main
+
+    frame, _ = iris_with_missing_values()
+    path = tmp_path / "iris.parquet"
+    frame.to_parquet(path, index=False)
+    assert main(["run", "data=parquet", f"data.path={path}", NO_PARTITION]) == 2
+    assert "name the target column to train on: features.target=COLUMN" in capsys.readouterr().err
+    assert not (home / "registry").exists()
+    assert main(["plan", "data=parquet", f"data.path={path}", "pipeline=score"]) == 0
