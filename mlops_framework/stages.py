@@ -276,6 +276,8 @@ def _describe_features(run):
     if not spec.inferred and spec.task != "auto":
         return f"{contract}; task {spec.task}; roles as configured: numeric {', '.join(spec.numeric) or '-'}; " \
                f"categorical {', '.join(spec.categorical) or '-'}"
+    if (run.config.get("data") or {}).get("kind") not in PLAN_SAMPLED:  # a warehouse query is not planning
+        return f"{contract}; roles and task inferred from the data at run time"
     try:
         _need_target(spec)
         sample = next(iter(run.source.batches(batch_size=PLAN_SAMPLE_ROWS))).to_pandas()
@@ -290,6 +292,7 @@ def _describe_features(run):
 
 
 PLAN_SAMPLE_ROWS = 10_000
+PLAN_SAMPLED = ("csv", "parquet", "duckdb", "synthetic")  # local sources mlops plan samples to show the roles
 
 
 def _describe_split(run):

@@ -39,6 +39,7 @@ def iris_with_missing_values():
     frame["species"] = np.asarray(data.target_names)[frame.pop("target")]
     frame.loc[::7, "petal length (cm)"] = np.nan
     frame.loc[::11, "sepal width (cm)"] = np.nan
+    frame.loc[1::25, "species"] = None  # rows without a label: dropped from training, scored all the same
     return frame, "species"
 
 
@@ -101,16 +102,17 @@ def test_a_bundled_dataset_runs_end_to_end_with_only_the_target_named(case, mlop
         assert np.sqrt(((truth - scored["PREDICTED_RESPONSE"]) ** 2).mean()) < truth.std()
         assert [o["name"] for o in version["signature"]["outputs"]] == ["PREDICTED_RESPONSE"]
     else:
-        labels = set(truth)
+        labels = set(truth.dropna())
         assert set(scored["PREDICTED_RESPONSE"]) <= labels and len(set(scored["PREDICTED_RESPONSE"])) > 1
         assert contract["classes"] == sorted(labels)
-        assert (scored["PREDICTED_RESPONSE"] == truth).mean() > 0.8
+        assert (scored["PREDICTED_RESPONSE"] == truth)[truth.notna()].mean() > 0.8
     if task == "multiclass":
         proba = scored[[f"PROBA_{label}" for label in contract["classes"]]]
         np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
         np.testing.assert_allclose(scored["PREDICTED_SCORE"], proba.max(axis=1))
         assert {"holdout_log_loss", "holdout_f1_weighted", "holdout_roc_auc"} <= set(version["metrics"])
-        assert "petal length (cm) 22" in out  # nulls per feature, left missing for the model
+        assert "petal length (cm) 21" in out  # nulls per feature in the rows used, left missing for the model
+        assert "150 rows read, 144 used; dropped 6 (missing target)" in out
     if case == "breast_cancer_parquet":
         assert contract["classes"] == ["NO", "YES"]
         assert (scored["PREDICTED_RESPONSE"] == np.where(scored["PREDICTED_SCORE"] >= 0.5, "YES", "NO")).all()
@@ -297,3 +299,23 @@ def test_training_without_a_target_is_one_message_and_scoring_needs_none(tmp_pat
     assert "name the target column to train on: features.target=COLUMN" in capsys.readouterr().err
     assert not (home / "registry").exists()
     assert main(["plan", "data=parquet", f"data.path={path}", "pipeline=score"]) == 0
+
+
+def test_any_sklearn_estimator_via_target_follows_the_task(tmp_path, capsys, home):
+    """model=hist_gradient_boosting on a regression table trains its regressor, saved with skops, and scores."""
+    from mlops_framework.cli import main
+
+    frame, target = diabetes()
+    path = tmp_path / "diabetes.parquet"
+    frame.to_parquet(path, index=False)
+    data = ["data=parquet", f"data.path={path}", f"features.target={target}", NO_PARTITION]
+    assert main(["run", *data, "model=hist_gradient_boosting", "model.params.max_iter=20"]) == 0
+    version_dir = home / "registry" / "MORTGAGE_XGB" / "versions" / "v1"
+    version = json.loads((version_dir / "version.json").read_text())
+    assert version["metadata"]["estimator"] == "sklearn.ensemble.HistGradientBoostingRegressor"
+    assert (version_dir / "artifact" / "model.skops").is_file()
+    assert main(["run", "pipeline=score", *data, "scoring.version=v1"]) == 0
+    scored = predictions(home)
+    assert scored["PREDICTED_RESPONSE"].between(frame[target].min() - 100, frame[target].max() + 100).all()
+    assert main(["run", *data, "model._target_=xgboost.XGBRegressor", "features.task=multiclass"]) == 2
+    assert "is a regressor, but the task is multiclass" in capsys.readouterr().err
