@@ -319,3 +319,17 @@ def test_any_sklearn_estimator_via_target_follows_the_task(tmp_path, capsys, hom
     assert scored["PREDICTED_RESPONSE"].between(frame[target].min() - 100, frame[target].max() + 100).all()
     assert main(["run", *data, "model._target_=xgboost.XGBRegressor", "features.task=multiclass"]) == 2
     assert "is a regressor, but the task is multiclass" in capsys.readouterr().err
+
+
+def test_the_score_summary_counts_unseen_categories(tmp_path, capsys, home):
+    from mlops_framework.cli import main
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"X": rng.normal(size=300), "C": rng.choice(["a", "b", "c"], 300)})
+    frame["Y"] = np.where(frame["X"] > 0, "up", "down")
+    frame.to_parquet(tmp_path / "train.parquet", index=False)
+    frame.assign(C=["zzz"] * 10 + frame["C"].tolist()[10:]).to_parquet(tmp_path / "new.parquet", index=False)
+    assert main(["run", "pipeline=train", "data=parquet", f"data.path={tmp_path / 'train.parquet'}",
+                 "features.target=Y", "model.params.n_estimators=10"]) == 0
+    assert main(["run", "pipeline=score", "data=parquet", f"data.path={tmp_path / 'new.parquet'}", NO_PARTITION]) == 0
+    assert "categories not seen in training, scored as missing: C 10 rows" in capsys.readouterr().out
