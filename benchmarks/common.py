@@ -114,6 +114,35 @@ def child(function: str, timeout: float = 900, **kwargs) -> dict:
     return result
 
 
+def command(argv: list[str], timeout: float = 900) -> dict:
+    """Run a command as a user types it, in its own process: wall time and the peak RSS of that process
+    (``os.wait4``'s rusage, imports and all). ``mlops`` is the console script next to this Python."""
+    if argv[0] == "mlops":
+        argv = [str(Path(sys.executable).with_name("mlops")), *argv[1:]]
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise BenchError(f"{' '.join(argv[:4])} ... ran past {timeout:.0f} s") from None
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = "\n".join((stderr or stdout).strip().splitlines()[-8:])
+        raise BenchError(f"{' '.join(argv[:4])} ... failed (exit {proc.returncode}):\n{tail}")
+    return {"seconds": seconds, "stdout": stdout}
+
+
+def measure_command(argv: list[str]) -> dict:
+    """``command(argv)`` and its peak RSS; run it in a fresh process (``child``), so that the peak of
+    RUSAGE_CHILDREN is this command's alone."""
+    import resource
+
+    result = command(argv)
+    result["command_peak_rss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return result
+
+
 # ---------------------------------------------------------------------- run in children
 def make_parquet(path: str, weeks: int, rows_per_week: int, seed: int) -> dict:
     """Generate synthetic weeks straight into one Parquet file (one row group per week), atomically."""

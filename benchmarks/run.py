@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 
 from benchmarks.common import FULL, QUICK, REPO, Context, Row  # noqa: E402
 
-TARGETS = ("scoring", "training", "startup", "warehouse", "sweeps")
+TARGETS = ("scoring", "training", "startup", "warehouse", "sweeps", "gpu")
 
 
 def machine() -> dict:

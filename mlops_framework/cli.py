@@ -81,54 +81,13 @@ def _help_text():
 
 
 def execute(cfg, components, output_dir):
-    """Check, resolve and run a composed config; save the resolved config and summary beside the outputs."""
-    from pathlib import Path
-
-    import yaml
-
-    from mlops_framework import config
-    from mlops_framework.pipeline import build_run
+    """Check, resolve and run a composed config (``mlops_framework.runner``); print and return its summary."""
+    from mlops_framework import config, runner
 
     config.check(cfg, components)
-    resolved = config.resolved(cfg)
-    output_dir = Path(output_dir)
-    run = build_run(resolved, components, output_dir=output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "resolved_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    run.backend.execute(run)
-    summary = _summary(run)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    _print_summary(summary)
-    return summary
-
-
-def _summary(run):
-    summary = {"model": run.registration.model_name, "outputs": str(run.output_dir)}
-    if "version" in run.results:
-        summary["version"] = run.results["version"]["version_name"]
-        summary["registry"] = run.registry.describe()
-    metrics = run.results.get("metrics") or {}
-    summary["metrics"] = {key: round(value, 4) for key, value in metrics.items() if key.startswith("holdout_")}
-    if "scored" in run.results:
-        summary["scored"] = run.results["scored"]
-    summary.update(run.results.get("summary", {}))
-    return summary
-
-
-def _print_summary(summary):
-    lines = [f"model     {summary['model']} {summary.get('version', '')}".rstrip()]
-    if summary.get("metrics"):
-        lines.append("holdout   " + "  ".join(f"{k.removeprefix('holdout_')}={v}" for k, v in summary["metrics"].items()))
-    if "scored" in summary:
-        scored = summary["scored"]
-        lines.append(f"scored    {scored['rows']:,} rows with {scored['version']} in {scored['seconds']:.1f}s "
-                     f"-> {scored['destination']}")
-    if "registry" in summary:
-        lines.append(f"registry  {summary['registry']}")
-    shown = {"model", "version", "metrics", "scored", "registry", "outputs"}
-    lines += [f"{key:<9} {value}" for key, value in summary.items() if key not in shown]
-    lines.append(f"outputs   {summary['outputs']}")
-    print("\n".join(lines))
+    result = runner.execute(config.resolved(cfg), components, output_dir)
+    print("\n".join(result.lines()))
+    return result.to_dict()
 
 
 def _run(overrides):
@@ -273,7 +232,9 @@ def _registry(argv):
     elif args.action == "history":
         result = registry.history(args.model)
     elif args.action == "rollback":
-        if not hasattr(registry, "rollback"):
+        from mlops_framework.contracts import RollbackRegistry
+
+        if not isinstance(registry, RollbackRegistry):
             raise MlopsError(f"{registry.describe()} cannot roll back aliases")
         result = registry.rollback(args.model, args.alias, reason=args.reason)
     elif args.action == "alias" and args.alias_action == "set":

@@ -42,97 +42,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass, field
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.sources import _Source, quote_identifier as _q, sql_string as _s
+from mlops_framework.contracts import (  # noqa: F401  (the definitions' home, shared with plugins)
+    DataSource, Entity, FeatureView, parse_store, quote_identifier as _q, sql_string as _s, table_name,
+)
+from mlops_framework.sources import _Source
 
 CATALOG = "FEATURE_STORE_CATALOG"
 ENTITIES = "FEATURE_STORE_ENTITIES"
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODES = ("training", "latest")
 MATERIALIZE = ("if_missing", "never", "overwrite")
 
 
-def table_name(view: str, version: str) -> str:
-    """The warehouse table of one version of a view: ``FEATURE_VIEW__LOAN_FEATURES_OHE__V1``."""
-    return f"FEATURE_VIEW__{view}__{version}"
-
-
 def _sha(doc) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------- definitions
-@dataclass
-class Entity:
-    name: str
-    join_keys: list
-    description: str = ""
-
-
-@dataclass
-class FeatureView:
-    name: str
-    entities: list
-    timestamp_col: str
-    features: list
-    version: str = "V1"
-    source: dict | None = None
-    query: str | None = None
-    transform: str | None = None
-    categorical: list = field(default_factory=list)
-    refresh_freq: str | None = None
-    description: str = ""
-
-    @property
-    def table(self) -> str:
-        return table_name(self.name, self.version)
-
-
-def parse_store(store) -> tuple[dict, dict]:
-    """``(entities, feature_views)`` by name from the ``feature_store`` group's mapping; every problem is
-    one MlopsError naming the key."""
-    from mlops_framework.plugins import check_arguments
-
-    if not isinstance(store, dict):
-        raise MlopsError(f"feature_store must be a mapping (the feature_store config group), got {type(store).__name__}")
-    entities, views = {}, {}
-    for name, values in (store.get("entities") or {}).items():
-        where = f"feature_store.entities.{name}"
-        _check_name(name, where)
-        check_arguments(Entity, {"name": name, **(values or {})}, where=where)
-        entity = Entity(name=name, **(values or {}))
-        if not entity.join_keys or isinstance(entity.join_keys, str):
-            raise MlopsError(f"{where}.join_keys must be a non-empty list of columns, got {entity.join_keys!r}")
-        entities[name] = entity
-    for name, values in (store.get("feature_views") or {}).items():
-        where = f"feature_store.feature_views.{name}"
-        _check_name(name, where)
-        check_arguments(FeatureView, {"name": name, **(values or {})}, where=where)
-        view = FeatureView(name=name, **values)
-        _check_name(str(view.version), f"{where}.version")
-        view.version = str(view.version)
-        if not view.entities or any(e not in entities for e in view.entities):
-            raise MlopsError(f"{where}.entities must name entities of feature_store.entities "
-                             f"({', '.join(entities) or 'none defined'}), got {view.entities!r}")
-        if (view.source is None) == (view.query is None):
-            raise MlopsError(f"{where}: set exactly one of source (a data option) and query (a SELECT in the warehouse)")
-        if not view.features or isinstance(view.features, str):
-            raise MlopsError(f"{where}.features must list the feature columns the view holds")
-        if view.transform not in (None, "onehot"):
-            raise MlopsError(f"{where}.transform must be null (raw columns) or onehot, not {view.transform!r}")
-        unknown = [c for c in view.categorical if c not in view.features]
-        if unknown:
-            raise MlopsError(f"{where}.categorical names columns not in its features: {', '.join(unknown)}")
-        views[name] = view
-    return entities, views
-
-
-def _check_name(name, where):
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise MlopsError(f"{where}: {name!r} is not a valid name (letters, digits and _, not starting with a digit)")
 
 
 def encoded_columns(catalog_row: dict) -> list[str]:
@@ -144,10 +68,9 @@ def encoded_columns(catalog_row: dict) -> list[str]:
 class LocalFeatureStore:
     """Feature views of ``store`` (the ``feature_store`` group's mapping) in the DuckDB file ``warehouse``."""
 
-    def __init__(self, store: dict, warehouse: str | None = None, components=None):
+    def __init__(self, store: dict, warehouse: str | None = None):
         self.store = store
         self.warehouse = warehouse or store.get("warehouse")
-        self.components = components
         self.entities, self.views = parse_store(store)
         if not self.warehouse:
             raise MlopsError("feature_store.warehouse must name the DuckDB file the views are materialised in")
@@ -177,15 +100,8 @@ class LocalFeatureStore:
         except duckdb.Error as error:
             raise MlopsError(f"cannot open the feature store warehouse {self.warehouse}: {error}") from None
 
-    def _build_source(self, values, where):
-        from mlops_framework.plugins import Components, get_plugin_manager
-
-        if self.components is None:
-            self.components = Components(get_plugin_manager())
-        return self.components.build("data", values, where=where)
-
     def source_of(self, view: FeatureView):
-        return self._build_source(view.source, f"feature_store.feature_views.{view.name}.source") if view.source else None
+        return view.source
 
     def _columns(self, view):
         columns = [*self.join_keys(view), view.timestamp_col]
@@ -479,7 +395,8 @@ class FeatureStoreSource:
                  for name, entry in self._entries().items()]
         spine = self._spine_source().fingerprint() if self.spine else None
         return _sha({"kind": "feature_store", "mode": self.mode, "as_of": self.as_of, "where": self.where,
-                     "views": views, "spine": spine, "spine_spec": self._spine_spec() if self.spine else None})
+                     "views": views, "spine": spine,
+                     "spine_spec": {**self._spine_spec(), "source": None} if self.spine else None})
 
     def describe(self) -> str:
         self._check()
@@ -535,7 +452,7 @@ class FeatureStoreSource:
         unknown = sorted(set(spec) - {"source", "timestamp", "label", "columns"})
         if unknown:
             raise MlopsError(f"unknown key data.spine.{unknown[0]}; spine accepts: source, timestamp, label, columns")
-        if not spec.get("source"):
+        if not isinstance(spec.get("source"), DataSource):
             raise MlopsError("data.spine.source must be a data option ({kind: ..., ...}) of the spine rows")
         if self.mode == "training" and not spec.get("timestamp"):
             raise MlopsError("data.spine.timestamp must name the spine's timestamp column")
@@ -545,9 +462,7 @@ class FeatureStoreSource:
         return spec
 
     def _spine_source(self):
-        if getattr(self, "_spine_obj", None) is None:
-            self._spine_obj = self._store()._build_source(self._spine_spec()["source"], "data.spine.source")
-        return self._spine_obj
+        return self._spine_spec()["source"]
 
     def _spine_columns(self) -> list[str]:
         store, spec = self._store(), self._spine_spec()

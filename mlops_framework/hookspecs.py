@@ -12,7 +12,9 @@ Two kinds of hook:
   ``kind:`` key (``backend/local.yaml`` says ``kind: local``). The implementation may be the class
   itself or a lazy ``"package.module:Class"`` string, so that ``mlops --help`` imports nothing heavy.
   Classes follow the scikit-learn rule: ``__init__`` only stores its keyword arguments; the option's
-  YAML keys are exactly those arguments (an unknown key is refused, naming it).
+  YAML keys are exactly those arguments (an unknown key is refused, naming it). What each kind must
+  offer, and its optional capabilities, are the Protocols of ``mlops_framework/contracts.py``;
+  ``mlops_framework.conformance`` checks an implementation against them.
 * Lifecycle hooks observe a run, in this order, for each stage: ``before_stage_run``, then
   ``after_stage_run`` or ``on_stage_error``. They must not change the run.
 """
@@ -36,65 +38,44 @@ def register_config_dirs(register):
 
 @hookspec
 def register_data_sources(register):
-    """Add data sources: ``register(kind, cls)``.
-
-    A source has ``read(columns) -> pandas.DataFrame``, ``batches(columns, batch_size) -> iterator of
-    pyarrow.RecordBatch`` (bounded memory), ``count_rows() -> int | None``, ``fingerprint() -> str`` and
-    ``describe() -> str``. Errors the user can fix raise ``MlopsError``.
+    """Add data sources: ``register(kind, cls)``; a source follows ``contracts.DataSource``
+    (optional: ``SqlSource``, ``WarehouseSource``, ``LineageSource``).
     """
 
 
 @hookspec
 def register_sinks(register):
-    """Add prediction sinks: ``register(kind, cls)``.
-
-    A sink has ``describe() -> str`` and ``open()``, a context manager yielding a writer with
-    ``write(batch)``. Leaving it normally commits every batch at once; leaving it by an exception (or a
-    crash) keeps the previous contents intact. With ``partition_by``, only the partitions present in the
-    written batches are replaced.
+    """Add prediction sinks: ``register(kind, cls)``; a sink follows ``contracts.Sink``
+    (all-or-nothing, partition replace; optional: ``ReadableSink``, ``WarehouseSink``).
     """
 
 
 @hookspec
 def register_registries(register):
-    """Add model registries: ``register(kind, cls)``.
-
-    A registry has ``log_model(model, *, model_name, version_name, comment, metrics, metadata, tags,
-    sample_input, signature, lineage) -> dict``, ``load_model(name, version_or_alias)``,
-    ``get_version``, ``versions``, ``models``, ``aliases``, ``set_alias``, ``unset_alias``,
-    ``set_tag``, ``history`` and ``describe() -> str``. Logging a version is all-or-nothing.
+    """Add model registries: ``register(kind, cls)``; a registry follows ``contracts.Registry``
+    (optional: ``AuditedRegistry``, ``RollbackRegistry``, ``PlannedRegistry``, ``WarehouseRegistry``).
     """
 
 
 @hookspec
 def register_backends(register):
-    """Add execution backends: ``register(kind, cls)``.
-
-    A backend decides where a run's stages execute. It has ``plan(run) -> list[str]`` (what it would do,
-    touching nothing and connecting nowhere) and ``execute(run) -> None`` (do it, filling
-    ``run.results``). ``mlops_framework.local.LocalBackend`` is the reference implementation.
+    """Add execution backends: ``register(kind, cls)``; a backend follows ``contracts.Backend``.
+    ``mlops_framework.local.LocalBackend`` is the reference implementation.
     """
 
 
 @hookspec
 def register_stages(register):
-    """Add pipeline stages: ``register(stage)`` with a ``mlops_framework.pipeline.Stage``.
-
-    A stage has a ``name``, ``run(run)`` that reads the objects it needs from the run and stores its
-    output in ``run.results``, and ``describe(run) -> str`` for ``mlops plan``.
+    """Add pipeline stages: ``register(stage)`` with a ``mlops_framework.pipeline.Stage``, which
+    follows ``contracts.Stage``; what stages leave in ``run.results`` is ``pipeline.Results``.
     """
 
 
 @hookspec
 def register_notifiers(register):
-    """Add alert notifiers: ``register(kind, cls)``.
+    """Add alert notifiers: ``register(kind, cls)``; a notifier follows ``contracts.Notifier``.
 
-    A notifier has ``describe() -> str`` and ``notify(alerts)``, called once after a monitor run in
-    which at least one alert rule fired, with the list of ``mlops_framework.alerts.Alert`` (each names
-    its rule, window, column, value and threshold; ``to_dict()`` and ``message`` serialise it). It
-    delivers them somewhere (console, file, webhook, email...) and raises on failure; a failing
-    notifier is reported and does not stop the others. Options live under ``alerts.notifiers.NAME``
-    with a ``kind:`` key.
+    Options live under ``alerts.notifiers.NAME`` with a ``kind:`` key.
     """
 
 

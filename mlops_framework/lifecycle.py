@@ -16,20 +16,14 @@ with the metrics and the hash of the resolved config; a refusal has ``event: ref
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 
 from mlops_framework.alerts import DRIFT
+from mlops_framework.contracts import AuditedRegistry, PlannedRegistry
 from mlops_framework.errors import MlopsError
+from mlops_framework.lineage import config_hash  # noqa: F401  (its public name here since promotion records it)
 from mlops_framework.pipeline import PromotionSpec, Stage
 from mlops_framework.stages import _need
-
-
-def config_hash(config: dict) -> str:
-    """sha256 of the resolved config, as canonical JSON: the same config always hashes the same."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------- monitor
@@ -114,7 +108,7 @@ def explain(run):
     rows = run.retrain.explain_rows if run.retrain else 1000
     X = X.iloc[:rows]
     if _booster(model) is None:
-        run.results.setdefault("summary", {})["explained"] = f"skipped: {type(model.estimator).__name__} is not XGBoost"
+        run.summarize("explained", f"skipped: {type(model.estimator).__name__} is not XGBoost")
         return
     contribs, names = contributions(model, X)
     raw_of = raw_feature_of(model.contract)
@@ -155,7 +149,7 @@ def explain(run):
     explanation["written_to"] = where
     run.results["explanation"] = explanation
     top = ", ".join(f"{k}={v:.3f}" for k, v in list(explanation["global"].items())[:3])
-    run.results.setdefault("summary", {})["explained"] = f"{len(X):,} holdout rows, mean |SHAP|: {top}"
+    run.summarize("explained", f"{len(X):,} holdout rows, mean |SHAP|: {top}")
 
 
 def _describe_explain(run):
@@ -243,25 +237,17 @@ def promote(run):
         passed, reason = gate(spec, comparison, run.results.get("alerts") or [])
         metrics = {f"candidate_{k}": v for k, v in comparison["candidate"].items()}
         metrics.update({f"champion_{k}": v for k, v in (comparison["champion"] or {}).items()})
-        extra = {"config_hash": config_hash(run.config)}
+        audited = isinstance(run.registry, AuditedRegistry)
+        extra = {"config_hash": run.provenance.config_hash} if audited else {}
         if passed:
-            _call(run.registry.set_alias, name, version, alias, reason=reason, metrics=metrics, **extra)
-        elif hasattr(run.registry, "record_refusal"):
-            _call(run.registry.record_refusal, name, version, alias, reason=reason, metrics=metrics, **extra)
-        record.update(promoted=passed, reason=reason, comparison=comparison, config_hash=extra["config_hash"])
+            run.registry.set_alias(name, version, alias, reason=reason, metrics=metrics, **extra)
+        elif audited:
+            run.registry.record_refusal(name, version, alias, reason=reason, metrics=metrics, **extra)
+        record.update(promoted=passed, reason=reason, comparison=comparison, config_hash=run.provenance.config_hash)
     run.results.setdefault("promotions", []).append(record)
     holder = run.registry.aliases(name).get(alias)
-    run.results.setdefault("summary", {})[f"promote {len(run.results['promotions'])}"] = (
-        f"{version} -> {alias}: {record['reason']} ({alias} is on {holder})")
-
-
-def _call(method, *args, **kwargs):
-    """Call a registry method, leaving out keyword arguments it does not take (another registry may not
-    record a config hash)."""
-    parameters = inspect.signature(method).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in parameters}
-    return method(*args, **kwargs)
+    run.summarize(f"promote {len(run.results['promotions'])}",
+                  f"{version} -> {alias}: {record['reason']} ({alias} is on {holder})")
 
 
 def _describe_promote(run):
@@ -271,12 +257,11 @@ def _describe_promote(run):
     metric = spec.metric or "the task's default metric (f1; rmse for regression, lower is better)"
     line = (f"move {spec.alias.upper()} to the version registered last if its holdout {metric} beats "
             f"the holder's by {spec.min_improvement}{extra}{drift}; record it in the history either way")
-    plan_alias = getattr(run.registry, "plan_alias", None)
-    if plan_alias:
+    if isinstance(run.registry, PlannedRegistry):
         version = run.registration.version_name or "VNEXT"
         line += f"; in the registry ({version}: the version this run registers):"
         line += "".join(f"\n       {statement}" for statement in
-                        plan_alias(run.registration.model_name, version, spec.alias))
+                        run.registry.plan_alias(run.registration.model_name, version, spec.alias))
     return line
 
 
@@ -289,7 +274,7 @@ def report(run):
     path = write_report(run.results, run.output_dir / "report.html", model_name=run.registration.model_name,
                         aliases=_aliases(run))
     run.results["report"] = str(path)
-    run.results.setdefault("summary", {})["report"] = str(path)
+    run.summarize("report", str(path))
 
 
 def _aliases(run):

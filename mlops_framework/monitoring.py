@@ -311,7 +311,9 @@ def read_monitored(spec, run):
     source = spec.source
     if source is None:
         sink = run.scoring.sink
-        if not hasattr(sink, "as_source"):
+        from mlops_framework.contracts import ReadableSink
+
+        if not isinstance(sink, ReadableSink):
             raise MlopsError(f"monitor.source is null and the scoring sink ({sink.describe()}) cannot be read "
                              "back; set monitor.source to a data option")
         source = sink.as_source()
@@ -406,12 +408,11 @@ def run_monitor(run):
     run.results["monitor"] = result
     run.results.setdefault("monitor_runs", []).append(result)
     run.results.setdefault("alerts", []).extend(fired)
-    summary = run.results.setdefault("summary", {})
     number = len(run.results["monitor_runs"])
     suffix = f" {number}" if number > 1 else ""
-    summary[f"monitor{suffix}"] = (f"{len(frame):,} rows in {len(result['performance'])} windows of {spec.window} "
+    run.summarize(f"monitor{suffix}", f"{len(frame):,} rows in {len(result['performance'])} windows of {spec.window} "
                             f"(last F1 {result['performance'][-1]['f1']:.3f}) -> {spec.performance_table}, {spec.drift_table} in {spec.warehouse}")
-    summary[f"alerts{suffix}"] = f"{len(fired)} fired" + (": " + "; ".join(a.message for a in fired[:3]) if fired else "")
+    run.summarize(f"alerts{suffix}", f"{len(fired)} fired" + (": " + "; ".join(a.message for a in fired[:3]) if fired else ""))
     if run.output_dir:
         import json
 

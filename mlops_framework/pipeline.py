@@ -3,9 +3,10 @@
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 from mlops_framework.errors import MlopsError
+from mlops_framework.lineage import Provenance
 from mlops_framework.plugins import check_arguments
 
 
@@ -196,9 +197,40 @@ class PromotionSpec:
         return self.metric
 
 
+class Results(TypedDict, total=False):
+    """What stages leave in ``run.results``, by the stage that writes it (a plugin stage may add keys).
+
+    ``summary`` holds extra lines of the run's summary (``RunResult.extra``); write it only through
+    ``Run.summarize``.
+    """
+
+    frame: Any                 # load: the rows read (pandas)
+    data_fingerprint: str      # load
+    source_lineage: dict | None  # load: what a LineageSource read
+    contract: Any              # features: the FeatureContract
+    X: Any                     # features
+    y: Any                     # features
+    splits: dict               # split: {"train"|"validation"|"holdout": (X, y)}
+    model: Any                 # train: the TrainedModel
+    evaluation: dict           # evaluate: per part, the metrics report
+    metrics: dict              # evaluate: "<part>_<metric>" -> float
+    version: dict              # register: the registry's record of the version
+    scored: dict               # score: rows, seconds, destination, version
+    retrained: dict            # retrain: source, rows
+    monitor: dict              # monitor: the last monitor run
+    monitor_runs: list         # monitor: every monitor run
+    alerts: list               # monitor: the fired alerts
+    explanation: dict          # explain
+    promotions: list           # promote: one record per promote stage
+    report: str                # report: the report's path
+    summary: dict              # Run.summarize: extra summary lines
+
+
 @dataclass
 class Run:
-    """Everything a stage may use. Built once from the config; stages never see the config itself."""
+    """Everything a stage may use. Built once from the config; stages never see the config itself: what a
+    stage records about the run's origin comes from ``provenance``. ``config`` is for backends, which
+    ship or describe the whole run."""
 
     stages: list
     source: Any
@@ -212,11 +244,20 @@ class Run:
     hook: Any
     config: dict
     output_dir: Path | None = None
-    results: dict = field(default_factory=dict)
+    results: Results = field(default_factory=dict)
     monitor: MonitorSpec | None = None
     alerts: Alerting | None = None
     retrain: RetrainSpec | None = None
     promotion: PromotionSpec | None = None
+    provenance: Provenance | None = None
+
+    def __post_init__(self):
+        if self.provenance is None:
+            self.provenance = Provenance(self.config)
+
+    def summarize(self, key: str, line) -> None:
+        """Add (or replace) one line of the run's summary: the only writer of ``results["summary"]``."""
+        self.results.setdefault("summary", {})[key] = line
 
 
 def _spec(cls, values, where):

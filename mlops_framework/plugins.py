@@ -106,15 +106,34 @@ class Components:
             entries[kind] = implementation
         return implementation
 
+    NESTED = {"source": "data", "baseline_source": "data", "sink": "sink"}
+    """Keys whose ``kind:`` mapping, at any depth inside an option, is built from that table."""
+
     def build(self, table, values, *, where):
-        """Instantiate the ``kind`` named in ``values`` with the remaining keys, refusing unknown ones."""
+        """Instantiate the ``kind`` named in ``values`` with the remaining keys, refusing unknown ones.
+
+        Nested options are built first, recursively (``build_nested``): a class receives a feature
+        store's view sources and its spine's source as objects, never as mappings to build itself."""
         values = dict(values)
         kind = values.pop("kind", None)
         if kind is None:
             raise MlopsError(f"{where} has no 'kind' key; registered kinds: {', '.join(sorted(self.kinds[table]))}")
         cls = self.implementation(table, kind)
         check_arguments(cls, values, where=where)
-        return cls(**values)
+        return cls(**self.build_nested(values, where=where))
+
+    def build_nested(self, values, *, where):
+        """A copy of the mapping ``values`` in which every mapping with a ``kind`` key under a key of
+        ``NESTED`` (at any depth: ``spine.source``, ``store.feature_views.V.source``) is built."""
+        built = {}
+        for key, value in values.items():
+            if isinstance(value, dict) and "kind" in value and key in self.NESTED:
+                built[key] = self.build(self.NESTED[key], value, where=f"{where}.{key}")
+            elif isinstance(value, dict):
+                built[key] = self.build_nested(value, where=f"{where}.{key}")
+            else:
+                built[key] = value
+        return built
 
 
 def check_arguments(cls, values, *, where):

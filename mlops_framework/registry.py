@@ -38,11 +38,10 @@ import socket
 import tempfile
 import time
 
+from mlops_framework.contracts import NAME_RE, check_name, check_tag  # noqa: F401  (shared with plugins)
 from mlops_framework.errors import MlopsError
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 AUTO_VERSION_RE = re.compile(r"^[vV](\d+)$")
-MAX_TAG_VALUE = 256
 SAMPLE_ROWS = 100
 SAMPLE_FILE = "sample_input.parquet"
 ARTIFACT_DIR = "artifact"
@@ -197,16 +196,6 @@ class LocalRegistry:
 
         return TrainedModel.load(path)
 
-    def load_sample_input(self, model_name: str, version_or_alias: str):
-        """The stored sample input as a DataFrame (verified), or None when none was logged."""
-        record = self.get_version(model_name, version_or_alias)
-        if record["sample_input"] is None:
-            return None
-        import pandas as pd
-
-        artifact = self.artifact_path(model_name, record["version_name"])
-        return pd.read_parquet(artifact.parent / record["sample_input"])
-
     # ---- aliases ----------------------------------------------------------------------------
 
     def set_alias(self, model_name: str, version_name: str, alias: str, *, actor: str | None = None,
@@ -293,24 +282,6 @@ class LocalRegistry:
         model_dir = self._existing_model(model_name)
         with _locked(model_dir):
             self._update_model_record(model_dir, model_name, tags={tag: value})
-
-    def unset_tag(self, model_name: str, tag: str) -> None:
-        """Remove a model-level tag."""
-        model_dir = self._existing_model(model_name)
-        with _locked(model_dir):
-            record = _read_json(model_dir / "model.json", None)
-            if tag not in record["tags"]:
-                raise MlopsError(f"model {model_name!r} has no tag {tag!r}; tags: {_listing(record['tags'])}")
-            del record["tags"][tag]
-            _write_json_atomic(model_dir / "model.json", record)
-
-    def set_comment(self, model_name: str, comment: str | None) -> None:
-        """Set the model-level comment."""
-        model_dir = self._existing_model(model_name)
-        with _locked(model_dir):
-            record = _read_json(model_dir / "model.json", None)
-            record["comment"] = comment
-            _write_json_atomic(model_dir / "model.json", record)
 
     # ---- internals --------------------------------------------------------------------------
 
@@ -402,22 +373,6 @@ def _previous_holders(history: list[dict], alias: str) -> list:
         elif event in ("set", "unset") and entry.get("old_version") != entry.get("new_version"):
             stack.append(entry.get("old_version"))
     return stack
-
-
-def check_name(name, what: str) -> None:
-    """Model, version, alias and tag names are identifiers, as in Snowflake."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise MlopsError(f"invalid {what} {name!r}: use letters, digits, _ and $, "
-                         "starting with a letter or _")
-
-
-def check_tag(tag, value) -> None:
-    """Tag values are strings of at most 256 characters, as in Snowflake."""
-    check_name(tag, "tag name")
-    if not isinstance(value, str):
-        raise MlopsError(f"tag {tag!r}: value must be a string, got {type(value).__name__}")
-    if len(value) > MAX_TAG_VALUE:
-        raise MlopsError(f"tag {tag!r}: value is {len(value)} characters; at most {MAX_TAG_VALUE}")
 
 
 def _listing(names) -> str:

@@ -23,8 +23,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from mlops_framework.contracts import check_same_columns, quote_identifier
 from mlops_framework.errors import MlopsError
-from mlops_framework.sources import quote_identifier
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
     import pyarrow as pa
@@ -32,22 +32,6 @@ if TYPE_CHECKING:  # annotations only: importing these at start-up would slow ev
 _BATCH_VIEW = "__mlops_batch"
 _KEYS_VIEW = "__mlops_partition_keys"
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-
-
-def check_same_columns(table, existing, columns) -> None:
-    """Refuse predictions whose columns differ (ignoring case) from those of the existing ``table``."""
-    have = {c.upper(): c for c in existing}
-    new = {c.upper(): c for c in columns}
-    only_table = [have[k] for k in have if k not in new]
-    only_new = [new[k] for k in new if k not in have]
-    if only_table or only_new:
-        parts = []
-        if only_new:
-            parts.append(f"new columns not in the table: {', '.join(only_new)}")
-        if only_table:
-            parts.append(f"table columns missing from the predictions: {', '.join(only_table)}")
-        raise MlopsError(f"the predictions do not match the columns of existing table {table} "
-                         f"({'; '.join(parts)}); drop the table or write to another one")
 
 
 # ---------------------------------------------------------------------- DuckDB
@@ -92,7 +76,9 @@ class DuckDBSink:
             writer = _DuckDBWriter(con, self.table, list(self.partition_by or []))
             try:
                 yield writer
+                writer.finish()
             except BaseException:
+                writer.abort()
                 with contextlib.suppress(duckdb.Error):
                     con.rollback()
                 raise
@@ -108,34 +94,89 @@ class DuckDBSink:
 
 
 class _DuckDBWriter:
+    """Streams every batch into the table through ONE ``INSERT`` statement, run in a thread that pulls
+    the batches as ``write`` hands them over.
+
+    DuckDB keeps a transaction's rows in memory when they arrive as many small statements (10M rows:
+    1.5 GiB), but writes them out to the file as it goes when they arrive as one statement (0.2 GiB).
+    The rows being replaced are deleted after the insert, in the same transaction: those whose
+    ``rowid`` is at most the table's largest before the insert (new rows always number higher) and,
+    with ``partition_by``, whose key is among the keys written.
+    """
+
+    _QUEUED = 2  # batches waiting for the insert: memory is bounded by a few batches
+
     def __init__(self, con, table: str, partition_by: list[str]):
         self._con = con
         self._table = table
         self._quoted = quote_identifier(table)
         self._partition_by = partition_by
-        self._started = False
+        self._schema = None
         self._existed = False
-        self._seen: set[tuple] = set()
+        self._old_rows_end = None  # the largest rowid before this write; None: nothing to replace
+        self._keys: set[tuple] = set()
+        self._queue = None
+        self._thread = None
+        self._error: BaseException | None = None
+        self._stopping = None
         self.rows = 0
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
-        import duckdb
+        import pyarrow as pa
 
-        con = self._con
-        if not self._started:
+        if isinstance(batch, pa.Table):
+            for part in batch.to_batches():
+                self.write(part)
+            return
+        if self._thread is None:
             self._start(batch)
-        if self._partition_by and self._existed:
-            self._delete_new_partitions(batch)
-        con.register(_BATCH_VIEW, batch)
-        try:
-            con.execute(f"INSERT INTO {self._quoted} BY NAME SELECT * FROM {_BATCH_VIEW}")
-        except duckdb.Error as exc:
-            raise MlopsError(f"could not insert predictions into table {self._table}: {exc}") from exc
-        finally:
-            con.unregister(_BATCH_VIEW)
+        elif batch.schema != self._schema:
+            try:
+                batch = batch.select(self._schema.names).cast(self._schema)
+            except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise MlopsError(f"a batch of predictions for table {self._table} does not match the "
+                                 f"first batch's columns and types: {exc}") from exc
+        if self._partition_by:
+            self._keys.update(_partition_keys(batch, self._partition_by))
+        self._hand_over(batch)
         self.rows += batch.num_rows
 
+    def finish(self) -> None:
+        """End the stream, wait for the insert, then delete the rows it replaces."""
+        if self._thread is None:
+            return  # no batch: the table stays as it was
+        self._hand_over(_END)
+        self._thread.join()
+        self._raise_insert_error()
+        if self._old_rows_end is None:
+            return
+        old = f"{self._quoted}.rowid <= {int(self._old_rows_end)}"
+        if not self._partition_by:
+            self._con.execute(f"DELETE FROM {self._quoted} WHERE {old}")
+            return
+        import pyarrow as pa
+
+        keys = list(self._keys)
+        key_table = pa.table({c: pa.array([k[i] for k in keys], type=_value_type(self._schema.field(c).type))
+                              for i, c in enumerate(self._partition_by)})
+        match = " AND ".join(
+            f"{self._quoted}.{quote_identifier(c)} IS NOT DISTINCT FROM k.{quote_identifier(c)}" for c in self._partition_by
+        )
+        with _registered(self._con, _KEYS_VIEW, key_table):
+            self._con.execute(f"DELETE FROM {self._quoted} USING {_KEYS_VIEW} AS k WHERE {old} AND {match}")
+
+    def abort(self) -> None:
+        """Stop the insert (its transaction is then rolled back by the sink)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._stopping.set()
+            self._thread.join()
+
     def _start(self, batch) -> None:
+        import queue
+        import threading
+
+        import pyarrow as pa
+
         con = self._con
         names = batch.schema.names
         missing_keys = [c for c in self._partition_by if c not in names]
@@ -152,35 +193,72 @@ class _DuckDBWriter:
         if existing:
             self._existed = True
             check_same_columns(self._table, existing, names)
-            if not self._partition_by:
-                con.execute(f"DELETE FROM {self._quoted}")
+            self._old_rows_end = con.execute(f"SELECT max(rowid) FROM {self._quoted}").fetchall()[0][0]
         else:
-            con.register(_BATCH_VIEW, batch)
-            try:
+            with _registered(con, _BATCH_VIEW, batch):
                 con.execute(f"CREATE TABLE {self._quoted} AS SELECT * FROM {_BATCH_VIEW} LIMIT 0")
-            finally:
-                con.unregister(_BATCH_VIEW)
-        self._started = True
+        self._schema = batch.schema
+        self._queue = queue.Queue(maxsize=self._QUEUED)
+        self._stopping = threading.Event()
+        reader = pa.RecordBatchReader.from_batches(self._schema, self._handed_over())
+        self._thread = threading.Thread(target=self._insert, args=(reader,), name="mlops-duckdb-insert", daemon=True)
+        self._thread.start()
 
-    def _delete_new_partitions(self, batch) -> None:
-        import pyarrow as pa
-
-        keys = _partition_keys(batch, self._partition_by)
-        new = [k for k in keys if k not in self._seen]
-        if not new:
-            return
-        self._seen.update(new)
-        key_table = pa.table(
-            {c: pa.array([k[i] for k in new], type=_value_type(batch.schema.field(c).type)) for i, c in enumerate(self._partition_by)}
-        )
-        match = " AND ".join(
-            f"{self._quoted}.{quote_identifier(c)} IS NOT DISTINCT FROM k.{quote_identifier(c)}" for c in self._partition_by
-        )
-        self._con.register(_KEYS_VIEW, key_table)
+    def _insert(self, reader) -> None:
         try:
-            self._con.execute(f"DELETE FROM {self._quoted} USING {_KEYS_VIEW} AS k WHERE {match}")
-        finally:
-            self._con.unregister(_KEYS_VIEW)
+            with _registered(self._con, _BATCH_VIEW, reader):
+                self._con.execute(f"INSERT INTO {self._quoted} BY NAME SELECT * FROM {_BATCH_VIEW}")
+        except BaseException as exc:  # noqa: BLE001 - reported by the writer's thread
+            self._error = exc
+
+    def _handed_over(self):
+        import queue
+
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    raise _Stopped()
+                continue
+            if item is _END:
+                return
+            yield item
+
+    def _hand_over(self, item) -> None:
+        import queue
+
+        while True:
+            self._raise_insert_error()
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_insert_error(self) -> None:
+        if self._error is None and (self._thread is None or self._thread.is_alive() or self._queue.empty()):
+            return
+        if self._error is None:
+            raise MlopsError(f"the insert into table {self._table} ended before its input did")
+        raise MlopsError(f"could not insert predictions into table {self._table}: {self._error}") from self._error
+
+
+@contextlib.contextmanager
+def _registered(con, name: str, data):
+    """``data`` (Arrow) visible to ``con``'s SQL as the view ``name`` while the block runs."""
+    con.register(name, data)
+    try:
+        yield
+    finally:
+        con.unregister(name)
+
+
+class _Stopped(Exception):
+    """Ends the insert's input when the write is abandoned."""
+
+
+_END = object()
 
 
 # ---------------------------------------------------------------------- Parquet

@@ -40,6 +40,7 @@ import posixpath
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from mlops_framework.contracts import quote_identifier, sql_string  # noqa: F401  (shared with plugins)
 from mlops_framework.errors import MlopsError
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
@@ -415,16 +416,6 @@ def _one_line(exc: BaseException) -> str:
     else:
         line = lines[0]
     return line if len(line) <= 300 else line[:297] + "..."
-
-
-def quote_identifier(name: str) -> str:
-    """A SQL identifier, double-quoted (embedded quotes doubled)."""
-    return '"' + str(name).replace('"', '""') + '"'
-
-
-def sql_string(value) -> str:
-    """A SQL string literal, single-quoted (embedded quotes doubled)."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _sql_list(values: list[str]) -> str:

@@ -7,6 +7,7 @@ Each reads the objects it needs from the ``Run`` and leaves its output in ``run.
 
 import json
 
+from mlops_framework.contracts import LineageSource
 from mlops_framework.errors import MlopsError
 from mlops_framework.pipeline import Stage
 
@@ -26,8 +27,7 @@ def _need_target(spec):
 def load(run):
     run.results["frame"] = run.source.read(columns=run.features.columns)
     run.results["data_fingerprint"] = run.source.fingerprint()
-    source_lineage = getattr(run.source, "lineage", None)  # e.g. the feature views and versions read
-    run.results["source_lineage"] = source_lineage() if callable(source_lineage) else None
+    run.results["source_lineage"] = run.source.lineage() if isinstance(run.source, LineageSource) else None
 
 
 def validate(run):
@@ -195,7 +195,7 @@ def evaluate(run):
 
 
 def register(run):
-    from mlops_framework.lineage import lineage, signature
+    from mlops_framework.lineage import signature
     from mlops_framework.model import estimator_for_task
     from mlops_framework.scoring import prediction_columns
 
@@ -203,9 +203,7 @@ def register(run):
     reg = run.registration
     frame = run.results["frame"]
     input_columns = model.contract.input_columns
-    record = lineage(run.config, run.results.get("data_fingerprint"))
-    if run.results.get("source_lineage"):
-        record["source"] = run.results["source_lineage"]
+    record = run.provenance.lineage(run.results.get("data_fingerprint"), run.results.get("source_lineage"))
     inputs_and_outputs = signature(frame, input_columns)
     inputs_and_outputs["outputs"] = [{"name": name, "type": kind} for name, kind in prediction_columns(model.contract)]
     run.results["version"] = run.registry.log_model(

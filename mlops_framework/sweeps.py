@@ -339,7 +339,7 @@ def leaderboard(sweep_dir, *, metric=None, direction=None):
             "rank": None, "trial": trial_dir.name, "status": "ok" if value is not None and not error else "failed",
             "value": value, "metrics": metrics, "params": _overrides(trial_dir),
             "seconds": trial.get("seconds") or (trial.get("optuna") or {}).get("seconds"),
-            **_model_version(summary), "error": error, "dir": str(trial_dir),
+            **_model_version(trial_dir), "error": error, "dir": str(trial_dir),
         })
     searched = list((study.get("search_space") or record.get("search_space") or {}))
     varying = [key for key in dict.fromkeys(k for row in rows for k in row["params"])
@@ -354,14 +354,12 @@ def leaderboard(sweep_dir, *, metric=None, direction=None):
             "rows": rows, "best": ok[0] if ok else None, "record": record}
 
 
-def _model_version(summary):
-    """``{"model", "version"}`` of a trial's summary.json. A local trial writes ``"version": "v3"``; an ML
-    Job's (the job's result, written by the ML Job launcher) nests it: ``"version": {"version_name": "V3"}``."""
-    model, version = summary.get("model"), summary.get("version")
-    if isinstance(version, dict):
-        model = model or version.get("model_name")
-        version = version.get("version_name")
-    return {"model": model, "version": version}
+def _model_version(trial_dir):
+    """``{"model", "version"}`` of a trial's result (``runner.RunResult``, local or from an ML Job)."""
+    from mlops_framework.runner import read_result
+
+    result = read_result(trial_dir)
+    return {"model": result.model if result else None, "version": result.version if result else None}
 
 
 def _number(name):

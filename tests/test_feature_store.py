@@ -11,6 +11,7 @@ import pytest
 
 from mlops_framework.errors import MlopsError
 from mlops_framework.feature_store import CATALOG, FeatureStoreSource, LocalFeatureStore, table_name
+from mlops_framework.sources import ParquetSource
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = dt.date(2024, 1, 1)
@@ -51,7 +52,7 @@ def leaky(tmp_path):
 
 def store_config(tmp_path, **view):
     values = {"entities": ["CUSTOMER"], "version": "V1", "timestamp_col": "FS_TS", "features": ["SIGNAL", "NOISE"],
-              "source": {"kind": "parquet", "path": str(tmp_path / "history.parquet")},
+              "source": ParquetSource(str(tmp_path / "history.parquet")),
               "refresh_freq": "1 day", "description": "signal history"}
     values.update(view)
     return {"warehouse": str(tmp_path / "home" / "warehouse.duckdb"),
@@ -150,7 +151,7 @@ def test_onehot_view_is_the_feature_contract_encoding(tmp_path):
               "entities": {"LOAN_ENTITY": {"join_keys": ["LOAN_ID"]}},
               "feature_views": {"LOAN_FEATURES_OHE": {
                   "entities": ["LOAN_ENTITY"], "timestamp_col": "WEEK_START_DATE", "features": features,
-                  "source": {"kind": "parquet", "path": str(tmp_path / "loans.parquet")}, "transform": "onehot",
+                  "source": ParquetSource(str(tmp_path / "loans.parquet")), "transform": "onehot",
                   "categorical": ["LOAN_TYPE_NAME", "COUNTY_NAME"]}}}
     store = LocalFeatureStore(config)
     row = store.materialize("LOAN_FEATURES_OHE")
@@ -187,7 +188,7 @@ def test_query_views_and_config_errors(tmp_path):
 
 
 def source(tmp_path, **kw):
-    spine = {"source": {"kind": "parquet", "path": str(tmp_path / "spine.parquet")}, "timestamp": "EVENT_DATE",
+    spine = {"source": ParquetSource(str(tmp_path / "spine.parquet")), "timestamp": "EVENT_DATE",
              "label": ["LABEL"], "columns": ["WEEK"]}
     return FeatureStoreSource(store=store_config(tmp_path), views=["SIGNALS"], **{"spine": spine, **kw})
 

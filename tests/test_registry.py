@@ -63,7 +63,7 @@ def test_log_and_read_back(reg):
     assert sorted(rec["files"]) == ["artifact/contract.json", "artifact/extra/notes.txt",
                                     "artifact/model.ubj", "sample_input.parquet"]
 
-    stored = reg.load_sample_input("churn", "v1")
+    stored = pd.read_parquet(reg.artifact_path("churn", "v1").parent / rec["sample_input"])
     pd.testing.assert_frame_equal(stored, sample.head(100))
 
     path = reg.artifact_path("churn", "v1")
@@ -85,7 +85,7 @@ def test_version_without_sample_input_and_numpy_metrics(reg):
     assert rec == reg.get_version("m", "v1")
     assert rec["metrics"] == {"auc": 0.5, "cm": [[1, 0], [0, 1]]}
     assert rec["sample_input"] is None
-    assert reg.load_sample_input("m", "v1") is None
+    assert not (reg.artifact_path("m", "v1").parent / "sample_input.parquet").exists()
 
 
 def test_auto_numbering_and_given_names(reg):
@@ -122,20 +122,15 @@ def test_bad_input_refused_before_writing(reg, tmp_path, kwargs, message):
     assert not (tmp_path / "registry").exists()
 
 
-def test_tags_and_comment(reg):
+def test_tags(reg):
     reg.log_model(TinyModel(), model_name="m", tags={"team": "a", "domain": "churn"})
     reg.log_model(TinyModel(), model_name="m", tags={"team": "b"})
     reg.set_tag("m", "tier", "gold")
-    reg.unset_tag("m", "domain")
-    reg.set_comment("m", "predicts churn")
     [model] = reg.models()
-    assert model["tags"] == {"team": "b", "tier": "gold"}
-    assert model["comment"] == "predicts churn"
+    assert model["tags"] == {"team": "b", "domain": "churn", "tier": "gold"}
     assert model["versions"] == 2
     with pytest.raises(MlopsError, match="at most 256"):
         reg.set_tag("m", "t", "x" * 257)
-    with pytest.raises(MlopsError, match="no tag 'nope'"):
-        reg.unset_tag("m", "nope")
 
 
 def test_aliases_and_history(reg):
@@ -243,7 +238,7 @@ def test_checksums_catch_tampering(reg):
     assert reg.artifact_path("m", "v1") == path
     (path.parent / "sample_input.parquet").write_bytes(b"not parquet")
     with pytest.raises(MlopsError, match="sample_input.parquet does not match"):
-        reg.load_sample_input("m", "v1")
+        reg.load_model("m", "v1")
 
 
 def test_checksums_catch_missing_and_extra_files(reg):

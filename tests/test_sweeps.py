@@ -212,9 +212,10 @@ def test_show_without_sweeps_says_so(mlops, home):
 def test_the_leaderboard_reads_the_version_of_a_local_and_of_an_ml_job_trial(tmp_path):
     from mlops_framework import sweeps
 
-    # a local trial's summary.json (cli._summary) and an ML Job trial's (the job's result, as the launcher writes it)
+    # a local trial's summary.json and an ML Job trial's (the job's result plus where it ran, as the launcher
+    # writes it): one shape, mlops_framework.runner.RunResult
     summaries = {"0": {"model": "MORTGAGE_XGB", "version": "v2", "metrics": {"holdout_f1": 0.61}},
-                 "1": {"model": "MORTGAGE_XGB", "version": {"version_name": "v3"}, "metrics": {"holdout_f1": 0.7},
+                 "1": {"model": "MORTGAGE_XGB", "version": "v3", "metrics": {"holdout_f1": 0.7},
                        "job_id": "MLJOB_1", "compute_pool": "SYSTEM_COMPUTE_POOL_CPU"}}
     for trial, summary in summaries.items():
         (tmp_path / trial).mkdir()

@@ -21,6 +21,7 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from mlops_framework.errors import MlopsError
 
@@ -240,12 +241,19 @@ _SHARED: dict[tuple, SnowflakeConnection] = {}
 _SHARED_LOCK = threading.Lock()
 
 
+@runtime_checkable
+class SessionProvider(Protocol):
+    """Anything that hands out a Snowpark session: a ``SnowflakeConnection``, or a test's own object."""
+
+    def session(self): ...
+
+
 def resolve(connection) -> SnowflakeConnection:
     """A ``SnowflakeConnection`` for a config mapping (shared by equal configs), None (the defaults) or an
     object that already has ``session()`` (returned as is: tests pass their own)."""
     if connection is None:
         connection = {}
-    if hasattr(connection, "session"):
+    if isinstance(connection, SessionProvider):
         return connection
     if not isinstance(connection, dict):
         raise MlopsError(f"connection must be a mapping of connection settings, got {type(connection).__name__}")

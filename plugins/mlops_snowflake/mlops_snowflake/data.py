@@ -266,7 +266,7 @@ class SnowflakeSink:
         if existing is None:
             self._execute(cursor, f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {staging} LIMIT 0")
         else:
-            from mlops_framework.sinks import check_same_columns
+            from mlops_framework.contracts import check_same_columns
 
             check_same_columns(table, existing, columns)
             have = {c.upper(): c for c in existing}

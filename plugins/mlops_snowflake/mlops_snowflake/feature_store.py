@@ -45,7 +45,7 @@ class SnowflakeFeatureStore:
 
     # -- definitions (the same parser as the local store: one config shape)
     def definitions(self):
-        from mlops_framework.feature_store import parse_store
+        from mlops_framework.contracts import parse_store
 
         return parse_store(self.store)
 
@@ -100,12 +100,9 @@ class SnowflakeFeatureStore:
         if view.query is not None:
             df = self._call(f"reading the query of feature view {view.name}", self.session().sql, view.query)
             return df.select([quote(c) for c in columns])
-        values = dict(view.source)
-        if values.pop("kind", None) != "snowflake":
-            raise MlopsError(f"feature view {view.name}: a Snowflake feature view reads Snowflake data: give its "
-                             f"source as {{kind: snowflake, table: ...}} or a query")
-        values.setdefault("connection", self.connection)
-        return SnowflakeSource(**values).snowpark_dataframe(columns)
+        source = _on_connection(view.source, self.connection, f"feature view {view.name}: a Snowflake feature view "
+                                f"reads Snowflake data: give its source as {{kind: snowflake, table: ...}} or a query")
+        return source.snowpark_dataframe(columns)
 
     def join_keys(self, view) -> list[str]:
         entities, _ = self.definitions()
@@ -234,13 +231,11 @@ class SnowflakeFeatureStoreSource(SnowflakeSource):
         unknown = sorted(set(spec) - {"source", "timestamp", "label", "columns"})
         if unknown:
             raise MlopsError(f"unknown key data.spine.{unknown[0]}; spine accepts: source, timestamp, label, columns")
-        source = dict(spec.get("source") or {})
-        if source.pop("kind", None) != "snowflake":
-            raise MlopsError("data.spine.source must be a Snowflake table or query: {kind: snowflake, table: ...}")
-        source.setdefault("connection", self.connection)
+        source = _on_connection(spec.get("source"), self.connection,
+                                "data.spine.source must be a Snowflake table or query: {kind: snowflake, table: ...}")
         label = spec.get("label") or []
         columns = spec.get("columns") or []
-        return (SnowflakeSource(**source), spec.get("timestamp"), [label] if isinstance(label, str) else list(label),
+        return (source, spec.get("timestamp"), [label] if isinstance(label, str) else list(label),
                 [columns] if isinstance(columns, str) else list(columns))
 
     def _relation(self) -> str:
@@ -312,3 +307,16 @@ class SnowflakeFeatureStoreSource(SnowflakeSource):
                                                      "refresh_freq": views[n].refresh_freq}
                                                     for n in self._names() if n in views],
                                   "spine": self._spine()[0].describe()}}
+
+
+def _on_connection(source, connection, refusal):
+    """``source`` (built from its ``kind: snowflake`` option) on the feature store's connection unless it names
+    its own; anything but a ``SnowflakeSource`` is refused with ``refusal``."""
+    import copy
+
+    if not isinstance(source, SnowflakeSource):
+        raise MlopsError(refusal)
+    if source.connection is None:
+        source = copy.copy(source)
+        source.connection = connection
+    return source

@@ -7,8 +7,8 @@
     mlops_framework/       the core, mlops_snowflake/ the plugin, conf/, pluggy/
 
 ML Jobs run it with ``runpy.run_path(..., run_name="__main__")``; ``python job_entrypoint.py`` does the
-same. The module-level ``__return__`` (a JSON-able summary, also written to ``summary.json``) becomes
-``MLJob.result()``. Outputs go to ``$MLOPS_OUTPUT_DIR``, else the job's result stage mount
+same. The module-level ``__return__`` (the run's summary, ``mlops_framework.runner.RunResult.to_dict()``,
+also written to ``summary.json``) becomes ``MLJob.result()``. Outputs go to ``$MLOPS_OUTPUT_DIR``, else the job's result stage mount
 (``$MLRS_STAGE_RESULT_PATH``), else ``outputs/`` beside this file.
 """
 
@@ -27,8 +27,8 @@ def main(payload_dir=PAYLOAD_DIR):
     """Build the run from the payload's config exactly as ``mlops run`` does, run it, return its summary."""
     import yaml
 
+    from mlops_framework import runner
     from mlops_framework.errors import MlopsError
-    from mlops_framework.pipeline import build_run
     from mlops_framework.plugins import Components
 
     payload_dir = Path(payload_dir)
@@ -43,13 +43,14 @@ def main(payload_dir=PAYLOAD_DIR):
     if adopted:
         print(f"mlops job: using the job's Snowflake session for {adopted} connection config(s)")
     output_dir = _output_dir(payload_dir)
-    run = build_run(config, components, output_dir=output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    print(f"mlops job: {len(run.stages)} stages ({', '.join(s.name for s in run.stages)}), "
-          f"registry {run.registry.describe()}, outputs {output_dir}")
-    run.backend.execute(run)
-    summary = _summary(run, manifest)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+    def announce(run):
+        print(f"mlops job: {len(run.stages)} stages ({', '.join(s.name for s in run.stages)}), "
+              f"registry {run.registry.describe()}, outputs {output_dir}")
+        run.summarize("git_commit", manifest.get("git_commit"))
+        run.summarize("submitted_at", manifest.get("submitted_at"))
+
+    summary = runner.execute(config, components, output_dir, announce=announce).to_dict()
     print("mlops job summary: " + json.dumps(summary, default=str))
     return summary
 
@@ -124,22 +125,6 @@ def _output_dir(payload_dir):
         mount = os.environ.get("MLRS_STAGE_MOUNT_PATH", "/mnt/job_stage")
         return Path(result_path if os.path.isabs(result_path) else os.path.join(mount, result_path)) / "mlops"
     return payload_dir / "outputs"
-
-
-def _summary(run, manifest):
-    """The same keys as ``mlops run``'s summary.json, JSON-able, plus where the payload came from."""
-    summary = {"model": run.registration.model_name, "outputs": str(run.output_dir),
-               "git_commit": manifest.get("git_commit"), "submitted_at": manifest.get("submitted_at")}
-    if "version" in run.results:
-        version = run.results["version"]
-        summary["version"] = {"version_name": version["version_name"]} if isinstance(version, dict) else str(version)
-        summary["registry"] = run.registry.describe()
-    metrics = run.results.get("metrics") or {}
-    summary["metrics"] = {key: round(float(value), 4) for key, value in metrics.items()
-                          if key.startswith(("validation_", "holdout_")) and value is not None}
-    if "scored" in run.results:
-        summary["scored"] = json.loads(json.dumps(run.results["scored"], default=str))
-    return summary
 
 
 if __name__ == "__main__":

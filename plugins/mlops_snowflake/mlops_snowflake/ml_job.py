@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from mlops_framework.contracts import PlannedRegistry, SqlSource
 from mlops_framework.errors import MlopsError
 
 ENTRYPOINT = "job_entrypoint.py"
@@ -178,18 +179,24 @@ class MLJobBackend:
             console.print(f"submitting ML Job {arguments['name']} to compute pool {pool} ({why})")
             job = jobs.submit_directory(directory, pool, session=session, **arguments)
         status, _ = follow_job(job, console, timeout_s=self.timeout_s, poll_s=self.poll_s, where=f"on {pool}")
-        summary = {"job_id": job.id, "job_status": status, "compute_pool": pool}
-        run.results["summary"] = summary
+        for key, value in {"job_id": job.id, "job_status": status, "compute_pool": pool}.items():
+            run.summarize(key, value)
         try:
             result = job.result()
         except Exception as error:  # the job ran but its result cannot be read
             raise MlopsError(f"ML Job {job.id} is DONE but its result could not be read: {error}") from error
         console.print(f"ML Job {job.id} DONE; result:\n{json.dumps(result, indent=2, default=str)}", markup=False)
-        if isinstance(result, dict):
-            for key in ("version", "metrics", "scored", "evaluation"):
-                if result.get(key) is not None:
-                    run.results[key] = result[key]
-            summary["job_result"] = result
+        if isinstance(result, dict):  # the job's RunResult: what its stages left, as if they ran here
+            from mlops_framework.runner import RunResult
+
+            job_result = RunResult.from_dict(result)
+            if job_result.version:
+                run.results["version"] = {"model_name": job_result.model, "version_name": job_result.version}
+            if job_result.metrics:
+                run.results["metrics"] = job_result.metrics
+            if job_result.scored:
+                run.results["scored"] = job_result.scored
+            run.summarize("job_result", result)
         return None
 
     def _deploy_task(self, run, directory, pool, arguments, session, console):
@@ -202,8 +209,9 @@ class MLJobBackend:
             console.print(statement, markup=False)
             session.sql(statement).collect()
         task = self.task_name_for(run)
-        run.results["summary"] = {"task": task, "schedule": self.schedule, "compute_pool": pool,
-                                  "job_definition": arguments["name"]}
+        for key, value in {"task": task, "schedule": self.schedule, "compute_pool": pool,
+                           "job_definition": arguments["name"]}.items():
+            run.summarize(key, value)
         console.print(f"TASK {task} deployed and resumed: runs {arguments['name']} on {pool} at '{self.schedule}'")
 
     def _session(self):
@@ -376,9 +384,9 @@ def _stage_lines(run):
     """What each stage does inside the job, with the Snowflake operations where the component can say."""
     lines = []
     for stage in run.stages:
-        if stage.name == "load" and hasattr(run.source, "sql"):
+        if stage.name == "load" and isinstance(run.source, SqlSource):
             lines.append(f"load: {run.source.sql(run.features.columns)}")
-        elif stage.name == "register" and hasattr(run.registry, "plan_log_model"):
+        elif stage.name == "register" and isinstance(run.registry, PlannedRegistry):
             reg = run.registration
             flavor = "xgboost" if run.model._target_.startswith("xgboost.") else "sklearn"
             lines += [f"register: {operation}" for operation in run.registry.plan_log_model(

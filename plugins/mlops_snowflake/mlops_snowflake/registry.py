@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.registry import check_name, check_tag
+from mlops_framework.contracts import check_name, check_tag
 
 from mlops_snowflake import connection as connection_module
 from mlops_snowflake.data import _one_line

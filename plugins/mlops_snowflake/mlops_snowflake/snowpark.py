@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from mlops_framework.contracts import PlannedRegistry, SqlSource, WarehouseRegistry, WarehouseSink, WarehouseSource
 from mlops_framework.errors import MlopsError
 from mlops_framework.pipeline import Stage, run_stages
 from mlops_framework.stages import scoring_version
@@ -38,9 +39,9 @@ class SnowparkBackend:
         """Every operation, SQL included, that ``execute`` would issue; connects nowhere."""
         lines = [f"connect: one Snowpark session to {connection_module.describe(self.connection)}"]
         for stage in run.stages:
-            if stage.name == "load" and hasattr(run.source, "sql"):
+            if stage.name == "load" and isinstance(run.source, SqlSource):
                 lines.append(f"load: pull the training slice to pandas: {run.source.sql(run.features.columns)}")
-            elif stage.name == "register" and hasattr(run.registry, "plan_log_model"):
+            elif stage.name == "register" and isinstance(run.registry, PlannedRegistry):
                 reg = run.registration
                 lines += [f"register: {op}" for op in run.registry.plan_log_model(
                     model_name=reg.model_name, version_name=reg.version_name, comment=reg.comment, tags=reg.tags,
@@ -73,11 +74,11 @@ class SnowparkBackend:
         if not self.score_in_warehouse:
             return "backend.score_in_warehouse is false"
         source = run.scoring.source or run.source
-        if not hasattr(source, "snowpark_dataframe"):
+        if not isinstance(source, WarehouseSource):
             return f"the scoring source is not a Snowflake table: {source.describe()}"
-        if not hasattr(run.scoring.sink, "write_dataframe"):
+        if not isinstance(run.scoring.sink, WarehouseSink):
             return f"the sink is not a Snowflake table: {run.scoring.sink.describe()}"
-        if not hasattr(run.registry, "model_version"):
+        if not isinstance(run.registry, WarehouseRegistry):
             return f"the registry is not Snowflake's: {run.registry.describe()}"
         return None
 

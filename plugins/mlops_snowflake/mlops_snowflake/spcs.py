@@ -21,6 +21,7 @@ import dataclasses
 import re
 import time
 
+from mlops_framework.contracts import WarehouseRegistry, WarehouseSink, WarehouseSource
 from mlops_framework.errors import MlopsError
 from mlops_snowflake.data import _one_line
 
@@ -148,7 +149,7 @@ class SPCSBackend:
         managing = self.action in ("list", "delete")
         version = _planned_version(run, stages_run=not managing)
         service = self.service_name or f"{model_name}_<version>_SERVICE"
-        model = run.registry.qualified(model_name) if hasattr(run.registry, "qualified") else model_name
+        model = run.registry.qualified(model_name) if isinstance(run.registry, WarehouseRegistry) else model_name
         if managing:
             call = "mv.list_services()" if self.action == "list" else f"mv.delete_service({service!r})"
             return [f"connect: one Snowpark session to {connection_module.describe(self.connection)}",
@@ -195,7 +196,7 @@ class SPCSBackend:
 
     def _plan_batch(self, run, version):
         source = run.scoring.source or run.source
-        if not hasattr(source, "snowpark_dataframe"):
+        if not isinstance(source, WarehouseSource):
             raise MlopsError(f"backend.batch=true runs SPCS batch inference on a Snowflake table; the scoring "
                              f"source is {source.describe()}: use data=snowflake (or scoring.source.kind: snowflake)")
         arguments = self.batch_arguments(run.registration.model_name, "VERSION")
@@ -213,7 +214,7 @@ class SPCSBackend:
                  f"batch: read the output files session.read.parquet({location!r}) (input columns, ground truth "
                  f"{run.features.target}, {SCORE_COLUMN}, {CLASS_COLUMN})"]
         sink = run.scoring.sink
-        if hasattr(sink, "write_dataframe"):
+        if isinstance(sink, WarehouseSink):
             lines += [f"batch: {sql}" for sql in sink.plan(source=f"<{location} files>")]
         else:
             lines.append(f"batch: stream them to {sink.describe()}")
@@ -250,8 +251,9 @@ class SPCSBackend:
     def _deploy(self, run, console):
         mv = self._model_version(run)
         service = self.ensure_service(mv, run.registration.model_name, console)
-        run.results["summary"] = {"service": service, "version": mv.version_name,
-                                  "service_compute_pool": self.service_compute_pool}
+        for key, value in {"service": service, "version": mv.version_name,
+                           "service_compute_pool": self.service_compute_pool}.items():
+            run.summarize(key, value)
         return mv, service
 
     def ensure_service(self, mv, model_name, console):
@@ -295,7 +297,8 @@ class SPCSBackend:
                 rows = sink.write_dataframe(scored)
             else:
                 rows = self._score_batches(run, mv, service, source, sink)
-            run.results["summary"] = {"service": service, "service_compute_pool": self.service_compute_pool}
+            for key, value in {"service": service, "service_compute_pool": self.service_compute_pool}.items():
+                run.summarize(key, value)
         run.results["scored"] = {"rows": rows, "seconds": time.perf_counter() - started,
                                  "destination": sink.describe(), "version": mv.version_name, "where": where}
 
@@ -329,7 +332,7 @@ class SPCSBackend:
     def _run_batch(self, run, mv, source, sink, console):
         from mlops_snowflake.ml_job import follow_job
 
-        if not hasattr(source, "snowpark_dataframe"):
+        if not isinstance(source, WarehouseSource):
             raise MlopsError(f"backend.batch=true needs a Snowflake scoring source, not {source.describe()}")
         model_name = run.registration.model_name
         arguments = self.batch_arguments(model_name, mv.version_name)
@@ -348,8 +351,9 @@ class SPCSBackend:
         if missing:
             raise MlopsError(f"the batch inference output in {location} lacks {', '.join(missing)} "
                              f"(its columns: {', '.join(names)})")
-        run.results["summary"] = {"batch_job": job.id, "batch_output": location}
-        if hasattr(sink, "write_dataframe"):
+        for key, value in {"batch_job": job.id, "batch_output": location}.items():
+            run.summarize(key, value)
+        if isinstance(sink, WarehouseSink):
             return sink.write_dataframe(output)
         import pyarrow as pa
 
@@ -369,8 +373,8 @@ class SPCSBackend:
             services = mv.list_services()
             console.print(services.to_string(index=False) if len(services) else
                           f"{model_name} {mv.version_name} has no SPCS service")
-            run.results["summary"] = {"services": [{str(k): str(v) for k, v in row.items()}
-                                                   for row in services.to_dict("records")]}
+            run.summarize("services", [{str(k): str(v) for k, v in row.items()}
+                                       for row in services.to_dict("records")])
             return None
         service = self.service_for(model_name, mv.version_name)
         try:
@@ -379,13 +383,13 @@ class SPCSBackend:
             raise MlopsError(f"delete_service {service} of {model_name} {mv.version_name} failed: "
                              f"{_one_line(error)}") from error
         console.print(f"deleted SPCS service {service} of {model_name} {mv.version_name}")
-        run.results["summary"] = {"deleted_service": service}
+        run.summarize("deleted_service", service)
         return None
 
     def _check(self, run):
         if self.action not in ACTIONS:
             raise MlopsError(f"backend.action must be one of {', '.join(ACTIONS)}, not {self.action!r}")
-        if not hasattr(run.registry, "model_version"):
+        if not isinstance(run.registry, WarehouseRegistry):
             raise MlopsError(f"backend=spcs serves versions of the Snowflake Model Registry: use registry=snowflake "
                              f"(the registry is {run.registry.describe()})")
 
@@ -394,7 +398,7 @@ class SPCSBackend:
 
 
 def _in_snowflake(source, sink):
-    return hasattr(source, "snowpark_dataframe") and hasattr(sink, "write_dataframe")
+    return isinstance(source, WarehouseSource) and isinstance(sink, WarehouseSink)
 
 
 def _planned_version(run, *, stages_run=True):

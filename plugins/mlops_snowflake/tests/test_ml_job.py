@@ -87,7 +87,7 @@ def test_payload_runs_in_a_clean_process_as_the_job_would(tmp_path, monkeypatch)
     assert result["success"], result
     assert all(path.startswith(str(payload)) for path in result["modules"]), result["modules"]
     summary = result["value"]  # the job's __return__, through snowflake-ml's own serialisation
-    assert summary["model"] == "MORTGAGE_XGB" and summary["version"] == {"version_name": "v1"}
+    assert summary["model"] == "MORTGAGE_XGB" and summary["version"] == "v1"
     assert summary["scored"]["rows"] == 300 and summary["scored"]["version"] == "v1"
     assert 0.0 <= summary["metrics"]["holdout_roc_auc"] <= 1.0
     assert "mlops job summary:" in done.stdout  # the job's log shows it too
@@ -108,7 +108,7 @@ def test_payload_runs_in_a_clean_process_as_the_job_would(tmp_path, monkeypatch)
                                           "FROM PREDICTIONS_WITH_GROUND_TRUTH").fetchone()
     assert rows == truth == scores == 300
     out = tmp_path / "stage_result" / "mlops"
-    assert json.loads((out / "summary.json").read_text())["version"] == {"version_name": "v1"}
+    assert json.loads((out / "summary.json").read_text())["version"] == "v1"
     assert (out / "evaluation.json").is_file()
 
 
@@ -237,7 +237,7 @@ def test_submit_wait_stream_and_result(tmp_path, monkeypatch, snowflake_mocks, c
     job = snowflake_mocks.job
     logs = [f"log line {i}" for i in range(6)]
     statuses(job, "PENDING", "RUNNING", "RUNNING", "DONE", logs=logs)
-    job.result.return_value = {"model": "MORTGAGE_XGB", "version": {"version_name": "V4"},
+    job.result.return_value = {"model": "MORTGAGE_XGB", "version": "V4",
                                "metrics": {"holdout_f1": 0.71}, "scored": {"rows": 10, "version": "V4",
                                                                            "seconds": 1.0, "destination": "T"}}
     backend_for(run).execute(run)
@@ -254,8 +254,8 @@ def test_submit_wait_stream_and_result(tmp_path, monkeypatch, snowflake_mocks, c
     assert "kind: local" in snowflake_mocks.seen["config"]
     err = capsys.readouterr().err
     assert [err.count(line) for line in logs] == [1] * len(logs)  # each line printed once, as it came
-    assert "DONE" in err and '"version_name": "V4"' in err
-    assert run.results["version"] == {"version_name": "V4"} and run.results["scored"]["rows"] == 10
+    assert "DONE" in err and '"version": "V4"' in err
+    assert run.results["version"] == {"model_name": "MORTGAGE_XGB", "version_name": "V4"} and run.results["scored"]["rows"] == 10
     assert run.results["summary"]["job_id"] == "MLJOB_ABC123"
     assert run.results["summary"]["job_status"] == "DONE"
 

@@ -97,7 +97,7 @@ def snowflake(monkeypatch):
         sequence = status_sequence()
         type(job).status = mock.PropertyMock(side_effect=lambda: next(sequence))
         job.get_logs.return_value = [f"trial max_depth={depth}", "Traceback: boom"]
-        job.result.return_value = {"model": "MORTGAGE_XGB", "version": {"version_name": f"v{depth}"},
+        job.result.return_value = {"model": "MORTGAGE_XGB", "version": f"v{depth}",
                                    "metrics": {"holdout_f1": depth / 10}}
         state["jobs"].append(job)
         return job
@@ -142,7 +142,7 @@ def test_three_trials_three_jobs_each_with_its_own_override(launcher_for, snowfl
 
     assert [r.status for r in returns] == [JobStatus.COMPLETED] * 3
     assert [r.overrides for r in returns] == trials()  # in order
-    assert [r.return_value["version"]["version_name"] for r in returns] == [f"v{d}" for d in DEPTHS]
+    assert [r.return_value["version"] for r in returns] == [f"v{d}" for d in DEPTHS]
     for number, depth in enumerate(DEPTHS):  # the trial dirs the sweep's leaderboard reads
         trial_dir = tmp_path / "sweep" / str(number)
         assert f"model.params.max_depth={depth}" in yaml.safe_load((trial_dir / ".hydra" / "overrides.yaml").read_text())
@@ -162,7 +162,7 @@ def test_a_failed_job_fails_its_trial_only(launcher_for, snowflake, tmp_path):
     assert [r.status for r in returns] == [JobStatus.COMPLETED] * 3
     error = returns[1].return_value["error"]
     assert "FAILED" in error and "Traceback: boom" in error
-    assert returns[2].return_value["version"]["version_name"] == "v7"
+    assert returns[2].return_value["version"] == "v7"
     snowflake["jobs"][1].result.assert_not_called()
     trial = json.loads((tmp_path / "sweep" / "11" / "trial.json").read_text())
     assert trial["status"] == "failed" and "FAILED" in trial["error"]
@@ -218,7 +218,7 @@ def test_mlops_run_multirun_with_the_ml_job_launcher(launcher_for, snowflake, tm
     assert "could not" not in out and "error" not in out, out
     board = (tmp_path / "cli_sweep" / "leaderboard.csv").read_text().splitlines()
     assert len(board) == 4 and board[1].startswith("1,2,ok"), board  # max_depth=7 (trial 2) ranks first
-    # the job's summary nests the version ({"version_name": "v7"}); the leaderboard shows it as a local trial's
+    # the job's summary has the one shape of a run's result (mlops_framework.runner): the leaderboard reads it
     rows = list(csv.DictReader(board))
     assert [(row["model"], row["version"]) for row in rows] == [("MORTGAGE_XGB", f"v{d}") for d in (7, 5, 3)]
     assert re.search(r"^1\s+2\s+ok\s.*\sMORTGAGE_XGB v7\s", out, re.M), out

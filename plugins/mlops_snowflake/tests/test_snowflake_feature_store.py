@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 
 from mlops_framework.errors import MlopsError
+from mlops_snowflake.data import SnowflakeSource
 
 T0 = dt.datetime(2024, 1, 10)
 STORE = {
     "entities": {"LOAN_ENTITY": {"join_keys": ["LOAN_ID"], "description": "a loan"}},
     "feature_views": {"LOAN_FEATURES": {
         "entities": ["LOAN_ENTITY"], "version": "V1", "timestamp_col": "FS_TS", "features": ["SIGNAL"],
-        "source": {"kind": "snowflake", "table": "HISTORY"}, "refresh_freq": "1 day", "description": "signals"}},
+        "source": SnowflakeSource(table="HISTORY"), "refresh_freq": "1 day", "description": "signals"}},
 }
 
 
@@ -98,7 +99,7 @@ def make_source(fake, **kw):
 
     values = {"store": STORE, "views": ["LOAN_FEATURES"], "connection": fake.connection, "database": "ML",
               "name": "FEATURES", "default_warehouse": "WH_XS",
-              "spine": {"source": {"kind": "snowflake", "table": "SPINE"}, "timestamp": "TS", "label": ["LABEL"],
+              "spine": {"source": SnowflakeSource(table="SPINE"), "timestamp": "TS", "label": ["LABEL"],
                         "columns": ["WEEK"]}}
     values.update(kw)
     return SnowflakeFeatureStoreSource(**values)
@@ -148,14 +149,16 @@ def test_latest_values_dataset_and_refusals(snowfs):
     lineage = make_source(snowfs).lineage()["feature_store"]
     assert lineage["feature_views"][0] == {"name": "LOAN_FEATURES", "version": "V1", "timestamp_col": "FS_TS",
                                                  "entities": ["LOAN_ENTITY"], "refresh_freq": "1 day"}
-    local_view = {**STORE["feature_views"]["LOAN_FEATURES"], "source": {"kind": "synthetic"}}
+    from mlops_framework.sources import ParquetSource, SyntheticSource
+
+    local_view = {**STORE["feature_views"]["LOAN_FEATURES"], "source": SyntheticSource()}
     with pytest.raises(MlopsError, match="reads Snowflake data"):
         SnowflakeFeatureStore({**STORE, "feature_views": {"LOAN_FEATURES": local_view}}, snowfs.connection,
                               "ML", "FEATURES", "WH_XS").register("LOAN_FEATURES", overwrite=True)
     with pytest.raises(MlopsError, match="needs database"):
         SnowflakeFeatureStore(STORE, snowfs.connection).feature_store()
     with pytest.raises(MlopsError, match="spine.source must be a Snowflake"):
-        make_source(snowfs, spine={"source": {"kind": "parquet", "path": "x"}, "timestamp": "TS"}).read()
+        make_source(snowfs, spine={"source": ParquetSource("x"), "timestamp": "TS"}).read()
 
 
 def test_describe_and_fingerprint_touch_nothing(snowfs):
@@ -207,11 +210,11 @@ def test_live_feature_store_round_trip():
         session.create_dataframe(spine).write.save_as_table(f"{database}.{schema}.SPINE")
         store = {**STORE, "feature_views": {"LOAN_FEATURES": {**STORE["feature_views"]["LOAN_FEATURES"],
                                                               "refresh_freq": None,
-                                                              "source": {"kind": "snowflake",
-                                                                         "table": f"{database}.{schema}.HISTORY"}}}}
+                                                              "source": SnowflakeSource(
+                                                                  table=f"{database}.{schema}.HISTORY")}}}
         common = {"store": store, "views": ["LOAN_FEATURES"], "connection": connection, "database": database,
                   "name": schema, "default_warehouse": warehouse,
-                  "spine": {"source": {"kind": "snowflake", "table": f"{database}.{schema}.SPINE"}, "timestamp": "TS",
+                  "spine": {"source": SnowflakeSource(table=f"{database}.{schema}.SPINE"), "timestamp": "TS",
                             "label": ["LABEL"], "columns": ["WEEK"]}}
         frame = SnowflakeFeatureStoreSource(**common).read().set_index("LOAN_ID").sort_index()
         assert list(frame.SIGNAL) == [0.1, 0.2, 0.3, 0.4]

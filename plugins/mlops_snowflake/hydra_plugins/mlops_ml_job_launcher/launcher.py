@@ -4,13 +4,13 @@ For each trial the launcher:
 
 1. loads the trial's config as Hydra's launchers do (``load_sweep_config``), with ``hydra.job.num`` and its
    output directory ``<sweep dir>/<num>``, where ``.hydra/`` and ``trial.json`` are written;
-2. resolves it to plain data as ``mlops_framework.config.resolved`` does (secrets redacted), checks it,
-   builds the run, and writes the same payload as ``backend=ml_job`` (``mlops_snowflake.ml_job.build_payload``:
+2. checks, resolves (secrets redacted) and builds the run with ``mlops_framework.runner.prepare``, as
+   ``mlops run`` does, and writes the same payload as ``backend=ml_job`` (``mlops_snowflake.ml_job.build_payload``:
    ``resolved_config.yaml`` with ``backend: {kind: local}``, so the trial's stages run inside the job);
 3. submits it with ``snowflake.ml.jobs.submit_directory`` on the pool ``MLJobBackend.choose_pool`` picks,
    with ``MLJobBackend.submit_arguments`` (job name ``<MLOPS_MODEL>_T<num>``), at most ``max_parallel`` in flight;
-4. polls the jobs' ``status``; a DONE job's ``result()`` (the run's summary) is the trial's return value and is
-   written to ``<trial dir>/summary.json`` so that the sweep's leaderboard ranks it; FAILED, INTERNAL_ERROR,
+4. polls the jobs' ``status``; a DONE job's ``result()`` (the run's ``RunResult`` as a dict) is the trial's
+   return value and is written to ``<trial dir>/summary.json`` so that the sweep's leaderboard ranks it; FAILED, INTERNAL_ERROR,
    CANCELLED, a result that cannot be read, or no end within ``timeout_s`` fail the trial the way a local
    trial fails (a return value ``{"error": ...}``, with the last log lines), and the other trials go on:
    Hydra's sweeper would stop the whole sweep at a FAILED ``JobReturn``.
@@ -100,8 +100,7 @@ class MLJobLauncher(Launcher):
 
     def prepare(self, overrides: Sequence[str], number: int) -> _Trial:
         """The trial's configs, run, output directory, pool and submit arguments; connects nowhere."""
-        from mlops_framework import config as core_config
-        from mlops_framework.pipeline import build_run
+        from mlops_framework import runner
 
         sweep_config = self.config_loader.load_sweep_config(self.config, list(overrides))
         with read_write(sweep_config), open_dict(sweep_config):
@@ -115,11 +114,8 @@ class MLJobLauncher(Launcher):
         task_config = copy.deepcopy(sweep_config)
         with read_write(task_config), open_dict(task_config):
             del task_config["hydra"]
-        components = self.components()
-        core_config.check(task_config, components)
-        data = core_config.resolved(task_config)
-        data["backend"] = {"kind": "local"}  # the trial's stages run inside its job
-        run = build_run(data, components, output_dir=output_dir)
+        # the trial's stages run inside its job
+        _, run = runner.prepare(task_config, self.components(), output_dir, backend={"kind": "local"})
         backend = self.backend()
         pool, why = backend.choose_pool(run)
         arguments = backend.submit_arguments(run)
@@ -221,12 +217,12 @@ class MLJobLauncher(Launcher):
                 self._finish(trial, JobStatus.FAILED, MlopsError(
                     f"ML Job {job.id} is DONE but its result could not be read: {error}"))
                 return True
-            if isinstance(result, dict):
-                (trial.output_dir / "summary.json").write_text(
-                    json.dumps({**result, "job_id": job.id, "compute_pool": trial.pool}, indent=2, default=str))
-                if isinstance(result.get("evaluation"), dict):  # validation_* metrics, when the job returns them
-                    (trial.output_dir / "evaluation.json").write_text(
-                        json.dumps(result["evaluation"], indent=2, default=str))
+            if isinstance(result, dict):  # the job's RunResult, plus where it ran: the trial's summary.json
+                from mlops_framework.runner import SUMMARY_FILE, RunResult
+
+                summary = RunResult.from_dict(result)
+                summary.extra.update(job_id=job.id, compute_pool=trial.pool)
+                (trial.output_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
             self._finish(trial, JobStatus.COMPLETED, result)
             return True
         if status in FAILED_STATES:
