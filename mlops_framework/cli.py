@@ -24,9 +24,11 @@ def main(argv=None):
             return _plan(rest)
         if command == "registry":
             return _registry(rest)
+        if command == "features":
+            return _features(rest)
         if command == "sweep":
             return _sweep(rest)
-        raise MlopsError(f"unknown command {command!r}; commands: run, plan, registry, sweep (see mlops --help)")
+        raise MlopsError(f"unknown command {command!r}; commands: run, plan, features, registry, sweep (see mlops --help)")
     except MlopsError as error:
         print(f"mlops: error: {_scrubbed(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -71,6 +73,9 @@ def _help_text():
         "  run [-m] [OVERRIDES...]   run the configured pipeline (-m: a Hydra multirun / sweep)",
         "  plan [-m] [OVERRIDES...]  resolve the config and print what each stage would do; touches nothing",
         "                            (-m: a sweep's trials as its launcher would submit them, then one trial's plan)",
+        "  features [OVERRIDES...] [--save NAME]",
+        "                            the data's columns, types and inferred feature roles and task;",
+        "                            --save NAME writes them to $MLOPS_HOME/conf/features/NAME.yaml (features=NAME)",
         "  registry ...              models | versions MODEL | show MODEL VERSION_OR_ALIAS |",
         "                            alias set MODEL VERSION ALIAS | alias unset MODEL ALIAS |",
         "                            tag set MODEL TAG VALUE | history MODEL | rollback MODEL ALIAS |",
@@ -182,6 +187,45 @@ def _plan(argv):
     lines += [f"{number:>3}. {line}" for number, line in enumerate(run.backend.plan(run), 1)]
     lines += tracking.plan_lines(resolved, components)
     print("\n".join(lines))  # all or nothing: an error prints only its message
+    return 0
+
+
+def _features(argv):
+    import yaml
+
+    from mlops_framework import config
+    from mlops_framework.features import schema_lines
+    from mlops_framework.pipeline import FeatureSpec, _spec
+    from mlops_framework.stages import resolve_task
+
+    parser = argparse.ArgumentParser(prog="mlops features", description="Show, and save, the feature roles "
+                                     "and task inferred from the data.")
+    parser.add_argument("--save", metavar="NAME", help="write the roles as the features option NAME")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    if args.save is not None and not args.save.replace("_", "").replace("-", "").isalnum():
+        raise MlopsError(f"--save takes an option name (letters, digits, - and _), not {args.save!r}")
+    components = _components()
+    cfg = config.compose(args.overrides, components)
+    resolved = config.resolved(cfg)
+    if resolved["features"].get("target") is None:
+        raise MlopsError("name the target column: mlops features ... features.target=COLUMN")
+    spec = _spec(FeatureSpec, resolved["features"], "features")
+    source = components.build("data", resolved["data"], where="data")
+    frame = source.read(columns=spec.columns)
+    roles = spec.roles(frame)
+    task = resolve_task(spec, resolved["model"]["_target_"], frame[spec.target].dropna())
+    print("\n".join([f"{source.describe()}: {len(frame):,} rows", *schema_lines(frame, roles), f"task         {task}"]))
+    if args.save:
+        path = config.user_conf_dir() / "features" / f"{args.save}.yaml"
+        values = {"target": roles.target, "id": roles.id, "time": roles.time, "exclude": spec.exclude, "task": task,
+                  "numeric": roles.numeric, "categorical": roles.categorical, "encoding": spec.encoding,
+                  "unseen": spec.unseen}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = f"# Inferred by `mlops features` from {source.describe()}; edit freely.\n"
+        path.write_text(header + yaml.safe_dump(values, sort_keys=False))
+        print(f"saved {path}\nuse it: mlops run {' '.join(o for o in args.overrides if not o.startswith('features.'))} "
+              f"features={args.save}".replace("  ", " "))
     return 0
 
 

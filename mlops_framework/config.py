@@ -71,18 +71,31 @@ def conf_dir():
     raise MlopsError(f"no conf/config.yaml found beside {package}; reinstall mlops-framework")
 
 
+def user_conf_dir():
+    """``$MLOPS_HOME/conf`` (``.mlops/conf``): the user's own options, e.g. a saved ``features/NAME.yaml``."""
+    import os
+
+    return Path(os.environ.get("MLOPS_HOME") or ".mlops") / "conf"
+
+
+def _extra_dirs(components):
+    user = user_conf_dir()
+    return [*components.config_dirs, *([user] if user.is_dir() else [])]
+
+
 def search_path_overrides(components):
-    """The Hydra override adding every plugin's config directory to the search path."""
-    if not components.config_dirs:
+    """The Hydra override adding every plugin's config directory, and the user's, to the search path."""
+    dirs = _extra_dirs(components)
+    if not dirs:
         return []
-    paths = ",".join(f"file://{path.resolve()}" for path in components.config_dirs)
+    paths = ",".join(f"file://{path.resolve()}" for path in dirs)
     return [f"hydra.searchpath=[{paths}]"]
 
 
 def group_options(components):
-    """``{group: [option, ...]}`` over the primary config directory and every plugin's."""
+    """``{group: [option, ...]}`` over the primary config directory, every plugin's and the user's."""
     options = {}
-    for directory in [conf_dir(), *components.config_dirs]:
+    for directory in [conf_dir(), *_extra_dirs(components)]:
         for group in sorted(p for p in directory.iterdir() if p.is_dir()):
             names = options.setdefault(group.name, [])
             names.extend(f.stem for f in sorted(group.glob("*.yaml")) if f.stem not in names)

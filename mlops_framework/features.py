@@ -23,6 +23,11 @@ import pyarrow.compute as pc
 from mlops_framework.errors import MlopsError
 
 ENCODINGS = ("onehot", "native")
+TASKS = ("binary", "multiclass", "regression")
+# Columns a scored table has beside its inputs: never features of a model trained on that table.
+OUTPUT_COLUMNS = ("PREDICTED_SCORE", "PREDICTED_RESPONSE", "MODEL_NAME", "MODEL_VERSION", "RUN_ID", "SCORED_AT")
+MAX_CLASSES = 20  # a numeric target with more distinct whole values than this is a regression target
+_ID_MIN_ROWS = 10  # fewer rows: no column is called id-like for being unique per row
 UNSEEN_POLICIES = ("ignore", "error")
 _DELIMITERS = (";", "\t", "|", ",")
 _MISSING = -1  # code of a null categorical value
@@ -35,12 +40,14 @@ class FeatureContract:
 
     - ``numeric``: columns used as float32 (null -> NaN, which XGBoost treats as missing).
     - ``categorical``: column -> vocabulary learned at training (sorted, nulls excluded).
-    - ``target`` / ``classes``: the target column and its two classes, sorted; ``classes[1]`` is the
-      positive class, the one whose probability the model scores.
+    - ``target`` / ``classes``: the target column and its classes (original label values, sorted;
+      empty for regression). The model is trained on each label's index in ``classes``; for ``binary``,
+      ``classes[1]`` is the positive class, the one whose probability the model scores.
     - ``encoding``: ``"onehot"`` (one float32 0/1 column per vocabulary value) or ``"native"``
       (pandas category dtype with the fixed vocabulary, for XGBoost ``enable_categorical``).
     - ``unseen``: a categorical value not in the vocabulary is scored as missing (``"ignore"``:
       all-zero dummies / NaN) or stops scoring (``"error"``). A null is missing, never unseen.
+    - ``task``: ``binary``, ``multiclass`` or ``regression`` (a contract saved without it is binary).
     """
 
     numeric: list[str]
@@ -49,6 +56,7 @@ class FeatureContract:
     classes: list
     encoding: str = "onehot"
     unseen: str = "ignore"
+    task: str = "binary"
 
     def __post_init__(self) -> None:
         self._value_sets: dict = {}  # (column, Arrow type) -> vocabulary as an Arrow array of that type
@@ -58,6 +66,8 @@ class FeatureContract:
             raise MlopsError(
                 f"unknown unseen-category policy {self.unseen!r}: use one of {', '.join(UNSEEN_POLICIES)}"
             )
+        if self.task not in TASKS:
+            raise MlopsError(f"unknown task {self.task!r}: use one of {', '.join(TASKS)}")
 
     # ------------------------------------------------------------------ learning
     @classmethod
@@ -70,8 +80,10 @@ class FeatureContract:
         target: str,
         encoding: str = "onehot",
         unseen: str = "ignore",
+        task: str = "binary",
     ) -> "FeatureContract":
-        """Learn the contract from a training frame; every problem is one clear MlopsError."""
+        """Learn the contract from a training frame; every problem is one clear MlopsError.
+        ``task="auto"`` infers it from the target (:func:`infer_task`)."""
         if not isinstance(frame, pd.DataFrame):
             raise MlopsError(f"the training data must be a pandas DataFrame, got {type(frame).__name__}")
         numeric, categorical = list(numeric), list(categorical)
@@ -79,7 +91,9 @@ class FeatureContract:
         probe = cls(numeric, {c: [] for c in categorical}, target, [], encoding, unseen)
         probe.check_columns(list(frame.columns), need_target=True)
 
-        classes = _learn_classes(frame[target], target)
+        if task == "auto":
+            task = infer_task(frame[target], target)
+        classes = _learn_classes(frame[target], target, task)
         for col in numeric:
             series = frame[col]
             if not (pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)):
@@ -90,7 +104,7 @@ class FeatureContract:
             if series.isna().all():
                 raise MlopsError(f"numeric feature column {col!r} has no values (every row is missing)")
         vocabulary = {col: _learn_vocabulary(frame[col], col) for col in categorical}
-        contract = cls(numeric, vocabulary, target, classes, encoding, unseen)
+        contract = cls(numeric, vocabulary, target, classes, encoding, unseen, task)
         if encoding == "onehot":
             names = contract.feature_names
             if len(set(names)) != len(names):
@@ -152,10 +166,15 @@ class FeatureContract:
         return pd.DataFrame(encoded, columns=self.feature_names, index=frame.index, copy=False)
 
     def encode_target(self, series) -> np.ndarray:
-        """Target values -> int32 0/1 (the index of each value in ``classes``)."""
+        """Target values -> int32 class indices in ``classes`` (float64 values for regression)."""
         if isinstance(series, (pa.Array, pa.ChunkedArray)):
             series = series.to_pandas()
         series = pd.Series(series)
+        if self.task == "regression":
+            values = pd.to_numeric(series, errors="coerce")
+            if values.isna().any():
+                raise MlopsError(f"target column {self.target!r} has {int(values.isna().sum())} missing or non-numeric value(s)")
+            return values.to_numpy(dtype=np.float64)
         codes = series.map({value: i for i, value in enumerate(self.classes)})
         bad = codes.isna()
         if bad.any():
@@ -166,7 +185,8 @@ class FeatureContract:
             )
         return codes.to_numpy(dtype=np.int32)
 
-    def encode_batch(self, batch: pa.RecordBatch | pa.Table, *, out: np.ndarray | None = None):
+    def encode_batch(self, batch: pa.RecordBatch | pa.Table, *, out: np.ndarray | None = None,
+                     unseen_counts: dict | None = None):
         """Encode Arrow data for scoring.
 
         onehot: C-contiguous float32 matrix (rows x len(feature_names)) built straight from Arrow;
@@ -176,12 +196,20 @@ class FeatureContract:
         ``len(feature_names)`` columns to encode into; the result is then its first ``rows`` rows.
         A streaming scorer reuses a few such buffers: a fresh matrix per batch costs a page fault
         per 4 KiB, more than the encoding itself.
+
+        ``unseen_counts``: a dict to which the number of unseen categorical values met in this batch
+        is added, per column (columns with none are left out).
         """
         names = batch.schema.names
         self.check_columns(names)
         n = batch.num_rows
         codes = {col: self._codes(batch.column(col), col) for col in self.categorical}
         self._raise_unseen(batch, codes)
+        if unseen_counts is not None:
+            for col, col_codes in codes.items():
+                count = int(np.count_nonzero(col_codes == _UNSEEN))
+                if count:
+                    unseen_counts[col] = unseen_counts.get(col, 0) + count
         if self.encoding == "native":
             data = {col: self._numeric(batch.column(col), col) for col in self.numeric}
             for col, vocab in self.categorical.items():
@@ -222,6 +250,7 @@ class FeatureContract:
             "classes": list(self.classes),
             "encoding": self.encoding,
             "unseen": self.unseen,
+            "task": self.task,
         }
 
     @classmethod
@@ -231,11 +260,18 @@ class FeatureContract:
         missing = [k for k in ("numeric", "categorical", "target", "classes") if k not in d]
         if missing:
             raise MlopsError(f"the saved feature contract lacks {', '.join(missing)}: was it written by this framework?")
-        unknown = sorted(set(d) - {"numeric", "categorical", "target", "classes", "encoding", "unseen"})
+        unknown = sorted(set(d) - {"numeric", "categorical", "target", "classes", "encoding", "unseen", "task"})
         if unknown:
             raise MlopsError(f"the saved feature contract has unknown keys: {', '.join(unknown)}")
-        if not isinstance(d["categorical"], dict) or len(d["classes"]) != 2:
-            raise MlopsError("the saved feature contract is malformed (categorical must be a mapping, classes two values)")
+        task = d.get("task", "binary")
+        expected = {"binary": "two classes", "multiclass": "at least two classes", "regression": "no classes"}
+        n = len(d["classes"]) if isinstance(d["classes"], list) else -1
+        fits = {"binary": n == 2, "multiclass": n >= 2, "regression": n == 0}.get(task, False)
+        if not isinstance(d["categorical"], dict) or not fits:
+            raise MlopsError(
+                f"the saved feature contract is malformed (categorical must be a mapping; a {task} contract "
+                f"has {expected.get(task, 'a known task')})"
+            )
         return cls(
             numeric=list(d["numeric"]),
             categorical={str(col): list(vocab) for col, vocab in d["categorical"].items()},
@@ -243,6 +279,7 @@ class FeatureContract:
             classes=list(d["classes"]),
             encoding=d.get("encoding", "onehot"),
             unseen=d.get("unseen", "ignore"),
+            task=task,
         )
 
     # ------------------------------------------------------------------ internals
@@ -317,6 +354,170 @@ class FeatureContract:
             )
 
 
+# ---------------------------------------------------------------------- inference
+def infer_task(series: pd.Series, target: str) -> str:
+    """The task a target column calls for: two values -> ``binary``; strings, bools, categories or at
+    most :data:`MAX_CLASSES` whole numbers -> ``multiclass``; other numbers -> ``regression``."""
+    values = series.dropna()
+    distinct = values.nunique()
+    if distinct < 2:
+        shown = repr(values.iloc[0]) if len(values) else "no values"
+        raise MlopsError(f"target column {target!r} has only one value ({shown}): nothing to learn")
+    if distinct == 2:
+        return "binary"
+    kind = _kind(series)
+    if kind in ("categorical", "bool"):
+        return "multiclass"
+    if kind != "numeric":
+        raise MlopsError(f"target column {target!r} has {kind} values: a target must hold numbers, strings or bools")
+    whole = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
+    return "multiclass" if whole and distinct <= MAX_CLASSES else "regression"
+
+
+@dataclass
+class Roles:
+    """What each column of a table is for, and why the left-out ones were left out."""
+
+    target: str
+    numeric: list
+    categorical: list
+    id: str | None = None
+    time: str | None = None
+    skipped: dict | None = None  # column -> reason it is not a feature
+
+    def lines(self) -> list[str]:
+        lines = [f"target       {self.target}",
+                 f"numeric      {', '.join(self.numeric) or '-'}",
+                 f"categorical  {', '.join(self.categorical) or '-'}"]
+        if self.id:
+            lines.append(f"id           {self.id}")
+        if self.time:
+            lines.append(f"time         {self.time}")
+        for column, reason in (self.skipped or {}).items():
+            lines.append(f"not a feature {column}: {reason}")
+        return lines
+
+
+def _kind(series: pd.Series) -> str:
+    """numeric | bool | categorical | time | empty | other, from the dtype (object columns by their values)."""
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "numeric"
+    if pd.api.types.is_datetime64_any_dtype(dtype) or isinstance(dtype, pd.PeriodDtype):
+        return "time"
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "categorical"
+    inferred = pd.api.types.infer_dtype(series, skipna=True)
+    if inferred == "empty":
+        return "empty"
+    if inferred == "boolean":
+        return "bool"
+    if inferred in ("string", "categorical"):
+        return "categorical"
+    if inferred in ("date", "datetime", "datetime64", "time", "period"):
+        return "time"
+    if inferred in ("integer", "floating", "mixed-integer-float"):
+        return "numeric"
+    return "other"
+
+
+def _as_list(value, key: str) -> list | None:
+    """A config list (None stays None); a lone string is one column, never its letters."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise MlopsError(f"features.{key} must be a list of column names, got {value!r}")
+    return list(value)
+
+
+def _id_like(series: pd.Series, kind: str) -> str | None:
+    values = series.dropna()
+    n, distinct = len(values), values.nunique()
+    if kind == "categorical":
+        if n >= _ID_MIN_ROWS and distinct == n:
+            return "id-like (a different string on every row)"
+        if distinct > max(50, n // 2):
+            return f"id-like ({distinct:,} distinct strings in {n:,} rows)"
+    if kind == "numeric" and n >= _ID_MIN_ROWS and distinct == n and pd.api.types.is_integer_dtype(series.dtype):
+        if values.is_monotonic_increasing or str(series.name).lower().endswith("id"):
+            return "id-like (a different whole number on every row, in order)"
+    return None
+
+
+def infer_roles(
+    frame: pd.DataFrame, *, target: str, id: str | None = None, time: str | None = None,
+    exclude=None, numeric=None, categorical=None,
+) -> Roles:
+    """Feature roles from a table's types: numeric and bool columns are numeric features, strings are
+    categorical; id-like columns (unique per row, or high-cardinality strings), date/time columns,
+    ``id``, ``time``, ``exclude`` and the target are not features. ``numeric``/``categorical`` given
+    (not None) are taken as they are; the other is inferred from the columns left."""
+    columns = [str(c) for c in frame.columns]
+    exclude = _as_list(exclude, "exclude") or []
+    numeric, categorical = _as_list(numeric, "numeric"), _as_list(categorical, "categorical")
+    if not isinstance(target, str) or not target:
+        raise MlopsError(f"features.target must name the target column, got {target!r}")
+    named = {"target": [target], "id": [id] if id else [], "time": [time] if time else [], "exclude": exclude,
+             "numeric": numeric or [], "categorical": categorical or []}
+    for key, names in named.items():
+        unknown = [c for c in names if c not in columns]
+        if unknown:
+            near = [c for c in columns if c.lower() == unknown[0].lower()]
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise MlopsError(f"features.{key} names {', '.join(map(repr, unknown))}{hint}, not a column of the data; "
+                             f"columns: {', '.join(columns[:30])}")
+    taken = {target, *exclude, *(numeric or []), *(categorical or [])} | ({id} if id else set()) | ({time} if time else set())
+    skipped = {c: "excluded" for c in exclude}
+    if id:
+        skipped[id] = "the row id (features.id)"
+    if time:
+        skipped[time] = "the time column (features.time)"
+    inferred_numeric, inferred_categorical = [], []
+    for column in columns:
+        if column in taken:
+            continue
+        if column in OUTPUT_COLUMNS or column.startswith("PROBA_"):
+            skipped[column] = "a column scoring writes"
+            continue
+        series = frame[column]
+        kind = _kind(series)
+        reason = {"time": "a date/time column (name it in features.numeric to use it)",
+                  "empty": "every value is missing", "other": f"values of type {series.dtype} are not features"}.get(kind)
+        reason = reason or _id_like(series, kind)
+        if reason:
+            skipped[column] = reason
+        elif kind == "numeric" or pd.api.types.is_bool_dtype(series.dtype):
+            inferred_numeric.append(column)
+        else:
+            inferred_categorical.append(column)
+    roles = Roles(target=target, numeric=numeric if numeric is not None else inferred_numeric,
+                  categorical=categorical if categorical is not None else inferred_categorical,
+                  id=id, time=time, skipped=skipped)
+    if not roles.numeric and not roles.categorical:
+        raise MlopsError(f"no feature columns in the data besides the target {target!r}: "
+                         f"{'; '.join(f'{c}: {r}' for c, r in skipped.items()) or 'no other columns'}")
+    return roles
+
+
+def schema_lines(frame: pd.DataFrame, roles: Roles) -> list[str]:
+    """One line per column: its type, nulls, distinct values and role (or why it is not a feature)."""
+    role = {roles.target: "target", **{c: "numeric" for c in roles.numeric},
+            **{c: "categorical" for c in roles.categorical}}
+    for column, reason in (roles.skipped or {}).items():
+        role[column] = f"not a feature: {reason}"
+    width = max(len(str(c)) for c in frame.columns)
+    lines = [f"{'column':<{width}}  {'type':<14} {'nulls':>7} {'distinct':>9}  role"]
+    for column in frame.columns:
+        series = frame[column]
+        lines.append(f"{str(column):<{width}}  {str(series.dtype):<14} {int(series.isna().sum()):>7,} "
+                     f"{int(series.nunique()):>9,}  {role.get(column, 'not read')}")
+    return lines
+
+
 # ---------------------------------------------------------------------- helpers
 def _check_names(numeric: list[str], categorical: list[str], target: str) -> None:
     if not numeric and not categorical:
@@ -332,24 +533,30 @@ def _check_names(numeric: list[str], categorical: list[str], target: str) -> Non
         raise MlopsError(f"the target column {target!r} is also listed as a feature")
 
 
-def _learn_classes(series: pd.Series, target: str) -> list:
+def _learn_classes(series: pd.Series, target: str, task: str) -> list:
     if series.isna().any():
         raise MlopsError(f"target column {target!r} has {int(series.isna().sum())} missing value(s); drop or fill them")
+    if task == "regression":
+        if not (pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)):
+            raise MlopsError(f"target column {target!r} has dtype {series.dtype}: regression needs numbers")
+        return []
     values = _natives(pd.unique(series))
     try:
         values = sorted(values)
     except TypeError as exc:
         raise MlopsError(f"target column {target!r} mixes value types: {values[:5]!r}") from exc
     if len(values) < 2:
+        need = "a binary classifier needs exactly two classes" if task == "binary" else "classification needs two or more"
         raise MlopsError(
-            f"target column {target!r} has only one class ({values[0]!r}): binary classification needs two"
+            f"target column {target!r} has only one class ({values[0]!r}): {need}"
             if values
             else f"target column {target!r} has no rows"
         )
-    if len(values) > 2:
+    if task == "binary" and len(values) > 2:
         shown = ", ".join(map(repr, values[:10])) + (", ..." if len(values) > 10 else "")
         raise MlopsError(
-            f"target column {target!r} has {len(values)} classes ({shown}): binary classification needs exactly two"
+            f"target column {target!r} has {len(values)} classes ({shown}): binary classification needs exactly "
+            f"two classes (features.task=multiclass, or features.task=auto)"
         )
     return values
 

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.sweep_record import (DEFAULT_DIRECTION, DEFAULT_METRIC, TRIAL, read_json, read_record,
+from mlops_framework.sweep_record import (DEFAULT_METRIC, TRIAL, read_json, read_record,
                                           trial_metrics)
 
 
@@ -34,13 +34,30 @@ def _overrides(trial_dir):
     return params
 
 
+def _task_metric(sweep_dir):
+    """``validation_`` + the default metric of the task the trials trained (f1, or rmse for regression)."""
+    from mlops_framework.metrics import default_metric
+
+    for trial_dir in _trial_dirs(sweep_dir):
+        task = ((read_json(trial_dir / "evaluation.json", {}) or {}).get("validation") or {}).get("task")
+        if task:
+            return f"validation_{default_metric(task)}"
+    return DEFAULT_METRIC
+
+
+def metric_direction(metric):
+    from mlops_framework.metrics import direction
+
+    return direction(metric)
+
+
 def leaderboard(sweep_dir, *, metric=None, direction=None):
     """The trials of a sweep ranked by ``metric``: a dict of rows (best first, failed last) and settings."""
     sweep_dir = Path(sweep_dir)
     record = read_record(sweep_dir)
     study = record.get("study") or {}
-    metric = metric or study.get("metric") or record.get("metric") or DEFAULT_METRIC
-    direction = direction or study.get("direction") or record.get("direction") or DEFAULT_DIRECTION
+    metric = metric or study.get("metric") or record.get("metric") or _task_metric(sweep_dir)
+    direction = direction or study.get("direction") or record.get("direction") or metric_direction(metric)
     if direction not in ("maximize", "minimize"):
         raise MlopsError(f"direction must be maximize or minimize, not {direction!r}")
     rows = []

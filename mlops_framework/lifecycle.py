@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 
-from mlops_framework.alerts import DRIFT, QUALITY
+from mlops_framework.alerts import DRIFT
 from mlops_framework.contracts import AuditedRegistry, PlannedRegistry
 from mlops_framework.errors import MlopsError
 from mlops_framework.lineage import config_hash  # noqa: F401  (its public name here since promotion records it)
@@ -187,13 +187,16 @@ def metric_function(name: str):
 
 
 def holdout_metrics(model, frame, X, y) -> dict:
-    """Accuracy, macro precision/recall/F1 and ROC AUC of ``model`` on the rows ``X`` (encoded by the
-    candidate) of ``frame``: re-encoded from the raw rows with ``model``'s own contract."""
-    from mlops_framework.monitoring import classification_summary
+    """The task's metrics (``metrics.evaluate``) of ``model`` on the rows ``X`` (encoded by the candidate)
+    of ``frame``: re-encoded from the raw rows with ``model``'s own contract."""
+    from mlops_framework.metrics import evaluate, metric_names
 
-    truth, predicted, scores = _predictions(model, frame, X)
-    summary = classification_summary(truth, predicted, scores)
-    return {key: summary[key] for key in (*QUALITY, "rows")}
+    contract = model.contract
+    encoded = contract.encode_frame(frame.loc[X.index])
+    truth = contract.encode_target(frame.loc[X.index, contract.target])
+    result = evaluate(contract.task, truth, model.predict_scores(encoded), threshold=model.threshold,
+                      classes=contract.classes or None)
+    return {key: result.get(key) for key in metric_names(contract.task)}
 
 
 def paired_bootstrap(metric, truth, champion, challenger, *, higher_is_better: bool = True,
@@ -251,33 +254,46 @@ def compare(run, champion_version, spec: PromotionSpec | None = None):
     spec = spec or PromotionSpec()
     X, y = _need(run, "splits", "promote")["holdout"]
     frame = _need(run, "frame", "promote")
+    from mlops_framework.metrics import higher_is_better
+
     candidate_model = _need(run, "model", "promote")
-    new = _predictions(candidate_model, frame, X)
+    task = candidate_model.contract.task
+    metric = spec.metric_for(task)
     candidate = holdout_metrics(candidate_model, frame, X, y)
     champion = test = None
     if champion_version is not None:
         model = run.registry.load_model(run.registration.model_name, champion_version)
-        old = _predictions(model, frame, X)
+        if model.contract.task != task:
+            raise MlopsError(f"the champion {champion_version} is a {model.contract.task} model, the "
+                             f"candidate a {task} one: they cannot be compared")
         champion = holdout_metrics(model, frame, X, y)
-        if spec.test == "bootstrap":
-            test = paired_bootstrap(metric_function(spec.metric), new[0], old[1:], new[1:], higher_is_better=True,
-                                    resamples=spec.resamples, confidence=spec.confidence, seed=spec.seed)
-        elif spec.test == "mcnemar":
-            test = mcnemar(new[0], old[1], new[1])
-            test["improvement"] = (candidate[spec.metric] or 0) - (champion[spec.metric] or 0)
-    return {"holdout_rows": len(y), "candidate": candidate, "champion": champion, "test": test}
+        if task == "binary":  # the tests below are built for two classes; other tasks compare point values
+            new, old = _predictions(candidate_model, frame, X), _predictions(model, frame, X)
+            if spec.test == "bootstrap":
+                test = paired_bootstrap(metric_function(metric), new[0], old[1:], new[1:],
+                                        higher_is_better=higher_is_better(metric), resamples=spec.resamples,
+                                        confidence=spec.confidence, seed=spec.seed)
+            elif spec.test == "mcnemar":
+                test = mcnemar(new[0], old[1], new[1])
+                test["improvement"] = (candidate[metric] or 0) - (champion[metric] or 0)
+    return {"holdout_rows": len(y), "task": task, "candidate": candidate, "champion": champion, "test": test}
 
 
 def gate(spec: PromotionSpec, comparison: dict, alerts=()) -> tuple[bool, str]:
     """(passed, reason) for the comparison of ``compare``; ``alerts`` are the drift alerts that count
-    (this run's and those recorded for the champion's recent windows)."""
-    metric = spec.metric
+    (this run's and those recorded for the champion's recent windows). The metric's direction
+    (``metrics.higher_is_better``) says what beating the champion means."""
+    from mlops_framework.metrics import better, higher_is_better
+
+    metric = spec.metric_for(comparison.get("task", "binary"))
+    up = higher_is_better(metric)
+    worse, sign = ("<", "+") if up else (">", "-")
     new = comparison["candidate"][metric]
     old = (comparison["champion"] or {}).get(metric)
     test = comparison.get("test")
     problems = []
-    if spec.min_value is not None and (new is None or new < spec.min_value):
-        problems.append(f"{metric} {_num(new)} < min_value {spec.min_value}")
+    if spec.min_value is not None and (new is None or (new < spec.min_value if up else new > spec.min_value)):
+        problems.append(f"{metric} {_num(new)} {worse} {'min_value' if up else 'limit (min_value)'} {spec.min_value}")
     if comparison["champion"] is None:
         if not spec.promote_first:
             problems.append(f"no version holds {spec.alias} and promotion.promote_first is false")
@@ -289,10 +305,9 @@ def gate(spec: PromotionSpec, comparison: dict, alerts=()) -> tuple[bool, str]:
             problems.append(f"{interval}: lower bound not above min_improvement {spec.min_improvement}")
         verdict = f"{interval} above {spec.min_improvement}"
     else:
-        bar = None if old is None else old + spec.min_improvement
-        if new is None or bar is None or new < bar:
-            problems.append(f"{metric} {_num(new)} < champion's {_num(old)} + {spec.min_improvement}")
-        verdict = f"{metric} {_num(new)} vs champion's {_num(old)} + {spec.min_improvement}"
+        if not better(metric, new, old, spec.min_improvement):
+            problems.append(f"{metric} {_num(new)} {worse} champion's {_num(old)} {sign} {spec.min_improvement}")
+        verdict = f"{metric} {_num(new)} vs champion's {_num(old)} {sign} {spec.min_improvement}"
         if test and test["test"] == "mcnemar":
             mc = f"McNemar p = {test['p_value']:.4f} ({test['only_challenger_right']} vs {test['only_champion_right']} rows)"
             if test["p_value"] >= 1 - spec.confidence:
@@ -364,8 +379,9 @@ def _describe_promote(run):
     spec = run.promotion or PromotionSpec()
     extra = f" and >= {spec.min_value}" if spec.min_value is not None else ""
     drift = "; refused if a drift alert fired" if spec.block_on_drift_alert else ""
-    line = (f"move {spec.alias.upper()} to the version registered last if its holdout {spec.metric} >= "
-            f"the holder's + {spec.min_improvement}{extra}{drift}; record it in the history either way")
+    metric = spec.metric or "the task's default metric (f1; rmse for regression, lower is better)"
+    line = (f"move {spec.alias.upper()} to the version registered last if its holdout {metric} beats "
+            f"the holder's by {spec.min_improvement}{extra}{drift}; record it in the history either way")
     if isinstance(run.registry, PlannedRegistry):
         version = run.registration.version_name or "VNEXT"
         line += f"; in the registry ({version}: the version this run registers):"

@@ -1,4 +1,4 @@
-"""A fitted classifier together with its feature contract: what is trained, registered and scored."""
+"""A fitted model together with its feature contract: what is trained, registered and scored."""
 
 import json
 from pathlib import Path
@@ -11,15 +11,52 @@ TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
 POSITIVE_COUNTS = ("n_estimators", "max_iter", "num_parallel_tree")  # a model of zero trees must not register  # skops artifacts may only hold these libraries' types
 
 
-def build_estimator(target, params, *, encoding="onehot"):
-    """Instantiate the scikit-learn-API classifier named by ``target`` (``module.Class``) with ``params``."""
+def _import(target):
     import importlib
 
     module_name, _, class_name = target.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        return getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as error:
         raise MlopsError(f"model._target_ {target!r} cannot be imported: {error}") from error
+
+
+def is_regressor(target):
+    """Whether the estimator class named by ``target`` is a regressor (scikit-learn's estimator type)."""
+    from sklearn.base import is_regressor as sklearn_is_regressor
+
+    cls = _import(target)
+    try:
+        return bool(sklearn_is_regressor(cls()))
+    except Exception:  # noqa: BLE001 - a class that needs arguments: judge by its name
+        return cls.__name__.endswith("Regressor")
+
+
+def estimator_for_task(target, task):
+    """The estimator class to use for ``task``: a ``...Classifier`` asked to do regression becomes its
+    module's ``...Regressor`` (xgboost.XGBClassifier -> XGBRegressor, HistGradientBoostingClassifier ->
+    HistGradientBoostingRegressor); anything else is used as named, and a regressor asked to classify
+    is refused."""
+    module_name, _, class_name = target.rpartition(".")
+    if task == "regression" and class_name.endswith("Classifier"):
+        sibling = f"{module_name}.{class_name.removesuffix('Classifier')}Regressor"
+        try:
+            _import(sibling)
+            return sibling
+        except MlopsError:
+            raise MlopsError(f"model._target_ {target} is a classifier and the task is regression: "
+                             f"name a regressor in model._target_") from None
+    if task in ("binary", "multiclass") and is_regressor(target):
+        raise MlopsError(f"model._target_ {target} is a regressor, but the task is {task}: name a classifier, "
+                         f"or set features.task=regression")
+    return target
+
+
+def build_estimator(target, params, *, encoding="onehot", task="binary"):
+    """Instantiate the scikit-learn-API estimator named by ``target`` (``module.Class``) with ``params``,
+    the regressor of its family for ``task="regression"`` (see :func:`estimator_for_task`)."""
+    target = estimator_for_task(target, task)
+    cls = _import(target)
     params = {key: value for key, value in params.items() if value is not None}
     if encoding == "native":
         if not cls.__module__.startswith("xgboost"):
@@ -49,8 +86,10 @@ def check_counts(params):
 class TrainedModel:
     """A fitted estimator, the ``FeatureContract`` it was trained under, and its decision threshold.
 
-    ``predict_scores(X)`` returns the positive-class probability for what ``contract.encode_batch`` or
-    ``contract.encode_frame`` produced. ``save(directory)`` writes XGBoost's own format (or skops for
+    ``predict_scores(X)``, for what ``contract.encode_batch`` or ``contract.encode_frame`` produced,
+    returns per ``contract.task``: binary, the positive-class probability (n,); multiclass, every class's
+    probability (n, classes), in ``contract.classes`` order; regression, the predicted values (n,).
+    ``predict_labels(scores)`` turns them into predictions in the original label values. ``save(directory)`` writes XGBoost's own format (or skops for
     other scikit-learn estimators) plus ``contract.json``; nothing is pickled.
     """
 
@@ -66,16 +105,31 @@ class TrainedModel:
     def flavor(self):
         return "xgboost" if self._booster is not None else "sklearn"
 
+    @property
+    def task(self):
+        return self.contract.task
+
     def predict_scores(self, X):
         if self._booster is not None:
             return self._booster.inplace_predict(X)
-        return self.estimator.predict_proba(X)[:, 1]
+        if self.task == "regression":
+            return self.estimator.predict(X)
+        proba = self.estimator.predict_proba(X)
+        return proba[:, 1] if self.task == "binary" else proba
 
-    def predict_classes(self, scores):
+    def predict_labels(self, scores):
+        """Predictions in the original label values (regression: the values themselves)."""
         import numpy as np
 
+        scores = np.asarray(scores)
+        if self.task == "regression":
+            return scores
         classes = np.asarray(self.contract.classes)
+        if self.task == "multiclass":
+            return classes[scores.argmax(axis=1)]
         return classes[(scores >= self.threshold).astype(np.int8)]
+
+    predict_classes = predict_labels  # the name the monitor stage uses
 
     def save(self, directory):
         directory = Path(directory)

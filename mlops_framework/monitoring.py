@@ -909,7 +909,10 @@ def run_monitor(run):
     spec = run.monitor
     if spec is None:
         raise MlopsError("the monitor stage needs the monitor config group (monitor=default)")
-    features = {c: "numeric" for c in run.features.numeric} | {c: "categorical" for c in run.features.categorical}
+    contract = run.results.get("contract")  # trained in this run: its (possibly inferred) roles
+    numeric = contract.numeric if contract else run.features.numeric or []
+    categorical = list(contract.categorical) if contract else run.features.categorical or []
+    features = {c: "numeric" for c in numeric} | {c: "categorical" for c in categorical}
     if spec.columns:
         features = {c: features.get(c, "numeric") for c in spec.columns}
     baseline_key = _baseline_key(spec)

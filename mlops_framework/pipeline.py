@@ -23,22 +23,56 @@ class Stage:
 
 @dataclass
 class FeatureSpec:
-    target: str
-    numeric: list
-    categorical: list
+    """Which columns are what (``conf/features/``). ``numeric``/``categorical`` None: inferred from the
+    data's types (``features.infer_roles``); ``task`` ``auto``: inferred from the target."""
+
+    target: str | None = None  # required by the features stage; scoring needs none
+    numeric: list | None = None
+    categorical: list | None = None
+    id: str | None = None
+    time: str | None = None
+    exclude: list = field(default_factory=list)
+    task: str = "auto"
     encoding: str = "onehot"
     unseen: str = "ignore"
     id: str | None = None
     time: str | None = None
 
     def __post_init__(self):
-        for key, allowed in (("encoding", ("onehot", "native")), ("unseen", ("ignore", "error"))):
+        for key, allowed in (("encoding", ("onehot", "native")), ("unseen", ("ignore", "error")),
+                             ("task", ("auto", "binary", "multiclass", "regression"))):
             if getattr(self, key) not in allowed:
                 raise MlopsError(f"features.{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
+        for key in ("numeric", "categorical", "exclude"):
+            value = getattr(self, key)
+            if isinstance(value, str):  # one column named where a list is expected: a list of one, not letters
+                setattr(self, key, [value])
+            elif value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise MlopsError(f"features.{key} must be a list of column names, got {value!r}")
+        for key in ("target", "id", "time"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, str) and value):
+                raise MlopsError(f"features.{key} must be one column name, got {value!r}")
+        self.exclude = list(self.exclude or [])
+
+    @property
+    def inferred(self):
+        """True when the feature lists come from the data rather than the config."""
+        return self.numeric is None or self.categorical is None
 
     @property
     def columns(self):
-        return [*self.numeric, *self.categorical, self.target]
+        """The columns to read: None (all of them) while roles are inferred."""
+        if self.inferred:
+            return None
+        extra = [c for c in (self.id, self.time) if c]
+        return list(dict.fromkeys([*self.numeric, *self.categorical, self.target, *extra]))
+
+    def roles(self, frame):
+        from mlops_framework.features import infer_roles
+
+        return infer_roles(frame, target=self.target, id=self.id, time=self.time, exclude=self.exclude,
+                           numeric=self.numeric, categorical=self.categorical)
 
 
 @dataclass
@@ -55,10 +89,10 @@ class ModelSpec:
 
         check_counts(self.params)
 
-    def build(self, encoding):
+    def build(self, encoding, task="binary"):
         from mlops_framework.model import build_estimator
 
-        return build_estimator(self._target_, self.params, encoding=encoding)
+        return build_estimator(self._target_, self.params, encoding=encoding, task=task)
 
     def describe(self):
         params = ", ".join(f"{k}={v}" for k, v in self.params.items() if v is not None)
@@ -67,15 +101,22 @@ class ModelSpec:
 
 @dataclass
 class SplitSpec:
+    """train / validation / holdout (``conf/split/``). ``order``: ``random`` (stratified for classification
+    when ``stratify``) or ``time`` (sorted by ``features.time``: the latest rows are the holdout, the ones
+    before them the validation)."""
+
     holdout: float = 0.2
     validation: float = 0.25
     stratify: bool = True
     seed: int = 0
+    order: str = "random"
 
     def __post_init__(self):
         for key in ("holdout", "validation"):
             if not 0 < getattr(self, key) < 1:
                 raise MlopsError(f"split.{key} must be between 0 and 1, not {getattr(self, key)}")
+        if self.order not in ("random", "time"):
+            raise MlopsError(f"split.order must be random or time, not {self.order!r}")
 
 
 @dataclass
@@ -147,10 +188,12 @@ class PromotionSpec:
     """The gate of the ``promote`` stage (``conf/promotion/``): the candidate takes ``alias`` only if its
     improvement of ``metric`` over the champion on the same holdout rows holds beyond chance (``test``:
     a paired bootstrap's interval lower bound above ``min_improvement``; ``mcnemar``; ``none``: the point
-    difference >= ``min_improvement``), and its metric is >= ``min_value``."""
+    difference >= ``min_improvement``), and its metric reaches ``min_value``. Every comparison follows the metric's direction
+    (``metrics.higher_is_better``: lower rmse is better); ``metric`` None: the task's default
+    (``metrics.default_metric``)."""
 
     alias: str = "PRODUCTION"
-    metric: str = "f1"
+    metric: str | None = None
     min_improvement: float = 0.0
     min_value: float | None = None
     block_on_drift_alert: bool = False
@@ -162,14 +205,25 @@ class PromotionSpec:
     seed: int = 0
 
     def __post_init__(self):
-        from mlops_framework.alerts import QUALITY
+        from mlops_framework.metrics import MULTICLASS, REGRESSION
 
-        if self.metric not in QUALITY:
-            raise MlopsError(f"promotion.metric must be one of {', '.join(QUALITY)}, not {self.metric!r}")
+        known = (*MULTICLASS, *REGRESSION)
+        if self.metric is not None and self.metric not in known:
+            raise MlopsError(f"promotion.metric must be one of {', '.join(known)} or null, not {self.metric!r}")
         if self.test not in ("bootstrap", "mcnemar", "none"):
             raise MlopsError(f"promotion.test must be bootstrap, mcnemar or none, not {self.test!r}")
         if not 0 < self.confidence < 1:
             raise MlopsError(f"promotion.confidence must be between 0 and 1, not {self.confidence}")
+
+    def metric_for(self, task):
+        from mlops_framework.metrics import default_metric, metric_names
+
+        if self.metric is None:
+            return default_metric(task)
+        if self.metric not in metric_names(task):
+            raise MlopsError(f"promotion.metric {self.metric!r} is not a {task} metric; use one of "
+                             f"{', '.join(metric_names(task))}")
+        return self.metric
 
 
 class Results(TypedDict, total=False):

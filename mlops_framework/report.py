@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlops_framework.alerts import DRIFT, QUALITY
 from mlops_framework.charts import Page, bar_chart, escape, figure_html, line_chart
+from mlops_framework.metrics import metric_names
 
 def _e(value) -> str:
     return escape(value)
@@ -81,7 +82,8 @@ def _promotions_section(promotions) -> str:
         comparison = p.get("comparison")
         if not comparison or not comparison.get("champion"):
             continue
-        metrics = list(QUALITY)
+        metrics = [m for m in metric_names(comparison.get("task", "binary"))
+                   if comparison["candidate"].get(m) is not None and comparison["champion"].get(m) is not None]
         out.append(f"<h3>{_e(p['candidate'])} (candidate) vs {_e(p['champion'])} (champion) on the same "
                    f"{comparison['holdout_rows']:,} holdout rows</h3>")
         out.append('<div class="grid">' + figure_html(bar_chart(

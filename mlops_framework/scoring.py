@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
@@ -44,6 +44,32 @@ class ScoreResult:
     seconds: float
     destination: str
     replaced: str | None = None  # what a partitioned sink replaced, e.g. "WEEK 20-25: 1,000 rows -> 1,300"
+    unseen: dict = field(default_factory=dict)  # categorical column -> values met that training never saw
+
+
+def prediction_columns(contract, *, score_column: str = "PREDICTED_SCORE",
+                       class_column: str = "PREDICTED_RESPONSE") -> list[tuple[str, str]]:
+    """The (name, type) of every column scoring adds, per ``contract.task``: binary, the positive class's
+    probability and the predicted label; multiclass, the predicted label, its probability and one
+    ``PROBA_<label>`` per class; regression, the predicted value only."""
+    task = getattr(contract, "task", "binary")
+    if task == "regression":
+        return [(class_column, "float")]
+    columns = [(score_column, "float"), (class_column, "class")]
+    if task == "multiclass":
+        columns += [(f"PROBA_{label}", "float") for label in contract.classes]
+    return columns
+
+
+def _prediction_arrays(task, scores: np.ndarray, classes: pa.Array, threshold: float) -> list[pa.Array]:
+    """The arrays of :func:`prediction_columns`, in its order, for one batch's model output."""
+    if task == "regression":
+        return [pa.array(scores)]
+    if task == "multiclass":
+        best = scores.argmax(axis=1)
+        return [pa.array(scores[np.arange(len(best)), best]), classes.take(pa.array(best)),
+                *(pa.array(np.ascontiguousarray(scores[:, i])) for i in range(scores.shape[1]))]
+    return [pa.array(scores), classes.take(pa.array((scores >= threshold).view(np.int8)))]
 
 
 class _Stopped(Exception):
@@ -64,11 +90,14 @@ def score_to_sink(
 ) -> ScoreResult:
     """Score every row of ``batches`` with ``model`` and write it, with its predictions, to ``sink``.
 
-    ``model`` has ``contract`` (a FeatureContract) and ``predict_scores(X)``, the probability of
-    ``contract.classes[1]`` for X as returned by ``contract.encode_batch`` (or a slice of its rows;
-    it is called from several threads at once, as XGBoost's ``inplace_predict`` allows). Each output
-    batch is the input batch unchanged plus ``score_column`` (float64) and ``class_column``
-    (``classes[1]`` if the score is >= ``threshold``, else ``classes[0]``; same type as the classes).
+    ``model`` has ``contract`` (a FeatureContract) and ``predict_scores(X)`` for X as returned by
+    ``contract.encode_batch`` (or a slice of its rows; it is called from several threads at once, as
+    XGBoost's ``inplace_predict`` allows): per ``contract.task``, the probability of ``classes[1]``
+    (binary), an (n, classes) probability matrix (multiclass) or the predicted values (regression).
+    Each output batch is the input batch unchanged plus the columns of :func:`prediction_columns`
+    (binary: ``score_column`` float64 and ``class_column``, ``classes[1]`` if the score is >=
+    ``threshold`` else ``classes[0]``, same type as the classes). ``ScoreResult.unseen`` counts the
+    categorical values met that training never saw, per column.
     The input columns are checked on the first batch, before the sink is opened. With no batch at
     all the sink is never opened and 0 rows are reported. ``progress=None`` shows a bar if stderr is
     a TTY. Predictor threads: as many as OpenMP would use in the calling thread (all cores unless
@@ -84,10 +113,13 @@ def score_to_sink(
     if score_column == class_column:
         raise MlopsError(f"score and class columns must differ, both are {score_column!r}")
     contract = model.contract
+    task = getattr(contract, "task", "binary")
     classes = pa.array(contract.classes)
     stamp = dict(stamp or {})
     target = getattr(contract, "target", None)
     target_type = classes.type if len(classes) else pa.float64()
+    added = [name for name, _ in prediction_columns(contract, score_column=score_column, class_column=class_column)]
+    unseen: dict = {}
     threshold = float(threshold)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -150,7 +182,7 @@ def score_to_sink(
             for batch in batches:
                 if first:
                     contract.check_columns(batch.schema.names)
-                    clash = [c for c in (score_column, class_column, *stamp) if c in batch.schema.names]
+                    clash = [c for c in (*added, *stamp) if c in batch.schema.names]
                     if clash:
                         raise MlopsError(
                             f"the input already has column(s) {', '.join(clash)}: "
@@ -161,9 +193,9 @@ def score_to_sink(
                 if batch.num_rows:
                     if reuse:
                         buffer = take_buffer(batch.num_rows)
-                        features = contract.encode_batch(batch, out=buffer)
+                        features = contract.encode_batch(batch, out=buffer, unseen_counts=unseen)
                     else:
-                        features = contract.encode_batch(batch)
+                        features = contract.encode_batch(batch, unseen_counts=unseen)
                 put(encoded_q, (batch, features, buffer))
             put(encoded_q, _DONE)
         except _Stopped:
@@ -188,7 +220,7 @@ def score_to_sink(
         except BaseException as exc:  # noqa: BLE001
             fail(exc)
 
-    predictor = _Predictor(model)
+    predictor = _Predictor(model, len(contract.classes) if task == "multiclass" else 0)
     reader = threading.Thread(target=read, name="mlops-score-reader", daemon=True)
     writer = threading.Thread(target=write, name="mlops-score-writer", daemon=True)
     bar = _Progress(total_rows) if progress else None
@@ -202,8 +234,7 @@ def score_to_sink(
         scores = pending.result()
         if buffer is not None:
             free_q.put(buffer)
-        labels = classes.take(pa.array((scores >= threshold).view(np.int8)))
-        names, arrays = [score_column, class_column], [pa.array(scores), labels]
+        names, arrays = list(added), _prediction_arrays(task, scores, classes, threshold)
         if target and target not in batch.schema.names:
             names.insert(0, target)
             arrays.insert(0, pa.nulls(batch.num_rows, type=target_type))
@@ -247,7 +278,7 @@ def score_to_sink(
         raise errors[0]
     reader.join()
     return ScoreResult(rows=rows, seconds=time.perf_counter() - start, destination=sink.describe(),
-                       replaced=replaced[0] if replaced else None)
+                       replaced=replaced[0] if replaced else None, unseen=unseen)
 
 
 def trace_columns(model_name: str, version: str, run_id: str | None, scored_at=None) -> dict:
@@ -270,8 +301,9 @@ def _constant(value, n: int) -> pa.Array:
 class _Predictor:
     """Scores batches in slices on a few threads, each limited to one OpenMP thread."""
 
-    def __init__(self, model):
+    def __init__(self, model, width: int = 0):
         self._model = model
+        self._width = width  # columns of the model's output: 0 for one score per row
         self._threads = _predictor_threads()
         self._pool: ThreadPoolExecutor | None = None
         if self._threads:
@@ -283,18 +315,18 @@ class _Predictor:
         if n == 0 or self._pool is None or n <= _SLICE_ROWS // 2:
             done: Future = Future()
             try:
-                done.set_result(_scores(self._model, features, n))
+                done.set_result(_scores(self._model, features, n, self._width))
             except BaseException as exc:  # noqa: BLE001 - raised again by result()
                 done.set_exception(exc)
             return _Pending(None, [done])
-        out = np.empty(n, dtype=np.float64)
+        out = np.empty((n, self._width) if self._width else n, dtype=np.float64)
         step = max(_SLICE_ROWS, -(-n // (64 * self._threads)))  # not too many calls for huge batches
         futures = [self._pool.submit(self._slice, features, out, i, min(i + step, n)) for i in range(0, n, step)]
         return _Pending(out, futures)
 
     def _slice(self, features, out: np.ndarray, i: int, j: int) -> None:
         part = features.iloc[i:j] if hasattr(features, "iloc") else features[i:j]
-        out[i:j] = _scores(self._model, part, j - i)
+        out[i:j] = _scores(self._model, part, j - i, self._width)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -333,14 +365,15 @@ def _one_openmp_thread() -> None:
         pass
 
 
-def _scores(model, features, n: int) -> np.ndarray:
+def _scores(model, features, n: int, width: int = 0) -> np.ndarray:
+    expected = (n, width) if width else (n,)
     if n == 0:
-        return np.empty(0, dtype=np.float64)
+        return np.empty(expected, dtype=np.float64)
     scores = np.asarray(model.predict_scores(features))
-    if scores.ndim == 2 and scores.shape[1] == 2:
+    if not width and scores.ndim == 2 and scores.shape[1] == 2:
         scores = scores[:, 1]
-    if scores.shape != (n,):
-        raise MlopsError(f"the model returned scores of shape {scores.shape} for {n} rows; expected ({n},)")
+    if scores.shape != expected:
+        raise MlopsError(f"the model returned scores of shape {scores.shape} for {n} rows; expected {expected}")
     return scores.astype(np.float64, copy=False)
 
 

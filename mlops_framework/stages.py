@@ -18,6 +18,12 @@ def _need(run, key, stage):
     return run.results[key]
 
 
+def _need_target(spec):
+    if spec.target is None:
+        raise MlopsError("name the target column to train on: features.target=COLUMN")
+    return spec.target
+
+
 def load(run):
     run.results["frame"] = run.source.read(columns=run.features.columns)
     run.results["data_fingerprint"] = run.source.fingerprint()
@@ -27,19 +33,29 @@ def load(run):
 def validate(run):
     frame = _need(run, "frame", "validate")
     spec = run.features
-    missing = [column for column in spec.columns if column not in frame.columns]
+    _need_target(spec)
+    missing = [column for column in (spec.columns or [spec.target]) if column not in frame.columns]
     if missing:
         raise MlopsError(f"the data lacks required columns: {', '.join(missing)}")
     if len(frame) == 0:
         raise MlopsError("the data has no rows")
-    classes = frame[spec.target].dropna().unique()
-    if len(classes) != 2:
-        shown = ", ".join(map(str, sorted(classes)[:10])) or "none"
-        raise MlopsError(
-            f"target {spec.target} must have exactly two classes for a binary classifier; found {len(classes)}: {shown}"
-        )
-    if frame[spec.target].isna().any():
-        raise MlopsError(f"target {spec.target} has {int(frame[spec.target].isna().sum())} missing values")
+    if frame[spec.target].isna().all():
+        raise MlopsError(f"target {spec.target} has no values (every row is missing)")
+    if run.split.order == "time" and not spec.time:
+        raise MlopsError("split.order=time needs the time column: set features.time=COLUMN")
+
+
+def resolve_task(spec, model_target, target_values):
+    """The run's task: ``features.task`` unless ``auto``; then regression for a regressor model, else
+    what the target's values call for (``features.infer_task``)."""
+    from mlops_framework.features import infer_task
+    from mlops_framework.model import is_regressor
+
+    if spec.task != "auto":
+        return spec.task
+    if is_regressor(model_target):
+        return "regression"
+    return infer_task(target_values, spec.target)
 
 
 def features(run):
@@ -47,27 +63,92 @@ def features(run):
 
     frame = _need(run, "frame", "features")
     spec = run.features
+    _need_target(spec)
+    roles = spec.roles(frame)
+    rows = len(frame)
+    no_target = frame[spec.target].isna()
+    if no_target.any():
+        frame = run.results["frame"] = frame.loc[~no_target]
+    task = resolve_task(spec, run.model._target_, frame[spec.target])
     contract = FeatureContract.fit(
-        frame, numeric=spec.numeric, categorical=spec.categorical, target=spec.target,
-        encoding=spec.encoding, unseen=spec.unseen,
+        frame, numeric=roles.numeric, categorical=roles.categorical, target=spec.target,
+        encoding=spec.encoding, unseen=spec.unseen, task=task,
     )
-    run.results.update(contract=contract, X=contract.encode_frame(frame), y=contract.encode_target(frame[spec.target]))
+    nulls = {column: int(count) for column, count in frame[contract.input_columns].isna().sum().items() if count}
+    run.results.update(
+        contract=contract, roles=roles, X=contract.encode_frame(frame), y=contract.encode_target(frame[spec.target]),
+        data_report={"rows_read": rows, "rows_dropped": {"missing target": int(no_target.sum())},
+                     "nulls": nulls, "nulls_handling": "numeric: missing (NaN) for the model; categorical: no category"},
+    )
+    run.summarize("task", _describe_task(contract))
+    run.summarize("features", _describe_roles(roles))
+    run.summarize("data", _describe_data(run.results["data_report"], len(frame)))
+
+
+def _describe_task(contract):
+    if contract.task == "regression":
+        return f"regression of {contract.target}"
+    shown = ", ".join(map(str, contract.classes[:10])) + (", ..." if len(contract.classes) > 10 else "")
+    return f"{contract.task} {contract.target}: {len(contract.classes)} classes ({shown})"
+
+
+def _describe_roles(roles):
+    parts = [f"numeric {', '.join(roles.numeric) or '-'}", f"categorical {', '.join(roles.categorical) or '-'}"]
+    parts += [f"{key} {getattr(roles, key)}" for key in ("id", "time") if getattr(roles, key)]
+    left_out = [column for column in (roles.skipped or {}) if column not in (roles.id, roles.time)]
+    if left_out:
+        parts.append("not features " + ", ".join(f"{c} ({roles.skipped[c]})" for c in left_out))
+    return "; ".join(parts)
+
+
+def _describe_data(report, kept):
+    dropped = sum(report["rows_dropped"].values())
+    line = f"{report['rows_read']:,} rows read, {kept:,} used"
+    if dropped:
+        line += "; dropped " + ", ".join(f"{n:,} ({why})" for why, n in report["rows_dropped"].items() if n)
+    if report["nulls"]:
+        line += "; nulls left missing for the model: " + ", ".join(f"{c} {n:,}" for c, n in report["nulls"].items())
+    else:
+        line += "; no nulls in the features"
+    return line
 
 
 def split(run):
+    import numpy as np
     from sklearn.model_selection import train_test_split
 
     X, y = _need(run, "X", "split"), run.results["y"]
     spec = run.split
-    try:
-        X_rest, X_holdout, y_rest, y_holdout = train_test_split(
-            X, y, test_size=spec.holdout, random_state=spec.seed, stratify=y if spec.stratify else None
-        )
-        X_train, X_val, y_train, y_val = train_test_split(
-            X_rest, y_rest, test_size=spec.validation, random_state=spec.seed, stratify=y_rest if spec.stratify else None
-        )
-    except ValueError as error:
-        raise MlopsError(f"cannot split {len(y)} rows: {error}") from error
+    if spec.order == "time":
+        time = run.features.time
+        if not time:
+            raise MlopsError("split.order=time needs the time column: set features.time=COLUMN")
+        order = np.argsort(run.results["frame"].loc[X.index, time].to_numpy(), kind="stable")
+        n = len(order)
+        n_holdout = int(np.ceil(n * spec.holdout))
+        n_validation = int(np.ceil((n - n_holdout) * spec.validation))
+        if n - n_holdout - n_validation < 1:
+            raise MlopsError(f"cannot split {n} rows by time into train/validation/holdout")
+        parts = np.split(order, [n - n_holdout - n_validation, n - n_holdout])
+        run.results["splits"] = {name: (X.iloc[rows], y[rows]) for name, rows in zip(("train", "validation", "holdout"), parts)}
+        return
+    classify = run.results["contract"].task != "regression"
+
+    def two_way(X_, y_, size):
+        try:
+            return train_test_split(X_, y_, test_size=size, random_state=spec.seed,
+                                    stratify=y_ if spec.stratify and classify else None)
+        except ValueError as error:
+            if spec.stratify and classify:  # a class too rare to stratify: split at random
+                try:
+                    run.summarize("split", f"not stratified: {error}")
+                    return train_test_split(X_, y_, test_size=size, random_state=spec.seed)
+                except ValueError:
+                    pass
+            raise MlopsError(f"cannot split {len(y_)} rows: {error}") from error
+
+    X_rest, X_holdout, y_rest, y_holdout = two_way(X, y, spec.holdout)
+    X_train, X_val, y_train, y_val = two_way(X_rest, y_rest, spec.validation)
     run.results["splits"] = {
         "train": (X_train, y_train), "validation": (X_val, y_val), "holdout": (X_holdout, y_holdout)
     }
@@ -77,9 +158,13 @@ def train(run):
     from mlops_framework.model import TrainedModel
 
     splits = _need(run, "splits", "train")
-    estimator = run.model.build(run.features.encoding)
+    contract = run.results["contract"]
+    estimator = run.model.build(run.features.encoding, task=contract.task)
     X_train, y_train = splits["train"]
     _refuse_infinite(X_train)
+    if contract.task == "multiclass" and len(set(y_train.tolist())) < len(contract.classes):
+        missing = [contract.classes[i] for i in range(len(contract.classes)) if i not in set(y_train.tolist())]
+        raise MlopsError(f"the training split has no rows of class(es) {missing!r}: too few rows of them to learn")
     progress = _BoostingProgress.attach(estimator) if _on_a_terminal() else None
     try:
         estimator.fit(X_train, y_train)
@@ -89,7 +174,7 @@ def train(run):
     finally:
         if progress:
             progress.detach(estimator)
-    run.results["model"] = TrainedModel(estimator, run.results["contract"], threshold=run.model.threshold)
+    run.results["model"] = TrainedModel(estimator, contract, threshold=run.model.threshold)
 
 
 def _on_a_terminal():
@@ -183,11 +268,16 @@ def classification_metrics(y_true, scores, threshold):
 
 
 def evaluate(run):
+    from mlops_framework.metrics import evaluate as task_metrics
+
     model = _need(run, "model", "evaluate")
+    contract = model.contract
     report = {}
     for part in ("validation", "holdout"):
         X, y = run.results["splits"][part]
-        report[part] = classification_metrics(y, model.predict_scores(X), model.threshold)
+        report[part] = task_metrics(contract.task, y, model.predict_scores(X), threshold=model.threshold,
+                                    classes=contract.classes or None)
+        report[part]["task"] = contract.task
     run.results["evaluation"] = report
     run.results["metrics"] = {
         f"{part}_{name}": value
@@ -201,22 +291,27 @@ def evaluate(run):
 
 def register(run):
     from mlops_framework.lineage import signature
+    from mlops_framework.model import estimator_for_task
+    from mlops_framework.scoring import prediction_columns
 
     model = _need(run, "model", "register")
     reg = run.registration
     frame = run.results["frame"]
     input_columns = model.contract.input_columns
     record = run.provenance.lineage(run.results.get("data_fingerprint"), run.results.get("source_lineage"))
+    inputs_and_outputs = signature(frame, input_columns)
+    inputs_and_outputs["outputs"] = [{"name": name, "type": kind} for name, kind in prediction_columns(model.contract)]
     run.results["version"] = run.registry.log_model(
         model,
         model_name=reg.model_name,
         version_name=reg.version_name,
         comment=reg.comment,
         metrics=run.results.get("metrics"),
-        metadata={"estimator": run.model._target_, "params": run.model.params, "training_rows": len(frame)},
+        metadata={"estimator": estimator_for_task(run.model._target_, model.contract.task), "params": run.model.params,
+                  "training_rows": len(frame), "task": model.contract.task},
         tags={key: str(value) for key, value in reg.tags.items()},
         sample_input=frame[input_columns].head(10),
-        signature=signature(frame, input_columns),
+        signature=inputs_and_outputs,
         lineage=record,
     )
 
@@ -251,6 +346,9 @@ def score(run):
                              "version": version, "replaced": result.replaced}
     if result.replaced:
         run.summarize("replaced", result.replaced)
+    if result.unseen:
+        run.summarize("unseen", "categories not seen in training, scored as missing: "
+                      + ", ".join(f"{column} {count:,} rows" for column, count in sorted(result.unseen.items())))
 
 
 def _describe_score(run):
@@ -260,14 +358,56 @@ def _describe_score(run):
             f"into {run.scoring.sink.describe()}")
 
 
+def _describe_validate(run):
+    spec = run.features
+    columns = f"columns {', '.join(spec.columns)}" if spec.columns else f"the target column {spec.target or '(features.target unset)'}"
+    return f"check {columns} and rows"
+
+
+def _describe_features(run):
+    """The roles and task, inferred from a sample of the data when the config leaves them open."""
+    spec = run.features
+    contract = f"learn the {spec.encoding} feature contract (unseen categories: {spec.unseen})"
+    if not spec.inferred and spec.task != "auto":
+        return f"{contract}; task {spec.task}; roles as configured: numeric {', '.join(spec.numeric) or '-'}; " \
+               f"categorical {', '.join(spec.categorical) or '-'}"
+    if (run.config.get("data") or {}).get("kind") not in PLAN_SAMPLED:  # a warehouse query is not planning
+        return f"{contract}; roles and task inferred from the data at run time"
+    try:
+        _need_target(spec)
+        sample = next(iter(run.source.batches(batch_size=PLAN_SAMPLE_ROWS))).to_pandas()
+        roles = spec.roles(sample)
+        if spec.target not in sample.columns:
+            raise MlopsError(f"no column {spec.target!r}")
+        task = resolve_task(spec, run.model._target_, sample[spec.target])
+    except MlopsError as error:
+        return f"{contract}; roles and task inferred from the data at run time (now: {error})"
+    how = f"inferred from the first {PLAN_SAMPLE_ROWS:,} rows" if spec.inferred or spec.task == "auto" else "as configured"
+    return f"{contract}; task {task}; roles {how}: {_describe_roles(roles)}"
+
+
+PLAN_SAMPLE_ROWS = 10_000
+PLAN_SAMPLED = ("csv", "parquet", "duckdb", "synthetic")  # local sources mlops plan samples to show the roles
+
+
+def _describe_split(run):
+    spec = run.split
+    if spec.order == "time":
+        return (f"by time ({run.features.time or 'features.time unset'}): train/validation/holdout "
+                f"{_fractions(spec)}, the latest rows held out")
+    stratified = "stratified (classification) " if spec.stratify else ""
+    return f"{stratified}train/validation/holdout {_fractions(spec)}, seed {spec.seed}"
+
+
 BUILTIN_STAGES = (
     Stage("load", load, lambda run: f"read {run.source.describe()}"),
-    Stage("validate", validate, lambda run: f"check columns {', '.join(run.features.columns)}, rows and two target classes"),
-    Stage("features", features, lambda run: f"learn the {run.features.encoding} feature contract (unseen categories: {run.features.unseen})"),
-    Stage("split", split, lambda run: f"stratified train/validation/holdout {_fractions(run.split)}, seed {run.split.seed}"),
-    Stage("train", train, lambda run: f"fit {run.model.describe()}"),
-    Stage("evaluate", evaluate, lambda run: "accuracy, macro precision/recall/F1, ROC AUC, confusion matrix on validation and holdout"),
-    Stage("register", register, lambda run: f"log {run.registration.model_name} {run.registration.version_name or 'next vN'} in {run.registry.describe()} with metrics, tags {sorted(run.registration.tags)}"),
+    Stage("validate", validate, _describe_validate),
+    Stage("features", features, _describe_features),
+    Stage("split", split, _describe_split),
+    Stage("train", train, lambda run: f"fit {run.model.describe()} (its regressor for a regression task)"),
+    Stage("evaluate", evaluate, lambda run: "per task on validation and holdout: accuracy, macro precision/recall/F1, "
+          "ROC AUC, confusion matrix (multiclass adds weighted scores, log loss); RMSE, MAE, R2, residuals (regression)"),
+    Stage("register", register, lambda run: f"log {run.registration.model_name} {run.registration.version_name or 'next vN'} in {run.registry.describe()} with metrics, task, tags {sorted(run.registration.tags)}"),
     Stage("score", score, _describe_score),
 )
 

@@ -86,8 +86,8 @@ def test_run_registers_v1_then_v2_and_scores_every_row(mlops, home):
 def test_model_name_override_and_csv_and_alias_scoring(mlops, home, tmp_path):
     csv_path = tmp_path / "loans.csv"
     pa_csv.write_csv(generate_table(weeks=3, rows_per_week=300, seed=5), csv_path)
-    mlops("run", "data=csv", f"data.path={csv_path}", "registry.model_name=CSV_MODEL", *SMALL[2:], check=True)
-    mlops("run", "data=csv", f"data.path={csv_path}", "registry.model_name=CSV_MODEL", *SMALL[2:], check=True)
+    mlops("run", "data=csv", "features=mortgage", f"data.path={csv_path}", "registry.model_name=CSV_MODEL", *SMALL[2:], check=True)
+    mlops("run", "data=csv", "features=mortgage", f"data.path={csv_path}", "registry.model_name=CSV_MODEL", *SMALL[2:], check=True)
     mlops("registry", "alias", "set", "CSV_MODEL", "v1", "PRODUCTION", check=True)
     shown = json.loads(mlops("registry", "show", "CSV_MODEL", "production", "--json", check=True).stdout)
     assert shown["version_name"] == "v1"
@@ -209,11 +209,11 @@ def write_csv(path, table_):
 
 BAD_INPUTS = {
     "missing file": (["data=csv", "data.path=nope.csv"], "nope.csv"),
-    "missing column": (["data=csv", "data.path={drop_column}"], "COUNTY_NAME"),
+    "missing column": (["data=csv", "features=mortgage", "data.path={drop_column}"], "COUNTY_NAME"),
     "unknown option": (["data=excel"], "Could not find 'data/excel'"),
     "typo key": (["+data.rows_per_wek=3"], "did you mean 'rows_per_week'"),
     "missing required value": (["data=csv"], "missing required config values: data.path"),
-    "one-class target": (["data=csv", "data.path={one_class}"], "exactly two classes"),
+    "one-class target": (["data=csv", "features=mortgage", "data.path={one_class}"], "exactly two classes"),
     "empty data": (["data.where='WEEK > 99'"], "no rows"),
     "unknown alias": (["pipeline=score", "scoring.version=STAGING"], "STAGING"),
     "unknown model": (["pipeline=score", "registry.model_name=NOPE"], "NOPE"),

@@ -105,6 +105,8 @@ def test_secrets_are_redacted_from_resolved_configs():
 def test_a_plugin_config_dir_adds_options(tmp_path, home):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "fixed.yaml").write_text("kind: synthetic\nweeks: 2\nrows_per_week: 7\n")
+    (tmp_path / "features").mkdir()  # the data option's own features option, found by name (else: inferred roles)
+    (tmp_path / "features" / "fixed.yaml").write_text("defaults:\n  - mortgage\n")
 
     class ConfPlugin:
         @hookspecs.hookimpl

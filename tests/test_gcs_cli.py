@@ -40,7 +40,7 @@ def test_train_on_a_gs_csv_and_score_a_gs_parquet_through_an_alias(gcs, home, ca
     pq.write_table(generate_table(weeks=5, rows_per_week=200, seed=4).slice(600), new_weeks)
     gcs.pipe(f"{BUCKET}/new/weeks.parquet", new_weeks.getvalue())
 
-    assert main(["run", "pipeline=train", "data=csv", f"data.path=gs://{BUCKET}/loans.csv", *SMALL[2:]]) == 0
+    assert main(["run", "pipeline=train", "data=csv", "features=mortgage", f"data.path=gs://{BUCKET}/loans.csv", *SMALL[2:]]) == 0
     assert main(["registry", "alias", "set", "MORTGAGE_XGB", "v1", "PRODUCTION"]) == 0
     capsys.readouterr()
     assert main(["run", "pipeline=score", "data=parquet", f"data.path=gs://{BUCKET}/new/weeks.parquet",

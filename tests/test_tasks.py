@@ -1,0 +1,335 @@
+"""Any table, any task: roles and task inferred from the data, binary / multiclass / regression end to end.
+
+The end-to-end cases use tables bundled with scikit-learn, written as CSV or Parquet here, and run the real
+`mlops` command with only the data option, its path and the target given.
+"""
+
+import json
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from mlops_framework.errors import MlopsError
+from mlops_framework.features import FeatureContract, infer_roles, infer_task
+from mlops_framework.lifecycle import gate
+from mlops_framework.metrics import default_metric, direction, evaluate, higher_is_better
+from mlops_framework.pipeline import FeatureSpec, PromotionSpec
+
+TABLE = "PREDICTIONS_WITH_GROUND_TRUTH"
+# The default sink partitions by the demo's WEEK column, which these tables lack.
+NO_PARTITION = "scoring.sink.partition_by=null"
+
+
+def breast_cancer_yes_no():
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame["diagnosis"] = np.where(frame.pop("target") == 1, "YES", "NO")
+    return frame, "diagnosis"
+
+
+def iris_with_missing_values():
+    from sklearn.datasets import load_iris
+
+    data = load_iris(as_frame=True)
+    frame = data.frame
+    frame["species"] = np.asarray(data.target_names)[frame.pop("target")]
+    frame.loc[::7, "petal length (cm)"] = np.nan
+    frame.loc[::11, "sepal width (cm)"] = np.nan
+    frame.loc[1::25, "species"] = None  # rows without a label: dropped from training, scored all the same
+    return frame, "species"
+
+
+def diabetes():
+    from sklearn.datasets import load_diabetes
+
+    return load_diabetes(as_frame=True).frame.rename(columns={"target": "progression"}), "progression"
+
+
+def wine_bool_target():
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame
+    frame["is_class_0"] = frame.pop("target") == 0
+    return frame, "is_class_0"
+
+
+CASES = {
+    "breast_cancer_parquet": (breast_cancer_yes_no, "parquet", "binary"),
+    "iris_csv": (iris_with_missing_values, "csv", "multiclass"),
+    "diabetes_csv": (diabetes, "csv", "regression"),
+    "wine_bool_parquet": (wine_bool_target, "parquet", "binary"),
+}
+
+
+def write(frame, kind, path):
+    if kind == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+
+
+def predictions(home):
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        return con.sql(f"SELECT * FROM {TABLE}").df()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_bundled_dataset_runs_end_to_end_with_only_the_target_named(case, mlops, home, tmp_path):
+    make, kind, task = CASES[case]
+    frame, target = make()
+    path = tmp_path / f"data.{kind}"
+    write(frame, kind, path)
+    data = [f"data={kind}", f"data.path={path}", f"features.target={target}", NO_PARTITION]
+
+    out = mlops("run", *data, check=True).stdout
+    assert f"task      {task}" in out
+    version_dir = home / "registry" / "MORTGAGE_XGB" / "versions" / "v1"
+    version = json.loads((version_dir / "version.json").read_text())
+    contract = json.loads((version_dir / "artifact" / "contract.json").read_text())
+    assert version["metadata"]["task"] == contract["task"] == task
+    assert sorted(contract["numeric"]) == sorted(c for c in frame.columns if c != target)
+
+    scored = predictions(home)
+    assert len(scored) == len(frame)
+    truth = scored[target]
+    if task == "regression":
+        assert "PREDICTED_SCORE" not in scored and scored["PREDICTED_RESPONSE"].dtype.kind == "f"
+        assert {"holdout_rmse", "holdout_mae", "holdout_r2"} <= set(version["metrics"])
+        assert np.sqrt(((truth - scored["PREDICTED_RESPONSE"]) ** 2).mean()) < truth.std()
+        assert [o["name"] for o in version["signature"]["outputs"]] == ["PREDICTED_RESPONSE"]
+    else:
+        labels = set(truth.dropna())
+        assert set(scored["PREDICTED_RESPONSE"]) <= labels and len(set(scored["PREDICTED_RESPONSE"])) > 1
+        assert contract["classes"] == sorted(labels)
+        assert (scored["PREDICTED_RESPONSE"] == truth)[truth.notna()].mean() > 0.8
+    if task == "multiclass":
+        proba = scored[[f"PROBA_{label}" for label in contract["classes"]]]
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(scored["PREDICTED_SCORE"], proba.max(axis=1))
+        assert {"holdout_log_loss", "holdout_f1_weighted", "holdout_roc_auc"} <= set(version["metrics"])
+        assert "petal length (cm) 21" in out  # nulls per feature in the rows used, left missing for the model
+        assert "150 rows read, 144 used; dropped 6 (missing target)" in out
+    if case == "breast_cancer_parquet":
+        assert contract["classes"] == ["NO", "YES"]
+        assert (scored["PREDICTED_RESPONSE"] == np.where(scored["PREDICTED_SCORE"] >= 0.5, "YES", "NO")).all()
+
+    rescored = mlops("run", "pipeline=score", *data, "scoring.version=v1", check=True).stdout
+    assert f"{len(frame):,} rows with v1" in rescored
+    pd.testing.assert_frame_equal(predictions(home), scored)
+
+
+def test_roles_come_from_the_types(tmp_path):
+    n = 60
+    frame = pd.DataFrame({
+        "ROW": np.arange(n), "CODE": [f"17-{i:06d}" for i in range(n)], "DAY": pd.date_range("2024-01-01", periods=n),
+        "INCOME": np.linspace(1, 2, n), "FLAG": [True, False] * (n // 2), "COLOR": ["red", "blue", None] * (n // 3),
+        "LEAK": np.arange(n) * 2.0, "EMPTY": [None] * n, "Y": ["a", "b", "c"] * (n // 3),
+    })
+    roles = infer_roles(frame, target="Y", exclude=["LEAK"])
+    assert roles.numeric == ["INCOME", "FLAG"] and roles.categorical == ["COLOR"]
+    assert set(roles.skipped) == {"ROW", "CODE", "DAY", "LEAK", "EMPTY"}
+    assert "id-like" in roles.skipped["ROW"] and "id-like" in roles.skipped["CODE"] and "date" in roles.skipped["DAY"]
+    named = infer_roles(frame, target="Y", id="ROW", time="DAY", numeric=["INCOME"])
+    assert named.numeric == ["INCOME"] and named.categorical == ["COLOR"] and named.id == "ROW"
+    with pytest.raises(MlopsError, match="features.exclude names 'NOPE'"):
+        infer_roles(frame, target="Y", exclude=["NOPE"])
+    with pytest.raises(MlopsError, match="no feature columns"):
+        infer_roles(frame[["ROW", "Y"]], target="Y")
+
+
+def test_a_string_where_a_list_is_expected_is_one_column_never_letters():
+    spec = FeatureSpec(target="Y", numeric="AB", categorical=None, exclude="CD")
+    assert spec.numeric == ["AB"] and spec.exclude == ["CD"]
+    with pytest.raises(MlopsError, match="features.numeric must be a list"):
+        FeatureSpec(target="Y", numeric=[1, 2])
+
+
+@pytest.mark.parametrize("values, task", [
+    ([0, 1, 1, 0], "binary"), (["YES", "NO", "NO"], "binary"), ([True, False], "binary"),
+    (["a", "b", "c"], "multiclass"), ([1, 2, 3, 4, 2], "multiclass"),
+    (np.linspace(0, 1, 50).tolist(), "regression"), (list(range(100)), "regression"),
+])
+def test_the_task_follows_the_target(values, task):
+    assert infer_task(pd.Series(values), "Y") == task
+
+
+def test_contracts_per_task_round_trip_and_old_ones_load_as_binary():
+    frame = pd.DataFrame({"X": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "Y": ["c", "a", "b", "a", "b", "c"]})
+    multi = FeatureContract.fit(frame, numeric=["X"], categorical=[], target="Y", task="auto")
+    assert multi.task == "multiclass" and multi.classes == ["a", "b", "c"]
+    assert multi.encode_target(frame["Y"]).tolist() == [2, 0, 1, 0, 1, 2]
+    assert FeatureContract.from_dict(multi.to_dict()) == multi
+    reg = FeatureContract.fit(frame.assign(Y=np.arange(6) * 1.5), numeric=["X"], categorical=[], target="Y",
+                              task="regression")
+    assert reg.classes == [] and FeatureContract.from_dict(reg.to_dict()).task == "regression"
+    old = {k: v for k, v in multi.to_dict().items() if k != "task"} | {"classes": [0, 1]}
+    assert FeatureContract.from_dict(old).task == "binary"
+    with pytest.raises(MlopsError, match="binary contract has two classes"):
+        FeatureContract.from_dict({**multi.to_dict(), "task": "binary"})
+    with pytest.raises(MlopsError, match="binary classification needs exactly two"):
+        FeatureContract.fit(frame, numeric=["X"], categorical=[], target="Y", task="binary")
+
+
+def test_metric_direction_and_defaults():
+    assert not higher_is_better("rmse") and not higher_is_better("holdout_mae")
+    assert not higher_is_better("validation_log_loss") and higher_is_better("validation_f1")
+    assert direction("validation_rmse") == "minimize" and default_metric("regression") == "rmse"
+    assert default_metric("multiclass") == "f1"
+    result = evaluate("regression", [1.0, 2.0, 3.0], [1.0, 2.0, 5.0])
+    assert result["rmse"] == pytest.approx(np.sqrt(4 / 3)) and result["residual_quantiles"]["q00"] == -2.0
+    multi = evaluate("multiclass", [0, 1, 2, 2], np.eye(3)[[0, 1, 2, 1]], classes=["a", "b", "c"])
+    assert multi["accuracy"] == 0.75 and multi["confusion_matrix"][2] == [0, 1, 1]
+
+
+def test_the_gate_knows_lower_rmse_is_better():
+    def comparison(new, old):
+        return {"holdout_rows": 10, "task": "regression", "candidate": {"rmse": new},
+                "champion": None if old is None else {"rmse": old}}
+
+    spec = PromotionSpec(min_improvement=0.5)
+    assert gate(spec, comparison(9.0, 10.0))[0]
+    passed, reason = gate(spec, comparison(9.8, 10.0))
+    assert not passed and "rmse 9.8000 > champion's 10.0000 - 0.5" in reason
+    assert not gate(PromotionSpec(min_value=5.0), comparison(6.0, None))[0]  # a ceiling for rmse
+    with pytest.raises(MlopsError, match="not a regression metric"):
+        gate(PromotionSpec(metric="f1"), comparison(1.0, 2.0))
+
+
+def test_unseen_categories_are_counted_per_column():
+    from mlops_framework.scoring import score_to_sink
+
+    frame = pd.DataFrame({"X": [1.0, 2.0, 3.0, 4.0], "C": ["a", "b", "a", "b"], "Y": [0, 1, 0, 1]})
+    contract = FeatureContract.fit(frame, numeric=["X"], categorical=["C"], target="Y")
+
+    class Model:
+        def __init__(self):
+            self.contract = contract
+
+        def predict_scores(self, X):
+            return np.full(len(X), 0.7)
+
+    class Sink:
+        def __init__(self):
+            self.batches = []
+
+        def open(self):
+            import contextlib
+
+            return contextlib.nullcontext(self)
+
+        def write(self, batch):
+            self.batches.append(batch)
+
+        def describe(self):
+            return "memory"
+
+    batch = pa.RecordBatch.from_pandas(pd.DataFrame({"X": [1.0, 2.0, 3.0], "C": ["a", "z", "z"]}), preserve_index=False)
+    result = score_to_sink(Model(), [batch], Sink(), progress=False)
+    assert result.unseen == {"C": 2}
+
+
+def test_a_time_split_holds_out_the_latest_rows(mlops, home, tmp_path):
+    n = 200
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"DAY": pd.date_range("2024-01-01", periods=n)[::-1], "X": rng.normal(size=n)})
+    frame["Y"] = (frame["X"] + rng.normal(scale=0.5, size=n) > 0).astype(int)
+    path = tmp_path / "days.parquet"
+    frame.to_parquet(path, index=False)
+    data = [f"data.path={path}", "features.target=Y", "features.time=DAY"]
+    out = mlops("plan", "data=parquet", "split=time", *data, check=True).stdout
+    assert "by time (DAY)" in out and "roles inferred from the first" in out and "time DAY" in out
+    mlops("run", "data=parquet", "pipeline=train", "split=time", *data, check=True)
+    evaluation = json.loads(next((home / "runs").glob("*/evaluation.json")).read_text())
+    assert evaluation["holdout"]["rows"] == 40 and evaluation["holdout"]["task"] == "binary"
+    refused = mlops("run", "data=parquet", "pipeline=train", "split=time", data[0], data[1])
+    assert refused.returncode == 2 and "split.order=time needs the time column" in refused.stderr
+
+
+def test_the_time_split_trains_on_earlier_rows_and_holds_out_the_latest():
+    from types import SimpleNamespace
+
+    from mlops_framework.pipeline import SplitSpec
+    from mlops_framework.stages import split
+
+    frame = pd.DataFrame({"T": [5, 1, 9, 3, 7, 2, 8, 0, 6, 4], "X": np.arange(10.0)})
+    run = SimpleNamespace(split=SplitSpec(holdout=0.2, validation=0.25, order="time"),
+                          features=FeatureSpec(target="Y", time="T"),
+                          results={"frame": frame, "X": frame[["X"]], "y": np.arange(10)})
+    split(run)
+    parts = {name: sorted(frame.loc[X.index, "T"]) for name, (X, _) in run.results["splits"].items()}
+    assert parts == {"train": [0, 1, 2, 3, 4, 5], "validation": [6, 7], "holdout": [8, 9]}
+
+
+def test_mlops_features_saves_an_option_the_next_command_finds(mlops, home, tmp_path):
+    frame, target = iris_with_missing_values()
+    path = tmp_path / "iris.csv"
+    frame.to_csv(path, index=False)
+    data = ["data=csv", f"data.path={path}"]
+    out = mlops("features", *data, f"features.target={target}", "--save", "iris", check=True).stdout
+    assert "petal length (cm)" in out and "task         multiclass" in out and "features=iris" in out
+    saved = (home / "conf" / "features" / "iris.yaml").read_text()
+    assert "task: multiclass" in saved and "- sepal width (cm)" in saved
+    plan = mlops("plan", *data, "features=iris", check=True).stdout
+    assert "task multiclass; roles as configured: numeric sepal length (cm)" in plan
+
+
+def test_a_sweep_of_regressions_ranks_by_validation_rmse_lowest_first(tmp_path):
+    from mlops_framework import sweeps
+
+    for trial, rmse in (("0", 12.0), ("1", 9.5), ("2", 30.0)):
+        (tmp_path / trial).mkdir()
+        (tmp_path / trial / "evaluation.json").write_text(json.dumps({"validation": {"rmse": rmse, "task": "regression"}}))
+        (tmp_path / trial / "summary.json").write_text(json.dumps({"model": "M", "version": f"v{trial}"}))
+    board = sweeps.leaderboard(tmp_path)
+    assert (board["metric"], board["direction"]) == ("validation_rmse", "minimize")
+    assert [row["trial"] for row in board["rows"]] == ["1", "0", "2"]
+
+
+def test_training_without_a_target_is_one_message_and_scoring_needs_none(tmp_path, capsys, home):
+    from mlops_framework.cli import main
+
+    frame, _ = iris_with_missing_values()
+    path = tmp_path / "iris.parquet"
+    frame.to_parquet(path, index=False)
+    assert main(["run", "data=parquet", f"data.path={path}", NO_PARTITION]) == 2
+    assert "name the target column to train on: features.target=COLUMN" in capsys.readouterr().err
+    assert not (home / "registry").exists()
+    assert main(["plan", "data=parquet", f"data.path={path}", "pipeline=score"]) == 0
+
+
+def test_any_sklearn_estimator_via_target_follows_the_task(tmp_path, capsys, home):
+    """model=hist_gradient_boosting on a regression table trains its regressor, saved with skops, and scores."""
+    from mlops_framework.cli import main
+
+    frame, target = diabetes()
+    path = tmp_path / "diabetes.parquet"
+    frame.to_parquet(path, index=False)
+    data = ["data=parquet", f"data.path={path}", f"features.target={target}", NO_PARTITION]
+    assert main(["run", *data, "model=hist_gradient_boosting", "model.params.max_iter=20"]) == 0
+    version_dir = home / "registry" / "MORTGAGE_XGB" / "versions" / "v1"
+    version = json.loads((version_dir / "version.json").read_text())
+    assert version["metadata"]["estimator"] == "sklearn.ensemble.HistGradientBoostingRegressor"
+    assert (version_dir / "artifact" / "model.skops").is_file()
+    assert main(["run", "pipeline=score", *data, "scoring.version=v1"]) == 0
+    scored = predictions(home)
+    assert scored["PREDICTED_RESPONSE"].between(frame[target].min() - 100, frame[target].max() + 100).all()
+    assert main(["run", *data, "model._target_=xgboost.XGBRegressor", "features.task=multiclass"]) == 2
+    assert "is a regressor, but the task is multiclass" in capsys.readouterr().err
+
+
+def test_the_score_summary_counts_unseen_categories(tmp_path, capsys, home):
+    from mlops_framework.cli import main
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"X": rng.normal(size=300), "C": rng.choice(["a", "b", "c"], 300)})
+    frame["Y"] = np.where(frame["X"] > 0, "up", "down")
+    frame.to_parquet(tmp_path / "train.parquet", index=False)
+    frame.assign(C=["zzz"] * 10 + frame["C"].tolist()[10:]).to_parquet(tmp_path / "new.parquet", index=False)
+    assert main(["run", "pipeline=train", "data=parquet", f"data.path={tmp_path / 'train.parquet'}",
+                 "features.target=Y", "model.params.n_estimators=10"]) == 0
+    assert main(["run", "pipeline=score", "data=parquet", f"data.path={tmp_path / 'new.parquet'}", NO_PARTITION]) == 0
+    assert "categories not seen in training, scored as missing: C 10 rows" in capsys.readouterr().out
