@@ -218,7 +218,7 @@ def _sweep_trial() -> dict:
         hydra = HydraConfig.get()
     except Exception:  # not under Hydra (plan, tests, an ML Job's entry point)
         return {"parents": {}, "trial": None}
-    from mlops_framework.sweeps import read_record
+    from mlops_framework.sweep_record import read_record
 
     return {"parents": read_record(hydra.sweep.dir).get("trackers") or {}, "trial": hydra.job.num}
 
@@ -233,7 +233,7 @@ def start_sweep(config, sweep_dir) -> None:
 
     from mlops_framework.config import redact
     from mlops_framework.plugins import Components, get_plugin_manager
-    from mlops_framework.sweeps import update_record
+    from mlops_framework.sweep_record import update_record
 
     try:
         values = OmegaConf.to_container(config.tracker, resolve=True) if config.get("tracker") else {}
