@@ -137,7 +137,9 @@ class SnowparkBackend:
 
 
 def _monitors_in_snowflake(run) -> bool:
-    return bool(getattr(run.registry, "monitor", None)) and hasattr(run.registry, "monitor_in_warehouse")
+    from mlops_snowflake.registry import SnowflakeRegistry
+
+    return isinstance(run.registry, SnowflakeRegistry) and bool(run.registry.monitor)
 
 
 def _monitor_in_warehouse(run) -> None:

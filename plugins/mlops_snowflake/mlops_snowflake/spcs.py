@@ -401,7 +401,10 @@ class SPCSBackend:
             raise MlopsError(f"backend=spcs serves versions of the Snowflake Model Registry: use registry=snowflake "
                              f"(the registry is {run.registry.describe()})")
         registering = "register" in [stage.name for stage in run.stages]
-        if self.gpu_requests is not None and registering and not getattr(run.registry, "cuda_version", None):
+        from mlops_snowflake.registry import SnowflakeRegistry
+
+        if (self.gpu_requests is not None and registering and isinstance(run.registry, SnowflakeRegistry)
+                and not run.registry.cuda_version):
             raise MlopsError("backend.gpu_requests needs registry.cuda_version (e.g. '12.4'): without it log_model "
                              "packages a CPU runtime only, and create_service/run_batch refuse any GPU request")
 
