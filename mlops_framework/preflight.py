@@ -62,12 +62,17 @@ def check(run) -> None:
         return schemas[id(source)]
 
     spec = run.features
-    inputs = [*spec.numeric, *spec.categorical]
+    if not spec.inferred:
+        inputs = [*spec.numeric, *spec.categorical]
+    elif "load" in names:  # roles come from the training data's types: only the columns named are known
+        inputs = []
+    else:  # a score-only run: the registered version's input columns
+        inputs = list(_registered_types(run) or {})
     to_parse = []
     training = None
     if "load" in names:
         training = _schema(run.source)
-        _require(training, [*inputs, spec.target], "the training data", run.source)
+        _require(training, [c for c in (*inputs, spec.target, spec.time) if c], "the training data", run.source)
     if "retrain" in names:
         source = run.retrain.source if run.retrain and run.retrain.source else run.source
         schema = _schema(source)
