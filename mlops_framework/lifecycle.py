@@ -114,6 +114,9 @@ def explain(run):
         run.summarize("explained", f"skipped: {type(model.estimator).__name__} is not XGBoost")
         return
     contribs, names = contributions(model, X)
+    if contribs.ndim == 3:  # multiclass: each row's contributions towards the class it predicts
+        predicted = contribs.sum(axis=2).argmax(axis=1)
+        contribs = contribs[np.arange(len(predicted)), predicted, :]
     raw_of = raw_feature_of(model.contract)
     raw_columns = list(dict.fromkeys(raw_of))
     per_raw = np.zeros((len(X), len(raw_columns)))
@@ -126,7 +129,7 @@ def explain(run):
     table.insert(0, "MODEL_VERSION", version)
     table.insert(0, "MODEL_NAME", run.registration.model_name)
     table.insert(0, "RUN_ID", run.output_dir.name if run.output_dir else None)
-    table["SCORE"] = 1.0 / (1.0 + np.exp(-margin))
+    table["SCORE"] = 1.0 / (1.0 + np.exp(-margin)) if model.contract.task == "binary" else margin
     table["BIAS"] = contribs[:, -1]
     for k, column in enumerate(raw_columns):
         table[f"CONTRIB_{column}"] = per_raw[:, k]

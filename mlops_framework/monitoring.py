@@ -890,6 +890,8 @@ def _holdout_relation(con, run, spec, version, columns) -> str:
     rows = run.results["frame"].loc[X.index].reset_index(drop=True)
     scores = np.asarray(model.predict_scores(X), dtype=float)
     predicted = model.predict_classes(scores)
+    if scores.ndim == 2:  # multiclass: the predicted class's probability, as PREDICTED_SCORE holds
+        scores = scores.max(axis=1)
     rows = rows.assign(__actual=rows[run.features.target], __predicted=predicted, __score=scores,
                        **{spec.prediction_column: predicted, spec.score_column: scores})
     con.register("__holdout_frame", rows[[*[c for c in columns if c in rows.columns], "__actual", "__predicted", "__score"]])

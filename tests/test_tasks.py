@@ -333,3 +333,23 @@ def test_the_score_summary_counts_unseen_categories(tmp_path, capsys, home):
                  "features.target=Y", "model.params.n_estimators=10"]) == 0
     assert main(["run", "pipeline=score", "data=parquet", f"data.path={tmp_path / 'new.parquet'}", NO_PARTITION]) == 0
     assert "categories not seen in training, scored as missing: C 10 rows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_the_lifecycle_experiment_runs_on_a_time_stamped_table_of_each_task(task, mlops, home, tmp_path):
+    from sklearn import datasets
+
+    if task == "multiclass":
+        frame = datasets.load_wine(as_frame=True).frame.sample(frac=1.0, random_state=0)
+        frame["target"] = np.array(["barolo", "grignolino", "barbera"])[frame["target"]]
+    else:
+        frame = datasets.load_diabetes(as_frame=True, scaled=False).frame
+    frame = pd.concat([frame, frame], ignore_index=True)
+    frame["WHEN"] = pd.date_range("2024-01-01", periods=len(frame), freq="6h").strftime("%Y-%m-%dT%H:%M:%SZ")
+    path = tmp_path / "timed.csv"
+    frame.to_csv(path, index=False)
+    out = mlops("run", "experiment=lifecycle", "data=csv", f"data.path={path}", "features.target=target",
+                "features.time=WHEN", "model.params.n_estimators=20", check=True).stdout
+    assert f"task      {task}" in out and "promote 2" in out and "report" in out
+    metric = "RMSE" if task == "regression" else "F1"
+    assert f"last {metric}" in out
