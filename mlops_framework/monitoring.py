@@ -266,12 +266,14 @@ def _window_width(window: str, origin: str):
 
 # ---------------------------------------------------------------------- SQL checks
 def check_expression(text: str, where: str) -> str:
-    """``text`` as one SQL expression (DuckDB's parser), normalised; anything else is refused.
-
-    Used for SQL fragments taken from the config (``monitor.baseline``) before they are put into a query."""
+    """``text`` as one SQL expression (``sources.check_sql_expression``, DuckDB's parser); anything else is
+    refused. Used for SQL fragments taken from the config (``monitor.baseline``) before they go into a query."""
     import duckdb
 
-    try:
+    from mlops_framework.sources import check_sql_expression
+
+    check_sql_expression(text, where=where)
+    try:  # normalised: a trailing comment cannot cut off the rest of the query it goes into
         return str(duckdb.SQLExpression(str(text)))
     except duckdb.Error as error:
         raise MlopsError(f"{where} {text!r} is not one SQL expression: {str(error).splitlines()[0]}") from None

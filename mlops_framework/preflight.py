@@ -156,10 +156,10 @@ def _duckdb_name(type_name) -> str:
 
 def _registered_types(run):
     """``{column: dtype}`` of the version a score-only run will use, from its signature; None if unknown."""
-    from mlops_framework.stages import scoring_version
-
-    try:
-        info = run.registry.get_version(run.registration.model_name, scoring_version(run))
+    name = run.registration.model_name
+    try:  # the score stage's choice (stages.scoring_version), without importing the stages here
+        version = run.scoring.version or (run.registry.versions(name) or [{}])[-1].get("version_name")
+        info = run.registry.get_version(name, version) if version else None
     except Exception:  # noqa: BLE001 - a missing model or an unreachable registry: the score stage says which
         return None
     inputs = ((info or {}).get("signature") or {}).get("inputs") or []

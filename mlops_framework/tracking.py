@@ -127,7 +127,9 @@ class RunTracking:
         tags = {"mlops.backend": str(run.config.get("backend", {}).get("kind")),
                 "mlops.git_commit": git_commit() or "unknown",
                 "mlops.pipeline": ",".join(stage.name for stage in run.stages)}
-        params = flatten({k: v for k, v in run.config.items() if k != "tracker"})
+        from mlops_framework.config import redact
+
+        params = flatten(redact({k: v for k, v in run.config.items() if k != "tracker"}))
         if trial is not None:
             tags["mlops.trial"] = str(trial)
             params["trial"] = str(trial)

@@ -198,7 +198,7 @@ def test_the_run_result_has_one_shape_and_round_trips(tmp_path, monkeypatch):
     out = tmp_path / "runs" / uuid.uuid4().hex[:6]
     result = runner.execute(resolved, components, out, announce=lambda run: run.summarize("note", "hello"))
     saved = json.loads((out / "summary.json").read_text())
-    assert set(saved) == {"model", "version", "registry", "metrics", "scored", "outputs", "note"}
+    assert set(saved) == {"model", "version", "registry", "metrics", "scored", "outputs", "note", "task", "features", "data"}
     assert saved["version"] == "v1" and saved["note"] == "hello" and "holdout_f1" in saved["metrics"]
     assert runner.read_result(out) == result == RunResult.from_dict(result.to_dict())
     assert result.lines()[0] == "model     MORTGAGE_XGB v1" and "note      hello" in result.lines()

@@ -286,8 +286,8 @@ def test_baseline_must_be_one_sql_expression_and_match_rows(tmp_path, monkeypatc
     from mlops_framework.lifecycle import monitor
 
     _write(tmp_path / "warehouse.duckdb", _scored(weeks=2, n=50))
-    for baseline, message in (("WEEK <= 1; DROP TABLE X", "is not one SQL expression"),
-                              ("1=1) UNION (SELECT 2", "is not one SQL expression"),
+    for baseline, message in (("WEEK <= 1; DROP TABLE X", "monitor.baseline"),
+                              ("1=1) UNION (SELECT 2", "monitor.baseline"),
                               ("WEEK > 99", "baseline has no rows"),
                               ("NO_SUCH_COLUMN > 1", "monitor: Binder Error")):
         with pytest.raises(MlopsError, match=message):
