@@ -145,7 +145,7 @@ class MonitorSpec:
     source: Any = None
     actuals: Any = None
     id: str | None = None
-    timestamp: str = "TS"
+    timestamp: str | None = "TS"
     time_format: str | None = None
     window: str = "7 days"
     origin: str = "2000-01-03"
@@ -297,10 +297,10 @@ def _spec(cls, values, where):
     import dataclasses
 
     values = dict(values or {})
-    check_arguments(cls, values, where=where)
     for field_ in dataclasses.fields(cls):
         if isinstance(values.get(field_.name), str) and str(field_.type).startswith(("list", "<class 'list'>")):
             values[field_.name] = [values[field_.name]]
+    check_arguments(cls, values, where=where)
     return cls(**values)
 
 
