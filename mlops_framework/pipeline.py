@@ -65,8 +65,7 @@ class FeatureSpec:
         """The columns to read: None (all of them) while roles are inferred."""
         if self.inferred:
             return None
-        extra = [c for c in (self.id, self.time) if c]
-        return list(dict.fromkeys([*self.numeric, *self.categorical, self.target, *extra]))
+        return list(dict.fromkeys(c for c in (*self.numeric, *self.categorical, self.target) if c))
 
     def roles(self, frame):
         from mlops_framework.features import infer_roles

@@ -124,7 +124,7 @@ def _validate(source):
 def _require(schema, columns, what, source, hint=None):
     if schema is None:
         return
-    missing = [c for c in dict.fromkeys(columns) if c not in schema]
+    missing = [c for c in dict.fromkeys(columns) if c and c not in schema]
     if missing:
         near = {c: a for c in missing for a in schema if a.lower() == c.lower()}
         close = "".join(f" (did you mean {near[c]!r} for {c!r}?)" for c in missing if c in near)

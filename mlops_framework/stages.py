@@ -25,7 +25,18 @@ def _need_target(spec):
 
 
 def load(run):
-    run.results["frame"] = run.source.read(columns=run.features.columns)
+    from mlops_framework.contracts import SchemaSource
+
+    spec, columns = run.features, run.features.columns
+    if columns is not None:  # the id and time columns come along where the data has them
+        extra = [c for c in (spec.id, spec.time) if c and c not in columns]
+        if extra and isinstance(run.source, SchemaSource):
+            available = set(dict(run.source.schema()))
+            extra = [c for c in extra if c in available or (c == spec.time and run.split.order == "time")]
+        else:
+            extra = [spec.time] if spec.time and run.split.order == "time" and spec.time not in columns else []
+        columns = [*columns, *extra]
+    run.results["frame"] = run.source.read(columns=columns)
     run.results["data_fingerprint"] = run.source.fingerprint()
     run.results["source_lineage"] = run.source.lineage() if isinstance(run.source, LineageSource) else None
 

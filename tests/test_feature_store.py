@@ -252,7 +252,7 @@ def test_mlops_run_trains_from_the_point_in_time_training_set(leaky, mlops, home
                    f"{view}.source=null", f"{view}.query=\"SELECT * FROM read_parquet('{tmp_path / 'history.parquet'}')\"",
                    f"data.spine.source={{kind:parquet,path:'{tmp_path / 'spine.parquet'}'}}",
                    "data.spine.timestamp=EVENT_DATE", "data.spine.label=[LABEL]", "data.spine.columns=[WEEK]",
-                   "features.target=LABEL", "features.numeric=[SIGNAL,NOISE]", "features.categorical=[]",
+                   "features.target=LABEL", "features.numeric=[SIGNAL,NOISE]", "features.categorical=[]", "features.id=null", "features.time=null",
                    "model.params.n_estimators=20", "model.params.n_jobs=1", "registry.model_name=LEAK",
                    check=True)
     version = registered(home, "LEAK")

@@ -86,7 +86,7 @@ def test_a_users_parquet_without_week_is_scored_without_partitions(mlops, home, 
 
 
 def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_path):
-    data = ["data=csv", f"data.path={lab}", "registry.model_name=LAB", *FEATURES]
+    data = ["data=csv", f"data.path={lab}", "registry.model_name=LAB", "features.target=APPROVED", *FEATURES]
     mlops("run", *data, check=True)
     before = snapshot(home)
     text = lab.read_bytes().decode("utf-8-sig")
