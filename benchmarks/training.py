@@ -82,7 +82,7 @@ def user_commands(ctx) -> list[Row]:
     sizes = ctx.sizes
     data = ctx.data(sizes.small_weeks)
     home = ctx.scratch("home-training")
-    command = ["mlops", "run", "pipeline=train", "data=parquet", f"data.path={data}", f"paths.home={home}",
+    command = ["mlops", "run", "pipeline=train", "data=parquet", "features=mortgage", f"data.path={data}", f"paths.home={home}",
                f"registry.model_name={MODEL_NAME}"]
     if sizes.n_estimators:
         command.append(f"model.params.n_estimators={sizes.n_estimators}")
