@@ -461,6 +461,8 @@ def infer_roles(
     numeric, categorical = _as_list(numeric, "numeric"), _as_list(categorical, "categorical")
     if not isinstance(target, str) or not target:
         raise MlopsError(f"features.target must name the target column, got {target!r}")
+    explicit = numeric is not None and categorical is not None  # the id and time columns are then optional
+    id, time = (None if explicit and c not in columns else c for c in (id, time))
     named = {"target": [target], "id": [id] if id else [], "time": [time] if time else [], "exclude": exclude,
              "numeric": numeric or [], "categorical": categorical or []}
     for key, names in named.items():

@@ -57,7 +57,7 @@ def test_plan_prints_every_operation_without_connecting(no_session, snowflake_ho
             in lines)
     assert "train: fit xgboost.XGBClassifier" in text and "(in this process)" in text
     assert "register: Registry(session, database_name=None, schema_name=None, options={'enable_monitoring': True})" in lines
-    assert "target_platforms=['WAREHOUSE']" in text and "binary: TABULAR_BINARY_CLASSIFICATION" in text
+    assert "target_platforms=['WAREHOUSE']" in text and "TABULAR_BINARY_CLASSIFICATION" in text
     assert "CREATE TAG IF NOT EXISTS PROJECT; ALTER MODEL MORTGAGE_XGB SET TAG PROJECT = 'MORTGAGE_LENDING'" in text
     assert "score: mv = Model(MORTGAGE_XGB).version(PRODUCTION)" in text
     assert ("SELECT *, MODEL(MORTGAGE_XGB, PRODUCTION)!PREDICT(APPLICANT_INCOME_000S, LOAN_AMOUNT_000S, LOAN_TYPE_NAME, "
@@ -231,7 +231,7 @@ def test_monitor_pipeline_with_the_snowflake_registry_stays_in_snowflake(monkeyp
     """The monitor stage drives the native model monitor; the local monitor (which pulls the table) never runs."""
     from mlops_framework import monitoring
 
-    monkeypatch.setattr(monitoring, "read_monitored", lambda *a, **k: pytest.fail("the table was pulled to the client"))
+    monkeypatch.setattr(monitoring, "run_monitor", lambda *a, **k: pytest.fail("the local monitor ran (it reads the table here)"))
     calls = []
     monkeypatch.setattr(SnowflakeRegistry, "monitor_in_warehouse", lambda self, name, version, **kw: calls.append(
         (name, version)) or {"monitor": "M_V2_MONITOR", "created": False, "model_version": "V2", "metrics": []})
