@@ -462,3 +462,20 @@ def parse_store(store) -> tuple[dict, dict]:
             raise MlopsError(f"{where}.categorical names columns not in its features: {', '.join(unknown)}")
         views[name] = view
     return entities, views
+
+
+def previous_holders(history: list[dict], alias: str) -> list:
+    """The stack of versions ``alias`` held before its current one, replaying a registry's history: a
+    rollback pops, a set or unset pushes the old holder, a refusal changes nothing. Every registry that
+    rolls back (``RollbackRegistry``) follows this rule."""
+    stack = []
+    for entry in history:
+        if entry.get("alias") != alias:
+            continue
+        event = entry.get("event") or ("set" if entry.get("new_version") else "unset")
+        if event == "rollback":
+            if stack:
+                stack.pop()
+        elif event in ("set", "unset") and entry.get("old_version") != entry.get("new_version"):
+            stack.append(entry.get("old_version"))
+    return stack

@@ -38,7 +38,7 @@ import socket
 import tempfile
 import time
 
-from mlops_framework.contracts import NAME_RE, check_name, check_tag  # noqa: F401  (shared with plugins)
+from mlops_framework.contracts import NAME_RE, check_name, check_tag, previous_holders  # noqa: F401  (shared with plugins)
 from mlops_framework.errors import MlopsError
 
 AUTO_VERSION_RE = re.compile(r"^[vV](\d+)$")
@@ -253,7 +253,7 @@ class LocalRegistry:
         model_dir = self._existing_model(model_name)
         with _locked(model_dir):
             aliases = _current_aliases(model_dir)
-            previous = _previous_holders(self.history(model_name), alias)
+            previous = previous_holders(self.history(model_name), alias)
             target = previous[-1] if previous else None
             if target is None:
                 now = f"holds {aliases[alias]}" if alias in aliases else "is not set"
@@ -415,21 +415,6 @@ def _current_aliases(model_dir: pathlib.Path) -> dict:
             raise MlopsError(f"alias {alias!r} in {model_dir / 'aliases.json'} points at {target!r}, "
                              f"which is not a version name; refused")
     return dict(sorted(aliases.items()))
-
-
-def _previous_holders(history: list[dict], alias: str) -> list:
-    """The stack of versions ``alias`` held before its current one, replaying its history."""
-    stack = []
-    for entry in history:
-        if entry.get("alias") != alias:
-            continue
-        event = entry.get("event") or ("set" if entry.get("new_version") else "unset")
-        if event == "rollback":
-            if stack:
-                stack.pop()
-        elif event in ("set", "unset") and entry.get("old_version") != entry.get("new_version"):
-            stack.append(entry.get("old_version"))
-    return stack
 
 
 def _listing(names) -> str:

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.contracts import check_name, check_tag
+from mlops_framework.contracts import check_name, check_tag, previous_holders
 
 from mlops_snowflake import connection as connection_module
 from mlops_snowflake.data import _one_line
@@ -487,7 +487,7 @@ class SnowflakeRegistry:
         repeated rollbacks walk further back, refusals are skipped); return the history entry."""
         alias = str(alias).upper()
         current = self.aliases(model_name).get(alias)
-        previous = _previous_holders(self.history(model_name), alias)
+        previous = previous_holders(self.history(model_name), alias)
         target = previous[-1] if previous else None
         if target is None:
             now = f"holds {current}" if current else "is not set"
@@ -638,22 +638,6 @@ def _planned_task(task) -> str:
     if task in SNOWFLAKE_TASKS:
         return SNOWFLAKE_TASKS[task]
     return ("<from the trained model's task: " + " | ".join(f"{k}: {v}" for k, v in SNOWFLAKE_TASKS.items()) + ">")
-
-
-def _previous_holders(history: list[dict], alias: str) -> list:
-    """The stack of versions ``alias`` held before its current one, replaying its history (the local
-    registry's rule: a rollback pops, a set or unset pushes the old holder, a refusal changes nothing)."""
-    stack = []
-    for entry in history:
-        if entry.get("alias") != alias:
-            continue
-        event = entry.get("event") or ("set" if entry.get("new_version") else "unset")
-        if event == "rollback":
-            if stack:
-                stack.pop()
-        elif event in ("set", "unset") and entry.get("old_version") != entry.get("new_version"):
-            stack.append(entry.get("old_version"))
-    return stack
 
 
 def _registration_id(row: dict):
