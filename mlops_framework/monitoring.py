@@ -750,7 +750,7 @@ def open_monitored(con, spec, run, features) -> dict:
         model_filter = (f" WHERE p.{quote_identifier(upper['MODEL_NAME'])} = {sql_string(run.registration.model_name)}"
                         f" OR p.{quote_identifier(upper['MODEL_NAME'])} IS NULL")
     if spec.actuals is not None:
-        id_column = spec.id or getattr(features, "id", None)
+        id_column = spec.id or features.id
         if not id_column:
             raise MlopsError("monitor.actuals needs the id column that joins labels to predictions: "
                              "set features.id (or monitor.id)")
@@ -812,7 +812,7 @@ def _task_of(run, version) -> dict:
     except MlopsError:
         return info
     info["classes"] = list(contract.classes or []) or None
-    info["task"] = getattr(contract, "task", None) or info["task"]
+    info["task"] = contract.task
     return info
 
 

@@ -52,7 +52,7 @@ def prediction_columns(contract, *, score_column: str = "PREDICTED_SCORE",
     """The (name, type) of every column scoring adds, per ``contract.task``: binary, the positive class's
     probability and the predicted label; multiclass, the predicted label, its probability and one
     ``PROBA_<label>`` per class; regression, the predicted value only."""
-    task = getattr(contract, "task", "binary")
+    task = contract.task
     if task == "regression":
         return [(class_column, "float")]
     columns = [(score_column, "float"), (class_column, "class")]
@@ -113,10 +113,10 @@ def score_to_sink(
     if score_column == class_column:
         raise MlopsError(f"score and class columns must differ, both are {score_column!r}")
     contract = model.contract
-    task = getattr(contract, "task", "binary")
+    task = contract.task
     classes = pa.array(contract.classes)
     stamp = dict(stamp or {})
-    target = getattr(contract, "target", None)
+    target = contract.target
     target_type = classes.type if len(classes) else pa.float64()
     added = [name for name, _ in prediction_columns(contract, score_column=score_column, class_column=class_column)]
     unseen: dict = {}

@@ -50,7 +50,7 @@ class SnowparkBackend:
                 lines += [f"register: {op}" for op in run.registry.plan_log_model(
                     model_name=reg.model_name, version_name=reg.version_name, comment=reg.comment, tags=reg.tags,
                     flavor="xgboost" if run.model._target_.startswith("xgboost.") else "sklearn",
-                    task=getattr(run.features, "task", None))]
+                    task=run.features.task)]
             elif stage.name == "score":
                 lines += self._plan_score(run, stage)
             elif stage.name == "monitor" and _monitors_in_snowflake(run):
