@@ -93,10 +93,11 @@ class TrainedModel:
     other scikit-learn estimators) plus ``contract.json``; nothing is pickled.
     """
 
-    def __init__(self, estimator, contract, *, threshold=0.5):
+    def __init__(self, estimator, contract, *, threshold=0.5, trained_as=None):
         self.estimator = estimator
         self.contract = contract
         self.threshold = threshold
+        self.trained_as = trained_as or _qualified_name(estimator)  # a booster trained from batches: its estimator class
         self._booster = estimator.get_booster() if hasattr(estimator, "get_booster") else None
         if self._booster is None and type(estimator).__name__ == "Booster":
             self._booster = estimator
@@ -139,7 +140,7 @@ class TrainedModel:
             import skops.io
 
             skops.io.dump(self.estimator, directory / SKOPS_FILE)
-        info = {"flavor": self.flavor, "threshold": self.threshold, "estimator": _qualified_name(self.estimator)}
+        info = {"flavor": self.flavor, "threshold": self.threshold, "estimator": self.trained_as}
         (directory / "model_info.json").write_text(json.dumps(info, indent=2))
         (directory / "contract.json").write_text(json.dumps(self.contract.to_dict(), indent=2))
 
@@ -164,7 +165,7 @@ class TrainedModel:
             if foreign:
                 raise MlopsError(f"{path} holds types outside {', '.join(TRUSTED_MODULES)}; refusing to load: {foreign}")
             estimator = skops.io.load(path, trusted=types)
-        return cls(estimator, contract, threshold=info["threshold"])
+        return cls(estimator, contract, threshold=info["threshold"], trained_as=info.get("estimator"))
 
 
 def _qualified_name(obj):

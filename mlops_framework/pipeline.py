@@ -109,8 +109,13 @@ class SplitSpec:
     stratify: bool = True
     seed: int = 0
     order: str = "random"
+    stream_from_rows: int | None = 1_000_000  # XGBoost trains from batches at this many rows (mlops_framework.streamed)
 
     def __post_init__(self):
+        if self.stream_from_rows is not None and (isinstance(self.stream_from_rows, bool)
+                                                  or not isinstance(self.stream_from_rows, int)
+                                                  or self.stream_from_rows < 0):
+            raise MlopsError(f"split.stream_from_rows must be a whole number >= 0 or null, not {self.stream_from_rows!r}")
         for key in ("holdout", "validation"):
             if not 0 < getattr(self, key) < 1:
                 raise MlopsError(f"split.{key} must be between 0 and 1, not {getattr(self, key)}")

@@ -2,7 +2,8 @@
 
 Each reads the objects it needs from the ``Run`` and leaves its output in ``run.results``:
 ``frame``, ``data_fingerprint``, ``contract``, ``X``, ``y``, ``splits``, ``model``, ``metrics``,
-``version``, ``scored``.
+``version``, ``scored``. An XGBoost model on a large table trains from batches instead
+(``mlops_framework.streamed``): ``table`` replaces ``frame``, ``X`` and ``y``; ``row_split`` replaces ``splits``.
 """
 
 import json
@@ -36,14 +37,24 @@ def load(run):
         else:
             extra = [spec.time] if spec.time and run.split.order == "time" and spec.time not in columns else []
         columns = [*columns, *extra]
-    run.results["frame"] = run.source.read(columns=columns)
+    from mlops_framework import streamed
+
+    if spec.target is not None and streamed.streams(run):
+        run.results["table"] = streamed.Table(run.source, columns, spec.target)
+    else:
+        run.results["frame"] = run.source.read(columns=columns)
     run.results["data_fingerprint"] = run.source.fingerprint()
     run.results["source_lineage"] = run.source.lineage() if isinstance(run.source, LineageSource) else None
 
 
 def validate(run):
-    frame = _need(run, "frame", "validate")
     spec = run.features
+    if "table" in run.results:  # streamed: the rows are checked as the features stage reads them
+        _need_target(spec)
+        if run.split.order == "time" and not spec.time:
+            raise MlopsError("split.order=time needs the time column: set features.time=COLUMN")
+        return
+    frame = _need(run, "frame", "validate")
     _need_target(spec)
     missing = [column for column in (spec.columns or [spec.target]) if column not in frame.columns]
     if missing:
@@ -72,6 +83,16 @@ def resolve_task(spec, model_target, target_values):
 def features(run):
     from mlops_framework.features import FeatureContract
 
+    if "table" in run.results:
+        from mlops_framework import streamed
+
+        _need_target(run.features)
+        learned = streamed.learn(run, run.results["table"])
+        run.results.update(learned)
+        run.summarize("task", _describe_task(learned["contract"]))
+        run.summarize("features", _describe_roles(learned["roles"]))
+        run.summarize("data", _describe_data(learned["data_report"], learned["rows"]))
+        return
     frame = _need(run, "frame", "features")
     spec = run.features
     _need_target(spec)
@@ -128,6 +149,11 @@ def split(run):
     import numpy as np
     from sklearn.model_selection import train_test_split
 
+    if "table" in run.results:
+        from mlops_framework import streamed
+
+        run.results["row_split"] = streamed.row_split(run, _need(run, "contract", "split"))
+        return
     X, y = _need(run, "X", "split"), run.results["y"]
     spec = run.split
     if spec.order == "time":
@@ -168,24 +194,31 @@ def split(run):
 def train(run):
     from mlops_framework.model import TrainedModel
 
-    splits = _need(run, "splits", "train")
-    contract = run.results["contract"]
+    contract = _need(run, "contract", "train")
     estimator = run.model.build(run.features.encoding, task=contract.task)
-    X_train, y_train = splits["train"]
-    _refuse_infinite(X_train)
-    if contract.task == "multiclass" and len(set(y_train.tolist())) < len(contract.classes):
-        missing = [contract.classes[i] for i in range(len(contract.classes)) if i not in set(y_train.tolist())]
-        raise MlopsError(f"the training split has no rows of class(es) {missing!r}: too few rows of them to learn")
+    if "table" in run.results:
+        from mlops_framework import streamed
+
+        split = _need(run, "row_split", "train")
+        fit = lambda: streamed.fit(run, estimator, contract, run.results["table"], split)  # noqa: E731
+    else:
+        X_train, y_train = _need(run, "splits", "train")["train"]
+        _refuse_infinite(X_train)
+        if contract.task == "multiclass" and len(set(y_train.tolist())) < len(contract.classes):
+            missing = [contract.classes[i] for i in range(len(contract.classes)) if i not in set(y_train.tolist())]
+            raise MlopsError(f"the training split has no rows of class(es) {missing!r}: too few rows of them to learn")
+        fit = lambda: estimator.fit(X_train, y_train)  # noqa: E731
     progress = _BoostingProgress.attach(estimator) if _on_a_terminal() else None
     try:
-        estimator.fit(X_train, y_train)
+        fitted = fit()
     except ValueError as error:  # XGBoostError too; its text carries a native stack: keep the first line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MlopsError(f"training {run.model._target_} failed: {first}") from None
     finally:
         if progress:
             progress.detach(estimator)
-    run.results["model"] = TrainedModel(estimator, contract, threshold=run.model.threshold)
+    run.results["model"] = TrainedModel(fitted, contract, threshold=run.model.threshold,
+                                        trained_as=f"{type(estimator).__module__}.{type(estimator).__qualname__}")
 
 
 def _on_a_terminal():
@@ -283,10 +316,19 @@ def evaluate(run):
 
     model = _need(run, "model", "evaluate")
     contract = model.contract
+    if "table" in run.results:
+        from mlops_framework import streamed
+
+        scored = streamed.holdout_scores(model, run.results["table"], _need(run, "row_split", "evaluate"))
+    else:
+        scored = {}
+        for part in ("validation", "holdout"):
+            X, y = run.results["splits"][part]
+            scored[part] = (y, model.predict_scores(X))
     report = {}
     for part in ("validation", "holdout"):
-        X, y = run.results["splits"][part]
-        report[part] = task_metrics(contract.task, y, model.predict_scores(X), threshold=model.threshold,
+        y, scores = scored[part]
+        report[part] = task_metrics(contract.task, y, scores, threshold=model.threshold,
                                     classes=contract.classes or None)
         report[part]["task"] = contract.task
     run.results["evaluation"] = report
@@ -307,7 +349,7 @@ def register(run):
 
     model = _need(run, "model", "register")
     reg = run.registration
-    frame = run.results["frame"]
+    frame = run.results["frame"] if "frame" in run.results else _need(run, "sample", "register")
     input_columns = model.contract.input_columns
     record = run.provenance.lineage(run.results.get("data_fingerprint"), run.results.get("source_lineage"))
     inputs_and_outputs = signature(frame, input_columns)
@@ -319,7 +361,7 @@ def register(run):
         comment=reg.comment,
         metrics=run.results.get("metrics"),
         metadata={"estimator": estimator_for_task(run.model._target_, model.contract.task), "params": run.model.params,
-                  "training_rows": len(frame), "task": model.contract.task},
+                  "training_rows": run.results.get("rows", len(frame)), "task": model.contract.task},
         tags={key: str(value) for key, value in reg.tags.items()},
         sample_input=frame[input_columns].head(10),
         signature=inputs_and_outputs,

@@ -1,0 +1,316 @@
+"""Training from batches: the raw table is never in memory.
+
+When a run trains an XGBoost model on a source of at least ``split.stream_from_rows`` rows (and its
+pipeline holds only the stages below), the features, split, train and evaluate stages read the source's
+Arrow batches instead of a pandas frame:
+
+- ``features`` makes one pass: roles inferred from the first ``SAMPLE_ROWS`` rows (when the config leaves
+  them open), the vocabularies, classes, null counts and rows from every row;
+- ``split`` assigns each row to train, validation or holdout from its class and its rank within the class
+  (:class:`RowSplit`), the same on every pass, batch by batch;
+- ``train`` feeds the training rows, encoded batch by batch, to an iterator-built ``xgboost.QuantileDMatrix``:
+  memory grows with the quantized matrix (one byte per feature and row), not the raw table;
+- ``evaluate`` scores the validation and holdout rows batch by batch, keeping only their labels and scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlops_framework.errors import MlopsError
+
+STREAMED_STAGES = ("load", "validate", "features", "split", "train", "evaluate", "register", "score")
+BATCH_ROWS = 262_144
+SAMPLE_ROWS = 100_000  # rows the roles are inferred from, and the registered signature and sample
+BLOCK = 1_000  # a class's rows are split in blocks of this many, each with the configured fractions
+TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
+PARTS = {"train": TRAIN, "validation": VALIDATION, "holdout": HOLDOUT}
+_TRACKED_TARGET_VALUES = 10_000  # more distinct numbers than this: a regression target, no need to keep them
+
+
+def streams(run):
+    """Whether ``run`` trains from batches: an XGBoost model, a random split, a source that counts its rows
+    cheaply with at least ``split.stream_from_rows`` of them, and only stages of ``STREAMED_STAGES``
+    (a later stage such as monitor or explain reads the whole training frame)."""
+    from mlops_framework.contracts import PartitionedSource
+
+    threshold = run.split.stream_from_rows
+    if threshold is None or run.split.order != "random" or not run.model._target_.startswith("xgboost."):
+        return False
+    if any(stage.name not in STREAMED_STAGES for stage in run.stages):
+        return False
+    if not (isinstance(run.source, PartitionedSource) and run.source.counts_cheaply):
+        return False
+    rows = run.source.count_rows()
+    return rows is not None and rows >= threshold
+
+
+@dataclass
+class Table:
+    """The source's rows to train on, read as Arrow batches of ``columns`` (None: all)."""
+
+    source: object
+    columns: list | None
+    target: str
+
+    def batches(self):
+        """Every batch, the rows without a target value dropped."""
+        for batch in self.source.batches(columns=self.columns, batch_size=BATCH_ROWS):
+            batch = with_target(batch, self.target)
+            if batch.num_rows:
+                yield batch
+
+
+def with_target(batch, target):
+    """``batch`` without its rows that have no ``target`` value (null or NaN)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = batch.column(target)
+    if pa.types.is_floating(values.type):
+        return batch.filter(pc.and_(pc.is_valid(values), pc.invert(pc.is_nan(values))))
+    return batch.filter(pc.is_valid(values)) if values.null_count else batch
+
+
+# ---------------------------------------------------------------------------------- features
+def learn(run, table):
+    """One pass over ``table``: the roles, task and feature contract, the data report, a sample frame and
+    the row count, as the in-memory features stage learns them from the whole frame."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mlops_framework.features import FeatureContract
+    from mlops_framework.stages import resolve_task
+
+    spec = run.features
+    rows_read, missing_target = 0, 0
+    sample_batches, sample_rows = [], 0
+    seen = {}  # column -> list of Arrow arrays: distinct values (categorical, target) or first non-null (numeric)
+    nulls = {}
+    roles = None
+    target_capped = False
+
+    def absorb(batch):
+        nonlocal target_capped
+        for column in roles.categorical:
+            seen.setdefault(column, []).append(_distinct(batch.column(column)))
+        for column in roles.numeric:
+            values = batch.column(column)
+            if column not in seen or seen[column][0].null_count:
+                valid = values.drop_null()
+                seen[column] = [valid.slice(0, 1) if len(valid) else values.slice(0, 1)]
+        for column in [*roles.numeric, *roles.categorical]:
+            nulls[column] = nulls.get(column, 0) + batch.column(column).null_count
+        if not target_capped:
+            seen.setdefault(spec.target, []).append(_distinct(batch.column(spec.target)))
+            if pa.types.is_floating(batch.schema.field(spec.target).type) or pa.types.is_integer(
+                    batch.schema.field(spec.target).type):
+                merged = _distinct(pa.concat_arrays(seen[spec.target]))
+                seen[spec.target] = [merged]
+                target_capped = len(merged) > _TRACKED_TARGET_VALUES
+
+    for batch in table.source.batches(columns=table.columns, batch_size=BATCH_ROWS):
+        rows_read += batch.num_rows
+        kept = with_target(batch, spec.target)
+        missing_target += batch.num_rows - kept.num_rows
+        if roles is not None:
+            absorb(kept)
+            continue
+        sample_batches.append(kept)
+        sample_rows += kept.num_rows
+        if sample_rows >= SAMPLE_ROWS:
+            roles = spec.roles(_sample_frame(sample_batches))
+            for held in sample_batches:
+                absorb(held)
+    if rows_read == 0:
+        raise MlopsError("the data has no rows")
+    if sample_rows == 0:
+        raise MlopsError(f"target {spec.target} has no values (every row is missing)")
+    if roles is None:  # fewer rows than the sample
+        roles = spec.roles(_sample_frame(sample_batches))
+        for held in sample_batches:
+            absorb(held)
+    summary = _summary_frame({column: pa.concat_arrays(arrays) for column, arrays in seen.items()})
+    task = resolve_task(spec, run.model._target_, summary[spec.target])
+    contract = FeatureContract.fit(summary, numeric=roles.numeric, categorical=roles.categorical, target=spec.target,
+                                   encoding=spec.encoding, unseen=spec.unseen, task=task)
+    sample = _sample_frame(sample_batches).head(SAMPLE_ROWS)
+    report = {"rows_read": rows_read, "rows_dropped": {"missing target": missing_target},
+              "nulls": {column: count for column, count in nulls.items() if count},
+              "nulls_handling": "numeric: missing (NaN) for the model; categorical: no category"}
+    return {"contract": contract, "roles": roles, "data_report": report, "sample": sample,
+            "rows": rows_read - missing_target}
+
+
+def _distinct(array):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pc.unique(array)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = pc.unique(values.dictionary_decode())
+    return values
+
+
+def _sample_frame(batches):
+    import pyarrow as pa
+
+    return pa.Table.from_batches(batches).to_pandas()
+
+
+def _summary_frame(columns):
+    """A frame holding, per column, its distinct values (repeated to a common length): what
+    ``FeatureContract.fit`` learns vocabularies, classes and types from, as it would from every row."""
+    import pandas as pd
+
+    series = {column: array.to_pandas() for column, array in columns.items()}
+    length = max(len(values) for values in series.values())
+    return pd.DataFrame({column: values.iloc[np.arange(length) % len(values)].reset_index(drop=True)
+                         for column, values in series.items()})
+
+
+# ---------------------------------------------------------------------------------- split
+class RowSplit:
+    """Train / validation / holdout assignment computed batch by batch, reproducible from the seed.
+
+    The rows of each stratum (a class for a stratified classification split; all rows otherwise) are
+    numbered in the order the source yields them and taken in blocks of ``BLOCK``; each block holds the
+    configured fractions exactly (``round(BLOCK * holdout)`` holdout rows, then ``validation`` of the rest),
+    placed by a permutation drawn from ``(seed, stratum, block)``. Every pass over the same rows assigns
+    them the same way; the fractions hold within every class to ``1 / BLOCK``.
+    """
+
+    def __init__(self, holdout, validation, seed, stratified):
+        n_holdout = round(BLOCK * holdout)
+        n_validation = round((BLOCK - n_holdout) * validation)
+        if BLOCK - n_holdout - n_validation < 1:
+            raise MlopsError(f"split.holdout={holdout} and split.validation={validation} leave no training rows")
+        self.slots = np.array([HOLDOUT] * n_holdout + [VALIDATION] * n_validation
+                              + [TRAIN] * (BLOCK - n_holdout - n_validation), dtype=np.int8)
+        self.seed = int(seed) % (1 << 32)
+        self.stratified = stratified
+
+    def new_pass(self):
+        """A fresh assignment over the rows from the first: ``parts(labels)`` per batch, in order."""
+        return _Pass(self)
+
+
+class _Pass:
+    def __init__(self, split):
+        self.split = split
+        self.counts = {}
+
+    def parts(self, labels):
+        """The part (TRAIN, VALIDATION or HOLDOUT) of each row of the next batch, given its labels."""
+        labels = np.asarray(labels)
+        strata = labels.astype(np.int64, copy=False) if self.split.stratified else np.zeros(len(labels), np.int64)
+        out = np.empty(len(labels), dtype=np.int8)
+        for stratum in np.unique(strata):
+            rows = np.flatnonzero(strata == stratum)
+            start = self.counts.get(int(stratum), 0)
+            rank = start + np.arange(len(rows))
+            self.counts[int(stratum)] = start + len(rows)
+            blocks = rank // BLOCK
+            for block in range(int(blocks[0]), int(blocks[-1]) + 1):
+                chosen = blocks == block
+                order = np.random.default_rng([self.split.seed, int(stratum), block]).permutation(BLOCK)
+                out[rows[chosen]] = self.split.slots[order][rank[chosen] % BLOCK]
+        return out
+
+
+def row_split(run, contract):
+    spec = run.split
+    return RowSplit(spec.holdout, spec.validation, spec.seed, spec.stratify and contract.task != "regression")
+
+
+def encoded_parts(table, contract, split, wanted):
+    """``(X, y)`` of the rows of the parts in ``wanted`` (a part name -> code mapping), batch by batch, with
+    the part of each row: ``(X, y, parts)``."""
+    codes = np.array(sorted(PARTS[name] for name in wanted), dtype=np.int8)
+    assignment = split.new_pass()
+    for batch in table.batches():
+        y = contract.encode_target(batch.column(contract.target))
+        parts = assignment.parts(y)
+        chosen = np.isin(parts, codes)
+        if not chosen.any():
+            continue
+        if not chosen.all():
+            import pyarrow as pa
+
+            batch, y, parts = batch.filter(pa.array(chosen)), y[chosen], parts[chosen]
+        yield contract.encode_batch(batch), y, parts
+
+
+# ---------------------------------------------------------------------------------- train
+def fit(run, estimator, contract, table, split):
+    """Train ``estimator``'s booster on the training rows of ``table`` through an iterator-built
+    ``QuantileDMatrix``, with the parameters ``estimator.fit`` would use; returns the ``xgboost.Booster``."""
+    import xgboost
+
+    from mlops_framework.stages import _refuse_infinite
+
+    class TrainingRows(xgboost.DataIter):
+        def __init__(self):
+            super().__init__(release_data=True)
+            self.classes_seen = set()
+            self._batches = None
+
+        def next(self, input_data):
+            if self._batches is None:
+                self._batches = encoded_parts(table, contract, split, ["train"])
+            try:
+                X, y, _ = next(self._batches)
+            except StopIteration:
+                return False
+            if contract.encoding == "onehot":
+                _refuse_infinite_matrix(X, contract)
+            else:
+                _refuse_infinite(X)
+            self.classes_seen.update(np.unique(y).tolist() if contract.task == "multiclass" else ())
+            input_data(data=X, label=y, feature_names=contract.feature_names)
+            return True
+
+        def reset(self):
+            self._batches = None
+
+    params = estimator.get_xgb_params()
+    if contract.task == "multiclass":
+        params["objective"] = "multi:softprob"
+        params["num_class"] = len(contract.classes)
+    rows = TrainingRows()
+    matrix = xgboost.QuantileDMatrix(rows, max_bin=estimator.max_bin, nthread=estimator.n_jobs,
+                                     enable_categorical=contract.encoding == "native")
+    if contract.task == "multiclass" and len(rows.classes_seen) < len(contract.classes):
+        missing = [contract.classes[i] for i in range(len(contract.classes)) if i not in rows.classes_seen]
+        raise MlopsError(f"the training split has no rows of class(es) {missing!r}: too few rows of them to learn")
+    return xgboost.train(params, matrix, estimator.get_num_boosting_rounds(), callbacks=estimator.callbacks)
+
+
+def _refuse_infinite_matrix(X, contract):
+    numeric = X[:, :len(contract.numeric)]
+    if numeric.size and not np.isfinite(numeric[~np.isnan(numeric)]).all():
+        infinite = [c for j, c in enumerate(contract.numeric) if np.isinf(numeric[:, j]).any()]
+        raise MlopsError(f"training features hold infinite values (inf) in {', '.join(infinite)}; "
+                         f"replace or drop them in the data")
+
+
+# ---------------------------------------------------------------------------------- evaluate
+def holdout_scores(model, table, split):
+    """``{part: (y, scores)}`` for validation and holdout, scored batch by batch."""
+    found = {name: ([], []) for name in ("validation", "holdout")}
+    for X, y, parts in encoded_parts(table, model.contract, split, list(found)):
+        scores = model.predict_scores(X)
+        for name in found:
+            chosen = parts == PARTS[name]
+            found[name][0].append(y[chosen])
+            found[name][1].append(scores[chosen])
+    result = {}
+    for name, (labels, scores) in found.items():
+        if not labels or not sum(len(part) for part in labels):
+            raise MlopsError(f"the {name} split has no rows: too few rows to split")
+        result[name] = (np.concatenate(labels), np.concatenate(scores))
+    return result
