@@ -180,8 +180,9 @@ class RowSplit:
     The rows of each stratum (a class for a stratified classification split; all rows otherwise) are
     numbered in the order the source yields them and taken in blocks of ``BLOCK``; each block holds the
     configured fractions exactly (``round(BLOCK * holdout)`` holdout rows, then ``validation`` of the rest),
-    placed by a permutation drawn from ``(seed, stratum, block)``. Every pass over the same rows assigns
-    them the same way; the fractions hold within every class to ``1 / BLOCK``.
+    in an order drawn from ``(seed, stratum, block)`` that spreads each part evenly (every part's rows at
+    jittered regular intervals), so that a class of a few rows is split in its fractions too. Every pass
+    over the same rows assigns them the same way.
     """
 
     def __init__(self, holdout, validation, seed, stratified):
@@ -189,10 +190,16 @@ class RowSplit:
         n_validation = round((BLOCK - n_holdout) * validation)
         if BLOCK - n_holdout - n_validation < 1:
             raise MlopsError(f"split.holdout={holdout} and split.validation={validation} leave no training rows")
-        self.slots = np.array([HOLDOUT] * n_holdout + [VALIDATION] * n_validation
-                              + [TRAIN] * (BLOCK - n_holdout - n_validation), dtype=np.int8)
+        self.counts = {HOLDOUT: n_holdout, VALIDATION: n_validation, TRAIN: BLOCK - n_holdout - n_validation}
         self.seed = int(seed) % (1 << 32)
         self.stratified = stratified
+
+    def pattern(self, stratum, block):
+        """The parts of the ``BLOCK`` rows of ``block`` of ``stratum``, in order."""
+        rng = np.random.default_rng([self.seed, stratum, block])
+        parts = np.concatenate([np.full(n, part, dtype=np.int8) for part, n in self.counts.items()])
+        places = np.concatenate([(np.arange(n) + rng.random(n)) / n for n in self.counts.values()])
+        return parts[np.argsort(places, kind="stable")]
 
     def new_pass(self):
         """A fresh assignment over the rows from the first: ``parts(labels)`` per batch, in order."""
@@ -217,8 +224,7 @@ class _Pass:
             blocks = rank // BLOCK
             for block in range(int(blocks[0]), int(blocks[-1]) + 1):
                 chosen = blocks == block
-                order = np.random.default_rng([self.split.seed, int(stratum), block]).permutation(BLOCK)
-                out[rows[chosen]] = self.split.slots[order][rank[chosen] % BLOCK]
+                out[rows[chosen]] = self.split.pattern(int(stratum), block)[rank[chosen] % BLOCK]
         return out
 
 

@@ -1,0 +1,113 @@
+"""Training in bounded memory: an XGBoost model on a large table learns from the source's batches.
+
+The runs here lower ``split.stream_from_rows`` to 0 so that small tables (scikit-learn's bundled ones,
+written as Parquet) take the streamed path; the memory and time it saves are measured by
+``python -m benchmarks --only training``, never timed here.
+"""
+
+import numpy as np
+import pytest
+
+from benchmarks.common import build_run
+from mlops_framework import streamed
+from mlops_framework.errors import MlopsError
+from mlops_framework.pipeline import SplitSpec
+from mlops_framework.sources import ParquetSource
+from tests.test_tasks import breast_cancer_yes_no, diabetes, iris_with_missing_values
+
+TASKS = {"binary": breast_cancer_yes_no, "multiclass": iris_with_missing_values, "regression": diabetes}
+
+
+def run_on(path, target, home, *overrides):
+    run = build_run([f"paths.home={home}", "pipeline=train", "data=parquet", f"data.path={path}",
+                     f"features.target={target}", *overrides])
+    run.backend.execute(run)
+    return run
+
+
+def test_the_row_split_holds_each_class_fractions_and_repeats_batch_by_batch():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(23_456) < 0.1).astype(np.int32)  # a 10% class
+    split = streamed.RowSplit(holdout=0.2, validation=0.25, seed=7, stratified=True)
+    whole = split.new_pass().parts(labels)
+    one_pass = split.new_pass()
+    cuts = np.sort(rng.choice(len(labels), 40, replace=False))
+    in_batches = np.concatenate([one_pass.parts(chunk) for chunk in np.split(labels, cuts)])
+    np.testing.assert_array_equal(whole, in_batches)  # the same rows whatever the batch sizes
+    for label in (0, 1):
+        parts = whole[labels == label]
+        shares = [np.mean(parts == code) for code in (streamed.TRAIN, streamed.VALIDATION, streamed.HOLDOUT)]
+        np.testing.assert_allclose(shares, [0.6, 0.2, 0.2], atol=2 / streamed.BLOCK + 1 / len(parts) ** 0.5 / 10)
+    other_seed = streamed.RowSplit(holdout=0.2, validation=0.25, seed=8, stratified=True).new_pass().parts(labels)
+    assert (other_seed != whole).mean() > 0.3  # a different seed draws different rows
+    unstratified = streamed.RowSplit(holdout=0.3, validation=0.5, seed=7, stratified=False).new_pass().parts(labels)
+    np.testing.assert_allclose(np.bincount(unstratified) / len(labels), [0.35, 0.35, 0.3], atol=2 / streamed.BLOCK)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_each_task_trains_from_batches_as_a_bare_fit_on_the_same_rows(task, tmp_path, monkeypatch):
+    import xgboost
+
+    frame, target = TASKS[task]()
+    path = tmp_path / "data.parquet"
+    frame.to_parquet(path, index=False)
+
+    def whole_table(*args, **kwargs):
+        raise AssertionError("the streamed path read the whole table into memory")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ParquetSource, "read", whole_table)
+        run = run_on(path, target, tmp_path / "streamed", "split.stream_from_rows=0", "model.params.n_estimators=30")
+    assert "frame" not in run.results and "X" not in run.results
+    contract = run.results["contract"]
+    assert contract.task == task and run.results["version"]["version_name"] == "v1"
+
+    # The training rows the split chose, fitted the ordinary way, give the same model.
+    kept = frame[frame[target].notna()].reset_index(drop=True)
+    y = contract.encode_target(kept[target])
+    parts = run.results["row_split"].new_pass().parts(y)
+    estimator = run.model.build("onehot", task=task)
+    train = parts == streamed.TRAIN
+    estimator.fit(contract.encode_frame(kept[train]), y[train])
+    X = contract.encode_frame(kept)
+    registered = run.registry.load_model(run.registration.model_name, "v1")
+    np.testing.assert_allclose(registered.predict_scores(X.to_numpy(np.float32)),
+                               estimator.get_booster().inplace_predict(X.to_numpy(np.float32)), rtol=1e-5, atol=1e-6)
+    assert isinstance(registered.estimator, xgboost.Booster)
+    info = tmp_path / "streamed" / "registry" / run.registration.model_name / "versions" / "v1" / "artifact" / "model_info.json"
+    assert f'"estimator": "xgboost.sklearn.{type(estimator).__name__}"' in info.read_text()
+
+    # Validation and holdout: the rows the split chose, scored and measured as the in-memory path would.
+    evaluation = run.results["evaluation"]
+    for name, code in (("validation", streamed.VALIDATION), ("holdout", streamed.HOLDOUT)):
+        assert evaluation[name]["rows"] == int(np.sum(parts == code))
+        assert abs(evaluation[name]["rows"] / len(kept) - 0.2) < 0.02
+    in_memory = run_on(path, target, tmp_path / "in_memory", "split.stream_from_rows=null",
+                       "model.params.n_estimators=30")
+    assert "frame" in in_memory.results
+    metric = {"binary": "holdout_roc_auc", "multiclass": "holdout_accuracy", "regression": "holdout_r2"}[task]
+    assert abs(run.results["metrics"][metric] - in_memory.results["metrics"][metric]) < 0.1
+    assert run.results["data_report"] == in_memory.results["data_report"]
+    assert run.results["rows"] == len(kept)
+
+
+def test_what_needs_the_whole_table_keeps_the_in_memory_path(tmp_path):
+    frame, target = breast_cancer_yes_no()
+    path = tmp_path / "data.parquet"
+    frame.to_parquet(path, index=False)
+    sklearn_model = run_on(path, target, tmp_path / "a", "split.stream_from_rows=0", "model=hist_gradient_boosting",
+                           "model.params.max_iter=10")
+    assert "frame" in sklearn_model.results
+    base = [f"paths.home={tmp_path / 'b'}", "data=parquet", f"data.path={path}", f"features.target={target}",
+            "split.stream_from_rows=0"]
+    assert streamed.streams(build_run([*base, "pipeline=train"]))
+    assert not streamed.streams(build_run([*base, "pipeline=lifecycle"]))  # monitor and explain read the frame
+    assert not streamed.streams(build_run([*base, "pipeline=train", "split=time", "features.time=mean radius",
+                                           "split.stream_from_rows=0"]))
+    assert not streamed.streams(build_run([*base, "pipeline=train", f"split.stream_from_rows={len(frame) + 1}"]))
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "many"])
+def test_stream_from_rows_must_be_a_row_count_or_null(value):
+    with pytest.raises(MlopsError, match="split.stream_from_rows"):
+        SplitSpec(stream_from_rows=value)
