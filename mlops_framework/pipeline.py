@@ -110,12 +110,15 @@ class SplitSpec:
     seed: int = 0
     order: str = "random"
     stream_from_rows: int | None = 1_000_000  # XGBoost trains from batches at this many rows (mlops_framework.streamed)
+    external_memory: bool = False  # streamed training pages the quantized matrix to disk (tables larger than memory)
 
     def __post_init__(self):
         if self.stream_from_rows is not None and (isinstance(self.stream_from_rows, bool)
                                                   or not isinstance(self.stream_from_rows, int)
                                                   or self.stream_from_rows < 0):
             raise MlopsError(f"split.stream_from_rows must be a whole number >= 0 or null, not {self.stream_from_rows!r}")
+        if not isinstance(self.external_memory, bool):
+            raise MlopsError(f"split.external_memory must be true or false, not {self.external_memory!r}")
         for key in ("holdout", "validation"):
             if not 0 < getattr(self, key) < 1:
                 raise MlopsError(f"split.{key} must be between 0 and 1, not {getattr(self, key)}")

@@ -254,14 +254,25 @@ def encoded_parts(table, contract, split, wanted):
 # ---------------------------------------------------------------------------------- train
 def fit(run, estimator, contract, table, split):
     """Train ``estimator``'s booster on the training rows of ``table`` through an iterator-built
-    ``QuantileDMatrix``, with the parameters ``estimator.fit`` would use; returns the ``xgboost.Booster``."""
+    ``QuantileDMatrix``, with the parameters ``estimator.fit`` would use; returns the ``xgboost.Booster``.
+    With ``split.external_memory`` the quantized matrix is paged to a cache on disk beside the run's
+    outputs (``ExtMemQuantileDMatrix``, removed after training): memory no longer grows with the rows."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="xgboost-cache-", dir=run.output_dir) as cache:
+        return _fit(estimator, contract, table, split, cache if run.split.external_memory else None)
+
+
+def _fit(estimator, contract, table, split, cache):
+    import os
+
     import xgboost
 
     from mlops_framework.stages import _refuse_infinite
 
     class TrainingRows(xgboost.DataIter):
         def __init__(self):
-            super().__init__(release_data=True)
+            super().__init__(cache_prefix=os.path.join(cache, "train") if cache else None, release_data=True)
             self.classes_seen = set()
             self._batches = None
 
@@ -288,12 +299,15 @@ def fit(run, estimator, contract, table, split):
         params["objective"] = "multi:softprob"
         params["num_class"] = len(contract.classes)
     rows = TrainingRows()
-    matrix = xgboost.QuantileDMatrix(rows, max_bin=estimator.max_bin, nthread=estimator.n_jobs,
-                                     enable_categorical=contract.encoding == "native")
+    quantized = xgboost.ExtMemQuantileDMatrix if cache else xgboost.QuantileDMatrix
+    matrix = quantized(rows, max_bin=estimator.max_bin, nthread=estimator.n_jobs,
+                       enable_categorical=contract.encoding == "native")
     if contract.task == "multiclass" and len(rows.classes_seen) < len(contract.classes):
         missing = [contract.classes[i] for i in range(len(contract.classes)) if i not in rows.classes_seen]
         raise MlopsError(f"the training split has no rows of class(es) {missing!r}: too few rows of them to learn")
-    return xgboost.train(params, matrix, estimator.get_num_boosting_rounds(), callbacks=estimator.callbacks)
+    booster = xgboost.train(params, matrix, estimator.get_num_boosting_rounds(), callbacks=estimator.callbacks)
+    del matrix  # its pages close before the cache directory goes
+    return booster
 
 
 def _refuse_infinite_matrix(X, contract):

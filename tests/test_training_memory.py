@@ -5,6 +5,8 @@ written as Parquet) take the streamed path; the memory and time it saves are mea
 ``python -m benchmarks --only training``, never timed here.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -111,3 +113,27 @@ def test_what_needs_the_whole_table_keeps_the_in_memory_path(tmp_path):
 def test_stream_from_rows_must_be_a_row_count_or_null(value):
     with pytest.raises(MlopsError, match="split.stream_from_rows"):
         SplitSpec(stream_from_rows=value)
+
+
+def test_external_memory_trains_the_same_model_from_pages_on_disk(tmp_path, monkeypatch):
+    import xgboost
+
+    frame, target = breast_cancer_yes_no()
+    path = tmp_path / "data.parquet"
+    frame.to_parquet(path, index=False)
+    paged_matrices = []
+
+    class Recorded(xgboost.ExtMemQuantileDMatrix):  # the real class, its uses counted
+        def __init__(self, data, **kwargs):
+            paged_matrices.append(data.cache_prefix)
+            super().__init__(data, **kwargs)
+
+    monkeypatch.setattr(xgboost, "ExtMemQuantileDMatrix", Recorded)
+    runs = {paged: run_on(path, target, tmp_path / str(paged), "split.stream_from_rows=0",
+                          f"split.external_memory={str(paged).lower()}", "model.params.n_estimators=20")
+            for paged in (False, True)}
+    X = runs[False].results["contract"].encode_frame(frame).to_numpy(np.float32)
+    scores = {paged: run.results["model"].predict_scores(X) for paged, run in runs.items()}
+    assert len(paged_matrices) == 1 and not Path(paged_matrices[0]).parent.exists()  # paged, then removed
+    np.testing.assert_allclose(scores[True], scores[False], rtol=1e-5, atol=1e-6)
+    assert runs[True].results["metrics"] == pytest.approx(runs[False].results["metrics"])
