@@ -6,9 +6,12 @@ times: the ``train`` stage itself, a bare ``XGBClassifier(**params).fit`` on the
 framework's DataFrame: the reference) and, for information, the same fit on that split as a
 C-contiguous float32 numpy matrix. The ratio is of medians (an in-process breakdown).
 
-Then the commands a user types, each a whole process: ``mlops run pipeline=train data=parquet`` on 1M
-rows against :func:`bare_script` (read the file into pandas, ``get_dummies``, the same split, ``fit``):
-wall time and peak RSS of each. Today both read the whole table into memory, so memory grows with the rows.
+Then the commands a user types, each a whole process: ``mlops run pipeline=train data=parquet`` at 1M and
+10M rows against :func:`bare_script` (read the file into pandas, ``get_dummies``, the same split, ``fit``):
+wall time and peak RSS of each. From 1M rows the command trains from batches (``mlops_framework.streamed``):
+its memory follows XGBoost's quantized matrix, the bare script's the raw table and its one-hot copy.
+A last run trains the 10M rows with the quantized matrix paged to disk under an address-space limit
+smaller than the table.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import tempfile
 import time
 
-from benchmarks.common import Row, build_run, child, median, train_overrides
+from benchmarks.common import MODEL_NAME, Row, build_run, child, median, train_overrides
 
 
 def compare(sizes: dict, repeats: int) -> dict:
@@ -74,34 +77,126 @@ def bare_script(data: str, n_estimators: int | None) -> dict:
     return {"rows": len(frame)}
 
 
+MEMORY_LIMIT = 2 << 30  # address space (RLIMIT_AS) of the larger-than-memory run; libxgboost alone needs ~1.5 GiB
+
+
+def train_command(data, home, n_estimators, *extra) -> list[str]:
+    command = ["mlops", "run", "pipeline=train", "data=parquet", "features=mortgage", f"data.path={data}",
+               f"paths.home={home}", f"registry.model_name={MODEL_NAME}", *extra]
+    if n_estimators:
+        command.append(f"model.params.n_estimators={n_estimators}")
+    return command
+
+
+def measure_limited(argv: list[str], limit_bytes: int) -> dict:
+    """``argv`` run under an address-space limit (``RLIMIT_AS``, as ``prlimit --as``): its wall time, peak
+    RSS and exit status. Run it in a fresh process (``child``) so that RUSAGE_CHILDREN is this command's."""
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from benchmarks.common import REPO
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    argv = [str(Path(sys.executable).with_name("mlops")), *argv[1:]] if argv[0] == "mlops" else argv
+    started = time.perf_counter()
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, preexec_fn=limit, timeout=3600)
+    return {"seconds": time.perf_counter() - started, "returncode": proc.returncode,
+            "tail": (proc.stderr or proc.stdout).strip().splitlines()[-3:],
+            "command_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
+
+
+def pandas_bytes(data: str, rows: int) -> dict:
+    """The size of the table ``data`` as pandas holds it (``memory_usage(deep=True)``), from its first
+    ``rows`` rows scaled to all of them: what reading the whole table costs before any encoding."""
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(data)
+    head = next(file.iter_batches(batch_size=rows)).to_pandas()
+    return {"bytes": int(head.memory_usage(deep=True).sum() * file.metadata.num_rows / len(head))}
+
+
 def user_commands(ctx) -> list[Row]:
+    """``mlops run pipeline=train data=parquet`` against :func:`bare_script`, whole processes, alternating, at
+    ``small_rows`` (1M) and ``score_rows`` (10M): wall time and peak RSS of each, and the growth of the
+    command's peak from the small table to the big one. Then the big table trained with
+    ``split.external_memory=true`` under an address-space limit smaller than the table is in pandas."""
     import shutil
 
-    from benchmarks.common import GIB, MODEL_NAME
+    from benchmarks.common import GIB
 
     sizes = ctx.sizes
-    data = ctx.data(sizes.small_weeks)
     home = ctx.scratch("home-training")
-    command = ["mlops", "run", "pipeline=train", "data=parquet", "features=mortgage", f"data.path={data}", f"paths.home={home}",
-               f"registry.model_name={MODEL_NAME}"]
-    if sizes.n_estimators:
-        command.append(f"model.params.n_estimators={sizes.n_estimators}")
-    framework, bare = [], []
-    for i in range(min(2, sizes.repeats)):
-        ctx.log(f"  mlops run pipeline=train on {sizes.small_rows:,} rows, then the bare script (round {i + 1})")
-        shutil.rmtree(home, ignore_errors=True)
-        framework.append(child("benchmarks.common:measure_command", argv=command))
-        bare.append(child("benchmarks.training:bare_script", data=str(data), n_estimators=sizes.n_estimators))
-    f, b = median(r["seconds"] for r in framework), median(r["child_s"] for r in bare)
-    f_rss, b_rss = max(r["command_peak_rss"] for r in framework) / GIB, max(r["peak_rss"] for r in bare) / GIB
-    rows = f"{sizes.small_rows / 1e6:g}M rows"
-    return [
-        Row("training", f"mlops run pipeline=train / bare script, {rows}", f / b, "<=", 1.15,
-            detail=f"command {f:.1f} s, bare script {b:.1f} s (whole processes; the command also validates, "
-                   f"evaluates and registers)"),
-        Row("training", f"peak RSS of mlops run pipeline=train, {rows}", f_rss, "<=", 2.0, unit="GiB",
-            detail=f"bare script {b_rss:.2f} GiB"),
+    measured = {}
+    for weeks in dict.fromkeys((sizes.small_weeks, sizes.score_weeks)):
+        data, rows = ctx.data(weeks), weeks * sizes.rows_per_week
+        framework, bare = [], []
+        for i in range(min(2, sizes.repeats)):
+            ctx.log(f"  mlops run pipeline=train and the bare script on {rows:,} rows (round {i + 1})")
+            for contender in (("framework", "bare") if i % 2 == 0 else ("bare", "framework")):
+                shutil.rmtree(home, ignore_errors=True)
+                if contender == "framework":
+                    framework.append(child("benchmarks.common:measure_command", timeout=7200,
+                                           argv=train_command(data, home, sizes.n_estimators)))
+                else:
+                    bare.append(child("benchmarks.training:bare_script", timeout=7200, data=str(data),
+                                      n_estimators=sizes.n_estimators))
+        measured[rows] = {"seconds": median(r["seconds"] for r in framework),
+                          "bare_seconds": median(r["child_s"] for r in bare),
+                          "rss": max(r["command_peak_rss"] for r in framework) / GIB,
+                          "bare_rss": max(r["peak_rss"] for r in bare) / GIB}
+    small, big = measured[sizes.small_rows], measured[sizes.score_rows]
+    label = {n: f"{n / 1e6:g}M rows" for n in measured}
+    trees = f"{sizes.n_estimators or 200} trees"
+    out = [
+        Row("training", f"mlops run pipeline=train / bare script, {label[n]}", m["seconds"] / m["bare_seconds"], "<=",
+            1.15, detail=f"command {m['seconds']:.1f} s, bare script {m['bare_seconds']:.1f} s ({trees}; whole "
+                         f"processes; the command also validates, evaluates and registers)")
+        for n, m in measured.items()
     ]
+    out += [
+        Row("training", f"peak RSS of mlops run pipeline=train, {label[n]}", m["rss"], "<=", 2.0, unit="GiB",
+            detail=f"bare script {m['bare_rss']:.2f} GiB")
+        for n, m in measured.items()
+    ]
+    out.append(Row("training", f"peak RSS growth of the command, {label[sizes.small_rows]} -> "
+                               f"{label[sizes.score_rows]}", big["rss"] / small["rss"], "<=",
+                   sizes.score_rows / sizes.small_rows,
+                   detail=f"{small['rss']:.2f} -> {big['rss']:.2f} GiB; the bare script {small['bare_rss']:.2f} -> "
+                          f"{big['bare_rss']:.2f} GiB (goal: no faster than the rows)"))
+    out.append(larger_than_memory(ctx, home))
+    return out
+
+
+def larger_than_memory(ctx, home) -> Row:
+    """The big table trained with its quantized matrix paged to disk under a ``MEMORY_LIMIT`` address-space
+    limit, which must be smaller than the table in pandas (N/A at sizes where it is not)."""
+    import shutil
+
+    from benchmarks.common import GIB
+
+    sizes = ctx.sizes
+    data = ctx.data(sizes.score_weeks)
+    table = child("benchmarks.training:pandas_bytes", data=str(data), rows=min(1_000_000, sizes.score_rows))["bytes"]
+    limit = MEMORY_LIMIT
+    measure = f"peak RSS, a table larger than the memory limit ({sizes.score_rows / 1e6:g}M rows, external memory)"
+    if table <= limit:
+        return Row("training", measure, None, "<", limit / GIB, unit="GiB", status="N/A",
+                   detail=f"the table in pandas, {table / GIB:.2f} GiB, is not larger than the limit at these sizes")
+    shutil.rmtree(home, ignore_errors=True)
+    ctx.log(f"  mlops run pipeline=train split.external_memory=true on {sizes.score_rows:,} rows under a "
+            f"{limit / GIB:.2f} GiB address-space limit (the table in pandas: {table / GIB:.2f} GiB)")
+    argv = train_command(data, home, sizes.n_estimators, "split.external_memory=true")
+    result = child("benchmarks.training:measure_limited", timeout=7200, argv=argv, limit_bytes=limit)
+    detail = (f"{sizes.score_rows:,} rows, split.external_memory=true; limit {limit / GIB:.2f} GiB of address space, "
+              f"the table in pandas {table / GIB:.2f} GiB; {result['seconds']:.0f} s")
+    if result["returncode"] != 0:
+        return Row("training", measure, None, "<", limit / GIB, unit="GiB", status="FAIL",
+                   detail=f"{detail}; failed: {' / '.join(result['tail'])}")
+    return Row("training", measure, result["command_peak_rss"] / GIB, "<", limit / GIB, unit="GiB", detail=detail)
 
 
 def run(ctx) -> list[Row]:

@@ -449,7 +449,12 @@ def _describe_split(run):
         return (f"by time ({run.features.time or 'features.time unset'}): train/validation/holdout "
                 f"{_fractions(spec)}, the latest rows held out")
     stratified = "stratified (classification) " if spec.stratify else ""
-    return f"{stratified}train/validation/holdout {_fractions(spec)}, seed {spec.seed}"
+    line = f"{stratified}train/validation/holdout {_fractions(spec)}, seed {spec.seed}"
+    if spec.stream_from_rows is not None:
+        paged = ", its quantized matrix paged to disk" if spec.external_memory else ""
+        line += (f"; an XGBoost model on {spec.stream_from_rows:,} rows or more trains from batches, split row by "
+                 f"row within each class{paged}")
+    return line
 
 
 BUILTIN_STAGES = (
