@@ -79,7 +79,7 @@ def bare_script(data: str, n_estimators: int | None) -> dict:
 
 # Private writable memory (RLIMIT_DATA, as ``prlimit --data``: the heap and anonymous mappings, not the
 # libraries' code nor the read-only mapped cache pages) of the larger-than-memory run.
-MEMORY_LIMIT = 3 << 29
+MEMORY_LIMIT = 2 << 30  # 1.5 GiB stops DuckDB's reader mid-run
 
 
 def train_command(data, home, n_estimators, *extra) -> list[str]:

@@ -79,7 +79,6 @@ def learn(run, table):
     """One pass over ``table``: the roles, task and feature contract, the data report, a sample frame and
     the row count, as the in-memory features stage learns them from the whole frame."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     from mlops_framework.features import FeatureContract
     from mlops_framework.stages import resolve_task
@@ -102,7 +101,7 @@ def learn(run, table):
                 valid = values.drop_null()
                 seen[column] = [valid.slice(0, 1) if len(valid) else values.slice(0, 1)]
         for column in [*roles.numeric, *roles.categorical]:
-            nulls[column] = nulls.get(column, 0) + batch.column(column).null_count
+            nulls[column] = nulls.get(column, 0) + _missing(batch.column(column))
         if not target_capped:
             seen.setdefault(spec.target, []).append(_distinct(batch.column(spec.target)))
             if pa.types.is_floating(batch.schema.field(spec.target).type) or pa.types.is_integer(
@@ -142,6 +141,15 @@ def learn(run, table):
               "nulls_handling": "numeric: missing (NaN) for the model; categorical: no category"}
     return {"contract": contract, "roles": roles, "data_report": report, "sample": sample,
             "rows": rows_read - missing_target}
+
+
+def _missing(array):
+    """Nulls, and NaN in a float column (pandas counts both as missing)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    nan = pc.sum(pc.is_nan(array)).as_py() or 0 if pa.types.is_floating(array.type) else 0
+    return array.null_count + nan
 
 
 def _distinct(array):
