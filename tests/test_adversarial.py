@@ -200,6 +200,82 @@ def test_a_slow_drip_webhook_is_abandoned_at_its_total_deadline():
     assert elapsed < 30, elapsed  # without the deadline: about 140 s
 
 
+class SlowDrip:
+    """A TCP server that answers every connection with ``reply`` one byte a second and never reads: a per-
+    operation socket timeout (longer than a second) never trips. ``connections`` counts who came."""
+
+    def __init__(self, reply: bytes):
+        self.reply = reply
+        self.connections = 0
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(connection,), daemon=True).start()
+
+    def _drip(self, connection):
+        with connection:
+            for byte in self.reply:
+                if self.stop.wait(1):
+                    return
+                try:
+                    connection.send(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def slow_smtp():
+    server = SlowDrip(b"220 slow.example.com ESMTP \r\n")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def slow_webhook():
+    server = SlowDrip(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100)
+    yield server
+    server.close()
+
+
+def test_a_slow_drip_smtp_server_is_abandoned_at_its_total_deadline(slow_smtp):
+    from mlops_framework.alerts import EmailNotifier
+
+    with pytest.raises(TimeoutError, match="2s in total"):
+        EmailNotifier(host="127.0.0.1", port=slow_smtp.port, to=["ops@example.com"], timeout=2).notify([])
+    assert slow_smtp.connections == 1
+
+
+def test_late_notifiers_do_not_stop_retrain_and_promotion(mlops, home, slow_smtp, slow_webhook):
+    """A lifecycle run whose alerts fire at a dripping SMTP server and a dripping webhook: each delivery is
+    abandoned at its deadline with a warning, and the run retrains, registers, promotes and scores to the end."""
+    result = mlops("run", *SMALL, "pipeline=lifecycle", "alerts.rules.f1_low.threshold=1.01",
+                   f"+alerts.notifiers.mail={{kind: email, host: 127.0.0.1, port: {slow_smtp.port}, "
+                   "to: [ops@example.com], timeout: 2}",
+                   f"+alerts.notifiers.hook={{kind: webhook, url: 'http://127.0.0.1:{slow_webhook.port}/', timeout: 2}}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name, what in (("mail", "email"), ("hook", "webhook POST")):
+        warnings = [line for line in result.stderr.splitlines() if line.startswith(f"mlops: warning: notifier {name} ")]
+        assert len(warnings) == 2 and all(f"{what} took longer than 2s in total" in w for w in warnings), result.stderr
+    assert slow_smtp.connections == slow_webhook.connections == 2  # both monitor runs tried to deliver
+    registry = LocalRegistry(home / "registry")
+    assert [v["version_name"] for v in registry.versions("MORTGAGE_XGB")] == ["v1", "v2"]
+    assert [(e["new_version"], e["event"]) for e in registry.history("MORTGAGE_XGB")][-1][0] == "v2"
+    assert "report " in result.stdout
+
+
 # ------------------------------------------------------------------ SQL fragments
 ATTACK = "WEEK <= 1; ATTACH '{path}' AS w; DROP TABLE w.PREDICTIONS; SELECT 0 AS __mlops_row"
 
