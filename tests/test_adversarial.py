@@ -521,6 +521,38 @@ def test_concurrent_writers_wait_their_turn_with_a_bounded_wait(tmp_path):
         pass
 
 
+def test_six_concurrent_full_runs_on_one_home_take_turns_and_stay_consistent(home, tmp_path):
+    """Six `mlops run` processes at once on one home and its default DuckDB warehouse (train, register,
+    promote, score through PRODUCTION): every run succeeds in its turn, the versions are v1..v6 once each,
+    the history replays to the aliases, and the predictions table holds one copy of each row, scored by the
+    version PRODUCTION ends on."""
+    stages = "pipeline.stages=[load,validate,features,split,train,evaluate,register,promote,score]"
+    argv = [sys.executable, "-m", "mlops_framework.cli", "run", "data.weeks=2", "data.rows_per_week=150",
+            "model.params.n_estimators=5", "model.params.n_jobs=1", stages, "promotion.test=none",
+            "scoring.version=PRODUCTION"]
+    env = {**os.environ, "MLOPS_HOME": str(home), "MLOPS_WAREHOUSE_WAIT_S": "900"}
+    runs = [subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(6)]
+    outputs = [run.communicate(timeout=1200) for run in runs]
+    for run, (stdout, stderr) in zip(runs, outputs):
+        assert run.returncode == 0, stderr[-3000:]
+        assert "Traceback" not in stderr
+    registry = LocalRegistry(home / "registry")
+    names = [v["version_name"] for v in registry.versions("MORTGAGE_XGB")]
+    assert sorted(names, key=lambda name: int(name[1:])) == [f"v{i}" for i in range(1, 7)]
+    registered = sorted(line.split()[2] for stdout, _ in outputs for line in stdout.splitlines()
+                        if line.startswith("model "))
+    assert registered == sorted(names)  # each run reports the one version it registered
+    aliases = registry.aliases("MORTGAGE_XGB")
+    assert replayed(registry.history("MORTGAGE_XGB")) == aliases and set(aliases) == {"PRODUCTION"}
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        rows, ids, versions = con.execute(
+            "SELECT count(*), count(DISTINCT LOAN_ID), list(DISTINCT MODEL_VERSION) "
+            "FROM PREDICTIONS_WITH_GROUND_TRUTH").fetchone()
+    assert rows == ids == 300
+    assert versions == [aliases["PRODUCTION"]]
+
+
 # ------------------------------------------------------------------ sweep rerun
 def test_sweep_rerun_takes_no_code_loading_env_from_sweep_json(tmp_path, home):
     """A sweep.json naming PYTHONPATH (with a sitecustomize that leaves a mark) must not run that code."""
