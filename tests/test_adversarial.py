@@ -480,6 +480,24 @@ def test_disk_full_while_saving_a_model_is_one_message_and_registers_nothing(tmp
     assert [v["version_name"] for v in registry.versions("M")] == ["v1"]
 
 
+def test_a_file_size_limit_hit_by_xgboost_while_saving_is_one_message(home, tmp_path):
+    """A real native failure: the run's file size limit (RLIMIT_FSIZE, as a full disk or quota would) stops
+    XGBoost's own writer mid-model. One line of its native stack, exit 2, and no version, no warehouse."""
+    import resource
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the run
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    result = subprocess.run([sys.executable, "-m", "mlops_framework.cli", "run", *SMALL], cwd=tmp_path,
+                            env={**os.environ, "MLOPS_HOME": str(home)}, preexec_fn=small_files,
+                            capture_output=True, text=True, timeout=300)
+    message = one_message(result)
+    assert "could not save version of model 'MORTGAGE_XGB'" in message and "nothing was registered" in message
+    assert not [p for p in (home / "registry").rglob("*") if p.is_file()]
+    assert not (home / "warehouse.duckdb").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_a_read_only_home_is_one_message(mlops, home):
     home.mkdir()
@@ -489,6 +507,17 @@ def test_a_read_only_home_is_one_message(mlops, home):
     finally:
         home.chmod(0o755)
     assert "ermission denied" in message
+
+
+@pytest.mark.parametrize("sweep", [[], ["-m"]], ids=["run", "sweep"])
+def test_a_home_that_cannot_be_created_is_one_message(sweep, mlops, tmp_path):
+    """MLOPS_HOME inside a file (any user, root included, gets this one): exit 2, one message naming the
+    directory, no Hydra traceback."""
+    (tmp_path / "a_file").write_text("not a directory")
+    home = tmp_path / "a_file" / "home"
+    result = mlops("run", *sweep, *SMALL, env={"MLOPS_HOME": str(home)})
+    message = one_message(result)
+    assert f"cannot create the output directory {home}" in message and "Not a directory" in message
 
 
 def test_run_piped_into_head_is_not_a_traceback(home, tmp_path):
