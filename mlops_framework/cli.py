@@ -123,6 +123,7 @@ def _run(overrides):
 
     from mlops_framework import config
 
+    _check_override_syntax(overrides)
     components = _components()
     config.register_resolvers()
 
@@ -165,6 +166,23 @@ def _run(overrides):
     finally:
         sys.argv = saved_argv
     return 0
+
+
+def _check_override_syntax(overrides):
+    """Hydra's override grammar, checked before Hydra runs (it would print its own block and exit 1)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        if override.startswith("-") or "=" not in override:  # Hydra's flags and their values
+            continue
+        try:
+            parser.parse_override(override)
+        except HydraException as error:
+            reason = str(error).strip().splitlines()[0]
+            raise MlopsError(f"{override!r} is not a valid override ({reason}); quote a value holding spaces, "
+                             f"';' or brackets: key=\"'...'\"") from None
 
 
 def _plan(argv):

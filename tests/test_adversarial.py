@@ -25,7 +25,7 @@ from mlops_framework.errors import MlopsError
 from mlops_framework.registry import LocalRegistry
 
 CANARIES = {"tag": "CANARY-TAG-91ab", "url": "CANARY-URL-77cd", "header": "CANARY-HDR-5e0f",
-            "env": "CANARY-ENV-3c21"}
+            "env": "CANARY-ENV-3c21", "pwd": "CANARY-PWD-a4b2"}
 
 
 def snapshot(root):
@@ -130,6 +130,7 @@ def test_secrets_reach_the_webhook_intact_and_no_file_or_output(tmp_path, receiv
     env = {**os.environ, "MLOPS_HOME": str(home), "ADV_HOOK_AUTH": f"Bearer {CANARIES['env']}"}
     result = subprocess.run(
         [sys.executable, "-m", "mlops_framework.cli", "run", *SMALL, f"+tags.db_password={CANARIES['tag']}",
+         f"+connection.private_key_file_pwd={CANARIES['pwd']}",
          f"+alerts.notifiers.hook={hook}", "alerts.rules.f1_low.threshold=1.01", "pipeline=lifecycle"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -308,6 +309,18 @@ def test_monitor_baseline_injection_leaves_the_warehouse_intact(tmp_path):
     assert snapshot(tmp_path) == before
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM PREDICTIONS").fetchall() == [(1,)]
+
+
+def test_monitor_baseline_injection_through_the_cli_is_one_message(mlops, home):
+    """The attack as a user types it: `monitor.baseline` holding a second statement that drops the
+    predictions table. One message, exit 2, the home byte-identical."""
+    mlops("run", *SMALL, check=True)
+    before = snapshot(home)
+    attack = ATTACK.format(path=home / "warehouse.duckdb").replace("PREDICTIONS", "PREDICTIONS_WITH_GROUND_TRUTH")
+    assert "is not a valid override" in one_message(mlops("run", "pipeline=monitor", f"monitor.baseline={attack}"))
+    assert "monitor.baseline" in one_message(mlops("run", "pipeline=monitor", f'monitor.baseline="{attack}"'))
+    assert {k: v for k, v in snapshot(home).items() if not k.startswith("runs/")} == \
+        {k: v for k, v in before.items() if not k.startswith("runs/")}
 
 
 # ------------------------------------------------------------------ values checked before any write
