@@ -315,7 +315,7 @@ def test_monitor_against_the_training_holdout(home):
 
 def test_plan_of_the_lifecycle_touches_nothing_and_imports_no_monitoring(home):
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "mlops_framework.cli", "plan",
-                             "experiment=mortgage_lifecycle"], capture_output=True, text=True, timeout=60)
+                             "experiment=mortgage_lifecycle"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "10. monitor: performance and drift of DuckDB table LIFECYCLE_PREDICTIONS" in result.stdout
     assert "14. promote: move PRODUCTION" in result.stdout and "17. report:" in result.stdout
