@@ -563,6 +563,25 @@ def test_concurrent_writers_wait_their_turn_with_a_bounded_wait(tmp_path):
         pass
 
 
+def test_a_run_that_waited_too_long_for_the_warehouse_registered_nothing(mlops, home):
+    """Another process holds the warehouse past MLOPS_WAREHOUSE_WAIT_S: one message, exit 2, and no version
+    registered (the lock is taken before the first stage, not after registration)."""
+    warehouse = home / "warehouse.duckdb"
+    home.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mlops_framework.local import warehouse_lock\n"
+         "with warehouse_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)", str(warehouse)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        message = one_message(mlops("run", *SMALL, env={"MLOPS_WAREHOUSE_WAIT_S": "1"}))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "is busy with another run; waited 1s" in message and "nothing was done" in message
+    assert not (home / "registry").exists() and not warehouse.exists()
+
+
 def test_six_concurrent_full_runs_on_one_home_take_turns_and_stay_consistent(home, tmp_path):
     """Six `mlops run` processes at once on one home and its default DuckDB warehouse (train, register,
     promote, score through PRODUCTION): every run succeeds in its turn, the versions are v1..v6 once each,
