@@ -314,7 +314,9 @@ def test_monitor_baseline_injection_leaves_the_warehouse_intact(tmp_path):
 def test_monitor_baseline_injection_through_the_cli_is_one_message(mlops, home):
     """The attack as a user types it: `monitor.baseline` holding a second statement that drops the
     predictions table. One message, exit 2, the home byte-identical."""
-    mlops("run", *SMALL, check=True)
+    home.mkdir()
+    with duckdb.connect(str(home / "warehouse.duckdb")) as con:
+        con.execute("CREATE TABLE PREDICTIONS_WITH_GROUND_TRUTH AS SELECT 1 AS WEEK")
     before = snapshot(home)
     attack = ATTACK.format(path=home / "warehouse.duckdb").replace("PREDICTIONS", "PREDICTIONS_WITH_GROUND_TRUTH")
     assert "is not a valid override" in one_message(mlops("run", "pipeline=monitor", f"monitor.baseline={attack}"))
