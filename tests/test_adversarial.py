@@ -535,6 +535,13 @@ def test_a_home_that_cannot_be_created_is_one_message(sweep, mlops, tmp_path):
     assert f"cannot create the output directory {home}" in message and "Not a directory" in message
 
 
+def test_a_warehouse_that_cannot_be_created_is_one_message_before_anything_registers(mlops, home, tmp_path):
+    (tmp_path / "a_file").write_text("not a directory")
+    message = one_message(mlops("run", *SMALL, f"scoring.sink.path={tmp_path / 'a_file' / 'w.duckdb'}"))
+    assert f"cannot use the warehouse {tmp_path / 'a_file' / 'w.duckdb'}" in message
+    assert not (home / "registry").exists()
+
+
 def test_run_piped_into_head_is_not_a_traceback(home, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "mlops_framework.cli", "run", *SMALL], cwd=tmp_path,
                                env={**os.environ, "MLOPS_HOME": str(home)},
