@@ -345,6 +345,17 @@ def test_bad_values_are_one_message_in_plan(override, expected, mlops, home):
     assert not home.exists()
 
 
+@pytest.mark.parametrize("overrides, expected", [
+    (["data=csv", "data.path=x.csv", "data.weeks=2"], "Could not override 'data.weeks'"),  # a key the option lacks
+    (["data=nope"], "Could not find 'data/nope' Available options in 'data': csv"),
+    (["monitor.baseline=WEEK <= 1; DROP TABLE X"], "is not a valid override"),
+])
+def test_config_hydra_cannot_compose_is_one_message_in_run(overrides, expected, mlops, home):
+    """`mlops run` with a typo'd key or option: Hydra's block (exit 1) becomes one line and exit 2."""
+    assert expected in one_message(mlops("run", *overrides))
+    assert not home.exists()
+
+
 def test_bad_values_are_one_message_in_run_and_nothing_registered(mlops, home):
     for override in ("model.params.n_estimators=-5", "model.threshold=2", "registry.model_name=${nope}"):
         one_message(mlops("run", *SMALL, override))
