@@ -253,7 +253,7 @@ def slow_webhook():
 
 
 def test_a_slow_drip_smtp_server_is_abandoned_at_its_total_deadline(slow_smtp):
-    from mlops_framework.alerts import EmailNotifier
+    from mlops_local.notifiers import EmailNotifier
 
     with pytest.raises(TimeoutError, match="2s in total"):
         EmailNotifier(host="127.0.0.1", port=slow_smtp.port, to=["ops@example.com"], timeout=2).notify([])
@@ -590,7 +590,7 @@ def test_a_run_that_waited_too_long_for_the_warehouse_registered_nothing(mlops, 
     warehouse = home / "warehouse.duckdb"
     home.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mlops_framework.local import warehouse_lock\n"
+        [sys.executable, "-c", "import sys, time; from mlops_local.backend import warehouse_lock\n"
          "with warehouse_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)", str(warehouse)],
         stdout=subprocess.PIPE, text=True)
     try:

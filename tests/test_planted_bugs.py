@@ -123,7 +123,7 @@ def test_rescoring_a_partition_whose_key_is_null_replaces_it(tmp_path):
     import duckdb
     import pyarrow as pa
 
-    from mlops_framework.sinks import DuckDBSink
+    from mlops_local.sinks import DuckDBSink
 
     sink = DuckDBSink(tmp_path / "w.duckdb", table="P", partition_by=["WEEK"])
     for score in (0.1, 0.2):
@@ -158,7 +158,7 @@ def test_a_non_default_threshold_reaches_the_registry_and_the_scores(mlops, home
     labels by 0.8."""
     import duckdb
 
-    from mlops_framework.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     from run_sizes import SMALL
 
