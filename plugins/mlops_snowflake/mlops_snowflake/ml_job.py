@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mlops_framework.contracts import PlannedRegistry, SqlSource
 from mlops_framework.errors import MlopsError
+from mlops_framework.stages import planned_registration
 
 ENTRYPOINT = "job_entrypoint.py"
 RESOLVED_CONFIG = "resolved_config.yaml"
@@ -392,11 +393,7 @@ def _stage_lines(run):
         if stage.name == "load" and isinstance(run.source, SqlSource):
             lines.append(f"load: {run.source.sql(run.features.columns)}")
         elif stage.name == "register" and isinstance(run.registry, PlannedRegistry):
-            reg = run.registration
-            flavor = "xgboost" if run.model._target_.startswith("xgboost.") else "sklearn"
-            lines += [f"register: {operation}" for operation in run.registry.plan_log_model(
-                model_name=reg.model_name, version_name=reg.version_name, comment=reg.comment, tags=reg.tags,
-                flavor=flavor)]
+            lines += [f"register: {operation}" for operation in planned_registration(run)]
         else:
             lines.append(f"{stage.name}: {stage.describe(run)}")
     return lines

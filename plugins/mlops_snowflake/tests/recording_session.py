@@ -9,9 +9,11 @@ The version's ``model_spec`` (what ``SHOW VERSIONS`` returns with model details)
 snowflake-ml's real ``ModelPackager`` for a tiny scikit-learn model (:func:`packaged_spec`).
 """
 
+import contextlib
 import datetime as dt
 import json
 import re
+from unittest import mock
 
 from snowflake.snowpark import Row
 
@@ -91,12 +93,16 @@ class RecordingSession:
         if m := re.match(r"(?:DESCRIBE|DESC) TABLE (\S+)", q):
             columns = self.tables.get(m.group(1).split(".")[-1], [])
             return _Result([Row(name=c, type=t, kind="COLUMN", null="Y") for c, t in columns])
-        if m := re.match(r"ALTER MODEL (\S+) VERSION (\S+) SET ALIAS = (\S+)", q):
+        if m := re.match(r"CREATE MODEL (\S+) WITH VERSION (\S+) FROM", q):
+            self.models[m.group(1).split(".")[-1]] = {m.group(2): set()}
+        elif m := re.match(r"ALTER MODEL (\S+) ADD VERSION (\S+) FROM", q):
+            self.models[m.group(1).split(".")[-1]][m.group(2)] = set()
+        elif m := re.match(r"ALTER MODEL (\S+) VERSION (\S+) SET ALIAS = (\S+)", q):
             self.models[m.group(1).split(".")[-1]][m.group(2)].add(m.group(3))
         elif m := re.match(r"ALTER MODEL (\S+) VERSION (\S+) UNSET ALIAS", q):
             for aliases in self.models[m.group(1).split(".")[-1]].values():
                 aliases.discard(m.group(2))
-        if re.match(r"(ALTER|CREATE|DROP|INSERT)\b", q):
+        if re.match(r"(ALTER|CREATE|DROP|INSERT|COMMENT)\b", q):
             return _Result([Row(status="Statement executed successfully.")])
         return _Result([])
 
@@ -104,6 +110,24 @@ class RecordingSession:
         import yaml
 
         return [name.upper() for name in yaml.safe_load(self.model_spec)["signatures"]]
+
+
+@contextlib.contextmanager
+def uploads_recorded():
+    """``FileOperation.put`` (how snowflake-ml uploads the packaged model) recorded as ``PUT`` statements
+    on a :class:`RecordingSession` instead of sent."""
+    from snowflake.snowpark import FileOperation
+
+    real_put = FileOperation.put
+
+    def put(self, local_file_name, stage_location, *args, **kwargs):
+        if not isinstance(self._session, RecordingSession):
+            return real_put(self, local_file_name, stage_location, *args, **kwargs)
+        self._session.statements.append(f"PUT file://{str(local_file_name).rsplit('/', 1)[-1]} {stage_location}")
+        return []
+
+    with mock.patch.object(FileOperation, "put", put):
+        yield
 
 
 def packaged_spec(directory) -> str:
