@@ -90,6 +90,7 @@ class MLJobBackend:
             "stage_name": self.stage_name,
             "target_instances": int(self.target_instances),
             "name": self.job_name_for(run),
+            "comment": job_comment(run),
             # print() inside the job reaches get_logs() as it happens, not at exit
             "env_vars": {"PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in (self.env_vars or {}).items()}},
         }
@@ -224,6 +225,13 @@ class MLJobBackend:
         from mlops_snowflake import connection as connection_module
 
         return connection_module.resolve(self.connection).session()
+
+
+def job_comment(run) -> str:
+    """The comment each job carries (``SHOW SERVICES``, ``list_jobs``): the framework, the model, the run's
+    directory and its config hash (the one the promotion history records)."""
+    where = f"run {run.output_dir.name}, " if run.output_dir else ""
+    return f"mlops-framework: {run.registration.model_name} pipeline, {where}config {run.provenance.config_hash}"
 
 
 def follow_job(job, console, *, timeout_s, poll_s, what="ML Job", where=""):
