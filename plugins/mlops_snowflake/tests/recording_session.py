@@ -25,11 +25,31 @@ class _Result:
     def __init__(self, rows):
         self.rows = rows
 
-    def collect(self, *args, **kwargs):
-        return self.rows
+    def collect(self, *args, block=True, **kwargs):
+        return self.rows if block else self.collect_nowait()
 
     def count(self, *args, **kwargs):
         return len(self.rows)
+
+    def collect_nowait(self, *args, **kwargs):
+        """A finished Snowpark ``AsyncJob`` (snowflake-ml checks the type), for statements sent with ASYNC."""
+        from snowflake.snowpark import AsyncJob
+
+        class Finished(AsyncJob):
+            def __init__(self, rows):
+                self.query_id, self.rows = "01b2c3d4-0000-4000-8000-000000000001", rows
+
+            def is_done(self):
+                return True
+
+            def result(self, *args, **kwargs):
+                return self.rows
+
+        return Finished(self.rows)
+
+        job = object.__new__(AsyncJob)
+        job.query_id, job._result = "01-RECORDED", self.rows
+        return job
 
 
 class _Connection:
@@ -139,10 +159,10 @@ class RecordingSession:
                 created_on=NOW, name=version, aliases=json.dumps(sorted(aliases)), comment=None,
                 database_name=self.database, schema_name=self.schema, model_name=model, is_default_version=False,
                 functions=json.dumps(self._functions()), metadata="{}", user_data="{}", model_spec=self.model_spec,
-                model_attributes=json.dumps({"task": self.task}))
+                model_attributes=json.dumps({"task": self.task}), inference_services="[]")
                 for version, aliases in self.models.get(model, {}).items() if m.group(1) in (None, version)])
         if re.match(r"SHOW FUNCTIONS IN MODEL", q):
-            return _Result([Row(name=f, return_type="TABLE ()", arguments=f"{f}(...)") for f in self._functions()])
+            return _Result([Row(name=f, return_type="OBJECT", arguments=f"{f}(...)") for f in self._functions()])
         if m := re.match(r"(?:DESCRIBE|DESC) TABLE (\S+)", q):
             columns = self.tables.get(m.group(1).split(".")[-1], [])
             return _Result([Row(name=c, type=t, kind="COLUMN", null="Y") for c, t in columns])
@@ -162,6 +182,8 @@ class RecordingSession:
                                 spec=json.dumps({"spec": {"containers": [{"name": "main"}]}}))])
         if re.match(r"SELECT SYSTEM\$GET_SERVICE_LOGS\(", q):
             return _Result([Row(self.job_logs)])
+        if re.match(r"CALL SYSTEM\$DEPLOY_MODEL\(", q):
+            return _Result([Row("Deployment started.")])
         if re.match(r"CALL SYSTEM\$GET_ML_JOB_RUNTIME\(", q):
             return _Result([Row(RUNTIME_IMAGE)])
         if re.match(r"CALL SYSTEM\$EXECUTE_ML_JOB\(", q):
@@ -187,7 +209,11 @@ def uploads_recorded():
     def put(self, local_file_name, stage_location, *args, **kwargs):
         if not isinstance(self._session, RecordingSession):
             return real_put(self, local_file_name, stage_location, *args, **kwargs)
-        self._session.statements.append(f"PUT file://{str(local_file_name).rsplit('/', 1)[-1]} {stage_location}")
+        name = str(local_file_name).rsplit("/", 1)[-1]
+        self._session.statements.append(f"PUT file://{name} {stage_location}")
+        if name.endswith((".yml", ".yaml")):
+            with open(local_file_name) as file:
+                self._session.uploads[f"{stage_location}/{name}"] = file.read()
         return []
 
     with mock.patch.object(FileOperation, "put", put):
