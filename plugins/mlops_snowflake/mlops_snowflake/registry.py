@@ -173,7 +173,7 @@ class SnowflakeRegistry:
 
         values = {key: value for key, value in self.monitor.items() if key not in ("alias", "feature_columns")}
         if self.location():
-            loose = [f"registry.monitor.{key}={values[key]!r}" for key in ("source", "baseline")
+            loose = [f"registry.monitor.{key}={values[key]!r}" for key in ("source", "baseline", "actuals")
                      if values.get(key) and str(values[key]).count(".") != 2]
             if loose:
                 raise MlopsError(f"{', '.join(loose)}: write DATABASE.SCHEMA.TABLE when the registry has its own "
