@@ -82,7 +82,10 @@ class MLJobBackend:
         if int(self.target_instances) > 1:
             raise MlopsError(f"backend.target_instances={self.target_instances}: the job's stages train with a plain "
                              f"fit on the head node, so extra nodes would be billed and idle; use one instance (and a "
-                             f"bigger compute pool) until a distributed trainer runs in the job")
+                             f"bigger compute pool). snowflake-ml 2.6's parallel=True would only start the same "
+                             f"pipeline on every node, and its distributed XGBEstimator "
+                             f"(snowflake.ml.modeling.distributors) ships in the job runtime, not in the PyPI package "
+                             f"this framework is tested with")
         if self.min_instances is not None and int(self.min_instances) != 1:
             raise MlopsError(f"backend.min_instances must be 1 (one instance runs the job), not {self.min_instances}")
         arguments = {
@@ -154,6 +157,7 @@ class MLJobBackend:
             lines += [f"SQL: {statement}" for statement in self.task_sql(run, call_sql)]
             lines.append("preview: CALL SYSTEM$EXECUTE_ML_JOB (from MLJobDefinition.to_sql) is a preview, undocumented "
                          "Snowflake feature; the job name's trailing '_' asks the server for a unique suffix")
+            lines.append(SCHEDULE_PATH_NOTE)
             lines.append("nothing runs now: the TASK starts the job on its schedule "
                          "(SHOW TASKS / TASK_HISTORY and snowflake.ml.jobs.list_jobs() follow it)")
             return lines
@@ -225,6 +229,14 @@ class MLJobBackend:
         from mlops_snowflake import connection as connection_module
 
         return connection_module.resolve(self.connection).session()
+
+
+SCHEDULE_PATH_NOTE = (
+    "why not Code Bundles: snowflake-ml 2.6's register_code_bundle/EXECUTE CODE BUNDLE are Public Preview as well "
+    "(snowflake/ml/jobs/code_bundle.py: 'Do not use them in production'), and EXECUTE CODE BUNDLE keeps running "
+    "until its job ends (register_job_from_code_bundle sends it with collect_nowait and polls CODE_BUNDLE_HISTORY "
+    "for the job id), so a TASK running it would be held, and bound by the task timeout, for the whole job; "
+    "to_sql(use_async=True) sends ASYNC true and returns once the job is started")
 
 
 def job_comment(run) -> str:
