@@ -146,3 +146,20 @@ def test_registration_sends_exactly_what_the_plan_prints(session, kit, trained_m
     assert puts == {p for p in planned if p.startswith("PUT ")}
     metadata = json.loads(next(s for s in sent if "SET METADATA=" in s).split("SET METADATA=$$", 1)[1][:-2])
     assert metadata["metrics"]["f1"] == 0.5 and json.loads(metadata["metrics"]["mlops"])["metadata"] == {"task": "binary"}
+
+
+def test_every_backend_plans_the_registration_sql(tmp_path, monkeypatch):
+    """`mlops plan registry=snowflake` with the local backend prints the statements too (one helper,
+    stages.planned_registration, serves the local, Snowpark and ML Job plans)."""
+    from mlops_framework import config
+    from mlops_framework.pipeline import build_run
+    from mlops_framework.plugins import Components, get_plugin_manager
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SNOWFLAKE_HOME", str(tmp_path / "snowflake"))
+    components = Components(get_plugin_manager())
+    cfg = config.compose(["registry=snowflake", "registry.database=DB", "registry.schema=S"], components)
+    run = build_run(config.resolved(cfg), components)
+    (register,) = [line for line in run.backend.plan(run) if line.startswith("register: ")]
+    assert "\n       CREATE MODEL DB.S.MORTGAGE_XGB WITH VERSION V<n> FROM @DB.S.SNOWPARK_TEMP_STAGE_<random>/model" in register
+    assert "\n       COMMENT ON MODEL DB.S.MORTGAGE_XGB IS $$" in register
