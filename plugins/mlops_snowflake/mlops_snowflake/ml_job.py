@@ -286,14 +286,19 @@ def follow_job(job, console, *, timeout_s, poll_s, what="ML Job", where=""):
 
 def payload_files(run):
     """``{path inside the payload: source}``; a source is a ``Path`` to copy or the text to write."""
+    import importlib
+
     import mlops_framework
     import mlops_snowflake
     from mlops_framework import config as core_config
+    from mlops_framework.plugins import DEFAULT_PLUGINS
 
     files = {}
     core = Path(mlops_framework.__file__).resolve().parent
     plugin = Path(mlops_snowflake.__file__).resolve().parent
     _add_tree(files, core, "mlops_framework")
+    for builtin in DEFAULT_PLUGINS.values():  # the job runs its stages on the built-in local backend
+        _add_tree(files, Path(importlib.import_module(builtin).__file__).resolve().parent, builtin)
     _add_tree(files, plugin, "mlops_snowflake")
     conf = core_config.conf_dir().resolve()
     if core not in conf.parents:  # a source checkout: conf/ beside the package, where conf_dir() looks

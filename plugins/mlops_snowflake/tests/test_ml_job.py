@@ -93,7 +93,7 @@ def test_payload_runs_in_a_clean_process_as_the_job_would(tmp_path, monkeypatch)
     assert "mlops job summary:" in done.stdout  # the job's log shows it too
 
     # what the job did is real: a registered version and predictions beside their ground truth
-    from mlops_framework.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     registry = LocalRegistry(tmp_path / "home" / "registry")
     assert [v["version_name"] for v in registry.versions("MORTGAGE_XGB")] == ["v1"]
