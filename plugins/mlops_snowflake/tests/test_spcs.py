@@ -476,6 +476,7 @@ def test_the_service_our_options_create_through_the_real_operator(tmp_path, monk
     from snowflake.ml.model._client.ops import service_ops
 
     monkeypatch.setattr(service_ops, "time", mock.Mock(wraps=service_ops.time, sleep=lambda seconds: None))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # where snowflake-ml writes the deploy log
     session, mv = recorded_version
     run = make_run(["backend.min_instances=1", "backend.max_instances=3", "backend.ingress_enabled=true"],
                    tmp_path, monkeypatch)
@@ -514,3 +515,12 @@ def test_the_batch_job_our_options_start_through_the_real_operator(tmp_path, mon
     assert spec["output"] == {"stage_location": "@DB.S.OUT/MORTGAGE_XGB/", "mode": "overwrite"}
     assert spec["resources"]["cpu_requests"] == "2" and spec["inference"]["max_batch_rows"] == 500
     assert job.id == f"DB.S.{arguments['job_name']}"
+
+
+def test_snowflake_ml_itself_refuses_a_gpu_service_for_a_cpu_only_model(recorded_version):
+    """Why backend.gpu_requests needs registry.cuda_version (defect 7): the real create_service reads the
+    packaged runtimes and refuses, before sending anything that creates."""
+    session, mv = recorded_version
+    with pytest.raises(ValueError, match="does not have GPU runtime support"):
+        mv.create_service(service_name="GPU_SERVICE", service_compute_pool="GPU_POOL", gpu_requests="1", block=False)
+    assert not [s for s in session.statements if s.startswith(("CREATE", "CALL"))]
