@@ -87,7 +87,7 @@ def features(run):
         from mlops_framework import streamed
 
         _need_target(run.features)
-        learned = streamed.learn(run, run.results["table"])
+        learned = streamed.learn(run, run.results["table"], resolve_task)
         run.results.update(learned)
         run.summarize("task", _describe_task(learned["contract"]))
         run.summarize("features", _describe_roles(learned["roles"]))

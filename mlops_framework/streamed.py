@@ -75,13 +75,13 @@ def with_target(batch, target):
 
 
 # ---------------------------------------------------------------------------------- features
-def learn(run, table):
+def learn(run, table, resolve_task):
     """One pass over ``table``: the roles, task and feature contract, the data report, a sample frame and
-    the row count, as the in-memory features stage learns them from the whole frame."""
+    the row count, as the in-memory features stage learns them from the whole frame. ``resolve_task(spec,
+    model_target, target_values)`` is the features stage's rule for the task."""
     import pyarrow as pa
 
     from mlops_framework.features import FeatureContract
-    from mlops_framework.stages import resolve_task
 
     spec = run.features
     rows_read, missing_target = 0, 0
@@ -276,8 +276,6 @@ def _fit(estimator, contract, table, split, cache):
 
     import xgboost
 
-    from mlops_framework.stages import _refuse_infinite
-
     class TrainingRows(xgboost.DataIter):
         def __init__(self):
             super().__init__(cache_prefix=os.path.join(cache, "train") if cache else None, release_data=True)
@@ -291,10 +289,9 @@ def _fit(estimator, contract, table, split, cache):
                 X, y, _ = next(self._batches)
             except StopIteration:
                 return False
-            if contract.encoding == "onehot":
-                _refuse_infinite_matrix(X, contract)
-            else:
-                _refuse_infinite(X)
+            numeric = X[:, :len(contract.numeric)].T if contract.encoding == "onehot" else \
+                [X[column].to_numpy() for column in contract.numeric]
+            _refuse_infinite(dict(zip(contract.numeric, numeric)))
             self.classes_seen.update(np.unique(y).tolist() if contract.task == "multiclass" else ())
             input_data(data=X, label=y, feature_names=contract.feature_names)
             return True
@@ -318,10 +315,9 @@ def _fit(estimator, contract, table, split, cache):
     return booster
 
 
-def _refuse_infinite_matrix(X, contract):
-    numeric = X[:, :len(contract.numeric)]
-    if numeric.size and not np.isfinite(numeric[~np.isnan(numeric)]).all():
-        infinite = [c for j, c in enumerate(contract.numeric) if np.isinf(numeric[:, j]).any()]
+def _refuse_infinite(columns):
+    infinite = [column for column, values in columns.items() if np.isinf(values).any()]
+    if infinite:
         raise MlopsError(f"training features hold infinite values (inf) in {', '.join(infinite)}; "
                          f"replace or drop them in the data")
 

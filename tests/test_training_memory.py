@@ -14,7 +14,7 @@ from benchmarks.common import build_run
 from mlops_framework import streamed
 from mlops_framework.errors import MlopsError
 from mlops_framework.pipeline import SplitSpec
-from mlops_framework.sources import ParquetSource
+from mlops_local.sources import ParquetSource
 from tests.test_tasks import breast_cancer_yes_no, diabetes, iris_with_missing_values
 
 TASKS = {"binary": breast_cancer_yes_no, "multiclass": iris_with_missing_values, "regression": diabetes}
