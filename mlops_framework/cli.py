@@ -92,10 +92,11 @@ def _help_text():
     return "\n".join(lines)
 
 
-def execute(cfg, components, output_dir, *, keep_model_in=None):
+def execute(cfg, components, output_dir, *, keep_model_in=None, shared=None):
     """Check, resolve and run a composed config (``mlops_framework.runner``) with its trackers around it;
     print and return its summary. ``keep_model_in``: a directory where a local registry takes the run's model
-    instead of the configured registry (a sweep's trial, see ``mlops_framework.sweeps``)."""
+    instead of the configured registry (a sweep's trial, see ``mlops_framework.sweeps``); ``shared``: the data
+    earlier trials in this process made (a sweep's trial, see ``mlops_framework.shared_data``)."""
     from mlops_framework import config, runner, tracking
 
     config.check(cfg, components)
@@ -109,7 +110,7 @@ def execute(cfg, components, output_dir, *, keep_model_in=None):
     with tracking.track(trackers, components) as begin:  # one run in each tracker (tracker=[local,mlflow])
         # the values with their secrets: they reach notifiers and connections intact; what is written is redacted
         result = runner.execute(config.resolved_values(cfg), components, output_dir, announce=begin,
-                                registry=registry)
+                                registry=registry, shared=shared)
     print("\n".join(result.lines()))
     return result.to_dict()
 
@@ -127,13 +128,15 @@ def _run(overrides):
     config.register_resolvers()
 
     def task(cfg):
+        from mlops_framework import shared_data
         from mlops_framework.sweep_record import keep_trial_model
 
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
             output_dir = HydraConfig.get().runtime.output_dir
             config.scrub_hydra_files(output_dir)  # written by Hydra before this
-            return execute(cfg, components, output_dir, keep_model_in=keep_trial_model(HydraConfig.get(), output_dir))
+            return execute(cfg, components, output_dir, keep_model_in=keep_trial_model(HydraConfig.get(), output_dir),
+                           shared=shared_data.in_this_process() if multirun else None)
         except MlopsError as error:
             print(f"mlops: error: {_scrubbed(error)}", file=sys.stderr)
             if multirun:  # one failed trial: the others go on; the sweep reports it at the end (sweeps.py)
