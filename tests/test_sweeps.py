@@ -309,3 +309,25 @@ def test_ctrl_c_stops_a_parallel_grid_and_its_workers_at_once(home):
     registered = [v["version_name"] for v in registry.versions("MORTGAGE_XGB")] \
         if "MORTGAGE_XGB" in [m["name"] for m in registry.models()] else []  # under load trial 1 may not have registered yet
     assert len(registered) <= 1, f"the interrupted trial registered nothing: {registered}"
+
+
+def test_trials_sharing_their_data_get_the_metrics_of_separate_runs(mlops, home):
+    # one process runs the trials one after the other: the second and fourth reuse the data read, encoded and
+    # split before them; the third reads its changed data (data.weeks) again
+    sizes = [o for o in TINY if not o.startswith("data.weeks=")]
+    mlops("run", "-m", "hydra/launcher=mlops_local", "hydra.launcher.n_jobs=1", "pipeline=train", "data.weeks=4,5",
+          "model.params.max_depth=3,6", *sizes, check=True)
+    runs = trials(sweep_dir(home))
+    summaries = [read(t / "summary.json") for t in runs]
+    settings = [{o.split("=")[0]: o.split("=")[1] for o in read(t / "trial.json")["overrides"]} for t in runs]
+    assert [(s["data.weeks"], s["model.params.max_depth"]) for s in settings] == [("4", "3"), ("4", "6"), ("5", "3"),
+                                                                                 ("5", "6")]
+    assert ["reused" in s for s in summaries] == [False, True, False, True]
+    assert summaries[1]["reused"].endswith("load, features, split")
+    for trial, summary in list(zip(runs, summaries))[1:3]:  # reused; read again after a change
+        overrides = read(trial / "trial.json")["overrides"]
+        mlops("run", *overrides, *sizes, check=True)
+        (alone,) = [p for p in (home / "runs").iterdir() if not (p / "checked").exists()]
+        (alone / "checked").touch()
+        assert read(alone / "evaluation.json") == read(trial / "evaluation.json"), overrides
+        assert read(alone / "summary.json")["data"] == summary["data"]
