@@ -4,8 +4,9 @@ A sweep's trials usually differ in model parameters only, so each worker process
 process when it runs the trials one after the other) keeps what its last trial's ``load``, ``features`` and
 ``split`` stages produced, and the next trial's stages reuse it when nothing they depend on changed:
 
-- ``load``: the data option's resolved settings, the source's fingerprint (``Source.fingerprint``: a
-  trial whose rows changed reads them again) and the columns read;
+- ``load``: the source's class and settings (its attributes; one holding an object without a value-based
+  ``repr`` makes every trial read its own data), its fingerprint (``Source.fingerprint``: a trial whose
+  rows changed reads them again) and the columns read;
 - ``features``: the data ``load`` left (the very frame kept here), the ``features`` settings and the model
   (it decides the task of ``features.task=auto``);
 - ``split``: the matrix ``features`` left (the very one kept here) and the ``split`` settings.

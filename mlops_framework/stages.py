@@ -27,6 +27,7 @@ def _need_target(spec):
 def load(run):
     from mlops_framework.contracts import SchemaSource
 
+    settings = _settings(run.source) if run.shared is not None else None  # before the source caches anything
     spec, columns = run.features, run.features.columns
     if columns is not None:  # the id and time columns come along where the data has them
         extra = [c for c in (spec.id, spec.time) if c and c not in columns]
@@ -42,12 +43,20 @@ def load(run):
         return {"frame": frame, "data_fingerprint": fingerprint or run.source.fingerprint(),
                 "source_lineage": run.source.lineage() if isinstance(run.source, LineageSource) else None}
 
-    if run.shared is None:
+    if settings is None:
         run.results.update(read())
         return
     fingerprint = run.source.fingerprint()
-    key = (json.dumps(run.config.get("data"), sort_keys=True, default=str), fingerprint, columns)
-    run.results.update(run.shared.results(run, "load", key, lambda: read(fingerprint)))
+    run.results.update(run.shared.results(run, "load", (settings, fingerprint, columns), lambda: read(fingerprint)))
+
+
+def _settings(source):
+    """A source's class and attributes as text (what a sweep's trials compare to share its data), or None
+    when it keeps no attributes of its own."""
+    try:
+        return type(source).__qualname__, repr(sorted(vars(source).items()))
+    except TypeError:  # __slots__
+        return None
 
 
 def validate(run):
