@@ -100,7 +100,8 @@ def execute(cfg, components, output_dir, *, keep_model_in=None, shared=None):
     from mlops_framework import config, runner, tracking
 
     config.check(cfg, components)
-    resolved = config.resolved(cfg)  # secrets redacted: what trackers log and files hold
+    values = config.resolved_values(cfg)  # resolved once: with the secrets for the run, redacted for the rest
+    resolved = config.redact(values)  # secrets redacted: what trackers log and files hold
     trackers = tracking.build_trackers(resolved, components)  # their keys checked before anything is written
     registry = None
     if keep_model_in is not None:
@@ -109,7 +110,7 @@ def execute(cfg, components, output_dir, *, keep_model_in=None, shared=None):
         registry = LocalRegistry(keep_model_in)
     with tracking.track(trackers, components) as begin:  # one run in each tracker (tracker=[local,mlflow])
         # the values with their secrets: they reach notifiers and connections intact; what is written is redacted
-        result = runner.execute(config.resolved_values(cfg), components, output_dir, announce=begin,
+        result = runner.execute(values, components, output_dir, announce=begin,
                                 registry=registry, shared=shared)
     print("\n".join(result.lines()))
     return result.to_dict()
