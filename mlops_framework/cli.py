@@ -105,9 +105,8 @@ def execute(cfg, components, output_dir, *, keep_model_in=None, shared=None):
     trackers = tracking.build_trackers(resolved, components)  # their keys checked before anything is written
     registry = None
     if keep_model_in is not None:
-        from mlops_framework.registry import LocalRegistry
-
-        registry = LocalRegistry(keep_model_in)
+        registry = components.build("registry", {"kind": "local", "root": str(keep_model_in)},
+                                    where="the trial's own registry")
     with tracking.track(trackers, components) as begin:  # one run in each tracker (tracker=[local,mlflow])
         # the values with their secrets: they reach notifiers and connections intact; what is written is redacted
         result = runner.execute(values, components, output_dir, announce=begin,

@@ -22,7 +22,7 @@ import pytest
 from run_sizes import SMALL
 from mlops_framework import config
 from mlops_framework.errors import MlopsError
-from mlops_framework.registry import LocalRegistry
+from mlops_local.registry import LocalRegistry
 
 CANARIES = {"tag": "CANARY-TAG-91ab", "url": "CANARY-URL-77cd", "header": "CANARY-HDR-5e0f",
             "env": "CANARY-ENV-3c21"}
@@ -162,7 +162,8 @@ def test_secret_on_the_command_line_never_reaches_hydra_files(tmp_path):
 
 
 def test_notifier_warning_masks_url_credentials(capsys):
-    from mlops_framework.alerts import Alert, WebhookNotifier, notify
+    from mlops_framework.alerts import Alert, notify
+    from mlops_local.notifiers import WebhookNotifier
 
     hook = WebhookNotifier(url=f"http://user:{CANARIES['url']}@127.0.0.1:9/x", timeout=2)
     alert = Alert(rule="r", metric="f1", op="<", threshold=0.7, value=0.5, window_start="a", window_end="b")
@@ -189,7 +190,7 @@ def test_a_slow_drip_webhook_is_abandoned_at_its_total_deadline():
         connection.close()
 
     threading.Thread(target=drip, daemon=True).start()
-    from mlops_framework.alerts import WebhookNotifier
+    from mlops_local.notifiers import WebhookNotifier
 
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="3s in total"):
@@ -207,7 +208,7 @@ ATTACK = "WEEK <= 1; ATTACH '{path}' AS w; DROP TABLE w.PREDICTIONS; SELECT 0 AS
 @pytest.mark.parametrize("text", ["WEEK <= 1; DROP TABLE t", "1=1) ; DROP TABLE t; SELECT (1", "WEEK <= (",
                                   "", None, 5])
 def test_sql_fragments_must_be_one_expression(text):
-    from mlops_framework.sources import check_sql_expression
+    from mlops_local.sources import check_sql_expression
 
     with pytest.raises(MlopsError):
         check_sql_expression(text, where="data.where")
@@ -215,7 +216,7 @@ def test_sql_fragments_must_be_one_expression(text):
 
 @pytest.mark.parametrize("text", ["WEEK BETWEEN 1 AND 5", "COUNTY_NAME = 'a;b'", "(WEEK < 3) OR (WEEK > 7)"])
 def test_sql_expressions_pass(text):
-    from mlops_framework.sources import check_sql_expression
+    from mlops_local.sources import check_sql_expression
 
     assert check_sql_expression(text, where="data.where") == text
 
@@ -315,7 +316,7 @@ def test_a_corrupt_history_line_is_one_message(tmp_path):
 CRASH_CHILD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from mlops_framework import registry as module
+    from mlops_local import registry as module
 
     root, marker, action, stop_at = sys.argv[1:5]
     real = module._write_json_atomic
@@ -426,11 +427,11 @@ def test_run_piped_into_head_is_not_a_traceback(home, tmp_path):
 
 
 def test_concurrent_writers_wait_their_turn_with_a_bounded_wait(tmp_path):
-    from mlops_framework.local import warehouse_lock
+    from mlops_local.backend import warehouse_lock
 
     warehouse = tmp_path / "warehouse.duckdb"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mlops_framework.local import warehouse_lock\n"
+        [sys.executable, "-c", "import sys, time; from mlops_local.backend import warehouse_lock\n"
          "with warehouse_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)", str(warehouse)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -468,7 +469,7 @@ def test_sweep_rerun_takes_no_code_loading_env_from_sweep_json(tmp_path, home):
 def test_a_csv_with_a_repeated_column_is_refused_before_anything_registers(mlops, home, tmp_path):
     import pyarrow.csv as pa_csv
 
-    from mlops_framework.synthetic import generate_table
+    from mlops_local.synthetic import generate_table
 
     table = generate_table(weeks=2, rows_per_week=100, seed=1)
     table = table.append_column("COUNTY_NAME", table["COUNTY_NAME"])  # a second COUNTY_NAME
@@ -481,7 +482,7 @@ def test_a_csv_with_a_repeated_column_is_refused_before_anything_registers(mlops
 def test_webhook_url_credentials_are_sent_as_basic_auth(receiver):
     import base64
 
-    from mlops_framework.alerts import WebhookNotifier
+    from mlops_local.notifiers import WebhookNotifier
 
     port, received = receiver
     WebhookNotifier(url=f"http://bob:{CANARIES['url']}@127.0.0.1:{port}/x", timeout=10).notify([])
@@ -493,7 +494,7 @@ def test_inf_in_a_training_feature_is_one_message(mlops, home, tmp_path):
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    from mlops_framework.synthetic import generate_table
+    from mlops_local.synthetic import generate_table
 
     table = generate_table(weeks=2, rows_per_week=100, seed=1)
     income = table["APPLICANT_INCOME_000S"].to_pylist()
@@ -507,7 +508,7 @@ def test_inf_in_a_training_feature_is_one_message(mlops, home, tmp_path):
 
 
 def test_only_runs_that_write_a_warehouse_take_its_lock(home):
-    from mlops_framework.local import warehouses
+    from mlops_local.backend import warehouses
     from mlops_framework.pipeline import build_run
     from mlops_framework.plugins import Components, get_plugin_manager
 

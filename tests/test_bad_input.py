@@ -12,7 +12,7 @@ import pytest
 
 from run_sizes import SMALL
 from mlops_framework.cli import main
-from mlops_framework.synthetic import generate_table
+from mlops_local.synthetic import generate_table
 
 TABLE = "PREDICTIONS_WITH_GROUND_TRUTH"
 

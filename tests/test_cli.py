@@ -13,7 +13,7 @@ import pyarrow.csv as pa_csv
 import pytest
 
 from run_sizes import SMALL
-from mlops_framework.synthetic import generate_table
+from mlops_local.synthetic import generate_table
 
 HEAVY = ("xgboost", "sklearn", "pandas", "snowflake", "numpy", "scipy", "pyarrow", "duckdb", "plotly")  # the first 4 the rule names
 TABLE = "PREDICTIONS_WITH_GROUND_TRUTH"

@@ -14,8 +14,8 @@ from sklearn import metrics as skm
 
 from mlops_framework import monitoring as mon
 from mlops_framework.errors import MlopsError
-from mlops_framework.sinks import DuckDBSink
-from mlops_framework.sources import DuckDBTableSource
+from mlops_local.sinks import DuckDBSink
+from mlops_local.sources import DuckDBTableSource
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def test_threshold_survives_the_registry(tmp_path):
 
     from mlops_framework.features import FeatureContract
     from mlops_framework.model import TrainedModel
-    from mlops_framework.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     frame = pd.DataFrame({"X1": np.arange(40, dtype=float), "C": ["a", "b"] * 20, "T": [0, 1] * 20})
     contract = FeatureContract.fit(frame, numeric=["X1"], categorical=["C"], target="T")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.registry import LocalRegistry
+from mlops_local.registry import LocalRegistry
 
 FORK = multiprocessing.get_context("fork")
 

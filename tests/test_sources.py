@@ -15,10 +15,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from mlops_framework import sources
+from mlops_local import sources
 from mlops_framework.errors import MlopsError
-from mlops_framework.sources import CsvSource, ParquetSource, SyntheticSource
-from mlops_framework.synthetic import SCHEMA, generate_table
+from mlops_local.sources import CsvSource, ParquetSource, SyntheticSource
+from mlops_local.synthetic import SCHEMA, generate_table
 
 GEN = {"weeks": 4, "rows_per_week": 500, "seed": 7, "drift_from_week": 3}
 BUCKET = "mlops-test"

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pytest
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.synthetic import generate, generate_table
+from mlops_local.synthetic import generate, generate_table
 
 EXPECTED_SCHEMA = pa.schema(
     [
