@@ -51,8 +51,12 @@ def warehouse_lock(path, wait_s=None):
 
     wait_s = WAREHOUSE_WAIT_S if wait_s is None else wait_s
     lock_path = Path(f"{path}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise MlopsError(f"cannot use the warehouse {path}: {error.strerror} ({lock_path}); "
+                         f"nothing was done") from None
     try:
         deadline = time.monotonic() + wait_s
         while True:

@@ -245,7 +245,7 @@ def test_a_warehouse_locked_by_another_process(home, capsys):
 
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
-         "time.sleep(60)", str(home / "warehouse.duckdb")], stdout=subprocess.PIPE, text=True)
+         "time.sleep(600)", str(home / "warehouse.duckdb")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         code, out, err = invoke(capsys, "run", "pipeline=score", *SMALL[:2])

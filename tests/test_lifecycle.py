@@ -321,7 +321,7 @@ def test_plan_of_the_lifecycle_touches_nothing_and_imports_no_monitoring(home):
             "with contextlib.redirect_stdout(out):\n"
             "    code = cli.main(['plan', 'experiment=mortgage_lifecycle'])\n"
             "print(json.dumps({'code': code, 'out': out.getvalue(), 'modules': sorted(sys.modules)}))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     done = json.loads(result.stdout.splitlines()[-1])
     assert done["code"] == 0
