@@ -22,6 +22,7 @@ the raw values (numeric columns only); ``difference_of_means`` = mean(current) -
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
 import numpy as np
@@ -245,21 +246,38 @@ def window_starts(timestamps, window: str = "7 days", origin: str = "2000-01-03"
     import pandas as pd
 
     width, start = _window_width(window, origin)
+    width, start = pd.Timedelta(width), pd.Timestamp(start)
     ts = pd.to_datetime(pd.Series(timestamps))
     if getattr(ts.dt, "tz", None) is not None:
         ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
     return start + ((ts - start) // width) * width, width
 
 
-def _window_width(window: str, origin: str):
-    import pandas as pd
+_WINDOW_UNITS = {"week": 7 * 86400, "day": 86400, "hour": 3600, "minute": 60, "second": 1}
+_PLAIN_WINDOW = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(week|day|hour|minute|second)s?\s*", re.IGNORECASE)
 
+
+def _window_width(window: str, origin: str) -> tuple[dt.timedelta, dt.datetime]:
+    """``monitor.window`` and ``monitor.origin`` as a timedelta and a datetime. "7 days", "12 hours" and ISO
+    dates are read here; any other spelling pandas reads (``pd.Timedelta`` / ``pd.Timestamp``), imported
+    only then: a monitor run with nothing new to compute never needs pandas."""
     try:
-        width = pd.Timedelta(window)
-        start = pd.Timestamp(origin)
+        plain = _PLAIN_WINDOW.fullmatch(str(window))
+        if plain:
+            width = dt.timedelta(seconds=float(plain[1]) * _WINDOW_UNITS[plain[2].lower()])
+        else:
+            import pandas as pd
+
+            width = pd.Timedelta(window).to_pytimedelta()
+        try:
+            start = dt.datetime.fromisoformat(str(origin))
+        except ValueError:
+            import pandas as pd
+
+            start = pd.Timestamp(origin).to_pydatetime()
     except ValueError as error:
         raise MlopsError(f"monitor.window {window!r} / origin {origin!r}: {error}") from None
-    if width <= pd.Timedelta(0):
+    if width <= dt.timedelta(0):
         raise MlopsError(f"monitor.window must be positive, not {window!r}")
     return width, start
 
@@ -397,8 +415,8 @@ class WarehouseMonitor:
         self.task = task  # version -> {"task", "classes"}
         self.bins, self.binning, self.average = bins, binning, average
         width, start = _window_width(window, origin)
-        self.width = width.to_pytimedelta()
-        micros = int(width / np.timedelta64(1, "us"))
+        self.width = width
+        micros = width // dt.timedelta(microseconds=1)
         self.has_scored_at = bool(scored_at)
         self.time_expr = time_expr
         scored = f"CAST({quote_identifier(scored_at)} AS VARCHAR)" if scored_at else "NULL"
@@ -673,6 +691,22 @@ def _schemas():
     }
 
 
+def _recorded_rows(sink, where: str, columns: list[str]) -> list[dict]:
+    """``columns`` of the rows of a monitor table matching ``where``, read back through its sink as Arrow
+    batches (no pandas); empty when the table does not exist yet."""
+    import pyarrow as pa
+
+    from mlops_framework.contracts import ReadableSink
+
+    if not isinstance(sink, ReadableSink):
+        return []
+    try:
+        batches = list(sink.as_source(where=where).batches(columns=columns))
+    except MlopsError:
+        return []
+    return pa.Table.from_batches(batches).to_pylist() if batches else []
+
+
 def read_recorded(sink, where: str):
     """The rows of a monitor table read back through its sink (empty when it does not exist yet)."""
     import pandas as pd
@@ -797,7 +831,8 @@ def _load(con, name, source):
 
 
 def _task_of(run, version) -> dict:
-    """The task and classes of a registered version: its metadata or feature contract; binary without."""
+    """The task and classes of a registered version: its metadata (recorded at registration, read without
+    loading the model), else its feature contract; binary without."""
     name = run.registration.model_name
     info = {"task": "binary", "classes": None}
     try:
@@ -807,6 +842,9 @@ def _task_of(run, version) -> dict:
     metadata = (record or {}).get("metadata") or {}
     if metadata.get("task") in TASKS:
         info["task"] = metadata["task"]
+        if isinstance(metadata.get("classes"), list):
+            info["classes"] = metadata["classes"] or None
+            return info
     try:
         contract = run.registry.load_model(name, version).contract
     except MlopsError:
@@ -827,37 +865,34 @@ def _baseline_key(spec) -> str:
     return check_expression(spec.baseline, "monitor.baseline")
 
 
-def _recorded_baselines(frame) -> dict:
+def _recorded_baselines(rows: list[dict]) -> dict:
     """``{version: stats}`` from MONITOR_BASELINES rows (the first recorded baseline of each version)."""
-    out = {}
-    if frame.empty:
-        return out
-    frame = frame.sort_values(["MONITORED_AT", "POSITION"])
-    for version, rows in frame.groupby("MODEL_VERSION", sort=False):
-        first = rows[rows.BASELINE_ID == rows.BASELINE_ID.iloc[0]]
-        stats = {"id": first.BASELINE_ID.iloc[0], "spec": first.BASELINE.iloc[0],
-                 "rows": int(first.BASELINE_ROWS.iloc[0]), "columns": {}, "performance": {}}
-        for _, r in first.iterrows():
-            if r.COLUMN_NAME == "" and r.ITEM == "performance":
-                stats["performance"][r.LABEL] = None if np.isnan(r.VALUE) else float(r.VALUE)
-                continue
-            if not r.COLUMN_NAME:
-                continue
-            column = stats["columns"].setdefault(r.COLUMN_NAME, {"kind": r.KIND, "edges": [], "labels": [],
-                                                                 "shares": [], "mean": None, "quantiles": []})
-            value = None if r.VALUE is None or np.isnan(r.VALUE) else float(r.VALUE)
-            if r.ITEM == "edge":
-                column["edges"].append(value)
-            elif r.ITEM == "bin":
-                column["labels"].append(r.LABEL)
-                column["shares"].append(value)
-            elif r.ITEM == "mean":
-                column["mean"] = value
-            elif r.ITEM == "quantile":
-                column["quantiles"].append(value)
+    out: dict = {}
+    for r in sorted(rows, key=lambda r: (r["MONITORED_AT"], r["POSITION"])):
+        stats = out.setdefault(r["MODEL_VERSION"], {
+            "id": r["BASELINE_ID"], "spec": r["BASELINE"], "rows": int(r["BASELINE_ROWS"]), "columns": {},
+            "performance": {}})
+        if r["BASELINE_ID"] != stats["id"]:
+            continue
+        value = None if r["VALUE"] is None or np.isnan(r["VALUE"]) else float(r["VALUE"])
+        if not r["COLUMN_NAME"]:
+            if r["ITEM"] == "performance":
+                stats["performance"][r["LABEL"]] = value
+            continue
+        column = stats["columns"].setdefault(r["COLUMN_NAME"], {"kind": r["KIND"], "edges": [], "labels": [],
+                                                                "shares": [], "mean": None, "quantiles": []})
+        if r["ITEM"] == "edge":
+            column["edges"].append(value)
+        elif r["ITEM"] == "bin":
+            column["labels"].append(r["LABEL"])
+            column["shares"].append(value)
+        elif r["ITEM"] == "mean":
+            column["mean"] = value
+        elif r["ITEM"] == "quantile":
+            column["quantiles"].append(value)
+    for stats in out.values():
         for column in stats["columns"].values():
             column["quantiles"] = column["quantiles"] or None
-        out[version] = stats
     return out
 
 
@@ -905,10 +940,21 @@ def _holdout_relation(con, run, spec, version, columns) -> str:
 def run_monitor(run):
     """The ``monitor`` stage: compute the new windows in the warehouse, write the monitor tables
     through their sinks, evaluate the alert rules on the new windows, notify."""
+    import time
+
     import duckdb
 
     from mlops_framework import alerts as alerting
     from mlops_framework.sources import sql_string
+
+    clock = time.perf_counter()
+    seconds: dict = {}
+
+    def lap(phase):
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[phase] = seconds.get(phase, 0.0) + now - clock
+        clock = now
 
     spec = run.monitor
     if spec is None:
@@ -927,15 +973,14 @@ def run_monitor(run):
     monitored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     stamp = {"MONITOR_ID": monitor_id, "RUN_ID": run_id, "MONITORED_AT": monitored_at, "MODEL_NAME": name}
     mine = f"MODEL_NAME = {sql_string(name)}"
-    recorded = read_recorded(spec.sinks["performance"], mine)
-    if not recorded.empty:
-        recorded = recorded[recorded.WINDOW == spec.window].sort_values("MONITORED_AT")
-    done = {(r.MODEL_VERSION, r.WINDOW_START.to_pydatetime(), r.BASELINE_ID): r.FINGERPRINT
-            for r in recorded.itertuples()} if not recorded.empty else {}
-    baselines = _recorded_baselines(read_recorded(spec.sinks["baselines"], mine))
-    alerted = read_recorded(spec.sinks["alerts"], mine)
-    already = {(r.RULE, r.MODEL_VERSION, r.WINDOW_START.to_pydatetime(), r.COLUMN_NAME or None)
-               for r in alerted.itertuples()} if not alerted.empty else set()
+    recorded = _recorded_rows(spec.sinks["performance"], mine, [
+        "MONITORED_AT", "MODEL_VERSION", "WINDOW", "WINDOW_START", "BASELINE_ID", "FINGERPRINT"])
+    done = {(r["MODEL_VERSION"], r["WINDOW_START"], r["BASELINE_ID"]): r["FINGERPRINT"]
+            for r in sorted(recorded, key=lambda r: r["MONITORED_AT"]) if r["WINDOW"] == spec.window}
+    baselines = _recorded_baselines(_recorded_rows(spec.sinks["baselines"], mine, _schemas()["baselines"].names))
+    already = {(r["RULE"], r["MODEL_VERSION"], r["WINDOW_START"], r["COLUMN_NAME"] or None)
+               for r in _recorded_rows(spec.sinks["alerts"], mine, ["RULE", "MODEL_VERSION", "WINDOW_START", "COLUMN_NAME"])}
+    lap("recorded")
 
     con = duckdb.connect()
     try:
@@ -952,11 +997,14 @@ def run_monitor(run):
             con, columns={}, target_expr=_q(run.features.target), prediction=upper[spec.prediction_column.upper()],
             score=None, time_expr=time_expr, version_expr=version_expr, scored_at=upper.get("SCORED_AT"),
             window=spec.window, origin=spec.origin, task={}, bins=spec.bins, binning=spec.binning, average=spec.average)
+        lap("open")
         current = probe.fingerprints()
+        lap("fingerprints")
         versions = sorted({v for v, _ in current})
         if not versions:
             raise MlopsError(f"{found['source']} has no rows of model {name} with a {spec.timestamp} to monitor")
         tasks = {v: _task_of(run, v) for v in versions}
+        lap("tasks")
         has_score = spec.score_column.upper() in upper and any(t["task"] != "regression" for t in tasks.values())
         columns = dict(features)
         prediction_kind = "numeric" if all(t["task"] == "regression" for t in tasks.values()) else "categorical"
@@ -993,12 +1041,16 @@ def run_monitor(run):
             stats["spec"] = baseline_key
             stats["id"] = _digest({"version": version, "spec": baseline_key, "stats": stats})
             baselines[version] = new_baselines[version] = stats
+        lap("baselines")
 
         todo = {key for key, (_, _, fp) in current.items()
                 if done.get((key[0], key[1], baselines[key[0]]["id"])) != fp}
         engine.select_work(todo, everything=len(todo) == len(current))
+        lap("select")
         performance = engine.performance() if todo else {}
+        lap("performance")
         drift_rows = engine.drift({v: baselines[v] for v in versions}) if todo else []
+        lap("drift")
         waiting = sum(n - labeled for n, labeled, _ in current.values())
         total_rows = sum(n for n, _, _ in current.values())
         by_window: dict = {}
@@ -1034,6 +1086,7 @@ def run_monitor(run):
               "mixed_windows": [{"window_start": w, "versions": list(vs)} for w, vs in mixes]}
 
     fired = alerting.evaluate(run.alerts.rules if run.alerts else [], result, already=already)
+    lap("alerts")
     result["alerts"] = fired
     table_stamp = {**stamp}
     write_table(spec.sinks["baselines"], "baselines",
@@ -1042,7 +1095,10 @@ def run_monitor(run):
     write_table(spec.sinks["alerts"], "alerts", [{**table_stamp, **_upper(a.to_dict()), "MODEL_NAME": name} for a in fired])
     write_table(spec.sinks["performance"], "performance",
                 [{**table_stamp, **_upper(row), "WINDOW": spec.window} for row in windows])
+    lap("write")
     result["delivery"] = alerting.notify(run.alerts.notifiers if run.alerts else {}, fired)
+    lap("notify")
+    result["seconds"] = {phase: round(value, 3) for phase, value in seconds.items()}
     run.results["monitor"] = result
     run.results.setdefault("monitor_runs", []).append(result)
     run.results.setdefault("alerts", []).extend(fired)
