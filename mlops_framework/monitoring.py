@@ -419,7 +419,7 @@ class WarehouseMonitor:
         micros = width // dt.timedelta(microseconds=1)
         self.has_scored_at = bool(scored_at)
         self.time_expr = time_expr
-        scored = f"CAST({quote_identifier(scored_at)} AS VARCHAR)" if scored_at else "NULL"
+        scored = quote_identifier(scored_at) if scored_at else "NULL"  # cast after max(): one cast per window
         score_expr = f"CAST({quote_identifier(score)} AS DOUBLE)" if score else "CAST(NULL AS DOUBLE)"
         con.execute(f"""CREATE OR REPLACE TEMP VIEW prepared AS SELECT *,
             time_bucket(to_microseconds({micros}), {time_expr}, TIMESTAMP '{start.isoformat(sep=' ')}') AS __window,

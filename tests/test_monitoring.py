@@ -367,3 +367,59 @@ def test_monitor_and_explain_tables_go_beside_the_predictions(tmp_path, monkeypa
         tables = {row[0] for row in con.sql("SHOW TABLES").fetchall()}
     assert {"MONITOR_PERFORMANCE", "MONITOR_DRIFT", "MONITOR_BASELINES", "P"} <= tables
     assert not (tmp_path / "warehouse.duckdb").exists()
+
+
+def test_an_incremental_run_computes_the_new_and_the_rescored_windows_only(tmp_path, monkeypatch):
+    """With a SCORED_AT column, a run recomputes exactly the windows whose rows were re-scored or are new;
+    asserted on the windows each run recorded."""
+    from mlops_framework.lifecycle import monitor
+
+    first = _scored(weeks=4, n=200).assign(SCORED_AT=pd.Timestamp("2024-02-01 10:00"))
+    _write(tmp_path / "warehouse.duckdb", first, partition_by=["WEEK"])
+    monitor(_monitor_run(tmp_path, monkeypatch))
+    again = _scored(weeks=5, n=200, seed=5).assign(SCORED_AT=pd.Timestamp("2024-02-08 10:00"))
+    _write(tmp_path / "warehouse.duckdb", again[again.WEEK.isin([2, 5])], partition_by=["WEEK"])  # same row counts
+    run = _monitor_run(tmp_path, monkeypatch)
+    monitor(run)
+    recorded = _table(tmp_path, "SELECT MONITOR_ID, WINDOW_START FROM MONITOR_PERFORMANCE ORDER BY MONITORED_AT")
+    per_run = [sorted(d.date().isoformat() for d in group.WINDOW_START)
+               for _, group in recorded.groupby("MONITOR_ID", sort=False)]
+    assert per_run == [["2024-01-01", "2024-01-08", "2024-01-15", "2024-01-22"], ["2024-01-08", "2024-01-29"]]
+    assert run.results["monitor"]["windows_unchanged"] == 3
+
+
+def test_the_task_and_classes_come_from_the_version_record_without_loading_the_model(tmp_path):
+    """The registration records the classes beside the task; the monitor reads them there (loading a
+    model imports its library: seconds for a run with one new window)."""
+    from types import SimpleNamespace
+
+    from mlops_framework.registry import LocalRegistry
+
+    class Files:  # a version whose files are no loadable model: loading it would fail
+        def save(self, directory):
+            (directory / "weights.bin").write_bytes(b"0")
+
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.log_model(Files(), model_name="M", metadata={"task": "multiclass", "classes": ["a", "b", "c"]})
+    run = SimpleNamespace(registration=SimpleNamespace(model_name="M"), registry=registry)
+    assert mon._task_of(run, "v1") == {"task": "multiclass", "classes": ["a", "b", "c"]}
+
+
+def test_a_monitor_command_with_nothing_new_imports_no_pandas(tmp_path, monkeypatch):
+    """`mlops run pipeline=monitor` over windows all recorded reads back what it needs as Arrow and draws
+    no charts: pandas (0.5-1 s of imports) is never loaded."""
+    import subprocess
+    import sys
+
+    from mlops_framework.lifecycle import monitor
+
+    _write(tmp_path / "warehouse.duckdb", _scored(weeks=3, n=100))
+    overrides = ["features.numeric=[INCOME]", "features.categorical=[TYPE]", "features.target=Y",
+                 "monitor.score_column=SCORE", "monitor.prediction_column=PRED", "monitor.baseline='WEEK <= 2'"]
+    monitor(_monitor_run(tmp_path, monkeypatch))
+    probe = ("import sys\nfrom mlops_framework.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
+             "    print('LOADED=' + ','.join(m for m in ('pandas', 'xgboost', 'sklearn') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, "run", "pipeline=monitor", *overrides], capture_output=True,
+                          text=True, timeout=120, env={**__import__("os").environ, "MLOPS_HOME": str(tmp_path)})
+    assert "(0 computed, 3 unchanged" in done.stdout, done.stdout + done.stderr
+    assert "LOADED=\n" in done.stdout
