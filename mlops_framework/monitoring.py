@@ -588,56 +588,65 @@ class WarehouseMonitor:
 
     def drift(self, baselines: dict) -> list[dict]:
         """One dict per (version, window, column) of the windows being computed, against ``baselines``
-        (version -> :meth:`baseline_stats`). Two scans: the per-window statistics of every column, and
-        the rows per bin of every column (grouping sets), with each version's own baseline bins."""
-        from mlops_framework.sources import quote_identifier, sql_string
+        (version -> :meth:`baseline_stats`). One scan counts, per version and window, every column's rows,
+        mean and quantile sample, and its rows in each bin of that version's baseline (numeric columns) or
+        in each category some baseline knows (``count_if``); only categories no baseline knows, where a
+        column has them, are listed by a second scan of those columns."""
+        from mlops_framework.sources import sql_string
 
         con, relation = self.con, self.relation
-        names = list(self.columns)
-        stats_sql, bin_sql = [], []
+        projections, aggregates, known = [], [], {}
         for i, (column, kind) in enumerate(self.columns.items()):
-            q = quote_identifier(column)
+            q = _q(column)
             if kind == "numeric":
                 x = f"CAST({q} AS DOUBLE)"
-                stats_sql.append(f"count({x}), avg({x}), reservoir_quantile({x}, {QUANTILE_GRID}, {RESERVOIR})")
                 cases = " ".join(f"WHEN __version = {sql_string(v)} THEN {self._bin_expr(x, b['columns'][column]['edges'])}"
                                  for v, b in baselines.items())
-                bin_sql.append(f"CAST(CASE WHEN {x} IS NULL THEN NULL {cases} END AS VARCHAR) AS b{i}")
-            else:
-                mean = f"avg(TRY_CAST({q} AS DOUBLE))" if self._is_number(q, relation) else "NULL"
-                stats_sql.append(f"count({q}), {mean}, NULL")
-                bin_sql.append(f"{self._label_expr(q)} AS b{i}")
-        windows = con.execute(f"SELECT __version, __window, count(*), {', '.join(stats_sql)} FROM {relation} "
+                bins = max(len(b["columns"][column]["shares"]) for b in baselines.values())
+                projections += [f"{x} AS x{i}", f"CASE WHEN {x} IS NULL THEN NULL {cases} END AS c{i}"]
+                aggregates += [f"count(x{i})", f"avg(x{i})", f"reservoir_quantile(x{i}, {QUANTILE_GRID}, {RESERVOIR})",
+                               "[" + ", ".join(f"count_if(c{i} = {k})" for k in range(bins)) + "]", "0"]
+                continue
+            known[column] = list(dict.fromkeys(label for b in baselines.values()
+                                               for label in b["columns"][column]["labels"] if label != OTHER))
+            listed = ", ".join(sql_string(label) for label in known[column])
+            mean = f"avg(TRY_CAST(x{i} AS DOUBLE))" if self._is_number(q, relation) else "NULL"
+            projections += [f"{q} AS x{i}", f"{self._label_expr(q)} AS c{i}"]
+            aggregates += [f"count(x{i})", mean, "NULL",
+                           "[" + ", ".join(f"count_if(c{i} = {sql_string(label)})" for label in known[column]) + "]",
+                           f"count_if(c{i} NOT IN ({listed}))" if listed else "count(*)"]
+        windows = con.execute(f"SELECT __version, __window, count(*), {', '.join(aggregates)} FROM "
+                              f"(SELECT __version, __window, {', '.join(projections)} FROM {relation}) "
                               "GROUP BY ALL").fetchall()
-        sets = ", ".join(f"(__version, __window, b{i})" for i in range(len(names)))
-        grouping = ", ".join(f"grouping(b{i})" for i in range(len(names)))
-        counts: dict = {}
-        for v, w, *rest in con.execute(
-                f"SELECT __version, __window, {', '.join(f'b{i}' for i in range(len(names)))}, [{grouping}], count(*) "
-                f"FROM (SELECT __version, __window, {', '.join(bin_sql)} FROM {relation}) "
-                f"GROUP BY GROUPING SETS ({sets})").fetchall():
-            values, flags, n = rest[:-2], rest[-2], rest[-1]
-            i = flags.index(0)
-            counts.setdefault((v, w, names[i]), {})[values[i]] = n
+        unknown: dict = {}
+        for i, column in enumerate(self.columns):
+            if column in known and any(stats[5 * i + 4] for _, _, _, *stats in windows):
+                label = self._label_expr(_q(column))
+                listed = ", ".join(sql_string(label) for label in known[column])
+                for v, w, value, n in con.execute(
+                        f"SELECT __version, __window, {label}, count(*) FROM {relation} "
+                        f"WHERE {f'{label} NOT IN ({listed})' if listed else 'true'} GROUP BY ALL").fetchall():
+                    unknown.setdefault((v, w, column), {})[value] = n
         results = []
         for v, w, n, *stats in windows:
             for i, (column, kind) in enumerate(self.columns.items()):
-                present, mean, quantiles = stats[3 * i: 3 * i + 3]
+                present, mean, quantiles, counts, _ = stats[5 * i: 5 * i + 5]
                 base = baselines[v]["columns"][column]
-                seen = counts.get((v, w, column), {})
                 difference = None if mean is None or base["mean"] is None else mean - base["mean"]
                 if kind == "numeric":
-                    current = [seen.get(str(k), 0) / present if present else 0.0 for k in range(len(base["shares"]))]
+                    current = [counts[k] / present if present else 0.0 for k in range(len(base["shares"]))]
                     results.append(self._drift_row(v, w, column, kind, n, base, current, present > 0,
                                                    null_share=(n - present) / n if n else None, difference=difference,
                                                    wasserstein=wasserstein_from_quantiles(base["quantiles"], quantiles),
                                                    baseline_rows=baselines[v]["rows"]))
                     continue
+                seen = {label: k for label, k in zip(known[column], counts) if k}
+                seen.update(unknown.get((v, w, column), {}))
                 labels = list(base["labels"])
                 if OTHER in labels:
-                    known = set(labels) - {OTHER}
+                    mine = set(labels) - {OTHER}
                     current = [seen.get(c, 0) for c in labels if c != OTHER]
-                    current.append(sum(k for c, k in seen.items() if c not in known))
+                    current.append(sum(k for c, k in seen.items() if c not in mine))
                     shares = list(base["shares"])
                 else:
                     new = sorted(c for c in seen if c not in set(labels))

@@ -423,3 +423,19 @@ def test_a_monitor_command_with_nothing_new_imports_no_pandas(tmp_path, monkeypa
                           text=True, timeout=120, env={**__import__("os").environ, "MLOPS_HOME": str(tmp_path)})
     assert "(0 computed, 3 unchanged" in done.stdout, done.stdout + done.stderr
     assert "LOADED=\n" in done.stdout
+
+
+def test_categories_no_baseline_has_are_counted_in_their_own_bins(tmp_path, monkeypatch):
+    """A category first seen after the baseline gets a bin of its own (baseline share 0), by hand."""
+    from mlops_framework.lifecycle import monitor
+
+    frame = _scored(weeks=3, n=200)
+    frame.loc[(frame.WEEK == 3) & (frame.index % 4 == 0), "TYPE"] = "NEW"
+    _write(tmp_path / "warehouse.duckdb", frame)
+    run = _monitor_run(tmp_path, monkeypatch)
+    monitor(run)
+    kind = next(d for d in run.results["monitor"]["drift"] if d["column"] == "TYPE" and d["window_start"].day == 15)
+    base, week3 = frame[frame.WEEK <= 2].TYPE, frame[frame.WEEK == 3].TYPE
+    categories = sorted(set(base), key=lambda c: (-(base == c).sum(), c)) + ["NEW"]
+    assert kind["bins"] == categories and kind["baseline_hist"][-1] == 0
+    assert kind["psi"] == pytest.approx(mon.psi(mon.frequencies(base, categories), mon.frequencies(week3, categories)))
