@@ -439,3 +439,47 @@ def test_categories_no_baseline_has_are_counted_in_their_own_bins(tmp_path, monk
     categories = sorted(set(base), key=lambda c: (-(base == c).sum(), c)) + ["NEW"]
     assert kind["bins"] == categories and kind["baseline_hist"][-1] == 0
     assert kind["psi"] == pytest.approx(mon.psi(mon.frequencies(base, categories), mon.frequencies(week3, categories)))
+
+
+def _multiclass_frame(n=400, seed=2):
+    rng = np.random.default_rng(seed)
+    classes = ["a", "b", "c"]
+    proba = rng.dirichlet([1, 1, 1], n)
+    proba[0] = [1.0, 0.0, 0.0]  # the actual class given probability 0: clipped, as the evaluate stage clips
+    y = np.array(classes)[rng.integers(0, 3, n)]
+    y[0] = "b"
+    ts = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 14 * 86400, n), "s")
+    return classes, pd.DataFrame({
+        "TS": ts, "WEEK": (ts - pd.Timestamp("2024-01-01")) // pd.Timedelta("7 days") + 1, "Y": y, "P": np.array(classes)[proba.argmax(axis=1)], "S": proba.max(axis=1),
+        **{f"PROBA_{c}": proba[:, i] for i, c in enumerate(classes)}})
+
+
+def test_multiclass_log_loss_per_window_matches_scikit_learn(tmp_path, monkeypatch):
+    """From the predictions' PROBA_<class> columns, per window, through the monitor stage (the classes from
+    the version record), equal to scikit-learn's log loss of the same rows."""
+    from mlops_framework.lifecycle import monitor
+    from mlops_framework.registry import LocalRegistry
+
+    class Files:
+        def save(self, directory):
+            (directory / "weights.bin").write_bytes(b"0")
+
+    classes, frame = _multiclass_frame()
+    frame["MODEL_VERSION"] = "v1"
+    LocalRegistry(tmp_path / "registry").log_model(Files(), model_name="MORTGAGE_XGB",
+                                                   metadata={"task": "multiclass", "classes": classes})
+    _write(tmp_path / "warehouse.duckdb", frame)
+    run = _monitor_run(tmp_path, monkeypatch, "monitor.prediction_column=P", "monitor.score_column=S",
+                       "monitor.baseline='WEEK <= 1'", "features.categorical=[]",
+                       "features.numeric=[S]")
+    monitor(run)
+    window = (frame.TS - pd.Timestamp("2024-01-01")) // pd.Timedelta("7 days")
+    computed = {p["window_start"]: p for p in run.results["monitor"]["performance"]}
+    assert len(computed) == 2
+    for k in (0, 1):
+        rows = frame[window == k]
+        expected = skm.log_loss(rows.Y, np.clip(rows[[f"PROBA_{c}" for c in classes]].to_numpy(), 1e-15, 1),
+                                labels=classes)
+        assert computed[dt.datetime(2024, 1, 1) + dt.timedelta(days=7 * k)]["log_loss"] == pytest.approx(expected, rel=1e-6)
+    recorded = _table(tmp_path, "SELECT LOG_LOSS FROM MONITOR_PERFORMANCE")
+    assert recorded.LOG_LOSS.notna().all()
