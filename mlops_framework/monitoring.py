@@ -753,15 +753,32 @@ def read_recorded(sink, where: str):
 
 
 def write_table(sink, role: str, rows: list[dict]) -> None:
-    """``rows`` (dicts keyed by upper-case column) into ``sink`` with the declared schema of ``role``."""
+    """``rows`` (dicts keyed by upper-case column) into ``sink`` with the declared schema of ``role``. A table
+    created before a column was declared (LOG_LOSS) keeps its columns: the new one is left out of it."""
     import pyarrow as pa
 
     if not rows:
         return
     schema = _schemas()[role]
+    existing = _existing_columns(sink)
+    if existing:
+        schema = pa.schema([field for field in schema if field.name.upper() in existing])
     table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
     with sink.open() as writer:
         writer.write(table)
+
+
+def _existing_columns(sink) -> set[str] | None:
+    """The upper-case columns of the table ``sink`` writes into; None when it does not exist yet (or cannot say)."""
+    from mlops_framework.contracts import ReadableSink, SchemaSource
+
+    if not isinstance(sink, ReadableSink):
+        return None
+    try:
+        source = sink.as_source()
+        return {name.upper() for name, _ in source.schema()} if isinstance(source, SchemaSource) else None
+    except MlopsError:
+        return None
 
 
 def recorded_alerts(spec, model_name: str, version: str, windows: int) -> list[dict]:

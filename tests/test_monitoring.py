@@ -483,3 +483,17 @@ def test_multiclass_log_loss_per_window_matches_scikit_learn(tmp_path, monkeypat
         assert computed[dt.datetime(2024, 1, 1) + dt.timedelta(days=7 * k)]["log_loss"] == pytest.approx(expected, rel=1e-6)
     recorded = _table(tmp_path, "SELECT LOG_LOSS FROM MONITOR_PERFORMANCE")
     assert recorded.LOG_LOSS.notna().all()
+
+
+def test_a_performance_table_created_before_log_loss_keeps_its_columns(tmp_path, monkeypatch):
+    """A home monitored by an earlier version (MONITOR_PERFORMANCE without LOG_LOSS) is monitored again."""
+    from mlops_framework.lifecycle import monitor
+
+    _write(tmp_path / "warehouse.duckdb", _scored(weeks=2, n=100))
+    monitor(_monitor_run(tmp_path, monkeypatch))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("ALTER TABLE MONITOR_PERFORMANCE DROP COLUMN LOG_LOSS")
+    _write(tmp_path / "warehouse.duckdb", _scored(weeks=3, n=100).query("WEEK == 3"), partition_by=["WEEK"])
+    monitor(_monitor_run(tmp_path, monkeypatch))
+    recorded = _table(tmp_path, "SELECT * FROM MONITOR_PERFORMANCE")
+    assert len(recorded) == 3 and "LOG_LOSS" not in recorded.columns
