@@ -63,7 +63,7 @@ def bare_optuna(trials: int, weeks: int, rows_per_week: int, n_estimators: int |
     from sklearn.metrics import f1_score
     from sklearn.model_selection import train_test_split
 
-    from mlops_framework import synthetic
+    from mlops_local import synthetic
 
     frame = pa.concat_tables(synthetic.generate(weeks=weeks, rows_per_week=rows_per_week, seed=42)).to_pandas()
     X = pd.get_dummies(frame[["APPLICANT_INCOME_000S", "LOAN_AMOUNT_000S", "LOAN_TYPE_NAME", "LOAN_PURPOSE_NAME",

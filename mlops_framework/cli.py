@@ -103,9 +103,8 @@ def execute(cfg, components, output_dir, *, keep_model_in=None):
     trackers = tracking.build_trackers(resolved, components)  # their keys checked before anything is written
     registry = None
     if keep_model_in is not None:
-        from mlops_framework.registry import LocalRegistry
-
-        registry = LocalRegistry(keep_model_in)
+        registry = components.build("registry", {"kind": "local", "root": str(keep_model_in)},
+                                    where="the trial's own registry")
     with tracking.track(trackers, components) as begin:  # one run in each tracker (tracker=[local,mlflow])
         # the values with their secrets: they reach notifiers and connections intact; what is written is redacted
         result = runner.execute(config.resolved_values(cfg), components, output_dir, announce=begin,
@@ -123,12 +122,16 @@ def _run(overrides):
 
     from mlops_framework import config
 
+    _check_override_syntax(overrides)
     components = _components()
     config.register_resolvers()
+
+    composing = _HydraStderr(held=not any(item in ("-m", "--multirun") for item in overrides))
 
     def task(cfg):
         from mlops_framework.sweep_record import keep_trial_model
 
+        composing.release()
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
             output_dir = HydraConfig.get().runtime.output_dir
@@ -159,12 +162,68 @@ def _run(overrides):
     saved_argv = sys.argv
     sys.argv = ["mlops run", *overrides, *config.search_path_overrides(components)]
     try:
+        composing.hold()
         hydra.main(config_path=str(config.conf_dir()), config_name="config", version_base="1.3")(task)()
     except SystemExit as exit_:  # Hydra and the task exit this way; `main` returns the status instead
-        return exit_.code if isinstance(exit_.code, int) else 1
+        code = exit_.code if isinstance(exit_.code, int) else 1
+        return composing.failed(code)
     finally:
         sys.argv = saved_argv
+        composing.release()
     return 0
+
+
+class _HydraStderr:
+    """What Hydra writes to stderr before a single run's task starts, held: if Hydra then exits 1 (it could
+    not compose the config: an unknown key or option), its block becomes one ``mlops: error:`` line and
+    exit 2; otherwise it is passed on unchanged. A sweep's stderr is never held."""
+
+    NOISE = ("Set the environment variable HYDRA_FULL_ERROR", "full_key:", "object_type=", "reference_type=")
+
+    def __init__(self, held):
+        import io
+
+        self.buffer = io.StringIO() if held else None
+        self.stderr = sys.stderr
+
+    def hold(self):
+        if self.buffer is not None:
+            sys.stderr = self.buffer
+
+    def release(self):
+        if self.buffer is not None:
+            sys.stderr = self.stderr
+            self.stderr.write(self.buffer.getvalue())
+            self.buffer = None
+
+    def failed(self, code):
+        if self.buffer is None or code != 1:
+            return code
+        text = self.buffer.getvalue().split("\nConfig search path")[0]
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(self.NOISE)]
+        if not lines or "Traceback" in text:
+            return code  # not a composition error: released as it was
+        self.buffer = None
+        sys.stderr = self.stderr
+        print(f"mlops: error: {' '.join(lines)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _check_override_syntax(overrides):
+    """Hydra's override grammar, checked before Hydra runs (it would print its own block and exit 1)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        if override.startswith("-") or "=" not in override:  # Hydra's flags and their values
+            continue
+        try:
+            parser.parse_override(override)
+        except HydraException as error:
+            reason = str(error).strip().splitlines()[0]
+            raise MlopsError(f"{override!r} is not a valid override ({reason}); quote a value holding spaces, "
+                             f"';' or brackets: key=\"'...'\"") from None
 
 
 def _plan(argv):

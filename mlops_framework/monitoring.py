@@ -288,7 +288,7 @@ def check_expression(text: str, where: str) -> str:
     refused. Used for SQL fragments taken from the config (``monitor.baseline``) before they go into a query."""
     import duckdb
 
-    from mlops_framework.sources import check_sql_expression
+    from mlops_framework.contracts import check_sql_expression
 
     check_sql_expression(text, where=where)
     try:  # normalised: a trailing comment cannot cut off the rest of the query it goes into
@@ -301,7 +301,7 @@ def time_expression(con, relation: str, column: str, time_format: str | None) ->
     """A SQL expression turning ``column`` of ``relation`` into a TIMESTAMP: timestamp and date columns as
     they are (time zones to UTC), text with ``time_format`` (strptime) or as ISO 8601. One MlopsError when
     a value cannot be read."""
-    from mlops_framework.sources import quote_identifier, sql_string
+    from mlops_framework.contracts import quote_identifier, sql_string
 
     types = {name.upper(): (name, kind) for name, kind, *_ in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
     if column.upper() not in types:
@@ -409,7 +409,7 @@ class WarehouseMonitor:
     def __init__(self, con, *, columns: dict, target_expr: str, prediction: str, score: str | None,
                  time_expr: str, version_expr: str, scored_at: str | None, window: str, origin: str,
                  task: dict, bins: int, binning: str, average: str, probabilities: dict | None = None):
-        from mlops_framework.sources import quote_identifier
+        from mlops_framework.contracts import quote_identifier
 
         self.con = con
         self.columns = columns
@@ -444,7 +444,7 @@ class WarehouseMonitor:
         if everything or not todo:
             self.relation = "prepared"
             return
-        from mlops_framework.sources import sql_string
+        from mlops_framework.contracts import sql_string
 
         # a VALUES list: registering an Arrow table costs DuckDB's Arrow scan set-up (0.3-0.8 s measured)
         keys = ", ".join(f"({sql_string(v)}, TIMESTAMP '{w.isoformat(sep=' ')}')" for v, w in sorted(todo))
@@ -460,7 +460,7 @@ class WarehouseMonitor:
     # -- baseline
     def baseline_stats(self, relation: str) -> dict:
         """Bins, shares, means and quantiles of every column on ``relation``, plus its performance."""
-        from mlops_framework.sources import quote_identifier
+        from mlops_framework.contracts import quote_identifier
 
         con = self.con
         rows = con.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
@@ -574,7 +574,7 @@ class WarehouseMonitor:
         """Multiclass log loss per window: the mean of -ln(the probability given to the actual class), clipped
         at ``LOG_LOSS_EPSILON``; a class without a probability column counts as probability 0. Empty when
         ``relation`` has no probability columns (a training holdout recorded before they existed)."""
-        from mlops_framework.sources import sql_string
+        from mlops_framework.contracts import sql_string
 
         have = {row[0].upper() for row in self.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
         columns = {label: column for label, column in self.probabilities.items() if column.upper() in have}
@@ -614,7 +614,7 @@ class WarehouseMonitor:
         mean and quantile sample, and its rows in each bin of that version's baseline (numeric columns) or
         in each category some baseline knows (``count_if``); only categories no baseline knows, where a
         column has them, are listed by a second scan of those columns."""
-        from mlops_framework.sources import sql_string
+        from mlops_framework.contracts import sql_string
 
         con, relation = self.con, self.relation
         projections, aggregates, known = [], [], {}
@@ -783,7 +783,7 @@ def _existing_columns(sink) -> set[str] | None:
 
 def recorded_alerts(spec, model_name: str, version: str, windows: int) -> list[dict]:
     """Alerts recorded for ``version`` in its ``windows`` most recent monitored windows (any run)."""
-    from mlops_framework.sources import sql_string
+    from mlops_framework.contracts import sql_string
 
     where = f"MODEL_NAME = {sql_string(model_name)} AND MODEL_VERSION = {sql_string(version)}"
     alerts = read_recorded(spec.sinks["alerts"], where)
@@ -798,7 +798,7 @@ def recorded_alerts(spec, model_name: str, version: str, windows: int) -> list[d
 def open_monitored(con, spec, run, features) -> dict:
     """Make ``monitored`` in ``con``: the predictions (a DuckDB table attached read-only, or any source
     streamed in), left-joined with ``monitor.actuals`` on the id column. Returns what was found."""
-    from mlops_framework.sources import DuckDBTableSource, quote_identifier, sql_string
+    from mlops_framework.contracts import DuckDBFileSource, quote_identifier, sql_string
 
     source = spec.source
     if source is None:
@@ -809,18 +809,19 @@ def open_monitored(con, spec, run, features) -> dict:
             raise MlopsError(f"monitor.source is null and the scoring sink ({sink.describe()}) cannot be read "
                              "back; set monitor.source to a data option")
         source = sink.as_source()
-    if isinstance(source, DuckDBTableSource):
+    if isinstance(source, DuckDBFileSource):
         import os
 
-        if not os.path.isfile(str(source.path)):
-            raise MlopsError(f"DuckDB file not found: {source.path} (has anything been scored into it yet?)")
-        con.execute(f"ATTACH {sql_string(str(source.path))} AS __monitored_db (READ_ONLY)")
+        path, table, source_where = source.duckdb_table()
+        if not os.path.isfile(path):
+            raise MlopsError(f"DuckDB file not found: {path} (has anything been scored into it yet?)")
+        con.execute(f"ATTACH {sql_string(path)} AS __monitored_db (READ_ONLY)")
         tables = {row[0].upper(): row[0] for row in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = '__monitored_db'").fetchall()}
-        if source.table.upper() not in tables:
-            raise MlopsError(f"no table {source.table} in {source.path}; tables: {', '.join(sorted(tables.values())) or 'none'}")
-        where = f" WHERE {check_expression(source.where, 'the source where')}" if source.where else ""
-        con.execute(f"CREATE TEMP VIEW __predictions AS SELECT * FROM __monitored_db.{quote_identifier(tables[source.table.upper()])}{where}")
+        if table.upper() not in tables:
+            raise MlopsError(f"no table {table} in {path}; tables: {', '.join(sorted(tables.values())) or 'none'}")
+        where = f" WHERE {check_expression(source_where, 'the source where')}" if source_where else ""
+        con.execute(f"CREATE TEMP VIEW __predictions AS SELECT * FROM __monitored_db.{quote_identifier(tables[table.upper()])}{where}")
     else:
         _load(con, "__predictions", source)
     columns = [row[0] for row in con.execute("DESCRIBE SELECT * FROM __predictions").fetchall()]
@@ -860,7 +861,7 @@ def open_monitored(con, spec, run, features) -> dict:
 
 
 def _exclude(upper, target):
-    from mlops_framework.sources import quote_identifier
+    from mlops_framework.contracts import quote_identifier
 
     return quote_identifier(upper[target.upper()]) if target.upper() in upper else "__no_such_column__"
 
@@ -996,7 +997,7 @@ def run_monitor(run):
     import duckdb
 
     from mlops_framework import alerts as alerting
-    from mlops_framework.sources import sql_string
+    from mlops_framework.contracts import sql_string
 
     clock = time.perf_counter()
     seconds: dict = {}
@@ -1192,7 +1193,7 @@ def _day(value) -> str:
 
 def _baseline_view(con, run, spec, raw) -> str:
     """Baseline rows from ``monitor.baseline_source`` with the columns the engine reads."""
-    from mlops_framework.sources import quote_identifier
+    from mlops_framework.contracts import quote_identifier
 
     con.execute(f"CREATE OR REPLACE TEMP TABLE __baseline AS SELECT *, {quote_identifier(run.features.target)} AS __actual, "
                 f"{quote_identifier(spec.prediction_column)} AS __predicted, "
@@ -1208,7 +1209,7 @@ def _digest(value) -> str:
 
 
 def _q(name):
-    from mlops_framework.sources import quote_identifier
+    from mlops_framework.contracts import quote_identifier
 
     return quote_identifier(name)
 

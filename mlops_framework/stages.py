@@ -7,7 +7,7 @@ Each reads the objects it needs from the ``Run`` and leaves its output in ``run.
 
 import json
 
-from mlops_framework.contracts import LineageSource
+from mlops_framework.contracts import LineageSource, PlannedRegistry
 from mlops_framework.errors import MlopsError
 from mlops_framework.pipeline import Stage
 
@@ -328,6 +328,16 @@ def register(run):
     )
 
 
+def planned_registration(run) -> list[str]:
+    """The registry's own operations for this run's register stage, when it can plan them (else none)."""
+    if not isinstance(run.registry, PlannedRegistry):
+        return []
+    reg = run.registration
+    return run.registry.plan_log_model(
+        model_name=reg.model_name, version_name=reg.version_name, comment=reg.comment, tags=reg.tags,
+        flavor="xgboost" if run.model._target_.startswith("xgboost.") else "sklearn", task=run.features.task)
+
+
 def scoring_version(run):
     """The version (or alias) a score stage uses: ``scoring.version``, else this run's, else the latest."""
     if run.scoring.version:
@@ -419,7 +429,7 @@ BUILTIN_STAGES = (
     Stage("train", train, lambda run: f"fit {run.model.describe()} (its regressor for a regression task)"),
     Stage("evaluate", evaluate, lambda run: "per task on validation and holdout: accuracy, macro precision/recall/F1, "
           "ROC AUC, confusion matrix (multiclass adds weighted scores, log loss); RMSE, MAE, R2, residuals (regression)"),
-    Stage("register", register, lambda run: f"log {run.registration.model_name} {run.registration.version_name or 'next vN'} in {run.registry.describe()} with metrics, task, tags {sorted(run.registration.tags)}"),
+    Stage("register", register, lambda run: f"log {run.registration.model_name} {run.registration.version_name or 'next vN'} in {run.registry.describe()} with metrics, task, tags {sorted(run.registration.tags)}" + "".join(f"\n       {line}" for line in planned_registration(run))),
     Stage("score", score, _describe_score),
 )
 

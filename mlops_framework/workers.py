@@ -24,8 +24,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BL
 DEFAULT_PRELOAD = (
     "cloudpickle", "numpy", "pandas", "pyarrow", "pyarrow.parquet", "duckdb", "xgboost", "sklearn.model_selection",
     "sklearn.metrics", "hydra.core.utils", "mlops_framework.pipeline",
-    "mlops_framework.stages", "mlops_framework.features", "mlops_framework.model", "mlops_framework.registry",
-    "mlops_framework.sources", "mlops_framework.synthetic", "mlops_framework.sweeps",
+    "mlops_framework.stages", "mlops_framework.features", "mlops_framework.model", "mlops_local.registry",
+    "mlops_local.sources", "mlops_local.synthetic", "mlops_framework.sweeps",
 )
 
 

@@ -14,8 +14,8 @@ from sklearn import metrics as skm
 
 from mlops_framework import monitoring as mon
 from mlops_framework.errors import MlopsError
-from mlops_framework.sinks import DuckDBSink
-from mlops_framework.sources import DuckDBTableSource
+from mlops_local.sinks import DuckDBSink
+from mlops_local.sources import DuckDBTableSource
 
 
 @pytest.fixture(scope="module")
@@ -393,7 +393,7 @@ def test_the_task_and_classes_come_from_the_version_record_without_loading_the_m
     model imports its library: seconds for a run with one new window)."""
     from types import SimpleNamespace
 
-    from mlops_framework.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     class Files:  # a version whose files are no loadable model: loading it would fail
         def save(self, directory):
@@ -458,7 +458,7 @@ def test_multiclass_log_loss_per_window_matches_scikit_learn(tmp_path, monkeypat
     """From the predictions' PROBA_<class> columns, per window, through the monitor stage (the classes from
     the version record), equal to scikit-learn's log loss of the same rows."""
     from mlops_framework.lifecycle import monitor
-    from mlops_framework.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     class Files:
         def save(self, directory):

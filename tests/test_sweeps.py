@@ -16,7 +16,7 @@ from mlops_framework import config
 from mlops_framework.hookspecs import hookimpl
 from mlops_framework.pipeline import build_run
 from mlops_framework.plugins import Components, get_plugin_manager
-from mlops_framework.registry import LocalRegistry
+from mlops_local.registry import LocalRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 
