@@ -644,7 +644,7 @@ class WarehouseMonitor:
         for i, column in enumerate(self.columns):
             if column in known and any(stats[5 * i + 4] for _, _, _, *stats in windows):
                 label = self._label_expr(_q(column))
-                listed = ", ".join(sql_string(label) for label in known[column])
+                listed = ", ".join(sql_string(name) for name in known[column])
                 for v, w, value, n in con.execute(
                         f"SELECT __version, __window, {label}, count(*) FROM {relation} "
                         f"WHERE {f'{label} NOT IN ({listed})' if listed else 'true'} GROUP BY ALL").fetchall():
