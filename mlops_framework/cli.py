@@ -92,14 +92,16 @@ def _help_text():
     return "\n".join(lines)
 
 
-def execute(cfg, components, output_dir, *, keep_model_in=None):
+def execute(cfg, components, output_dir, *, keep_model_in=None, shared=None):
     """Check, resolve and run a composed config (``mlops_framework.runner``) with its trackers around it;
     print and return its summary. ``keep_model_in``: a directory where a local registry takes the run's model
-    instead of the configured registry (a sweep's trial, see ``mlops_framework.sweeps``)."""
+    instead of the configured registry (a sweep's trial, see ``mlops_framework.sweeps``); ``shared``: the data
+    earlier trials in this process made (a sweep's trial, see ``mlops_framework.shared_data``)."""
     from mlops_framework import config, runner, tracking
 
     config.check(cfg, components)
-    resolved = config.resolved(cfg)  # secrets redacted: what trackers log and files hold
+    values = config.resolved_values(cfg)  # resolved once: with the secrets for the run, redacted for the rest
+    resolved = config.redact(values)  # secrets redacted: what trackers log and files hold
     trackers = tracking.build_trackers(resolved, components)  # their keys checked before anything is written
     registry = None
     if keep_model_in is not None:
@@ -107,8 +109,8 @@ def execute(cfg, components, output_dir, *, keep_model_in=None):
                                     where="the trial's own registry")
     with tracking.track(trackers, components) as begin:  # one run in each tracker (tracker=[local,mlflow])
         # the values with their secrets: they reach notifiers and connections intact; what is written is redacted
-        result = runner.execute(config.resolved_values(cfg), components, output_dir, announce=begin,
-                                registry=registry)
+        result = runner.execute(values, components, output_dir, announce=begin,
+                                registry=registry, shared=shared)
     print("\n".join(result.lines()))
     return result.to_dict()
 
@@ -129,6 +131,7 @@ def _run(overrides):
     composing = _HydraStderr(held=not any(item in ("-m", "--multirun") for item in overrides))
 
     def task(cfg):
+        from mlops_framework import shared_data
         from mlops_framework.sweep_record import keep_trial_model
 
         composing.release()
@@ -136,7 +139,8 @@ def _run(overrides):
         try:
             output_dir = HydraConfig.get().runtime.output_dir
             config.scrub_hydra_files(output_dir)  # written by Hydra before this
-            return execute(cfg, components, output_dir, keep_model_in=keep_trial_model(HydraConfig.get(), output_dir))
+            return execute(cfg, components, output_dir, keep_model_in=keep_trial_model(HydraConfig.get(), output_dir),
+                           shared=shared_data.in_this_process() if multirun else None)
         except MlopsError as error:
             print(f"mlops: error: {_scrubbed(error)}", file=sys.stderr)
             if multirun:  # one failed trial: the others go on; the sweep reports it at the end (sweeps.py)

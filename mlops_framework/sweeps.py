@@ -198,8 +198,11 @@ def finish(sweep_dir, *, register=DEFAULT_REGISTER, alias=DEFAULT_ALIAS, metric=
     board = leaderboard(sweep_dir, metric=metric, direction=direction)
     best = board["best"]
     if best and best["kept"] and register == "best":
+        from mlops_framework.workers import call_warm
+
         try:
-            register_trial(board, best)
+            registered = call_warm(register_trial, {key: board[key] for key in ("sweep_dir", "metric")}, dict(best))
+            best.update(model=registered["model"], version=registered["version"])
         except Exception as error:  # the leaderboard stands; say why nothing was registered
             _warn(f"register trial {best['trial']}'s model", error)
     write_csv(board, sweep_dir / "leaderboard.csv")

@@ -19,7 +19,7 @@ def _split(spec, rows=1000, positive_share=0.3):
     y = pd.Series((np.arange(rows) % 10 < positive_share * 10).astype(int))
     X = pd.DataFrame({"A": np.arange(rows, dtype=float)})
     run = SimpleNamespace(results={"X": X, "y": y, "contract": SimpleNamespace(task="binary")}, split=spec,
-                          summarize=lambda key, line: None)
+                          summarize=lambda key, line: None, shared=None)
     split(run)
     return run.results["splits"]
 
