@@ -104,9 +104,22 @@ def format_value(value):
     if isinstance(value, float):
         return repr(value)
     text = str(value)
-    if isinstance(value, str) and not SAFE_VALUE.match(text):
-        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, str) and not (SAFE_VALUE.match(text) and _bare_string(text)):
+        # Hydra unescapes a backslash only before a quote or at the end of a quoted value
+        escaped = re.sub(r"(\\+)(?='|$)", lambda run: run[1] * 2, text).replace("'", "\\'")
+        return "'" + escaped + "'"
     return text
+
+
+def _bare_string(text):
+    """Whether Hydra reads ``text`` unquoted back as the same string (not null, a bool or a number)."""
+    if text.lower() in ("null", "true", "false"):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return True
+    return False
 
 
 def describe_distribution(distribution):
