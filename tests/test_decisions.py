@@ -24,3 +24,449 @@ def test_sweep_values_survive_hydras_parser(value):
 
     parsed = OverridesParser.create().parse_override(fixed[0]).value()
     assert parsed == value and type(parsed) is type(value)
+
+
+# ---------------------------------------------------------------- secret redaction (config.py)
+from mlops_framework import config  # noqa: E402
+from mlops_framework.config import REDACTED  # noqa: E402
+
+
+@pytest.fixture
+def no_secrets(monkeypatch):
+    monkeypatch.setattr(config, "_SECRET_VALUES", set())
+    return config._SECRET_VALUES
+
+
+@pytest.mark.parametrize("key", ["password", "PASSWORD", "db_password", "passphrase", "private_key_passcode",
+                                 "passwd", "private_key_file_pwd", "client_secret", "token", "X-Token",
+                                 "credentials", "Authorization", "authorisation", "api_key", "api-key", "apikey",
+                                 "private_key", "key", "db_key", "ssh-key"])
+def test_secret_looking_keys_are_redacted(key, no_secrets):
+    assert config.redact({key: "s3cr3t-value", "user": "me"}) == {key: REDACTED, "user": "me"}
+
+
+@pytest.mark.parametrize("key", ["private_key_file", "keyboard", "monkey", "key_id", "user", "partition_by"])
+def test_other_keys_are_kept(key, no_secrets):
+    assert config.redact({key: "value"}) == {key: "value"}
+
+
+def test_redaction_recurses_and_leaves_structure_null_and_other_types(no_secrets):
+    data = {"connection": {"password": "pw-1234", "port": 443, "token": None},
+            "headers": [{"Authorization": "Bearer abcd"}, "https://u:pw-in-url@host/x"],
+            "secret": {"nested": "kept"}, "n": 3}
+    assert config.redact(data) == {"connection": {"password": REDACTED, "port": 443, "token": None},
+                                   "headers": [{"Authorization": REDACTED}, f"https://{REDACTED}@host/x"],
+                                   "secret": {"nested": "kept"}, "n": 3}
+    assert no_secrets == set(), "redact remembers nothing unless asked"
+
+
+def test_redaction_remembers_values_and_url_passwords_when_asked(no_secrets):
+    config.redact({"password": "pw-1234", "url": "https://user:pw-in-url@host/x", "user": "someone"},
+                  remember=True)
+    assert no_secrets == {"pw-1234", "pw-in-url"}
+    assert config.scrub("pw-1234 and pw-in-url, someone") == f"{REDACTED} and {REDACTED}, someone"
+
+
+def test_remembered_secrets_are_four_characters_or_more_and_never_the_marker(no_secrets):
+    for value in ("abc", REDACTED, 12345, None, "abcd"):
+        config.remember_secret(value)
+    assert no_secrets == {"abcd"}
+
+
+def test_scrub_replaces_the_longest_secret_first(no_secrets):
+    config.remember_secret("abcd")
+    config.remember_secret("abcdefgh")
+    assert config.scrub("x abcdefgh y abcd") == f"x {REDACTED} y {REDACTED}"
+
+
+@pytest.mark.parametrize("text, masked", [
+    ("https://user:pw@host/path", f"https://{REDACTED}@host/path"),
+    ("smtp+ssl://token@mail.example:465 and http://a:b@c", f"smtp+ssl://{REDACTED}@mail.example:465 and http://{REDACTED}@c"),
+    ("https://host/path?to=a@b", "https://host/path?to=a@b"),
+    ("user@example.com", "user@example.com"),
+])
+def test_url_credentials_are_masked(text, masked):
+    assert config.mask_url(text) == masked
+
+
+def test_command_line_secrets_are_found_by_the_last_key_segment(no_secrets):
+    assert config._override_secret("+connection.password=pa=ss") == ("+connection.password", "pa=ss")
+    assert config._override_secret("password.length=12") is None
+    assert config._override_secret("password") is None
+    assert config._override_secret(42) is None
+    data = {"task": {"overrides": ["model.threshold=0.4", "+connection.private_key_file_pwd=long-pass"]},
+            "hydra": [["alerts.notifiers.hook.headers.X-Token=tok-9876"]]}
+    assert config._redact_overrides(data) == {
+        "task": {"overrides": ["model.threshold=0.4", f"+connection.private_key_file_pwd={REDACTED}"]},
+        "hydra": [[f"alerts.notifiers.hook.headers.X-Token={REDACTED}"]]}
+    config._remember_override_secrets(data)
+    assert no_secrets == {"long-pass", "tok-9876"}
+
+
+# ---------------------------------------------------------------- features: task, roles, names, classes
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from mlops_framework import features as F  # noqa: E402
+from mlops_framework.errors import MlopsError  # noqa: E402
+
+
+@pytest.mark.parametrize("values, task", [
+    ([0, 1, 1, None], "binary"), (["a", "b", "a"], "binary"), (["a", "b", "c"], "multiclass"),
+    ([1, 2, 3], "multiclass"), ([1.0, 2.0, 3.0], "multiclass"), (list(range(20)), "multiclass"),
+    (list(range(21)), "regression"), ([0.5, 1.0, 2.0], "regression"),
+    (pd.Categorical(["x", "y", "z"]), "multiclass"),
+])
+def test_the_task_follows_the_target(values, task):
+    assert F.infer_task(pd.Series(values), "T") == task
+
+
+def test_a_target_with_one_value_or_times_is_refused():
+    with pytest.raises(MlopsError, match=r"target column 'T' has only one value \(1\): nothing to learn"):
+        F.infer_task(pd.Series([1, 1, None]), "T")
+    with pytest.raises(MlopsError, match=r"only one value \(no values\)"):
+        F.infer_task(pd.Series([None, None], dtype=float), "T")
+    with pytest.raises(MlopsError, match="has time values: a target must hold numbers, strings or bools"):
+        F.infer_task(pd.Series(pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"])), "T")
+
+
+@pytest.mark.parametrize("values, kind", [
+    (pd.Series([True, False]), "bool"), (pd.Series([1, 2]), "numeric"), (pd.Series([1.5, None]), "numeric"),
+    (pd.Series(pd.to_datetime(["2024-01-01"])), "time"), (pd.Series(pd.period_range("2024-01", periods=2, freq="M")), "time"),
+    (pd.Series(pd.Categorical(["a"])), "categorical"), (pd.Series([None, None], dtype=object), "empty"),
+    (pd.Series([True, None], dtype=object), "bool"), (pd.Series(["a", None], dtype=object), "categorical"),
+    (pd.Series([pd.Timestamp("2024-01-01").date()], dtype=object), "time"),
+    (pd.Series([1, 2], dtype=object), "numeric"), (pd.Series([1, 2.5], dtype=object), "numeric"),
+    (pd.Series([b"x"], dtype=object), "other"), (pd.Series([1, "a"], dtype=object), "other"),
+])
+def test_column_kinds(values, kind):
+    assert F._kind(values) == kind
+
+
+def test_id_like_columns():
+    rows = F._ID_MIN_ROWS
+    unique = pd.Series([f"k{i}" for i in range(rows)])
+    assert F._id_like(unique, "categorical") == "id-like (a different string on every row)"
+    assert F._id_like(unique[: rows - 1], "categorical") is None, "too few rows to call unique strings an id"
+    many = pd.Series([f"k{i % 60}" for i in range(110)])  # 60 distinct > max(50, 55)
+    assert F._id_like(many, "categorical") == "id-like (60 distinct strings in 110 rows)"
+    assert F._id_like(pd.Series([f"k{i % 55}" for i in range(110)]), "categorical") is None
+    assert F._id_like(pd.Series([f"k{i % 51}" for i in range(60)]), "categorical") == "id-like (51 distinct strings in 60 rows)"
+    assert F._id_like(pd.Series([f"k{i % 50}" for i in range(60)]), "categorical") is None
+    numbers = pd.Series(range(rows), name="N")
+    assert F._id_like(numbers, "numeric") == "id-like (a different whole number on every row, in order)"
+    assert F._id_like(numbers[: rows - 1], "numeric") is None
+    shuffled = pd.Series([3, 1, 2, 0, 4, 5, 6, 7, 8, 9], name="N")
+    assert F._id_like(shuffled, "numeric") is None
+    assert F._id_like(shuffled.rename("LoanId"), "numeric") is not None
+    assert F._id_like(numbers.astype(float), "numeric") is None, "floats are measurements, not ids"
+    assert F._id_like(pd.Series([1, 1, 2, 3, 4, 5, 6, 7, 8, 9], name="ID"), "numeric") is None
+    assert F._id_like(unique, "numeric") is None
+
+
+def test_roles_are_inferred_from_types_and_names():
+    n = 12
+    frame = pd.DataFrame({
+        "T": [0, 1] * (n // 2), "AGE": np.arange(n) % 5 * 1.5, "FLAG": [True, False] * (n // 2),
+        "CITY": ["a", "b", "c"] * (n // 3), "ROW": range(n), "WHEN": pd.date_range("2024-01-01", periods=n),
+        "EMPTY": [None] * n, "BLOB": [b"x"] * n, "PREDICTED_SCORE": 0.5, "PROBA_1": 0.5, "DROP": 1, "KEY": range(n),
+        "AT": pd.date_range("2024-01-01", periods=n),
+    })
+    roles = F.infer_roles(frame, target="T", id="KEY", time="AT", exclude=["DROP"])
+    assert roles.numeric == ["AGE", "FLAG"] and roles.categorical == ["CITY"]
+    assert (roles.target, roles.id, roles.time) == ("T", "KEY", "AT")
+    assert roles.skipped == {
+        "DROP": "excluded", "KEY": "the row id (features.id)", "AT": "the time column (features.time)",
+        "ROW": "id-like (a different whole number on every row, in order)",
+        "WHEN": "a date/time column (name it in features.numeric to use it)", "EMPTY": "every value is missing",
+        "BLOB": "values of type object are not features", "PREDICTED_SCORE": "a column scoring writes",
+        "PROBA_1": "a column scoring writes"}
+    assert roles.lines()[:3] == ["target       T", "numeric      AGE, FLAG", "categorical  CITY"]
+
+
+def test_explicit_feature_lists_are_taken_as_given_and_make_id_and_time_optional():
+    frame = pd.DataFrame({"T": [0, 1, 0], "A": [1.0, 2.0, 3.0], "B": ["x", "y", "x"], "C": [1, 2, 3]})
+    roles = F.infer_roles(frame, target="T", numeric=["C"], categorical=[], id="GONE", time="GONE_TOO")
+    assert (roles.numeric, roles.categorical, roles.id, roles.time) == (["C"], [], None, None)
+    roles = F.infer_roles(frame, target="T", categorical="B")
+    assert (roles.numeric, roles.categorical) == (["A", "C"], ["B"])
+    with pytest.raises(MlopsError, match="features.id names 'GONE', not a column"):
+        F.infer_roles(frame, target="T", numeric=["C"], id="GONE")
+
+
+def test_unknown_or_missing_columns_are_named_with_a_hint():
+    frame = pd.DataFrame({"Target": [0, 1], "A": [1.0, 2.0]})
+    with pytest.raises(MlopsError, match=r"features.target names 'target' \(did you mean 'Target'\?\), not a column"
+                                         r" of the data; columns: Target, A"):
+        F.infer_roles(frame, target="target")
+    with pytest.raises(MlopsError, match=r"features.exclude names 'B', not a column of the data; columns: Target, A$"):
+        F.infer_roles(frame, target="Target", exclude=["B"])
+    with pytest.raises(MlopsError, match="features.target must name the target column, got ''"):
+        F.infer_roles(frame, target="")
+    with pytest.raises(MlopsError, match="features.numeric must be a list of column names, got 3"):
+        F.infer_roles(frame, target="Target", numeric=3)
+    with pytest.raises(MlopsError, match=r"no feature columns in the data besides the target 'Target': A: excluded"):
+        F.infer_roles(frame, target="Target", exclude="A")
+    with pytest.raises(MlopsError, match=r"besides the target 'Target': no other columns"):
+        F.infer_roles(frame[["Target"]], target="Target")
+
+
+def test_feature_name_lists_are_checked():
+    F._check_names(["A"], [], "T")
+    F._check_names([], ["B"], "T")
+    for args, message in [(([], [], "T"), "no feature columns: list at least one"),
+                          ((["A", "B"], ["B", "A"], "T"), "listed as both numeric and categorical: A, B"),
+                          ((["A", "A"], [], "T"), "numeric feature columns listed twice: A"),
+                          ((["A"], ["C", "C"], "T"), "categorical feature columns listed twice: C"),
+                          ((["T"], [], "T"), "the target column 'T' is also listed as a feature"),
+                          ((["A"], ["T"], "T"), "the target column 'T' is also listed as a feature")]:
+        with pytest.raises(MlopsError, match=message):
+            F._check_names(*args)
+
+
+def test_classes_are_learned_sorted_and_checked():
+    assert F._learn_classes(pd.Series([1, 0, 1]), "T", "binary") == [0, 1]
+    assert F._learn_classes(pd.Series(["b", "c", "a"]), "T", "multiclass") == ["a", "b", "c"]
+    assert F._learn_classes(pd.Series([1.5, 2.0]), "T", "regression") == []
+    for series, task, message in [
+        (pd.Series([1.0, None]), "binary", "has 1 missing value"),
+        (pd.Series([True, False]), "regression", "has dtype bool: regression needs numbers"),
+        (pd.Series(["a", "b"]), "regression", "has dtype object"),
+        (pd.Series([1, "a"], dtype=object), "multiclass", "mixes value types"),
+        (pd.Series([1, 1]), "binary", r"has only one class \(1\): a binary classifier needs exactly two classes"),
+        (pd.Series(["x"]), "multiclass", "has only one class .*: classification needs two or more"),
+        (pd.Series([], dtype=float), "binary", "has no rows"),
+        (pd.Series(range(12)), "binary", r"has 12 classes \(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \.\.\.\): binary"),
+        (pd.Series([0, 1, 2]), "binary", r"has 3 classes \(0, 1, 2\): binary classification needs exactly two"),
+    ]:
+        with pytest.raises(MlopsError, match=message):
+            F._learn_classes(series, "T", task)
+    assert F._learn_classes(pd.Series([0, 1, 2]), "T", "multiclass") == [0, 1, 2]
+
+
+def test_vocabularies_are_sorted_natives_of_one_type():
+    assert F._learn_vocabulary(pd.Series(["b", None, "a"]), "C") == ["a", "b"]
+    assert F._learn_vocabulary(pd.Series([2, True], dtype=object), "C") == [True, 2]
+    assert F._learn_vocabulary(pd.Series([2, 1.5], dtype=object), "C") == [1.5, 2]
+    assert type(F._learn_vocabulary(pd.Series(np.array([3, 1])), "C")[0]) is int
+    with pytest.raises(MlopsError, match="categorical feature column 'C' has no values"):
+        F._learn_vocabulary(pd.Series([None, np.nan], dtype=object), "C")
+    with pytest.raises(MlopsError, match="has values of type int, str: use one type"):
+        F._learn_vocabulary(pd.Series(["a", 1], dtype=object), "C")
+
+
+# ---------------------------------------------------------------- split (stages.py)
+from types import SimpleNamespace  # noqa: E402
+
+from mlops_framework.pipeline import SplitSpec  # noqa: E402
+from mlops_framework.stages import _fractions, classification_metrics, resolve_task, split  # noqa: E402
+
+
+def _run_split(spec, y, task="binary", time=None):
+    X = pd.DataFrame({"A": np.arange(len(y), dtype=float)})
+    frame = X.assign(WHEN=time if time is not None else 0)
+    said = []
+    run = SimpleNamespace(results={"X": X, "y": pd.Series(y), "frame": frame, "contract": SimpleNamespace(task=task)},
+                          split=spec, features=SimpleNamespace(time="WHEN" if time is not None else None),
+                          summarize=lambda key, line: said.append((key, line)))
+    split(run)
+    return {name: sorted(part[0]["A"].astype(int)) for name, part in run.results["splits"].items()}, said
+
+
+def test_a_time_split_holds_out_the_latest_rows_and_validates_on_the_ones_before():
+    time = pd.date_range("2024-01-01", periods=10)[::-1]  # row 0 is the latest
+    parts, _ = _run_split(SplitSpec(holdout=0.25, validation=0.5, order="time"), [0, 1] * 5, time=time)
+    assert parts == {"train": [7, 8, 9], "validation": [3, 4, 5, 6], "holdout": [0, 1, 2]}  # ceil(2.5), ceil(3.5)
+
+
+def test_a_time_split_needs_the_time_column_and_a_training_row():
+    with pytest.raises(MlopsError, match="split.order=time needs the time column"):
+        _run_split(SplitSpec(order="time"), [0, 1] * 5)
+    parts, _ = _run_split(SplitSpec(holdout=0.3, validation=0.5, order="time"), [0, 1, 0], time=[3, 2, 1])
+    assert parts == {"train": [2], "validation": [1], "holdout": [0]}
+    with pytest.raises(MlopsError, match="cannot split 2 rows by time into train/validation/holdout"):
+        _run_split(SplitSpec(holdout=0.3, validation=0.5, order="time"), [0, 1], time=[2, 1])
+
+
+def test_a_random_split_is_seeded_and_stratified_only_for_classification():
+    y = [0] * 90 + [1] * 10
+    parts, said = _run_split(SplitSpec(holdout=0.2, validation=0.25, seed=3), y)
+    assert said == []
+    assert sum(a >= 90 for a in parts["holdout"]) == 2 and sum(a >= 90 for a in parts["validation"]) == 2
+    assert parts != _run_split(SplitSpec(holdout=0.2, validation=0.25, seed=4), y)[0]
+    assert parts == _run_split(SplitSpec(holdout=0.2, validation=0.25, seed=3), y)[0]
+    values = np.arange(100) * 1.5  # a regression target: never stratified, nothing to say
+    parts, said = _run_split(SplitSpec(holdout=0.2, validation=0.25, seed=3), values, task="regression")
+    assert said == [] and [len(p) for p in parts.values()] == [60, 20, 20]
+    unstratified, _ = _run_split(SplitSpec(holdout=0.2, validation=0.25, seed=3, stratify=False), y)
+    assert unstratified != _run_split(SplitSpec(holdout=0.2, validation=0.25, seed=3), y)[0]
+
+
+def test_a_class_too_rare_to_stratify_is_split_at_random_and_said():
+    y = [0] * 19 + [1]
+    parts, said = _run_split(SplitSpec(holdout=0.2, validation=0.25, seed=1), y)
+    assert [len(p) for p in parts.values()] == [12, 4, 4]
+    assert said and said[0][0] == "split" and said[0][1].startswith("not stratified: ")
+    with pytest.raises(MlopsError, match="cannot split 1 rows: "):
+        _run_split(SplitSpec(), [0])
+    with pytest.raises(MlopsError, match="cannot split 1 rows: "):
+        _run_split(SplitSpec(stratify=False), [0])
+
+
+def test_split_fractions_are_described_as_shares():
+    assert _fractions(SplitSpec(holdout=0.2, validation=0.25)) == "60%/20%/20%"
+    assert _fractions(SplitSpec(holdout=0.1, validation=0.5)) == "45%/45%/10%"
+
+
+def test_the_task_is_the_configured_one_unless_auto():
+    spec = SimpleNamespace(task="multiclass", target="T")
+    assert resolve_task(spec, "xgboost.XGBClassifier", pd.Series([0, 1])) == "multiclass"
+    spec.task = "auto"
+    assert resolve_task(spec, "xgboost.XGBRegressor", pd.Series([0, 1])) == "regression"
+    assert resolve_task(spec, "xgboost.XGBClassifier", pd.Series([0, 1, 1])) == "binary"
+    with pytest.raises(MlopsError, match="target column 'T' has only one value"):
+        resolve_task(spec, "xgboost.XGBClassifier", pd.Series([1, 1]))
+
+
+def test_validation_metrics_use_the_threshold_inclusively():
+    m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.5, 0.5, 0.9]), 0.5)
+    assert m["confusion_matrix"] == [[1, 1], [0, 2]] and m["rows"] == 4
+    assert m["accuracy"] == 0.75 and m["roc_auc"] == pytest.approx(0.875)
+    assert m["precision"] == pytest.approx((1 + 2 / 3) / 2) and m["recall"] == pytest.approx(0.75)
+    assert m["f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert m["classification_report"]["1"]["support"] == 2
+    assert classification_metrics(np.array([1, 1]), np.array([0.2, 0.9]), 0.5)["roc_auc"] is None
+
+
+# ---------------------------------------------------------------- promotion gate (lifecycle.py)
+from mlops_framework.alerts import Alert  # noqa: E402
+from mlops_framework.lifecycle import drift_alerts, gate, mcnemar, paired_bootstrap  # noqa: E402
+from mlops_framework.pipeline import PromotionSpec  # noqa: E402
+
+
+def _vs(candidate, champion, metric="f1", task="binary", test=None, rows=1234):
+    return {"task": task, "holdout_rows": rows, "candidate": {metric: candidate}, "test": test,
+            "champion": None if champion is None else {metric: champion}}
+
+
+def _alert(rule, metric="psi", version=None):
+    return Alert(rule=rule, metric=metric, op=">", threshold=0.2, value=0.3, window_start=None, window_end=None,
+                 model_version=version)
+
+
+def test_the_gate_says_why_it_passes_or_refuses():
+    assert gate(PromotionSpec(), _vs(0.8, None)) == (True, "gate passed: no champion holds PRODUCTION on 1,234 holdout rows")
+    assert gate(PromotionSpec(promote_first=False, alias="STAGING"), _vs(0.8, None)) == (
+        False, "refused: no version holds STAGING and promotion.promote_first is false on 1,234 holdout rows")
+    assert gate(PromotionSpec(min_value=0.9), _vs(None, None)) == (
+        False, "refused: f1 n/a < min_value 0.9 on 1,234 holdout rows")
+    assert gate(PromotionSpec(min_value=0.9, min_improvement=0.1), _vs(0.5, 0.45)) == (
+        False, "refused: f1 0.5000 < min_value 0.9; f1 0.5000 < champion's 0.4500 + 0.1 on 1,234 holdout rows")
+
+
+def test_the_gate_follows_a_lower_is_better_metric():
+    spec = PromotionSpec(metric="rmse", min_improvement=0.5, min_value=3.0)
+    assert gate(spec, _vs(2.0, 2.5, "rmse", "regression")) == (
+        True, "gate passed: rmse 2.0000 vs champion's 2.5000 - 0.5 on 1,234 holdout rows")
+    assert gate(spec, _vs(2.1, 2.5, "rmse", "regression")) == (
+        False, "refused: rmse 2.1000 > champion's 2.5000 - 0.5 on 1,234 holdout rows")
+    assert gate(spec, _vs(3.0, None, "rmse", "regression"))[0]
+    assert gate(spec, _vs(3.5, None, "rmse", "regression")) == (
+        False, "refused: rmse 3.5000 > limit (min_value) 3.0 on 1,234 holdout rows")
+    assert gate(PromotionSpec(), _vs(2.0, 2.5, "rmse", "regression"))[0], "the task's default metric"
+
+
+def test_the_gate_on_a_paired_bootstrap_needs_the_lower_bound_strictly_above_the_margin():
+    test = {"test": "paired bootstrap", "improvement": 0.05, "lower": 0.01, "upper": 0.09, "confidence": 0.9,
+            "resamples": 200}
+    interval = "f1 improvement +0.0500, 90% paired bootstrap interval [+0.0100, +0.0900] (200 resamples)"
+    assert gate(PromotionSpec(), _vs(0.8, 0.75, test=test)) == (
+        True, f"gate passed: {interval} above 0.0 on 1,234 holdout rows")
+    assert gate(PromotionSpec(min_improvement=0.01), _vs(0.8, 0.75, test=test)) == (
+        False, f"refused: {interval}: lower bound not above min_improvement 0.01 on 1,234 holdout rows")
+    assert gate(PromotionSpec(), _vs(0.7, 0.75, test=test))[0], "the interval decides, not the point values"
+
+
+def test_the_gate_with_mcnemar_needs_p_below_one_minus_confidence():
+    def test(p):
+        return {"test": "mcnemar", "p_value": p, "only_challenger_right": 9, "only_champion_right": 2}
+
+    spec = PromotionSpec(confidence=0.9, test="mcnemar")
+    assert gate(spec, _vs(0.8, 0.75, test=test(0.0999))) == (
+        True, "gate passed: f1 0.8000 vs champion's 0.7500 + 0.0, McNemar p = 0.0999 (9 vs 2 rows) on 1,234 holdout rows")
+    passed, reason = gate(spec, _vs(0.8, 0.75, test=test(0.1)))
+    assert not passed and reason == "refused: McNemar p = 0.1000 (9 vs 2 rows) not below 0.1 on 1,234 holdout rows"
+    assert not gate(spec, _vs(0.7, 0.75, test=test(0.01)))[0], "a worse point value is refused whatever p says"
+
+
+def test_the_gate_blocks_on_drift_alerts_only_when_asked_and_names_each_once():
+    alerts = [_alert("psi_high", version="V2"), _alert("psi_high", version="V2"), _alert("js_high"),
+              _alert("f1_low", metric="f1")]
+    assert gate(PromotionSpec(), _vs(0.8, 0.7), alerts)[0]
+    assert gate(PromotionSpec(block_on_drift_alert=True), _vs(0.8, 0.7), alerts) == (
+        False, "refused: drift alert(s) on the champion's recent windows or in this run: js_high, psi_high (V2)"
+               " on 1,234 holdout rows")
+    assert gate(PromotionSpec(block_on_drift_alert=True), _vs(0.8, 0.7), [_alert("f1_low", metric="f1")])[0]
+
+
+def test_drift_alerts_are_this_runs_alone_without_a_champion_monitor_or_blocking():
+    mine = [_alert("psi_high")]
+    run = SimpleNamespace(results={"alerts": mine}, monitor=object())
+    assert drift_alerts(run, PromotionSpec(block_on_drift_alert=True), None) == mine
+    assert drift_alerts(run, PromotionSpec(block_on_drift_alert=False), "V1") == mine
+    assert drift_alerts(SimpleNamespace(results={}, monitor=None), PromotionSpec(block_on_drift_alert=True), "V1") == []
+
+
+def _accuracy(truth, predictions):
+    return float(np.mean(truth == predictions))
+
+
+def test_paired_bootstrap_measures_both_on_the_same_draws_in_the_metrics_direction():
+    truth = np.array([1, 0] * 50)
+    champion = (np.where(np.arange(100) < 30, 1 - truth, truth),)  # wrong on 30 rows
+    challenger = (np.where(np.arange(100) < 10, 1 - truth, truth),)  # wrong on 10 of the same rows
+    result = paired_bootstrap(_accuracy, truth, champion, challenger, resamples=200, confidence=0.9, seed=1)
+    assert result["improvement"] == pytest.approx(0.2) and 0 < result["lower"] < 0.2 < result["upper"]
+    assert {k: result[k] for k in ("test", "confidence", "resamples", "rows")} == {
+        "test": "paired bootstrap", "confidence": 0.9, "resamples": 200, "rows": 100}
+    again = paired_bootstrap(_accuracy, truth, champion, challenger, resamples=200, confidence=0.9, seed=1)
+    assert again == result
+    assert paired_bootstrap(_accuracy, truth, champion, challenger, resamples=200, seed=2)["lower"] != result["lower"]
+    wider = paired_bootstrap(_accuracy, truth, champion, challenger, resamples=200, confidence=0.99, seed=1)
+    assert wider["lower"] < result["lower"] and wider["upper"] > result["upper"]
+    error = paired_bootstrap(lambda t, p: 1 - _accuracy(t, p), truth, champion, challenger, higher_is_better=False,
+                             resamples=200, confidence=0.9, seed=1)
+    assert error["improvement"] == pytest.approx(0.2) and error["lower"] == pytest.approx(result["lower"])
+    differences = []
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        index = rng.integers(0, 100, 100)
+        differences.append(_accuracy(truth[index], challenger[0][index]) - _accuracy(truth[index], champion[0][index]))
+    assert result["lower"] == pytest.approx(np.quantile(differences, 0.05))
+    assert result["upper"] == pytest.approx(np.quantile(differences, 0.95))
+
+
+def test_paired_bootstrap_skips_undefined_draws_and_refuses_no_rows():
+    truth = np.array([0, 1, 1, 0])
+    calls = []
+
+    def sometimes(t, p):
+        calls.append(1)
+        return None if len(calls) % 2 else float(np.mean(t == p))  # the challenger's value is None on every draw
+
+    result = paired_bootstrap(sometimes, truth, (truth,), (truth,), resamples=5)
+    assert np.isnan(result["improvement"]) and np.isnan(result["lower"]) and np.isnan(result["upper"])
+    with pytest.raises(MlopsError, match="the promotion gate has no holdout rows to compare on"):
+        paired_bootstrap(_accuracy, [], ([],), ([],))
+
+
+def test_mcnemar_counts_the_rows_only_one_gets_right():
+    from scipy.stats import binomtest
+
+    truth = np.array([1] * 20)
+    champion = np.array([1] * 10 + [0] * 10)
+    challenger = np.array([1] * 8 + [0] * 2 + [1] * 7 + [0] * 3)
+    result = mcnemar(truth, champion, challenger)
+    assert result == {"test": "mcnemar", "only_challenger_right": 7, "only_champion_right": 2,
+                      "p_value": pytest.approx(binomtest(7, 9, 0.5, alternative="greater").pvalue), "rows": 20}
+    assert mcnemar(truth, champion, champion)["p_value"] == 1.0

@@ -42,7 +42,8 @@ AREAS = {
     "split": (ROOT, _functions("mlops_framework.stages", ["split", "resolve_task", "_fractions",
                                                           "classification_metrics"])),
     "sinks": (ROOT, _functions("mlops_framework.sinks", [
-        "describe_replaced", "_partition_keys", "_split_by_partition", "_partition_segment"])),
+        "describe_replaced", "_partition_keys", "_split_by_partition", "_partition_segment",
+        "_DuckDBWriter.finish", "_DuckDBWriter._count_written"])),
     "registry": (ROOT, _functions("mlops_framework.registry", [
         "_read_history", "_current_aliases", "_next_version", "_natural_key", "LocalRegistry.rollback",
         "LocalRegistry._resolve", "LocalRegistry._move_alias"])),
@@ -65,10 +66,15 @@ AREAS = {
 KILLED = {"killed", "timeout", "caught by type check"}
 
 
-def run(area, max_children):
-    root, patterns = AREAS[area]
-    mutmut = [sys.executable, "-m", "mutmut"]
-    subprocess.run([*mutmut, "run", "--max-children", str(max_children), *patterns], cwd=root, check=False)
+def run(areas, max_children):
+    """One mutmut run per project root for all ``areas`` in it (its clean test run then happens once)."""
+    by_root = {}
+    for area in areas:
+        root, patterns = AREAS[area]
+        by_root.setdefault(root, []).extend(patterns)
+    for root, patterns in by_root.items():
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *patterns],
+                       cwd=root, check=True)
 
 
 def statuses(root):
@@ -107,8 +113,7 @@ def main():
     if unknown:
         parser.error(f"unknown area(s) {', '.join(unknown)}; the areas are {', '.join(AREAS)}")
     if not args.report:
-        for area in areas:
-            run(area, args.max_children)
+        run(areas, args.max_children)
     table(areas)
 
 
