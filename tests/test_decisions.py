@@ -122,7 +122,7 @@ def test_the_task_follows_the_target(values, task):
 
 
 def test_a_target_with_one_value_or_times_is_refused():
-    with pytest.raises(MlopsError, match=r"target column 'T' has only one value \(1\): nothing to learn"):
+    with pytest.raises(MlopsError, match=r"target column 'T' has only one value \(1\.0\): nothing to learn"):
         F.infer_task(pd.Series([1, 1, None]), "T")
     with pytest.raises(MlopsError, match=r"only one value \(no values\)"):
         F.infer_task(pd.Series([None, None], dtype=float), "T")
@@ -470,3 +470,243 @@ def test_mcnemar_counts_the_rows_only_one_gets_right():
     assert result == {"test": "mcnemar", "only_challenger_right": 7, "only_champion_right": 2,
                       "p_value": pytest.approx(binomtest(7, 9, 0.5, alternative="greater").pvalue), "rows": 20}
     assert mcnemar(truth, champion, champion)["p_value"] == 1.0
+
+
+# ---------------------------------------------------------------- alert rules (alerts.py)
+from mlops_framework.alerts import AlertRule, build_rules, evaluate  # noqa: E402
+
+
+def test_alert_rules_are_checked_one_message_each():
+    for keys, message in [
+        ({"metric": "auc"}, r"alerts.rules.r.metric 'auc' is unknown; use one of accuracy, "),
+        ({"metric": "f1", "op": "=="}, r"alerts.rules.r.op '==' is unknown; use one of <, <=, >, >="),
+        ({"metric": "f1", "window": "all"}, "alerts.rules.r.window must be new, last or any, not 'all'"),
+        ({"metric": "f1", "columns": ["A"]}, "alerts.rules.r.columns applies to drift metrics only"),
+        ({"metric": "f1", "against": "champion"}, "alerts.rules.r.against must be baseline or null, not 'champion'"),
+        ({"metric": "psi", "against": "baseline"}, "alerts.rules.r.against: baseline applies to performance metrics"),
+        ({"metric": "rows", "against": "baseline"}, "alerts.rules.r.against: baseline applies to performance metrics"),
+    ]:
+        with pytest.raises(MlopsError, match=message):
+            AlertRule(name="r", threshold=0.5, **keys)
+    for metric in ("psi", "jensen_shannon", "hellinger", "wasserstein", "difference_of_means"):
+        assert AlertRule(name="d", metric=metric, threshold=1, columns=["A"]).is_drift
+    for metric in ("accuracy", "roc_auc", "rmse", "r2", "rows"):
+        assert not AlertRule(name="p", metric=metric, threshold=1, window="any").is_drift
+    assert AlertRule(name="p", metric="f1", threshold=1, against="baseline").against == "baseline"
+
+
+def test_rules_are_built_from_config_skipping_switched_off_ones():
+    rules = build_rules({"low": {"metric": "f1", "threshold": 0.5}, "off": None,
+                         "psi": {"metric": "psi", "threshold": 0.2, "op": ">", "columns": ["A"]}})
+    assert [(r.name, r.metric, r.op, r.threshold, r.columns) for r in rules] == [
+        ("low", "f1", "<", 0.5, None), ("psi", "psi", ">", 0.2, ["A"])]
+    assert build_rules(None) == [] and build_rules({}) == []
+    with pytest.raises(MlopsError, match="alerts.rules.low"):
+        build_rules({"low": {"metric": "f1", "threshold": 0.5, "treshold": 1}})
+
+
+def _window(start, version="V1", **metrics):
+    return {"window_start": start, "window_end": start + 7, "model_version": version, **metrics}
+
+
+def test_rules_fire_per_window_op_and_version():
+    result = {"model_name": "M", "run_id": "R", "performance": [
+        _window(0, f1=0.4, rows=10), _window(7, f1=0.5, rows=10), _window(14, f1=0.6, rows=10),
+        _window(7, "V2", f1=0.45, rows=10)]}
+    fired = evaluate([AlertRule(name="low", metric="f1", threshold=0.5, window="any")], result)
+    assert [(a.window_start, a.model_version, a.value) for a in fired] == [(0, "V1", 0.4), (7, "V2", 0.45)]
+    assert (fired[0].model_name, fired[0].run_id, fired[0].column, fired[0].op, fired[0].threshold) == (
+        "M", "R", None, "<", 0.5)
+    fired = evaluate([AlertRule(name="low", metric="f1", threshold=0.5, op="<=", window="any")], result)
+    assert [a.window_start for a in fired] == [0, 7, 7]
+    fired = evaluate([AlertRule(name="high", metric="f1", threshold=0.5, op=">=", window="last")], result)
+    assert [(a.window_start, a.model_version) for a in fired] == [(14, "V1")]
+    fired = evaluate([AlertRule(name="low", metric="f1", threshold=0.5, window="last")], result)
+    assert [(a.window_start, a.model_version) for a in fired] == [(7, "V2")], "the last window of each version"
+    fired = evaluate([AlertRule(name="few", metric="rows", threshold=10, op=">")], result)
+    assert fired == []
+    assert fired == evaluate([AlertRule(name="gt", metric="f1", threshold=0.6, op=">", window="any")], result)
+
+
+def test_rules_on_new_windows_skip_those_fired_before_and_missing_values():
+    result = {"model_version": "V9", "performance": [
+        {"window_start": 0, "window_end": 7, "f1": 0.1}, {"window_start": 7, "window_end": 14, "f1": 0.2},
+        {"window_start": 14, "window_end": 21, "f1": None}, {"window_start": 21, "window_end": 28, "f1": float("nan")}]}
+    rule = AlertRule(name="low", metric="f1", threshold=0.5)
+    fired = evaluate([rule], result, already={("low", "V9", 0, None)})
+    assert [(a.window_start, a.model_version, a.window_end) for a in fired] == [(7, "V9", 14)]
+    assert len(evaluate([AlertRule(name="low", metric="f1", threshold=0.5, window="any")], result,
+                        already={("low", "V9", 0, None)})) == 2
+
+
+def test_drift_rules_watch_features_or_the_named_columns_by_absolute_value():
+    drift = [{"window_start": 0, "window_end": 7, "column": "A", "role": "feature", "psi": 0.3,
+              "difference_of_means": -2.0},
+             {"window_start": 0, "window_end": 7, "column": "PREDICTED_SCORE", "role": "prediction", "psi": 0.5,
+              "difference_of_means": 0.1}]
+    result = {"performance": [], "drift": drift}
+    fired = evaluate([AlertRule(name="psi", metric="psi", threshold=0.2, op=">")], result)
+    assert [(a.column, a.value) for a in fired] == [("A", 0.3)]
+    fired = evaluate([AlertRule(name="psi", metric="psi", threshold=0.2, op=">", columns=["PREDICTED_SCORE"])], result)
+    assert [a.column for a in fired] == ["PREDICTED_SCORE"]
+    fired = evaluate([AlertRule(name="dm", metric="difference_of_means", threshold=1, op=">", absolute=True)], result)
+    assert [(a.column, a.value) for a in fired] == [("A", -2.0)]
+    assert evaluate([AlertRule(name="dm", metric="difference_of_means", threshold=1, op=">")], result) == []
+    assert evaluate([AlertRule(name="psi", metric="psi", threshold=0.2, op=">", window="new")], result,
+                    already={("psi", None, 0, "A")}) == []
+
+
+def test_rules_against_the_baseline_compare_the_change():
+    result = {"performance": [
+        {"window_start": 0, "window_end": 7, "f1": 0.6, "baseline": {"f1": 0.8}},
+        {"window_start": 7, "window_end": 14, "f1": 0.75, "baseline": {"f1": 0.8}},
+        {"window_start": 14, "window_end": 21, "f1": 0.1, "baseline": {}},
+        {"window_start": 21, "window_end": 28, "f1": 0.1}]}
+    fired = evaluate([AlertRule(name="drop", metric="f1", threshold=-0.1, against="baseline", window="any")], result)
+    assert [(a.window_start, round(a.value, 6), a.baseline) for a in fired] == [(0, -0.2, 0.8)]
+    assert fired[0].message.startswith("drop: f1 - baseline's 0.8 = -0.2 < -0.1 in window 0..7")
+
+
+# ---------------------------------------------------------------- monitoring math (monitoring.py)
+from mlops_framework import monitoring as M  # noqa: E402
+
+
+def test_roc_auc_counts_ties_half_and_needs_both_classes():
+    assert M.roc_auc([0, 1], [0.2, 0.8]) == 1.0 and M.roc_auc([0, 1], [0.8, 0.2]) == 0.0
+    assert M.roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.1, 0.9]) == 0.875
+    assert M.roc_auc([0, 0, 1], [0.3, 0.2, 0.9]) == 1.0
+    assert M.roc_auc([1, 1], [0.2, 0.8]) is None and M.roc_auc([0, 0], [0.2, 0.8]) is None
+    assert M.auc_from_buckets([(0.9, 1, 0), (0.5, 1, 1), (0.1, 0, 1)]) == 0.875
+    assert M.auc_from_buckets([(0.2, 0, 2), (0.8, 3, 0)]) == 1.0
+    assert M.auc_from_buckets([(0.2, 2, 0), (0.8, 0, 3)]) == 0.0
+    assert M.auc_from_buckets([(0.5, 1, 0)]) is None and M.auc_from_buckets([(0.5, 0, 1)]) is None
+
+
+def test_classification_summary_binary_macro_and_zero_division():
+    y, pred = [1, 1, 1, 0, 0], [1, 1, 0, 1, 0]
+    binary = M.classification_summary(y, pred, average="binary")
+    assert binary == {"rows": 5, "accuracy": 0.6, "precision": 2 / 3, "recall": 2 / 3, "f1": pytest.approx(2 / 3),
+                      "roc_auc": None, "tn": 1, "fp": 1, "fn": 1, "tp": 2}
+    macro = M.classification_summary(y, pred, scores=[0.9, 0.8, 0.3, 0.6, 0.1])
+    assert macro["precision"] == pytest.approx((2 / 3 + 1 / 2) / 2) and macro["recall"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert macro["f1"] == pytest.approx((2 / 3 + 1 / 2) / 2) and macro["roc_auc"] == pytest.approx(5 / 6)
+    none = M.classification_summary([0, 0], [0, 0], average="binary")
+    assert (none["precision"], none["recall"], none["f1"], none["accuracy"]) == (0.0, 0.0, 0.0, 1.0)
+    assert M.classification_summary([], [])["accuracy"] == 0.0
+    with pytest.raises(MlopsError, match="monitor.average must be macro or binary, not 'micro'"):
+        M.classification_summary(y, pred, average="micro")
+
+
+def test_metrics_from_confusion_counts():
+    counts = {(1, 1): 2, (1, 0): 1, (0, 1): 1, (0, 0): 1}
+    binary = M.metrics_from_confusion(counts, average="binary")
+    assert binary == {"rows": 5, "accuracy": 0.6, "precision": 2 / 3, "recall": 2 / 3, "f1": pytest.approx(2 / 3),
+                      "tn": 1, "fp": 1, "fn": 1, "tp": 2}
+    flipped = M.metrics_from_confusion(counts, positive=0, average="binary")
+    assert (flipped["precision"], flipped["recall"], flipped["tp"], flipped["tn"], flipped["fp"], flipped["fn"]) == (
+        0.5, 0.5, 1, 2, 1, 1)
+    macro = M.metrics_from_confusion(counts, classes=[0, 1])
+    assert macro["precision"] == pytest.approx((2 / 3 + 1 / 2) / 2) and macro["f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    three = M.metrics_from_confusion({("a", "a"): 2, ("b", "c"): 1, ("c", "c"): 1})
+    assert three["precision"] == pytest.approx((1 + 0 + 0.5) / 3) and three["recall"] == pytest.approx((1 + 0 + 1) / 3)
+    assert "tp" not in three and three["accuracy"] == 0.75
+    empty = M.metrics_from_confusion({}, classes=[])
+    assert empty == {"rows": 0, "accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    with pytest.raises(MlopsError, match="monitor.average must be macro or binary, not 'weighted'"):
+        M.metrics_from_confusion(counts, average="weighted")
+
+
+def test_bins_are_learned_from_the_baseline_and_values_on_an_edge_go_up():
+    assert list(M.bin_edges([0, 1, 2, 3, 4, np.nan], bins=4)) == [1, 2, 3]
+    assert list(M.bin_edges([0, 1, 2, 10], bins=2, binning="uniform")) == [5]
+    assert list(M.bin_edges([1, 1, 1], bins=4)) == [] and list(M.bin_edges([np.nan])) == []
+    with pytest.raises(MlopsError, match="monitor.binning must be quantile or uniform, not 'log'"):
+        M.bin_edges([1, 2], binning="log")
+    assert list(M.histogram([0, 1, 1.5, 2, 3, np.nan], [1, 2])) == [0.2, 0.4, 0.4]
+    assert list(M.histogram([np.nan], [1])) == [0.0, 0.0] and M.histogram([], [1]).dtype == float
+
+
+def test_category_shares_and_the_pooled_rest():
+    assert list(M.frequencies(["a", "b", "a", "z"], ["a", "b"])) == [0.5, 0.25]
+    assert list(M.frequencies([None, "a"], [None, "a"])) == [0.5, 0.5]
+    assert list(M.frequencies([], ["a"])) == [0.0]
+    assert M.learn_categories(["b", "a", "b", None, None, None]) == [None, "b", "a"]
+    assert M.learn_categories(list("aaabbc"), bins=3) == ["a", "b", "c"]
+    assert M.learn_categories(list("aaabbcd"), bins=3) == ["a", "b", M.OTHER]
+    assert M.learn_categories(list("aab"), bins=1) == ["a", M.OTHER]
+
+
+def test_distances_between_distributions():
+    assert M.psi([0.5, 0.5], [0.5, 0.5]) == 0.0
+    assert M.psi([0.25, 0.75], [0.5, 0.5]) == pytest.approx(0.25 * np.log(2) - 0.25 * np.log(2 / 3))
+    assert M.psi([0.0, 1.0], [0.5, 0.5]) == pytest.approx((0.5 - 1e-4) * np.log(0.5 / 1e-4) - 0.5 * np.log(0.5))
+    assert M.psi([0.0, 1.0], [0.5, 0.5], epsilon=0.01) == pytest.approx(0.49 * np.log(50) - 0.5 * np.log(0.5))
+    assert M.jensen_shannon([1, 0], [0, 1]) == 1.0 and M.jensen_shannon([2, 2], [1, 1]) == 0.0
+    assert M.jensen_shannon([3, 1], [1, 1]) == pytest.approx(M.jensen_shannon([0.75, 0.25], [0.5, 0.5]))
+    assert M.hellinger([1, 0], [0, 1]) == 1.0 and M.hellinger([0.5, 0.5], [0.5, 0.5]) == 0.0
+    assert M.hellinger([0.25, 0.75], [0.75, 0.25]) == pytest.approx(np.sqrt(1 - 2 * np.sqrt(0.1875)))
+    assert M.wasserstein([0, 1, np.nan], [2, 3]) == 2.0 and M.wasserstein([1, 2, 3], [1, 2, 3]) == 0.0
+    assert M.wasserstein([0, 4], [1]) == 2.0
+    assert M.wasserstein([np.nan], [1]) is None and M.wasserstein([1], []) is None
+    assert M.wasserstein_from_quantiles([0, 1, 2], [1, 1, 4]) == 1.0
+    for p, q in ([], [1]), ([1], None), (None, [1]):
+        assert M.wasserstein_from_quantiles(p, q) is None
+
+
+def test_numeric_drift_reports_every_metric_on_the_baselines_bins():
+    result = M.drift([0, 1, 2, 3, np.nan], [2, 3, 3, np.nan], kind="numeric", bins=2)
+    assert result["bins"] == ["< 1.5", ">= 1.5"] and result["baseline_hist"] == [0.5, 0.5]
+    assert result["current_hist"] == [0.0, 1.0] and result["null_share"] == 0.25
+    assert result["difference_of_means"] == pytest.approx(8 / 3 - 1.5)
+    assert result["wasserstein"] == pytest.approx(M.wasserstein([0, 1, 2, 3], [2, 3, 3]))
+    assert result["psi"] == pytest.approx(M.psi([0.5, 0.5], [0, 1]))
+    assert result["hellinger"] == pytest.approx(M.hellinger([0.5, 0.5], [0, 1]))
+    assert result["jensen_shannon"] == pytest.approx(M.jensen_shannon([0.5, 0.5], [0, 1]))
+    fixed = M.drift([0, 1, 2, 3], [2, 3], kind="numeric", edges=np.array([1.0, 2.5]))
+    assert fixed["bins"] == ["< 1", "1 - 2.5", ">= 2.5"] and fixed["current_hist"] == [0.0, 0.5, 0.5]
+    uniform = M.drift([0, 1, 2, 10], [9], kind="numeric", bins=2, binning="uniform")
+    assert uniform["bins"] == ["< 5", ">= 5"]
+    empty = M.drift([1.0, 2.0], [], kind="numeric")
+    assert (empty["psi"], empty["jensen_shannon"], empty["hellinger"], empty["wasserstein"],
+            empty["difference_of_means"], empty["null_share"]) == (None, None, None, None, None, None)
+    flat = M.drift([1.0, 1.0], [1.0], kind="numeric")
+    assert flat["bins"] == ["all"] and flat["psi"] == 0.0
+
+
+def test_categorical_drift_pools_rare_categories_and_adds_new_ones():
+    result = M.drift(["a", "a", "b", None], ["a", "c", None, None], kind="categorical")
+    assert result["bins"] == ["a", "b", "(null)", "c"]
+    assert result["baseline_hist"] == [0.5, 0.25, 0.25, 0.0] and result["current_hist"] == [0.25, 0.0, 0.5, 0.25]
+    assert result["null_share"] == 0.5 and result["difference_of_means"] is None and result["wasserstein"] is None
+    assert result["psi"] == pytest.approx(M.psi([0.5, 0.25, 0.25, 0.0], [0.25, 0.0, 0.5, 0.25]))
+    pooled = M.drift(list("aaabbcd") + [None], ["a", "d", "e", None], kind="categorical", bins=3)
+    assert pooled["bins"] == ["a", "b", M.OTHER]
+    assert pooled["baseline_hist"] == [3 / 8, 2 / 8, 3 / 8] and pooled["current_hist"] == [0.25, 0.0, 0.75]
+    with_null = M.drift(["a", None, None, "b", "c"], [None, "c"], kind="categorical", categories=[None, "a", M.OTHER])
+    assert with_null["baseline_hist"] == [0.4, 0.2, 0.4] and with_null["current_hist"] == [0.5, 0.0, 0.5]
+    rates = M.drift([0, 0, 1, 1], [1, 1, 1, 0], kind="categorical")
+    assert rates["difference_of_means"] == 0.25 and rates["bins"] == ["0", "1"]
+    empty = M.drift(["a"], [], kind="categorical")
+    assert (empty["psi"], empty["null_share"], empty["difference_of_means"]) == (None, None, None)
+
+
+def test_windows_start_on_mondays_and_widths_are_checked():
+    starts, width = M.window_starts(["2024-01-01 00:00", "2024-01-07 23:59", "2024-01-08 00:00"])
+    assert [str(s.date()) for s in starts] == ["2024-01-01", "2024-01-01", "2024-01-08"] and width.days == 7
+    starts, _ = M.window_starts(pd.Series(pd.to_datetime(["2024-01-08 02:00"]).tz_localize("Europe/Paris")))
+    assert str(starts[0]) == "2024-01-08 00:00:00", "a zoned time is bucketed in UTC (01:00 UTC on the 8th)"
+    starts, _ = M.window_starts(pd.Series(pd.to_datetime(["2024-01-08 00:30"]).tz_localize("Europe/Paris")))
+    assert str(starts[0]) == "2024-01-01 00:00:00"
+    starts, width = M.window_starts(["2024-01-02 13:00"], window="1 day", origin="2024-01-01 12:00")
+    assert str(starts[0]) == "2024-01-02 12:00:00" and width == pd.Timedelta("1 day")
+    with pytest.raises(MlopsError, match="monitor.window must be positive, not '0 days'"):
+        M.window_starts(["2024-01-01"], window="0 days")
+    with pytest.raises(MlopsError, match="monitor.window 'weekly' / origin '2000-01-03': "):
+        M.window_starts(["2024-01-01"], window="weekly")
+
+
+def test_a_config_sql_fragment_must_be_one_expression():
+    assert M.check_expression("WEEK <= 3", "monitor.baseline") == "WEEK <= 3"
+    assert M.check_expression("WEEK <= 3 -- note", "monitor.baseline") == "WEEK <= 3"
+    with pytest.raises(MlopsError, match="monitor.baseline"):
+        M.check_expression("1; DROP TABLE T", "monitor.baseline")
