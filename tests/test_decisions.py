@@ -710,3 +710,181 @@ def test_a_config_sql_fragment_must_be_one_expression():
     assert M.check_expression("WEEK <= 3 -- note", "monitor.baseline") == "WEEK <= 3"
     with pytest.raises(MlopsError, match="monitor.baseline"):
         M.check_expression("1; DROP TABLE T", "monitor.baseline")
+
+
+# ---------------------------------------------------------------- sinks: which rows a re-scoring replaces
+import datetime as dt  # noqa: E402
+
+import pyarrow as pa  # noqa: E402
+
+from mlops_framework import sinks as S  # noqa: E402
+
+
+def test_what_was_replaced_is_described_with_runs_of_keys():
+    assert S.describe_replaced(["WEEK"], {}, {}) is None
+    replaced = {(1,): 10, (2,): 10, (3,): 5, (5,): 1, (7,): 2, (8,): 2}
+    written = {(1,): 11, (2,): 9, (5,): 3, (9,): 100}
+    assert S.describe_replaced(["WEEK"], replaced, written) == "WEEK 1-3, 5, 7-8: 30 rows -> 23"
+    assert S.describe_replaced(["WEEK"], {(4,): 1000}, {(4,): 1300}) == "WEEK 4: 1,000 rows -> 1,300"
+    assert S.describe_replaced(["R"], {("b",): 1, ("a",): 2}, {}) == "R a, b: 3 rows -> 0"
+    many = {(w, "x"): 1 for w in (9, 10, 11, 12, 13, 14, 15)}
+    assert S.describe_replaced(["W", "C"], many, many) == "W/C 9/x, 10/x, 11/x, 12/x, 13/x and 2 more: 7 rows -> 7"
+    five = {(w, "x"): 1 for w in range(5)}
+    assert S.describe_replaced(["W", "C"], five, {}) == "W/C 0/x, 1/x, 2/x, 3/x, 4/x: 5 rows -> 0"
+
+
+def test_partition_keys_and_slices_keep_nulls_and_first_appearance_order():
+    batch = pa.record_batch({"W": [2, 1, 2, None, 1], "C": ["a", "b", "a", "c", "x"], "V": [0, 1, 2, 3, 4]})
+    assert sorted(S._partition_keys(batch, ["W"]), key=str) == [(1,), (2,), (None,)]
+    assert sorted(S._partition_keys(pa.Table.from_batches([batch]), ["W", "C"]), key=str) == [
+        (1, "b"), (1, "x"), (2, "a"), (None, "c")]
+    parts = [(key, part.column("V").to_pylist()) for key, part in S._split_by_partition(batch, ["W"])]
+    assert parts == [((2,), [0, 2]), ((1,), [1, 4]), ((None,), [3])]
+    parts = [(key, part.column("V").to_pylist()) for key, part in S._split_by_partition(batch, ["W", "C"])]
+    assert parts == [((2, "a"), [0, 2]), ((1, "b"), [1]), ((None, "c"), [3]), ((1, "x"), [4])]
+    ordered = pa.record_batch({"W": [1, 1, 2], "V": [0, 1, 2]})
+    assert [(k, p.column("V").to_pylist()) for k, p in S._split_by_partition(ordered, ["W"])] == [
+        ((1,), [0, 1]), ((2,), [2])]
+    coded = pa.record_batch({"W": pa.array(["b", "a", "b"]).dictionary_encode(), "V": [0, 1, 2]})
+    assert [(k, p.column("V").to_pylist()) for k, p in S._split_by_partition(coded, ["W"])] == [
+        (("b",), [0, 2]), (("a",), [1])]
+    chunked = pa.table({"W": pa.chunked_array([[3], [3, 4]]), "V": [0, 1, 2]})
+    assert [(k, p.column("V").to_pylist()) for k, p in S._split_by_partition(chunked, ["W"])] == [
+        ((3,), [0, 1]), ((4,), [2])]
+    assert list(S._split_by_partition(batch.slice(0, 0), ["W"])) == []
+    one = pa.record_batch({"W": [5], "V": [9]})
+    assert [(k, p.num_rows) for k, p in S._split_by_partition(one, ["W"])] == [((5,), 1)]
+
+
+def test_partition_directory_names():
+    assert S._partition_segment(None) == "__HIVE_DEFAULT_PARTITION__"
+    assert S._partition_segment(dt.date(2024, 1, 2)) == "2024-01-02"
+    assert S._partition_segment(dt.datetime(2024, 1, 2, 3, 4)) == "2024-01-02T03:04:00"
+    assert S._partition_segment("a b/c%d:e-f_g.h") == "a b%2Fc%25d:e-f_g.h"
+    assert S._partition_segment(7) == "7"
+
+
+def _duckdb_rows(path, table="P"):
+    import duckdb
+
+    with duckdb.connect(str(path)) as con:
+        return sorted(con.execute(f"SELECT * FROM {table}").fetchall(), key=str)
+
+
+def test_rescoring_replaces_exactly_the_partitions_written_null_key_included(tmp_path):
+    path = tmp_path / "w.duckdb"
+    sink = S.DuckDBSink(path, table="P", partition_by=["W", "C"])
+    with sink.open() as writer:
+        writer.write(pa.table({"W": [1, 1, 2, None, None], "C": ["a", "b", "a", "a", None], "V": [1, 2, 3, 4, 5]}))
+    with sink.open() as writer:
+        writer.write(pa.record_batch({"W": [1, None], "C": ["a", None], "V": [10, 50]}))
+        writer.write(pa.record_batch({"W": [1], "C": ["a"], "V": [11]}))
+    assert _duckdb_rows(path) == sorted([(1, "a", 10), (1, "a", 11), (1, "b", 2), (2, "a", 3), (None, "a", 4),
+                                         (None, None, 50)], key=str)
+    assert writer.replaced == {(1, "a"): 1, (None, None): 1}
+    assert writer.written == {(1, "a"): 2, (None, None): 1}
+    assert writer.describe_replaced() == "W/C None/None, 1/a: 2 rows -> 3"
+    with S.DuckDBSink(path, table="P").open() as whole:
+        whole.write(pa.table({"W": [7], "C": ["z"], "V": [0]}))
+    assert _duckdb_rows(path) == [(7, "z", 0)] and whole.describe_replaced() is None
+    with S.DuckDBSink(path, table="P").open():
+        pass
+    assert _duckdb_rows(path) == [(7, "z", 0)], "no batch: the table stays as it was"
+
+
+# ---------------------------------------------------------------- registry: aliases replayed from history
+import json  # noqa: E402
+
+from mlops_framework import registry as R  # noqa: E402
+
+
+def _model_dir(tmp_path, versions=("v1", "v2", "v3")):
+    model = tmp_path / "M"
+    (model / "versions").mkdir(parents=True)
+    for name in versions:
+        (model / "versions" / name).mkdir()
+        (model / "versions" / name / "version.json").write_text(json.dumps({"version_name": name, "files": {}}))
+    (model / "model.json").write_text(json.dumps({"name": "M", "tags": {}}))
+    return model
+
+
+def _history(model, *entries, torn=""):
+    (model / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries) + torn)
+
+
+def test_history_is_read_line_by_line_skipping_a_torn_last_line(tmp_path):
+    model = _model_dir(tmp_path)
+    assert R._read_history(model) == []
+    _history(model, {"alias": "P", "new_version": "v1"}, torn='{"alias": "P", "new_ver')
+    assert R._read_history(model) == [{"alias": "P", "new_version": "v1"}]
+    (model / "history.jsonl").write_text('{"alias": "P"}\n\n{"alias": "Q"}\n')
+    assert R._read_history(model) == [{"alias": "P"}, {"alias": "Q"}]
+    for bad in ('{"alias": "P"}\nnot json\n', '{"alias": "P"}\n[1, 2]\n'):
+        (model / "history.jsonl").write_text(bad)
+        with pytest.raises(MlopsError, match=r"history.jsonl line 2 is not a history record; repair or remove"):
+            R._read_history(model)
+
+
+def test_aliases_are_the_file_with_the_history_replayed_over_it(tmp_path):
+    model = _model_dir(tmp_path)
+    assert R._current_aliases(model) == {}
+    (model / "aliases.json").write_text(json.dumps({"STAGING": "v1", "PRODUCTION": "v1"}))
+    _history(model, {"alias": "PRODUCTION", "new_version": "v2", "event": "set"},
+             {"alias": "PRODUCTION", "new_version": "v3", "event": "refused"},
+             {"alias": "STAGING", "new_version": None, "event": "unset"},
+             {"alias": None, "old_version": "v9", "new_version": None, "event": "deleted"},
+             {"alias": "CANARY", "new_version": None, "event": "unset"},
+             {"alias": "CANARY", "new_version": "v3", "event": "set"})
+    assert R._current_aliases(model) == {"CANARY": "v3", "PRODUCTION": "v2"}
+    assert list(R._current_aliases(model)) == ["CANARY", "PRODUCTION"]
+    (model / "aliases.json").write_text(json.dumps(["v1"]))
+    with pytest.raises(MlopsError, match="aliases.json is not an alias map; repair or remove it"):
+        R._current_aliases(model)
+    for target in ("../../etc", 3):
+        (model / "aliases.json").write_text(json.dumps({"PRODUCTION": target}))
+        _history(model)
+        with pytest.raises(MlopsError, match=r"alias 'PRODUCTION' in .* points at .*, which is not a version name"):
+            R._current_aliases(model)
+
+
+def test_version_numbers_never_go_back_and_list_naturally(tmp_path):
+    model = _model_dir(tmp_path, ("v1", "v2", "v10", "best"))
+    assert R._next_version(model) == "v11"
+    (model / "model.json").write_text(json.dumps({"last_version_number": 12}))
+    assert R._next_version(model) == "v13"
+    empty = _model_dir(tmp_path / "e", ())
+    assert R._next_version(empty) == "v1"
+    assert R._listing(["v10", "best", "v2", "alpha", "v1"]) == "v1, v2, v10, alpha, best"
+    assert R._listing([]) == "(none)"
+
+
+def test_rollback_walks_back_and_resolving_follows_aliases_case_insensitively(tmp_path):
+    _model_dir(tmp_path)
+    registry = R.LocalRegistry(tmp_path)
+    for version in ("v1", "v2", "v3"):
+        registry.set_alias("M", version, "production", actor="me")
+    assert registry.aliases("M") == {"PRODUCTION": "v3"}
+    entry = registry.rollback("M", "production", actor="me")
+    assert (entry["alias"], entry["old_version"], entry["new_version"], entry["event"], entry["reason"]) == (
+        "PRODUCTION", "v3", "v2", "rollback", "rollback from v3")
+    assert registry.rollback("M", "PRODUCTION", reason="bad week")["new_version"] == "v1"
+    assert registry.aliases("M") == {"PRODUCTION": "v1"}
+    assert registry.get_version("M", "Production")["version_name"] == "v1"
+    assert registry.get_version("M", "v2")["version_name"] == "v2"
+    with pytest.raises(MlopsError, match=r"alias 'PRODUCTION' of model 'M' holds v1 and has no earlier version"):
+        registry.rollback("M", "PRODUCTION")
+    with pytest.raises(MlopsError, match=r"alias 'STAGING' of model 'M' is not set and has no earlier version"):
+        registry.rollback("M", "staging")
+    with pytest.raises(MlopsError, match=r"model 'M' has no version or alias 'nope'; versions: v1, v2, v3; "
+                                         r"aliases: PRODUCTION"):
+        registry.get_version("M", "nope")
+    registry.set_alias("M", "v3", "STAGING")
+    import shutil
+
+    shutil.rmtree(tmp_path / "M" / "versions" / "v3")
+    with pytest.raises(MlopsError, match=r"alias 'STAGING' of model 'M' points at version 'v3', which no longer exists"):
+        registry.get_version("M", "staging")
+    entry = registry.unset_alias("M", "staging")
+    assert (entry["event"], entry["old_version"], entry["new_version"]) == ("unset", "v3", None)
+    assert registry.aliases("M") == {"PRODUCTION": "v1"}
+    assert json.loads((tmp_path / "M" / "aliases.json").read_text()) == {"PRODUCTION": "v1"}
