@@ -888,3 +888,40 @@ def test_rollback_walks_back_and_resolving_follows_aliases_case_insensitively(tm
     assert (entry["event"], entry["old_version"], entry["new_version"]) == ("unset", "v3", None)
     assert registry.aliases("M") == {"PRODUCTION": "v1"}
     assert json.loads((tmp_path / "M" / "aliases.json").read_text()) == {"PRODUCTION": "v1"}
+
+
+# ---------------------------------------------------------------- the Optuna sweeper's search space
+import optuna.distributions as od  # noqa: E402
+
+from hydra_plugins.mlops_optuna_sweeper.sweeper import SweepConfigError  # noqa: E402
+
+
+def test_the_search_space_comes_from_params_with_the_command_line_winning():
+    space, keys, fixed = search_space(
+        {"model.params.max_depth": "range(2, 8, 2)", "model.params.eta": "tag(log, interval(0.01, 0.3))",
+         "+model.params.booster": "choice(gbtree, dart)", "model.params.gamma": "interval(0, 1)",
+         "model.params.n_estimators": "tag(int, interval(10, 50))", "model.threshold": "0.4"},
+        ["model.params.gamma=choice(0, 1)", "split.seed=3", "model.params.subsample=range(0.5, 1.0, 0.25)"])
+    assert space == {
+        "model.params.max_depth": od.IntDistribution(2, 6, step=2),
+        "model.params.eta": od.FloatDistribution(0.01, 0.3, log=True),
+        "model.params.booster": od.CategoricalDistribution(["gbtree", "dart"]),
+        "model.params.gamma": od.CategoricalDistribution([0, 1]),
+        "model.params.n_estimators": od.IntDistribution(10, 50),
+        "model.params.subsample": od.FloatDistribution(0.5, 0.75, step=0.25),
+    }
+    assert keys["model.params.booster"] == "+model.params.booster" and keys["model.params.eta"] == "model.params.eta"
+    assert fixed == ["model.threshold=0.4", "split.seed=3"]
+    assert search_space(None, []) == ({}, {}, [])
+
+
+@pytest.mark.parametrize("value, message", [
+    ("choice([1], 2)", "choices must be plain values without tags"),
+    ("tag(log, choice(1, 2))", "choices must be plain values without tags"),
+    ("range(5, 1)", "is empty or tagged log"),
+    ("tag(log, range(1, 5))", "is empty or tagged log"),
+    ("glob(*)", "unsupported sweep"),
+])
+def test_search_spaces_optuna_cannot_take_are_refused(value, message):
+    with pytest.raises(SweepConfigError, match=f"search space model.params.x: .*{message}|search space model.params.x: {message}"):
+        search_space({"model.params.x": value}, [])
