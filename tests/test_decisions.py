@@ -92,6 +92,8 @@ def test_url_credentials_are_masked(text, masked):
 def test_command_line_secrets_are_found_by_the_last_key_segment(no_secrets):
     assert config._override_secret("+connection.password=pa=ss") == ("+connection.password", "pa=ss")
     assert config._override_secret("password.length=12") is None
+    assert config._override_secret("connection.password_policy.min_length=12") is None
+    assert config._override_secret("+token=abcd") == ("+token", "abcd")
     assert config._override_secret("password") is None
     assert config._override_secret(42) is None
     data = {"task": {"overrides": ["model.threshold=0.4", "+connection.private_key_file_pwd=long-pass"]},
@@ -470,6 +472,8 @@ def test_mcnemar_counts_the_rows_only_one_gets_right():
     assert result == {"test": "mcnemar", "only_challenger_right": 7, "only_champion_right": 2,
                       "p_value": pytest.approx(binomtest(7, 9, 0.5, alternative="greater").pvalue), "rows": 20}
     assert mcnemar(truth, champion, champion)["p_value"] == 1.0
+    tie = mcnemar([1] * 6, [1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1])
+    assert tie["p_value"] == pytest.approx(binomtest(3, 6, 0.5, alternative="greater").pvalue) and tie["p_value"] < 1
 
 
 # ---------------------------------------------------------------- alert rules (alerts.py)
@@ -619,6 +623,10 @@ def test_metrics_from_confusion_counts():
 def test_bins_are_learned_from_the_baseline_and_values_on_an_edge_go_up():
     assert list(M.bin_edges([0, 1, 2, 3, 4, np.nan], bins=4)) == [1, 2, 3]
     assert list(M.bin_edges([0, 1, 2, 10], bins=2, binning="uniform")) == [5]
+    assert list(M.bin_edges(np.arange(101))) == [10, 20, 30, 40, 50, 60, 70, 80, 90], "ten bins by default"
+    assert len(M.drift(np.arange(101), [1], kind="numeric")["bins"]) == 10
+    assert len(M.learn_categories(list("abcdefghijkl"))) == 10 and len(M.drift(list("abcdefghijkl"), ["a"],
+                                                                             kind="categorical")["bins"]) == 10
     assert list(M.bin_edges([1, 1, 1], bins=4)) == [] and list(M.bin_edges([np.nan])) == []
     with pytest.raises(MlopsError, match="monitor.binning must be quantile or uniform, not 'log'"):
         M.bin_edges([1, 2], binning="log")
@@ -925,3 +933,18 @@ def test_the_search_space_comes_from_params_with_the_command_line_winning():
 def test_search_spaces_optuna_cannot_take_are_refused(value, message):
     with pytest.raises(SweepConfigError, match=f"search space model.params.x: .*{message}|search space model.params.x: {message}"):
         search_space({"model.params.x": value}, [])
+
+
+def test_role_messages_name_the_key_every_unknown_column_and_every_reason():
+    frame = pd.DataFrame({f"C{i}": [0, 1] for i in range(35)})
+    with pytest.raises(MlopsError, match="features.exclude must be a list of column names, got 3"):
+        F.infer_roles(frame, target="C0", exclude=3)
+    with pytest.raises(MlopsError, match="features.categorical must be a list of column names, got 3"):
+        F.infer_roles(frame, target="C0", categorical=3)
+    with pytest.raises(MlopsError, match="features.time names 'X', not a column"):
+        F.infer_roles(frame, target="C0", time="X")
+    with pytest.raises(MlopsError, match=r"features.numeric names 'X', 'Y', not a column of the data; "
+                                         r"columns: C0, C1, .*, C29$"):
+        F.infer_roles(frame, target="C0", numeric=["X", "Y"])
+    with pytest.raises(MlopsError, match=r"besides the target 'C0': C1: excluded; C2: excluded$"):
+        F.infer_roles(frame[["C0", "C1", "C2"]], target="C0", exclude=["C1", "C2"])

@@ -3,6 +3,7 @@
     pip install "mutmut>=3.8,<4"
     python tools/mutation.py                 # every area, then the score table
     python tools/mutation.py gate alerts     # some areas
+    python tools/mutation.py --survivors     # only the mutants the last runs left alive
     python tools/mutation.py --report        # the table from the last runs, running nothing
 
 Each area names the functions whose mutants count (mutmut mutates whole files, then runs only the mutants
@@ -66,13 +67,18 @@ AREAS = {
 KILLED = {"killed", "timeout", "caught by type check"}
 
 
-def run(areas, max_children):
-    """One mutmut run per project root for all ``areas`` in it (its clean test run then happens once)."""
+def run(areas, max_children, survivors_only=False):
+    """One mutmut run per project root for all ``areas`` in it (its clean test run then happens once);
+    ``survivors_only``: only the mutants the last runs did not kill, by name."""
     by_root = {}
     for area in areas:
         root, patterns = AREAS[area]
+        if survivors_only:
+            patterns = [name for name, status in _matching(statuses(root), patterns).items() if status not in KILLED]
         by_root.setdefault(root, []).extend(patterns)
     for root, patterns in by_root.items():
+        if not patterns:
+            continue
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *patterns],
                        cwd=root, check=True)
 
@@ -84,13 +90,15 @@ def statuses(root):
     return dict(line.strip().rsplit(": ", 1) for line in out.splitlines() if ": " in line)
 
 
+def _matching(found, patterns):
+    return {name: status for name, status in found.items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)}
+
+
 def table(areas):
     cache, rows, survivors = {}, [], []
     for area in areas:
         root, patterns = AREAS[area]
-        found = cache.setdefault(root, statuses(root))
-        mine = {name: status for name, status in found.items()
-                if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)}
+        mine = _matching(cache.setdefault(root, statuses(root)), patterns)
         killed = sum(status in KILLED for status in mine.values())
         rows.append((area, len(mine), killed))
         survivors += [f"{name}: {status}" for name, status in sorted(mine.items()) if status not in KILLED]
@@ -106,6 +114,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("areas", nargs="*", metavar="AREA", help=", ".join(AREAS))
     parser.add_argument("--report", action="store_true", help="print the table of the last runs only")
+    parser.add_argument("--survivors", action="store_true", help="run again only the mutants not killed last time")
     parser.add_argument("--max-children", type=int, default=1)
     args = parser.parse_args()
     areas = args.areas or list(AREAS)
@@ -113,7 +122,7 @@ def main():
     if unknown:
         parser.error(f"unknown area(s) {', '.join(unknown)}; the areas are {', '.join(AREAS)}")
     if not args.report:
-        run(areas, args.max_children)
+        run(areas, args.max_children, args.survivors)
     table(areas)
 
 
