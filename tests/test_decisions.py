@@ -132,6 +132,9 @@ def test_a_target_with_one_value_or_times_is_refused():
         F.infer_task(pd.Series(pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"])), "T")
 
 
+import datetime as dt  # noqa: E402
+
+
 @pytest.mark.parametrize("values, kind", [
     (pd.Series([True, False]), "bool"), (pd.Series([1, 2]), "numeric"), (pd.Series([1.5, None]), "numeric"),
     (pd.Series(pd.to_datetime(["2024-01-01"])), "time"), (pd.Series(pd.period_range("2024-01", periods=2, freq="M")), "time"),
@@ -139,6 +142,8 @@ def test_a_target_with_one_value_or_times_is_refused():
     (pd.Series([True, None], dtype=object), "bool"), (pd.Series(["a", None], dtype=object), "categorical"),
     (pd.Series([pd.Timestamp("2024-01-01").date()], dtype=object), "time"),
     (pd.Series([1, 2], dtype=object), "numeric"), (pd.Series([1, 2.5], dtype=object), "numeric"),
+    (pd.Series([1.5, 2.5], dtype=object), "numeric"), (pd.Series([dt.datetime(2024, 1, 2, 3)], dtype=object), "time"),
+    (pd.Series([dt.time(3, 4)], dtype=object), "time"),
     (pd.Series([b"x"], dtype=object), "other"), (pd.Series([1, "a"], dtype=object), "other"),
 ])
 def test_column_kinds(values, kind):
@@ -623,6 +628,9 @@ def test_metrics_from_confusion_counts():
 def test_bins_are_learned_from_the_baseline_and_values_on_an_edge_go_up():
     assert list(M.bin_edges([0, 1, 2, 3, 4, np.nan], bins=4)) == [1, 2, 3]
     assert list(M.bin_edges([0, 1, 2, 10], bins=2, binning="uniform")) == [5]
+    assert list(M.bin_edges([0, None, 1, 2, 3, 4], bins=4)) == [1, 2, 3], "None is missing, as NaN"
+    assert list(M.histogram([0, None, 2], [1])) == [0.5, 0.5]
+    assert M.wasserstein([0, None, 1], [2, None, 3]) == 2.0
     assert M.bin_edges(np.arange(101)) == pytest.approx([10, 20, 30, 40, 50, 60, 70, 80, 90]), "ten bins by default"
     assert len(M.drift(np.arange(101), [1], kind="numeric")["bins"]) == 10
     assert len(M.learn_categories(list("abcdefghijkl"))) == 10 and len(M.drift(list("abcdefghijkl"), ["a"],
