@@ -645,7 +645,7 @@ def test_bins_are_learned_from_the_baseline_and_values_on_an_edge_go_up():
 def test_category_shares_and_the_pooled_rest():
     assert list(M.frequencies(["a", "b", "a", "z"], ["a", "b"])) == [0.5, 0.25]
     assert list(M.frequencies([None, "a"], [None, "a"])) == [0.5, 0.5]
-    assert list(M.frequencies([], ["a"])) == [0.0]
+    assert list(M.frequencies([], ["a"])) == [0.0] and M.frequencies([], ["a"]).dtype == float
     assert M.learn_categories(["b", "a", "b", None, None, None]) == [None, "b", "a"]
     assert M.learn_categories(list("aaabbc"), bins=3) == ["a", "b", "c"]
     assert M.learn_categories(list("aaabbcd"), bins=3) == ["a", "b", M.OTHER]
@@ -678,6 +678,8 @@ def test_numeric_drift_reports_every_metric_on_the_baselines_bins():
     assert result["psi"] == pytest.approx(M.psi([0.5, 0.5], [0, 1]))
     assert result["hellinger"] == pytest.approx(M.hellinger([0.5, 0.5], [0, 1]))
     assert result["jensen_shannon"] == pytest.approx(M.jensen_shannon([0.5, 0.5], [0, 1]))
+    with_none = M.drift([0, 1, None, 2, 3], [None, 2, 3, 3], kind="numeric", bins=2)
+    assert with_none["current_hist"] == [0.0, 1.0] and with_none["null_share"] == 0.25
     fixed = M.drift([0, 1, 2, 3], [2, 3], kind="numeric", edges=np.array([1.0, 2.5]))
     assert fixed["bins"] == ["< 1", "1 - 2.5", ">= 2.5"] and fixed["current_hist"] == [0.0, 0.5, 0.5]
     uniform = M.drift([0, 1, 2, 10], [9], kind="numeric", bins=2, binning="uniform")
