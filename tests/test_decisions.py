@@ -348,10 +348,12 @@ def test_validation_metrics_use_the_threshold_inclusively():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # undefined ratios are 0, silently (zero_division=0)
         one_class = classification_metrics(np.array([1, 1]), np.array([0.8, 0.9]), 0.5)
+        never_predicted = classification_metrics(np.array([0, 1]), np.array([0.8, 0.9]), 0.5)
+        never_true = classification_metrics(np.array([1, 1]), np.array([0.2, 0.9]), 0.5)
     assert one_class["confusion_matrix"] == [[0, 0], [0, 2]], "both labels, even when one is absent"
-    assert one_class["precision"] == 0.5 and one_class["recall"] == 0.5 and one_class["f1"] == 0.5
     assert one_class["classification_report"]["0"]["precision"] == 0.0
     assert one_class["classification_report"]["1"]["precision"] == 1.0
+    assert never_predicted["precision"] == 0.25 and never_true["recall"] == 0.25
 
 
 # ---------------------------------------------------------------- promotion gate (lifecycle.py)
