@@ -952,8 +952,10 @@ def test_the_search_space_comes_from_params_with_the_command_line_winning():
     ("glob(*)", "unsupported sweep"),
 ])
 def test_search_spaces_optuna_cannot_take_are_refused(value, message):
-    with pytest.raises(SweepConfigError, match=f"search space model.params.x: .*{message}|search space model.params.x: {message}"):
+    # by name: Hydra's plugin scan executes the sweeper's module again, so the class can be another object
+    with pytest.raises(Exception, match=f"search space model.params.x: (.* )?{message}") as refused:
         search_space({"model.params.x": value}, [])
+    assert type(refused.value).__name__ == SweepConfigError.__name__
 
 
 def test_role_messages_name_the_key_every_unknown_column_and_every_reason():
