@@ -971,3 +971,18 @@ def test_role_messages_name_the_key_every_unknown_column_and_every_reason():
         F.infer_roles(frame, target="C0", numeric=["X", "Y"])
     with pytest.raises(MlopsError, match=r"besides the target 'C0': C1: excluded; C2: excluded$"):
         F.infer_roles(frame[["C0", "C1", "C2"]], target="C0", exclude=["C1", "C2"])
+
+
+def test_an_alias_move_is_recorded_in_full_before_the_alias_file(tmp_path):
+    _model_dir(tmp_path)
+    registry = R.LocalRegistry(tmp_path)
+    entry = registry.set_alias("M", "v1", "production", actor="ci", reason="first", metrics={"f1": 0.8},
+                               config_hash="abc")
+    assert {k: v for k, v in entry.items() if k != "when"} == {
+        "actor": "ci", "alias": "PRODUCTION", "old_version": None, "new_version": "v1", "reason": "first",
+        "metrics": {"f1": 0.8}, "event": "set", "config_hash": "abc"}
+    second = registry.set_alias("M", "v2", "PRODUCTION")
+    assert (second["old_version"], second["metrics"], second["event"], second["reason"]) == ("v1", {}, "set", None)
+    assert registry.history("M") == [entry, second]
+    registry.set_alias("M", "v3", "CANARY")
+    assert (tmp_path / "M" / "aliases.json").read_text() == '{\n  "CANARY": "v3",\n  "PRODUCTION": "v2"\n}'
