@@ -124,7 +124,7 @@ def test_the_task_follows_the_target(values, task):
 
 
 def test_a_target_with_one_value_or_times_is_refused():
-    with pytest.raises(MlopsError, match=r"target column 'T' has only one value \(1\.0\): nothing to learn"):
+    with pytest.raises(MlopsError, match=r"^target column 'T' has only one value \(1\.0\): nothing to learn"):
         F.infer_task(pd.Series([1, 1, None]), "T")
     with pytest.raises(MlopsError, match=r"only one value \(no values\)"):
         F.infer_task(pd.Series([None, None], dtype=float), "T")
@@ -197,22 +197,22 @@ def test_explicit_feature_lists_are_taken_as_given_and_make_id_and_time_optional
     assert (roles.numeric, roles.categorical, roles.id, roles.time) == (["C"], [], None, None)
     roles = F.infer_roles(frame, target="T", categorical="B")
     assert (roles.numeric, roles.categorical) == (["A", "C"], ["B"])
-    with pytest.raises(MlopsError, match="features.id names 'GONE', not a column"):
+    with pytest.raises(MlopsError, match="^features.id names 'GONE', not a column"):
         F.infer_roles(frame, target="T", numeric=["C"], id="GONE")
 
 
 def test_unknown_or_missing_columns_are_named_with_a_hint():
     frame = pd.DataFrame({"Target": [0, 1], "A": [1.0, 2.0]})
-    with pytest.raises(MlopsError, match=r"features.target names 'target' \(did you mean 'Target'\?\), not a column"
+    with pytest.raises(MlopsError, match=r"^features.target names 'target' \(did you mean 'Target'\?\), not a column"
                                          r" of the data; columns: Target, A"):
         F.infer_roles(frame, target="target")
-    with pytest.raises(MlopsError, match=r"features.exclude names 'B', not a column of the data; columns: Target, A$"):
+    with pytest.raises(MlopsError, match=r"^features.exclude names 'B', not a column of the data; columns: Target, A$"):
         F.infer_roles(frame, target="Target", exclude=["B"])
-    with pytest.raises(MlopsError, match="features.target must name the target column, got ''"):
+    with pytest.raises(MlopsError, match="^features.target must name the target column, got ''"):
         F.infer_roles(frame, target="")
-    with pytest.raises(MlopsError, match="features.numeric must be a list of column names, got 3"):
+    with pytest.raises(MlopsError, match="^features.numeric must be a list of column names, got 3"):
         F.infer_roles(frame, target="Target", numeric=3)
-    with pytest.raises(MlopsError, match=r"no feature columns in the data besides the target 'Target': A: excluded"):
+    with pytest.raises(MlopsError, match=r"^no feature columns in the data besides the target 'Target': A: excluded"):
         F.infer_roles(frame, target="Target", exclude="A")
     with pytest.raises(MlopsError, match=r"besides the target 'Target': no other columns"):
         F.infer_roles(frame[["Target"]], target="Target")
@@ -222,12 +222,12 @@ def test_feature_name_lists_are_checked():
     F._check_names(["A"], [], "T")
     F._check_names([], ["B"], "T")
     for args, message in [(([], [], "T"), "no feature columns: list at least one"),
-                          ((["A", "B"], ["B", "A"], "T"), "listed as both numeric and categorical: A, B"),
+                          ((["A", "B"], ["B", "A"], "T"), "columns listed as both numeric and categorical: A, B$"),
                           ((["A", "A"], [], "T"), "numeric feature columns listed twice: A"),
                           ((["A"], ["C", "C"], "T"), "categorical feature columns listed twice: C"),
                           ((["T"], [], "T"), "the target column 'T' is also listed as a feature"),
                           ((["A"], ["T"], "T"), "the target column 'T' is also listed as a feature")]:
-        with pytest.raises(MlopsError, match=message):
+        with pytest.raises(MlopsError, match="^" + message):
             F._check_names(*args)
 
 
@@ -246,7 +246,7 @@ def test_classes_are_learned_sorted_and_checked():
         (pd.Series(range(12)), "binary", r"has 12 classes \(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \.\.\.\): binary"),
         (pd.Series([0, 1, 2]), "binary", r"has 3 classes \(0, 1, 2\): binary classification needs exactly two"),
     ]:
-        with pytest.raises(MlopsError, match=message):
+        with pytest.raises(MlopsError, match="^target column 'T' " + message):
             F._learn_classes(series, "T", task)
     assert F._learn_classes(pd.Series([0, 1, 2]), "T", "multiclass") == [0, 1, 2]
 
@@ -256,7 +256,7 @@ def test_vocabularies_are_sorted_natives_of_one_type():
     assert F._learn_vocabulary(pd.Series([2, True], dtype=object), "C") == [True, 2]
     assert F._learn_vocabulary(pd.Series([2, 1.5], dtype=object), "C") == [1.5, 2]
     assert type(F._learn_vocabulary(pd.Series(np.array([3, 1])), "C")[0]) is int
-    with pytest.raises(MlopsError, match="categorical feature column 'C' has no values"):
+    with pytest.raises(MlopsError, match="^categorical feature column 'C' has no values"):
         F._learn_vocabulary(pd.Series([None, np.nan], dtype=object), "C")
     with pytest.raises(MlopsError, match="has values of type int, str: use one type"):
         F._learn_vocabulary(pd.Series(["a", 1], dtype=object), "C")
@@ -269,10 +269,10 @@ from mlops_framework.pipeline import SplitSpec  # noqa: E402
 from mlops_framework.stages import _fractions, classification_metrics, resolve_task, split  # noqa: E402
 
 
-def _run_split(spec, y, task="binary", time=None):
+def _run_split(spec, y, task="binary", time=None, said=None):
     X = pd.DataFrame({"A": np.arange(len(y), dtype=float)})
     frame = X.assign(WHEN=time if time is not None else 0)
-    said = []
+    said = [] if said is None else said
     run = SimpleNamespace(results={"X": X, "y": pd.Series(y), "frame": frame, "contract": SimpleNamespace(task=task)},
                           split=spec, features=SimpleNamespace(time="WHEN" if time is not None else None),
                           summarize=lambda key, line: said.append((key, line)))
@@ -287,11 +287,11 @@ def test_a_time_split_holds_out_the_latest_rows_and_validates_on_the_ones_before
 
 
 def test_a_time_split_needs_the_time_column_and_a_training_row():
-    with pytest.raises(MlopsError, match="split.order=time needs the time column"):
+    with pytest.raises(MlopsError, match="^split.order=time needs the time column"):
         _run_split(SplitSpec(order="time"), [0, 1] * 5)
     parts, _ = _run_split(SplitSpec(holdout=0.3, validation=0.5, order="time"), [0, 1, 0], time=[3, 2, 1])
     assert parts == {"train": [2], "validation": [1], "holdout": [0]}
-    with pytest.raises(MlopsError, match="cannot split 2 rows by time into train/validation/holdout"):
+    with pytest.raises(MlopsError, match="^cannot split 2 rows by time into train/validation/holdout"):
         _run_split(SplitSpec(holdout=0.3, validation=0.5, order="time"), [0, 1], time=[2, 1])
 
 
@@ -314,10 +314,32 @@ def test_a_class_too_rare_to_stratify_is_split_at_random_and_said():
     parts, said = _run_split(SplitSpec(holdout=0.2, validation=0.25, seed=1), y)
     assert [len(p) for p in parts.values()] == [12, 4, 4]
     assert said and said[0][0] == "split" and said[0][1].startswith("not stratified: ")
-    with pytest.raises(MlopsError, match="cannot split 1 rows: "):
+    with pytest.raises(MlopsError, match="^cannot split 1 rows: "):
         _run_split(SplitSpec(), [0])
-    with pytest.raises(MlopsError, match="cannot split 1 rows: "):
-        _run_split(SplitSpec(stratify=False), [0])
+    said = []
+    with pytest.raises(MlopsError, match="^cannot split 1 rows: "):
+        _run_split(SplitSpec(stratify=False), [0], said=said)
+    assert said == [], "nothing to fall back to when not stratifying"
+    from sklearn.model_selection import train_test_split
+
+    rest, holdout = train_test_split(np.arange(20), test_size=0.2, random_state=1)
+    train, validation = train_test_split(rest, test_size=0.5, random_state=1)
+    parts, _ = _run_split(SplitSpec(holdout=0.2, validation=0.5, seed=1), y)
+    assert parts == {"train": sorted(train), "validation": sorted(validation), "holdout": sorted(holdout)}, \
+        "the random fallback keeps the seed"
+
+
+def test_a_time_split_keeps_the_row_order_among_equal_times():
+    time = (np.arange(200) * 7) % 3
+    parts, _ = _run_split(SplitSpec(holdout=0.1, validation=0.1, order="time"), [0, 1] * 100, time=time)
+    order = np.argsort(time, kind="stable")
+    assert parts["holdout"] == sorted(order[-20:]) and parts["validation"] == sorted(order[-38:-20])
+
+
+def test_a_stage_without_its_input_names_itself():
+    run = SimpleNamespace(results={}, split=SplitSpec())
+    with pytest.raises(MlopsError, match=r"^stage 'split' needs 'X', which no earlier stage of this pipeline produced$"):
+        split(run)
 
 
 def test_split_fractions_are_described_as_shares():
@@ -331,7 +353,7 @@ def test_the_task_is_the_configured_one_unless_auto():
     spec.task = "auto"
     assert resolve_task(spec, "xgboost.XGBRegressor", pd.Series([0, 1])) == "regression"
     assert resolve_task(spec, "xgboost.XGBClassifier", pd.Series([0, 1, 1])) == "binary"
-    with pytest.raises(MlopsError, match="target column 'T' has only one value"):
+    with pytest.raises(MlopsError, match="^target column 'T' has only one value"):
         resolve_task(spec, "xgboost.XGBClassifier", pd.Series([1, 1]))
 
 
@@ -412,6 +434,7 @@ def test_the_gate_with_mcnemar_needs_p_below_one_minus_confidence():
     spec = PromotionSpec(confidence=0.9, test="mcnemar")
     assert gate(spec, _vs(0.8, 0.75, test=test(0.0999))) == (
         True, "gate passed: f1 0.8000 vs champion's 0.7500 + 0.0, McNemar p = 0.0999 (9 vs 2 rows) on 1,234 holdout rows")
+    assert not gate(spec, _vs(0.8, 0.75, test=test(1 - 0.9)))[0], "p equal to 1 - confidence is not below it"
     passed, reason = gate(spec, _vs(0.8, 0.75, test=test(0.1)))
     assert not passed and reason == "refused: McNemar p = 0.1000 (9 vs 2 rows) not below 0.1 on 1,234 holdout rows"
     assert not gate(spec, _vs(0.7, 0.75, test=test(0.01)))[0], "a worse point value is refused whatever p says"
@@ -435,8 +458,23 @@ def test_drift_alerts_are_this_runs_alone_without_a_champion_monitor_or_blocking
     assert drift_alerts(SimpleNamespace(results={}, monitor=None), PromotionSpec(block_on_drift_alert=True), "V1") == []
 
 
+def test_drift_alerts_add_the_champions_recorded_ones_field_by_field(monkeypatch):
+    from mlops_framework import monitoring
+
+    row = {"RULE": "psi_high", "METRIC": "psi", "OP": ">", "THRESHOLD": 0.2, "VALUE": 0.4, "WINDOW_START": "w0",
+           "WINDOW_END": "w1", "COLUMN_NAME": "A", "MODEL_NAME": "M", "MODEL_VERSION": "V1", "RUN_ID": "R"}
+    asked = []
+    monkeypatch.setattr(monitoring, "recorded_alerts", lambda *args: asked.append(args) or [row])
+    mine = _alert("js_high")
+    run = SimpleNamespace(results={"alerts": [mine]}, monitor="MONITOR", registration=SimpleNamespace(model_name="M"))
+    alerts = drift_alerts(run, PromotionSpec(block_on_drift_alert=True, drift_windows=3), "V1")
+    assert asked == [("MONITOR", "M", "V1", 3)]
+    assert alerts == [mine, Alert(rule="psi_high", metric="psi", op=">", threshold=0.2, value=0.4, window_start="w0",
+                                  window_end="w1", column="A", model_name="M", model_version="V1", run_id="R")]
+
+
 def _accuracy(truth, predictions):
-    return float(np.mean(truth == predictions))
+    return float(np.sum(truth == predictions)) / len(truth)
 
 
 def test_paired_bootstrap_measures_both_on_the_same_draws_in_the_metrics_direction():
@@ -474,7 +512,7 @@ def test_paired_bootstrap_skips_undefined_draws_and_refuses_no_rows():
 
     result = paired_bootstrap(sometimes, truth, (truth,), (truth,), resamples=5)
     assert np.isnan(result["improvement"]) and np.isnan(result["lower"]) and np.isnan(result["upper"])
-    with pytest.raises(MlopsError, match="the promotion gate has no holdout rows to compare on"):
+    with pytest.raises(MlopsError, match="^the promotion gate has no holdout rows to compare on"):
         paired_bootstrap(_accuracy, [], ([],), ([],))
 
 
@@ -488,6 +526,7 @@ def test_mcnemar_counts_the_rows_only_one_gets_right():
     assert result == {"test": "mcnemar", "only_challenger_right": 7, "only_champion_right": 2,
                       "p_value": pytest.approx(binomtest(7, 9, 0.5, alternative="greater").pvalue), "rows": 20}
     assert mcnemar(truth, champion, champion)["p_value"] == 1.0
+    assert paired_bootstrap(_accuracy, truth, (champion,), (challenger,))["resamples"] == 1000, "the default"
     tie = mcnemar([1] * 6, [1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1])
     assert tie["p_value"] == pytest.approx(binomtest(3, 6, 0.5, alternative="greater").pvalue) and tie["p_value"] < 1
 
@@ -506,7 +545,7 @@ def test_alert_rules_are_checked_one_message_each():
         ({"metric": "psi", "against": "baseline"}, "alerts.rules.r.against: baseline applies to performance metrics"),
         ({"metric": "rows", "against": "baseline"}, "alerts.rules.r.against: baseline applies to performance metrics"),
     ]:
-        with pytest.raises(MlopsError, match=message):
+        with pytest.raises(MlopsError, match="^" + message):
             AlertRule(name="r", threshold=0.5, **keys)
     for metric in ("psi", "jensen_shannon", "hellinger", "wasserstein", "difference_of_means"):
         assert AlertRule(name="d", metric=metric, threshold=1, columns=["A"]).is_drift
@@ -521,7 +560,7 @@ def test_rules_are_built_from_config_skipping_switched_off_ones():
     assert [(r.name, r.metric, r.op, r.threshold, r.columns) for r in rules] == [
         ("low", "f1", "<", 0.5, None), ("psi", "psi", ">", 0.2, ["A"])]
     assert build_rules(None) == [] and build_rules({}) == []
-    with pytest.raises(MlopsError, match="alerts.rules.low"):
+    with pytest.raises(MlopsError, match=r"^unknown key alerts.rules.low.treshold \(did you mean 'threshold'\?\)"):
         build_rules({"low": {"metric": "f1", "threshold": 0.5, "treshold": 1}})
 
 
@@ -613,7 +652,7 @@ def test_classification_summary_binary_macro_and_zero_division():
     none = M.classification_summary([0, 0], [0, 0], average="binary")
     assert (none["precision"], none["recall"], none["f1"], none["accuracy"]) == (0.0, 0.0, 0.0, 1.0)
     assert M.classification_summary([], [])["accuracy"] == 0.0
-    with pytest.raises(MlopsError, match="monitor.average must be macro or binary, not 'micro'"):
+    with pytest.raises(MlopsError, match="^monitor.average must be macro or binary, not 'micro'"):
         M.classification_summary(y, pred, average="micro")
 
 
@@ -632,7 +671,7 @@ def test_metrics_from_confusion_counts():
     assert "tp" not in three and three["accuracy"] == 0.75
     empty = M.metrics_from_confusion({}, classes=[])
     assert empty == {"rows": 0, "accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
-    with pytest.raises(MlopsError, match="monitor.average must be macro or binary, not 'weighted'"):
+    with pytest.raises(MlopsError, match="^monitor.average must be macro or binary, not 'weighted'"):
         M.metrics_from_confusion(counts, average="weighted")
 
 
@@ -647,7 +686,7 @@ def test_bins_are_learned_from_the_baseline_and_values_on_an_edge_go_up():
     assert len(M.learn_categories(list("abcdefghijkl"))) == 10 and len(M.drift(list("abcdefghijkl"), ["a"],
                                                                              kind="categorical")["bins"]) == 10
     assert list(M.bin_edges([1, 1, 1], bins=4)) == [] and list(M.bin_edges([np.nan])) == []
-    with pytest.raises(MlopsError, match="monitor.binning must be quantile or uniform, not 'log'"):
+    with pytest.raises(MlopsError, match="^monitor.binning must be quantile or uniform, not 'log'"):
         M.bin_edges([1, 2], binning="log")
     assert list(M.histogram([0, 1, 1.5, 2, 3, np.nan], [1, 2])) == [0.2, 0.4, 0.4]
     assert list(M.histogram([np.nan], [1])) == [0.0, 0.0] and M.histogram([], [1]).dtype == float
@@ -728,9 +767,9 @@ def test_windows_start_on_mondays_and_widths_are_checked():
     assert str(starts[0]) == "2024-01-01 00:00:00"
     starts, width = M.window_starts(["2024-01-02 13:00"], window="1 day", origin="2024-01-01 12:00")
     assert str(starts[0]) == "2024-01-02 12:00:00" and width == pd.Timedelta("1 day")
-    with pytest.raises(MlopsError, match="monitor.window must be positive, not '0 days'"):
+    with pytest.raises(MlopsError, match="^monitor.window must be positive, not '0 days'"):
         M.window_starts(["2024-01-01"], window="0 days")
-    with pytest.raises(MlopsError, match="monitor.window 'weekly' / origin '2000-01-03': "):
+    with pytest.raises(MlopsError, match="^monitor.window 'weekly' / origin '2000-01-03': "):
         M.window_starts(["2024-01-01"], window="weekly")
 
 
@@ -900,18 +939,18 @@ def test_rollback_walks_back_and_resolving_follows_aliases_case_insensitively(tm
     assert registry.aliases("M") == {"PRODUCTION": "v1"}
     assert registry.get_version("M", "Production")["version_name"] == "v1"
     assert registry.get_version("M", "v2")["version_name"] == "v2"
-    with pytest.raises(MlopsError, match=r"alias 'PRODUCTION' of model 'M' holds v1 and has no earlier version"):
+    with pytest.raises(MlopsError, match=r"^alias 'PRODUCTION' of model 'M' holds v1 and has no earlier version"):
         registry.rollback("M", "PRODUCTION")
-    with pytest.raises(MlopsError, match=r"alias 'STAGING' of model 'M' is not set and has no earlier version"):
+    with pytest.raises(MlopsError, match=r"^alias 'STAGING' of model 'M' is not set and has no earlier version"):
         registry.rollback("M", "staging")
-    with pytest.raises(MlopsError, match=r"model 'M' has no version or alias 'nope'; versions: v1, v2, v3; "
+    with pytest.raises(MlopsError, match=r"^model 'M' has no version or alias 'nope'; versions: v1, v2, v3; "
                                          r"aliases: PRODUCTION"):
         registry.get_version("M", "nope")
     registry.set_alias("M", "v3", "STAGING")
     import shutil
 
     shutil.rmtree(tmp_path / "M" / "versions" / "v3")
-    with pytest.raises(MlopsError, match=r"alias 'STAGING' of model 'M' points at version 'v3', which no longer exists"):
+    with pytest.raises(MlopsError, match=r"^alias 'STAGING' of model 'M' points at version 'v3', which no longer exists"):
         registry.get_version("M", "staging")
     entry = registry.unset_alias("M", "staging")
     assert (entry["event"], entry["old_version"], entry["new_version"]) == ("unset", "v3", None)
@@ -953,20 +992,20 @@ def test_the_search_space_comes_from_params_with_the_command_line_winning():
 ])
 def test_search_spaces_optuna_cannot_take_are_refused(value, message):
     # by name: Hydra's plugin scan executes the sweeper's module again, so the class can be another object
-    with pytest.raises(Exception, match=f"search space model.params.x: (.* )?{message}") as refused:
+    with pytest.raises(Exception, match=f"^search space model.params.x: (.* )?{message}") as refused:
         search_space({"model.params.x": value}, [])
     assert type(refused.value).__name__ == SweepConfigError.__name__
 
 
 def test_role_messages_name_the_key_every_unknown_column_and_every_reason():
     frame = pd.DataFrame({f"C{i}": [0, 1] for i in range(35)})
-    with pytest.raises(MlopsError, match="features.exclude must be a list of column names, got 3"):
+    with pytest.raises(MlopsError, match="^features.exclude must be a list of column names, got 3"):
         F.infer_roles(frame, target="C0", exclude=3)
-    with pytest.raises(MlopsError, match="features.categorical must be a list of column names, got 3"):
+    with pytest.raises(MlopsError, match="^features.categorical must be a list of column names, got 3"):
         F.infer_roles(frame, target="C0", categorical=3)
-    with pytest.raises(MlopsError, match="features.time names 'X', not a column"):
+    with pytest.raises(MlopsError, match="^features.time names 'X', not a column"):
         F.infer_roles(frame, target="C0", time="X")
-    with pytest.raises(MlopsError, match=r"features.numeric names 'X', 'Y', not a column of the data; "
+    with pytest.raises(MlopsError, match=r"^features.numeric names 'X', 'Y', not a column of the data; "
                                          r"columns: C0, C1, .*, C29$"):
         F.infer_roles(frame, target="C0", numeric=["X", "Y"])
     with pytest.raises(MlopsError, match=r"besides the target 'C0': C1: excluded; C2: excluded$"):

@@ -37,7 +37,7 @@ def test_alert_windows_are_whole_days(window, days):
 
 @pytest.mark.parametrize("window", ["1 week", "7", "0.5 day", "7 days later", "day"])
 def test_other_alert_windows_are_refused(window):
-    with pytest.raises(MlopsError, match=r"Snowflake alert windows are whole days \('7 DAY'\), not "):
+    with pytest.raises(MlopsError, match=r"^Snowflake alert windows are whole days \('7 DAY'\), not "):
         mon._days(window)
 
 
@@ -67,7 +67,7 @@ def test_rules_snowflake_cannot_check_are_refused_by_name():
         (_rule("psi", name="p"), "alert rule p: name the columns a drift alert watches"),
         (_rule("hellinger", name="h"), "alert rule h: Snowflake monitors do not compute hellinger"),
     ]:
-        with pytest.raises(MlopsError, match=message):
+        with pytest.raises(MlopsError, match="^" + message):
             mon.rule_condition(rule, "MON", columns=[])
 
 
