@@ -1025,3 +1025,11 @@ def test_an_alias_move_is_recorded_in_full_before_the_alias_file(tmp_path):
     assert registry.history("M") == [entry, second]
     registry.set_alias("M", "v3", "CANARY")
     assert (tmp_path / "M" / "aliases.json").read_text() == '{\n  "CANARY": "v3",\n  "PRODUCTION": "v2"\n}'
+
+
+def test_the_command_line_replaces_a_param_given_with_a_prefix_and_every_range_end_is_kept():
+    space, keys, fixed = search_space({"+model.params.x": "3", "~model.params.y": "null"},
+                                      ["model.params.x=choice(1, 2)", "model.params.y=interval(0, 1)"])
+    assert fixed == [] and set(space) == {"model.params.x", "model.params.y"}
+    space, _, _ = search_space({"a": "range(0.5, 1.25, 0.25)", "b": "tag(int, log, interval(1, 100))"}, [])
+    assert space == {"a": od.FloatDistribution(0.5, 1.0, step=0.25), "b": od.IntDistribution(1, 100, log=True)}
