@@ -65,6 +65,7 @@ AREAS = {
         "for_task"]) + _functions("mlops_snowflake.registry", ["SnowflakeRegistry._verify", "_same_value"])),
 }
 KILLED = {"killed", "timeout", "caught by type check"}
+NOT_RUN = "not checked"
 
 
 def run(areas, max_children, survivors_only=False):
@@ -95,18 +96,21 @@ def _matching(found, patterns):
 
 
 def table(areas):
+    """Per area: mutants, those run, killed (timeouts among them), left alive, and the score over those run."""
     cache, rows, survivors = {}, [], []
     for area in areas:
         root, patterns = AREAS[area]
         mine = _matching(cache.setdefault(root, statuses(root)), patterns)
-        killed = sum(status in KILLED for status in mine.values())
-        rows.append((area, len(mine), killed))
-        survivors += [f"{name}: {status}" for name, status in sorted(mine.items()) if status not in KILLED]
-    print(f"{'area':<12} {'mutants':>8} {'killed':>8} {'score':>7}")
-    for area, total, killed in rows:
-        print(f"{area:<12} {total:>8} {killed:>8} {killed / total if total else 0:>7.1%}")
-    total, killed = sum(r[1] for r in rows), sum(r[2] for r in rows)
-    print(f"{'overall':<12} {total:>8} {killed:>8} {killed / total if total else 0:>7.1%}")
+        run_ = [s for s in mine.values() if s != NOT_RUN]
+        killed = sum(s in KILLED for s in run_)
+        rows.append((area, len(mine), len(run_), killed, sum(s == "timeout" for s in run_)))
+        survivors += [f"{name}: {status}" for name, status in sorted(mine.items())
+                      if status not in KILLED and status != NOT_RUN]
+    print(f"{'area':<12} {'mutants':>8} {'run':>6} {'killed':>7} {'timeout':>8} {'alive':>6} {'score':>7}")
+    rows.append(("overall", *(sum(row[i] for row in rows) for i in range(1, 5))))
+    for area, count, run_, killed, timeouts in rows:
+        score = f"{killed / run_:.1%}" if run_ else "-"
+        print(f"{area:<12} {count:>8} {run_:>6} {killed:>7} {timeouts:>8} {run_ - killed:>6} {score:>7}")
     print("\nnot killed:" if survivors else "", *survivors, sep="\n  ")
 
 
