@@ -1033,3 +1033,24 @@ def test_the_command_line_replaces_a_param_given_with_a_prefix_and_every_range_e
     assert fixed == [] and set(space) == {"model.params.x", "model.params.y"}
     space, _, _ = search_space({"a": "range(0.5, 1.25, 0.25)", "b": "tag(int, log, interval(1, 100))"}, [])
     assert space == {"a": od.FloatDistribution(0.5, 1.0, step=0.25), "b": od.IntDistribution(1, 100, log=True)}
+
+
+def test_more_decisions_named_exactly():
+    assert F._kind(pd.Series([np.datetime64("2024-01-01")], dtype=object)) == "time"
+    assert F._kind(pd.Series([pd.Period("2024-01", freq="M")], dtype=object)) == "time"
+    frame = pd.DataFrame({"T": [0, 1], "A": [1.0, 2.0]})
+    with pytest.raises(MlopsError, match="^features.categorical names 'X', not a column"):
+        F.infer_roles(frame, target="T", categorical=["X"])
+    with pytest.raises(MlopsError, match="^split.order=time needs the time column: set features.time=COLUMN$"):
+        _run_split(SplitSpec(order="time"), [0, 1] * 5)
+    truth = np.array([1, 0] * 10)
+    guess = (np.array([1, 1] * 10),)
+    assert paired_bootstrap(_accuracy, truth, guess, (truth,), resamples=30) == paired_bootstrap(
+        _accuracy, truth, guess, (truth,), resamples=30, seed=0), "seed 0 by default"
+
+
+def test_rows_of_a_partition_keep_their_order_when_keys_interleave():
+    keys = np.arange(300) % 3
+    batch = pa.record_batch({"W": keys, "V": np.arange(300)})
+    parts = {key: part.column("V").to_pylist() for key, part in S._split_by_partition(batch, ["W"])}
+    assert parts == {(k,): list(range(k, 300, 3)) for k in range(3)}
