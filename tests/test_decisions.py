@@ -1054,3 +1054,12 @@ def test_rows_of_a_partition_keep_their_order_when_keys_interleave():
     batch = pa.record_batch({"W": keys, "V": np.arange(300)})
     parts = {key: part.column("V").to_pylist() for key, part in S._split_by_partition(batch, ["W"])}
     assert parts == {(k,): list(range(k, 300, 3)) for k in range(3)}
+
+
+def test_confusion_counts_missing_cells_are_zero_and_the_last_class_is_positive():
+    result = M.metrics_from_confusion({(1, 1): 2, (0, 1): 1})
+    assert (result["tn"], result["fp"], result["fn"], result["tp"]) == (0, 1, 0, 2)
+    binary = M.metrics_from_confusion({("yes", "yes"): 3, ("no", "yes"): 1}, average="binary")
+    assert (binary["precision"], binary["recall"], binary["tp"], binary["tn"]) == (0.75, 1.0, 3, 0)
+    mixed = M.metrics_from_confusion({(1, 1): 1, ("a", "a"): 1})
+    assert mixed["accuracy"] == 1.0 and "tp" in mixed
