@@ -1063,3 +1063,21 @@ def test_confusion_counts_missing_cells_are_zero_and_the_last_class_is_positive(
     assert (binary["precision"], binary["recall"], binary["tp"], binary["tn"]) == (0.75, 1.0, 3, 0)
     mixed = M.metrics_from_confusion({(1, 1): 1, ("a", "a"): 1})
     assert mixed["accuracy"] == 1.0 and "tp" in mixed
+
+
+def test_alerts_are_stamped_and_every_row_and_version_is_looked_at():
+    result = {"performance": [
+        {"window_start": 14, "window_end": 21, "model_version": "V1", "f1": 0.1},
+        {"window_start": 0, "window_end": 7, "model_version": "V1", "f1": None},
+        {"window_start": 7, "window_end": 14, "model_version": "V1", "f1": 0.2}]}
+    before = dt.datetime.now(dt.timezone.utc)
+    fired = evaluate([AlertRule(name="low", metric="f1", threshold=0.5, window="any")], result)
+    assert [a.window_start for a in fired] == [14, 7], "a missing value skips its row only"
+    assert dt.datetime.fromisoformat(fired[0].fired_at) >= before
+    last = evaluate([AlertRule(name="low", metric="f1", threshold=0.5, window="last")], result)
+    assert [a.window_start for a in last] == [14], "the latest window, whatever the row order"
+
+
+def test_secrets_inside_lists_are_remembered_too(no_secrets):
+    assert config.redact({"hosts": [{"password": "pw-in-a-list"}]}, remember=True) == {"hosts": [{"password": REDACTED}]}
+    assert no_secrets == {"pw-in-a-list"}
