@@ -1081,3 +1081,11 @@ def test_alerts_are_stamped_and_every_row_and_version_is_looked_at():
 def test_secrets_inside_lists_are_remembered_too(no_secrets):
     assert config.redact({"hosts": [{"password": "pw-in-a-list"}]}, remember=True) == {"hosts": [{"password": REDACTED}]}
     assert no_secrets == {"pw-in-a-list"}
+
+
+def test_the_longest_secret_wins_whatever_its_letters_and_url_passwords_may_hold_colons(no_secrets):
+    config.remember_secret("zzzz")
+    config.remember_secret("azzzz1")
+    assert config.scrub("azzzz1") == REDACTED
+    config.redact("https://user:pa:ss-word@host", remember=True)
+    assert "pa:ss-word" in no_secrets
