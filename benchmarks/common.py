@@ -148,7 +148,7 @@ def make_parquet(path: str, weeks: int, rows_per_week: int, seed: int) -> dict:
     """Generate synthetic weeks straight into one Parquet file (one row group per week), atomically."""
     import pyarrow.parquet as pq
 
-    from mlops_framework import synthetic
+    from mlops_local import synthetic
 
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -203,7 +203,7 @@ def register_model(home: str, sizes: dict) -> dict:
 
 def load_model(home: str, version: str):
     """The registered benchmark model, loaded as scoring loads it."""
-    from mlops_framework.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     return LocalRegistry(Path(home) / "registry").load_model(MODEL_NAME, version)
 
@@ -220,7 +220,7 @@ class Context:
 
     def data(self, weeks: int, seed: int = 1) -> Path:
         """A cached Parquet file of ``weeks`` x ``rows_per_week`` synthetic rows (scoring seed 1)."""
-        from mlops_framework.synthetic import GENERATOR_VERSION
+        from mlops_local.synthetic import GENERATOR_VERSION
 
         rows = self.sizes.rows_per_week
         path = self.dir / "data" / f"synthetic-v{GENERATOR_VERSION}-seed{seed}-{weeks}x{rows}.parquet"

@@ -45,7 +45,7 @@ def encoded(rows: int, seed: int):
     """``rows`` synthetic loan applications, one-hot encoded by the framework's feature contract."""
     import pyarrow as pa
 
-    from mlops_framework import synthetic
+    from mlops_local import synthetic
     from mlops_framework.features import FeatureContract
 
     weeks = max(1, rows // 100_000)

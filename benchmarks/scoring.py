@@ -85,7 +85,7 @@ def notebook(home: str, version: str, data: str, out: str) -> dict:
     import pandas as pd
     import xgboost
 
-    from mlops_framework.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     registry = LocalRegistry(Path(home) / "registry")
     path = registry.artifact_path(MODEL_NAME, version)

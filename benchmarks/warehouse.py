@@ -39,8 +39,8 @@ def compare(home: str, version: str, data: str, out_dir: str, repeats: int) -> d
     import pyarrow.parquet as pq
 
     from mlops_framework.scoring import score_to_sink
-    from mlops_framework.sinks import DuckDBSink, ParquetSink
-    from mlops_framework.sources import ParquetSource
+    from mlops_local.sinks import DuckDBSink, ParquetSink
+    from mlops_local.sources import ParquetSource
 
     model = load_model(home, version)
     memory = _Memory()

@@ -125,11 +125,9 @@ class Page:
 
     def write(self, path) -> Path:
         """Write the page to ``path`` (through a temporary file, so a reader never sees half a page)."""
-        import os
+        from mlops_framework.files import write_text_atomic
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(self.render(), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, self.render())
         return path

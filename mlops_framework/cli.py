@@ -92,24 +92,25 @@ def _help_text():
     return "\n".join(lines)
 
 
-def execute(cfg, components, output_dir, *, keep_model_in=None):
+def execute(cfg, components, output_dir, *, keep_model_in=None, shared=None):
     """Check, resolve and run a composed config (``mlops_framework.runner``) with its trackers around it;
     print and return its summary. ``keep_model_in``: a directory where a local registry takes the run's model
-    instead of the configured registry (a sweep's trial, see ``mlops_framework.sweeps``)."""
+    instead of the configured registry (a sweep's trial, see ``mlops_framework.sweeps``); ``shared``: the data
+    earlier trials in this process made (a sweep's trial, see ``mlops_framework.shared_data``)."""
     from mlops_framework import config, runner, tracking
 
     config.check(cfg, components)
-    resolved = config.resolved(cfg)  # secrets redacted: what trackers log and files hold
+    values = config.resolved_values(cfg)  # resolved once: with the secrets for the run, redacted for the rest
+    resolved = config.redact(values)  # secrets redacted: what trackers log and files hold
     trackers = tracking.build_trackers(resolved, components)  # their keys checked before anything is written
     registry = None
     if keep_model_in is not None:
-        from mlops_framework.registry import LocalRegistry
-
-        registry = LocalRegistry(keep_model_in)
+        registry = components.build("registry", {"kind": "local", "root": str(keep_model_in)},
+                                    where="the trial's own registry")
     with tracking.track(trackers, components) as begin:  # one run in each tracker (tracker=[local,mlflow])
         # the values with their secrets: they reach notifiers and connections intact; what is written is redacted
-        result = runner.execute(config.resolved_values(cfg), components, output_dir, announce=begin,
-                                registry=registry)
+        result = runner.execute(values, components, output_dir, announce=begin,
+                                registry=registry, shared=shared)
     print("\n".join(result.lines()))
     return result.to_dict()
 
@@ -123,17 +124,23 @@ def _run(overrides):
 
     from mlops_framework import config
 
+    _check_override_syntax(overrides)
     components = _components()
     config.register_resolvers()
 
+    composing = _HydraStderr(held=not any(item in ("-m", "--multirun") for item in overrides))
+
     def task(cfg):
+        from mlops_framework import shared_data
         from mlops_framework.sweep_record import keep_trial_model
 
+        composing.release()
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
             output_dir = HydraConfig.get().runtime.output_dir
             config.scrub_hydra_files(output_dir)  # written by Hydra before this
-            return execute(cfg, components, output_dir, keep_model_in=keep_trial_model(HydraConfig.get(), output_dir))
+            return execute(cfg, components, output_dir, keep_model_in=keep_trial_model(HydraConfig.get(), output_dir),
+                           shared=shared_data.in_this_process() if multirun else None)
         except MlopsError as error:
             print(f"mlops: error: {_scrubbed(error)}", file=sys.stderr)
             if multirun:  # one failed trial: the others go on; the sweep reports it at the end (sweeps.py)
@@ -159,12 +166,68 @@ def _run(overrides):
     saved_argv = sys.argv
     sys.argv = ["mlops run", *overrides, *config.search_path_overrides(components)]
     try:
+        composing.hold()
         hydra.main(config_path=str(config.conf_dir()), config_name="config", version_base="1.3")(task)()
     except SystemExit as exit_:  # Hydra and the task exit this way; `main` returns the status instead
-        return exit_.code if isinstance(exit_.code, int) else 1
+        code = exit_.code if isinstance(exit_.code, int) else 1
+        return composing.failed(code)
     finally:
         sys.argv = saved_argv
+        composing.release()
     return 0
+
+
+class _HydraStderr:
+    """What Hydra writes to stderr before a single run's task starts, held: if Hydra then exits 1 (it could
+    not compose the config: an unknown key or option), its block becomes one ``mlops: error:`` line and
+    exit 2; otherwise it is passed on unchanged. A sweep's stderr is never held."""
+
+    NOISE = ("Set the environment variable HYDRA_FULL_ERROR", "full_key:", "object_type=", "reference_type=")
+
+    def __init__(self, held):
+        import io
+
+        self.buffer = io.StringIO() if held else None
+        self.stderr = sys.stderr
+
+    def hold(self):
+        if self.buffer is not None:
+            sys.stderr = self.buffer
+
+    def release(self):
+        if self.buffer is not None:
+            sys.stderr = self.stderr
+            self.stderr.write(self.buffer.getvalue())
+            self.buffer = None
+
+    def failed(self, code):
+        if self.buffer is None or code != 1:
+            return code
+        text = self.buffer.getvalue().split("\nConfig search path")[0]
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(self.NOISE)]
+        if not lines or "Traceback" in text:
+            return code  # not a composition error: released as it was
+        self.buffer = None
+        sys.stderr = self.stderr
+        print(f"mlops: error: {' '.join(lines)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _check_override_syntax(overrides):
+    """Hydra's override grammar, checked before Hydra runs (it would print its own block and exit 1)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        if override.startswith("-") or "=" not in override:  # Hydra's flags and their values
+            continue
+        try:
+            parser.parse_override(override)
+        except HydraException as error:
+            reason = str(error).strip().splitlines()[0]
+            raise MlopsError(f"{override!r} is not a valid override ({reason}); quote a value holding spaces, "
+                             f"';' or brackets: key=\"'...'\"") from None
 
 
 def _plan(argv):

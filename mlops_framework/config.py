@@ -201,15 +201,15 @@ def scrub_hydra_files(output_dir):
     with secrets redacted: values given on the command line or under secret-looking keys."""
     import yaml
 
+    from mlops_framework.files import write_text_atomic
+
     hydra_dir = Path(output_dir) / ".hydra"
     paths = sorted(hydra_dir.glob("*.yaml"), key=lambda p: p.name != "config.yaml") if hydra_dir.is_dir() else []
     for path in paths:  # config.yaml first: the values under its secret keys are then scrubbed everywhere
         data = yaml.safe_load(path.read_text())
         _remember_override_secrets(data)
         text = scrub(yaml.safe_dump(redact(_redact_overrides(data), remember=True), sort_keys=False))
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
 
 
 def _override_secret(item):

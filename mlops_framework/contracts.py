@@ -28,6 +28,7 @@ PUBLIC_MODULES = (
     "mlops_framework.contracts",
     "mlops_framework.errors",
     "mlops_framework.features",
+    "mlops_framework.files",
     "mlops_framework.hookspecs",
     "mlops_framework.lifecycle",
     "mlops_framework.lineage",
@@ -39,8 +40,8 @@ PUBLIC_MODULES = (
     "mlops_framework.scoring",
     "mlops_framework.stages",
 )
-"""The core modules a plugin may import. The built-in plugin's own modules (sources, sinks, registry,
-feature store, synthetic data) are not among them: a plugin never imports another plugin."""
+"""The core modules a plugin may import. The built-in plugin (``mlops_local``) is not among them: a plugin
+never imports another plugin, and the core never imports a plugin."""
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -81,6 +82,14 @@ class WarehouseSource(SqlSource, Protocol):
     them to the client; it can say its SQL too."""
 
     def snowpark_dataframe(self, columns: list[str] | None = None) -> Any: ...
+
+
+@runtime_checkable
+class DuckDBFileSource(Protocol):
+    """A source that is a table in a DuckDB file: a stage that computes in DuckDB (the monitor) attaches
+    the file read-only instead of streaming its rows. Returns ``(path, table, where or None)``."""
+
+    def duckdb_table(self) -> tuple[str, str, str | None]: ...
 
 
 @runtime_checkable
@@ -248,7 +257,7 @@ class PlannedRegistry(Protocol):
     move an alias (``mlops plan`` prints them)."""
 
     def plan_log_model(self, *, model_name: str, version_name: str | None, comment: str | None, tags: dict,
-                       flavor: str) -> list[str]: ...
+                       flavor: str, task: str | None) -> list[str]: ...
 
     def plan_alias(self, model_name: str, version: str, alias: str) -> list[str]: ...
 
@@ -379,6 +388,26 @@ def sql_string(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def check_sql_expression(text, *, where: str) -> str:
+    """Refuse a SQL fragment taken from config unless it is ONE boolean expression (``WEEK <= 5``).
+
+    DuckDB's own parser splits ``SELECT * FROM t WHERE (<text>)`` into statements: a second statement
+    (``; ATTACH ...; DROP TABLE ...``), an unbalanced parenthesis or a comment cutting the query short
+    is refused before anything runs. Return ``text`` unchanged."""
+    import duckdb
+
+    if not isinstance(text, str) or not text.strip():
+        raise MlopsError(f"{where} must be a SQL condition such as \"WEEK <= 5\", got {text!r}")
+    try:
+        statements = duckdb.extract_statements(f"SELECT * FROM t WHERE ({text}\n)")
+    except duckdb.Error as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise MlopsError(f"bad {where} {text!r}: {first_line}") from None
+    if len(statements) != 1:
+        raise MlopsError(f"{where} must be one SQL expression, not several statements: {text!r}")
+    return text
+
+
 # ------------------------------------------------------------------ feature store definitions
 _FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -424,7 +453,7 @@ def check_feature_name(name, where):
 
 def parse_store(store) -> tuple[dict, dict]:
     """``(entities, feature_views)`` by name from the ``feature_store`` group's mapping (see
-    ``mlops_framework.feature_store``); every problem is one MlopsError naming the key."""
+    ``mlops_local.feature_store``); every problem is one MlopsError naming the key."""
     from mlops_framework.plugins import check_arguments
 
     if not isinstance(store, dict):

@@ -1,7 +1,7 @@
 """The extension points of mlops-framework: read this file to know what a plugin can add.
 
 A plugin is a module (or object) with functions decorated by ``hookimpl`` and named like the specs
-below. Built-ins are plugins too: ``mlops_framework/local.py`` registers the embedded defaults through
+below. Built-ins are plugins too: ``mlops_local/__init__.py`` registers the embedded defaults through
 exactly these hooks, and ``plugins/`` holds the external ones. Third-party plugins are found through the
 ``mlops_framework`` entry-point group (see the README).
 
@@ -61,7 +61,7 @@ def register_registries(register):
 @hookspec
 def register_backends(register):
     """Add execution backends: ``register(kind, cls)``; a backend follows ``contracts.Backend``.
-    ``mlops_framework.local.LocalBackend`` is the reference implementation.
+    ``mlops_local.backend.LocalBackend`` is the reference implementation.
     """
 
 

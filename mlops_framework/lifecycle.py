@@ -21,7 +21,6 @@ import json
 from mlops_framework.alerts import DRIFT
 from mlops_framework.contracts import AuditedRegistry, PlannedRegistry
 from mlops_framework.errors import MlopsError
-from mlops_framework.lineage import config_hash  # noqa: F401  (its public name here since promotion records it)
 from mlops_framework.pipeline import PromotionSpec, Stage
 from mlops_framework.stages import _need
 

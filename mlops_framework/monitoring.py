@@ -22,6 +22,7 @@ the raw values (numeric columns only); ``difference_of_means`` = mean(current) -
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
 import numpy as np
@@ -245,21 +246,38 @@ def window_starts(timestamps, window: str = "7 days", origin: str = "2000-01-03"
     import pandas as pd
 
     width, start = _window_width(window, origin)
+    width, start = pd.Timedelta(width), pd.Timestamp(start)
     ts = pd.to_datetime(pd.Series(timestamps))
     if getattr(ts.dt, "tz", None) is not None:
         ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
     return start + ((ts - start) // width) * width, width
 
 
-def _window_width(window: str, origin: str):
-    import pandas as pd
+_WINDOW_UNITS = {"week": 7 * 86400, "day": 86400, "hour": 3600, "minute": 60, "second": 1}
+_PLAIN_WINDOW = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(week|day|hour|minute|second)s?\s*", re.IGNORECASE)
 
+
+def _window_width(window: str, origin: str) -> tuple[dt.timedelta, dt.datetime]:
+    """``monitor.window`` and ``monitor.origin`` as a timedelta and a datetime. "7 days", "12 hours" and ISO
+    dates are read here; any other spelling pandas reads (``pd.Timedelta`` / ``pd.Timestamp``), imported
+    only then: a monitor run with nothing new to compute never needs pandas."""
     try:
-        width = pd.Timedelta(window)
-        start = pd.Timestamp(origin)
+        plain = _PLAIN_WINDOW.fullmatch(str(window))
+        if plain:
+            width = dt.timedelta(seconds=float(plain[1]) * _WINDOW_UNITS[plain[2].lower()])
+        else:
+            import pandas as pd
+
+            width = pd.Timedelta(window).to_pytimedelta()
+        try:
+            start = dt.datetime.fromisoformat(str(origin))
+        except ValueError:
+            import pandas as pd
+
+            start = pd.Timestamp(origin).to_pydatetime()
     except ValueError as error:
         raise MlopsError(f"monitor.window {window!r} / origin {origin!r}: {error}") from None
-    if width <= pd.Timedelta(0):
+    if width <= dt.timedelta(0):
         raise MlopsError(f"monitor.window must be positive, not {window!r}")
     return width, start
 
@@ -270,7 +288,7 @@ def check_expression(text: str, where: str) -> str:
     refused. Used for SQL fragments taken from the config (``monitor.baseline``) before they go into a query."""
     import duckdb
 
-    from mlops_framework.sources import check_sql_expression
+    from mlops_framework.contracts import check_sql_expression
 
     check_sql_expression(text, where=where)
     try:  # normalised: a trailing comment cannot cut off the rest of the query it goes into
@@ -283,7 +301,7 @@ def time_expression(con, relation: str, column: str, time_format: str | None) ->
     """A SQL expression turning ``column`` of ``relation`` into a TIMESTAMP: timestamp and date columns as
     they are (time zones to UTC), text with ``time_format`` (strptime) or as ISO 8601. One MlopsError when
     a value cannot be read."""
-    from mlops_framework.sources import quote_identifier, sql_string
+    from mlops_framework.contracts import quote_identifier, sql_string
 
     types = {name.upper(): (name, kind) for name, kind, *_ in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
     if column.upper() not in types:
@@ -374,7 +392,8 @@ QUANTILE_GRID = [round(float(x), 4) for x in np.linspace(0.01, 0.99, 50)]
 AUC_DECIMALS = 4
 RESERVOIR = 2048  # values sampled per window for the quantiles of the Wasserstein approximation
 TASKS = ("binary", "multiclass", "regression")
-METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "rmse", "mae", "r2", "tn", "fp", "fn", "tp")
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2", "tn", "fp", "fn", "tp")
+LOG_LOSS_EPSILON = 1e-15  # probabilities are clipped here, as the evaluate stage clips them
 
 
 # ---------------------------------------------------------------------- the monitor in SQL
@@ -389,19 +408,20 @@ class WarehouseMonitor:
 
     def __init__(self, con, *, columns: dict, target_expr: str, prediction: str, score: str | None,
                  time_expr: str, version_expr: str, scored_at: str | None, window: str, origin: str,
-                 task: dict, bins: int, binning: str, average: str):
-        from mlops_framework.sources import quote_identifier
+                 task: dict, bins: int, binning: str, average: str, probabilities: dict | None = None):
+        from mlops_framework.contracts import quote_identifier
 
         self.con = con
         self.columns = columns
         self.task = task  # version -> {"task", "classes"}
+        self.probabilities = probabilities or {}  # multiclass: class label (as text) -> its PROBA_<label> column
         self.bins, self.binning, self.average = bins, binning, average
         width, start = _window_width(window, origin)
-        self.width = width.to_pytimedelta()
-        micros = int(width / np.timedelta64(1, "us"))
+        self.width = width
+        micros = width // dt.timedelta(microseconds=1)
         self.has_scored_at = bool(scored_at)
         self.time_expr = time_expr
-        scored = f"CAST({quote_identifier(scored_at)} AS VARCHAR)" if scored_at else "NULL"
+        scored = quote_identifier(scored_at) if scored_at else "NULL"  # cast after max(): one cast per window
         score_expr = f"CAST({quote_identifier(score)} AS DOUBLE)" if score else "CAST(NULL AS DOUBLE)"
         con.execute(f"""CREATE OR REPLACE TEMP VIEW prepared AS SELECT *,
             time_bucket(to_microseconds({micros}), {time_expr}, TIMESTAMP '{start.isoformat(sep=' ')}') AS __window,
@@ -424,11 +444,11 @@ class WarehouseMonitor:
         if everything or not todo:
             self.relation = "prepared"
             return
-        import pyarrow as pa
+        from mlops_framework.contracts import sql_string
 
-        keys = pa.table({"__version": pa.array([v for v, _ in todo], pa.string()),
-                         "__window": pa.array([w for _, w in todo], pa.timestamp("us"))})
-        self.con.register("__todo", keys)
+        # a VALUES list: registering an Arrow table costs DuckDB's Arrow scan set-up (0.3-0.8 s measured)
+        keys = ", ".join(f"({sql_string(v)}, TIMESTAMP '{w.isoformat(sep=' ')}')" for v, w in sorted(todo))
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE __todo AS SELECT * FROM (VALUES {keys}) t(__version, __window)")
         first, last = min(w for _, w in todo), max(w for _, w in todo) + self.width
         # the time range first: row groups outside it are skipped (zone maps) before windows are cut
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE work AS SELECT p.* FROM prepared p "
@@ -440,7 +460,7 @@ class WarehouseMonitor:
     # -- baseline
     def baseline_stats(self, relation: str) -> dict:
         """Bins, shares, means and quantiles of every column on ``relation``, plus its performance."""
-        from mlops_framework.sources import quote_identifier
+        from mlops_framework.contracts import quote_identifier
 
         con = self.con
         rows = con.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
@@ -527,6 +547,10 @@ class WarehouseMonitor:
                 out[key] = metrics_from_confusion(counts, classes, positive,
                                                   self.average if info["task"] == "binary" else "macro")
                 out[key]["roc_auc"] = None
+            multiclass = [k for k in out if (self.task.get(k[0]) or next(iter(self.task.values())))["task"] == "multiclass"]
+            for key, loss in (self._log_loss(relation, keys) if multiclass else {}).items():
+                if key in multiclass:
+                    out[key]["log_loss"] = loss
             binary = [k for k in out if (self.task.get(k[0]) or next(iter(self.task.values())))["task"] == "binary"]
             if binary:
                 positive = {v: (self.task.get(v) or {}).get("classes") for v, _ in binary}
@@ -545,6 +569,22 @@ class WarehouseMonitor:
                 out[(v, w)] = {"rows": n, "rmse": float(np.sqrt(sse / n)) if n else None,
                                "mae": sae / n if n else None, "r2": 1 - sse / total if total else None}
         return out
+
+    def _log_loss(self, relation, keys) -> dict:
+        """Multiclass log loss per window: the mean of -ln(the probability given to the actual class), clipped
+        at ``LOG_LOSS_EPSILON``; a class without a probability column counts as probability 0. Empty when
+        ``relation`` has no probability columns (a training holdout recorded before they existed)."""
+        from mlops_framework.contracts import sql_string
+
+        have = {row[0].upper() for row in self.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+        columns = {label: column for label, column in self.probabilities.items() if column.upper() in have}
+        if not columns:
+            return {}
+        cases = " ".join(f"WHEN {sql_string(label)} THEN CAST({_q(column)} AS DOUBLE)" for label, column in columns.items())
+        rows = self.con.execute(
+            f"SELECT {keys}, avg(-ln(greatest(coalesce(CASE CAST(__actual AS VARCHAR) {cases} END, 0), "
+            f"{LOG_LOSS_EPSILON}))) FROM {relation} WHERE __actual IS NOT NULL GROUP BY ALL").fetchall()
+        return {(v, w): float(loss) for v, w, loss in rows}
 
     def _auc(self, relation, keys, classes_of) -> dict:
         """ROC AUC per window, in SQL: scores rounded to ``AUC_DECIMALS`` into buckets, the Mann-Whitney
@@ -570,56 +610,65 @@ class WarehouseMonitor:
 
     def drift(self, baselines: dict) -> list[dict]:
         """One dict per (version, window, column) of the windows being computed, against ``baselines``
-        (version -> :meth:`baseline_stats`). Two scans: the per-window statistics of every column, and
-        the rows per bin of every column (grouping sets), with each version's own baseline bins."""
-        from mlops_framework.sources import quote_identifier, sql_string
+        (version -> :meth:`baseline_stats`). One scan counts, per version and window, every column's rows,
+        mean and quantile sample, and its rows in each bin of that version's baseline (numeric columns) or
+        in each category some baseline knows (``count_if``); only categories no baseline knows, where a
+        column has them, are listed by a second scan of those columns."""
+        from mlops_framework.contracts import sql_string
 
         con, relation = self.con, self.relation
-        names = list(self.columns)
-        stats_sql, bin_sql = [], []
+        projections, aggregates, known = [], [], {}
         for i, (column, kind) in enumerate(self.columns.items()):
-            q = quote_identifier(column)
+            q = _q(column)
             if kind == "numeric":
                 x = f"CAST({q} AS DOUBLE)"
-                stats_sql.append(f"count({x}), avg({x}), reservoir_quantile({x}, {QUANTILE_GRID}, {RESERVOIR})")
                 cases = " ".join(f"WHEN __version = {sql_string(v)} THEN {self._bin_expr(x, b['columns'][column]['edges'])}"
                                  for v, b in baselines.items())
-                bin_sql.append(f"CAST(CASE WHEN {x} IS NULL THEN NULL {cases} END AS VARCHAR) AS b{i}")
-            else:
-                mean = f"avg(TRY_CAST({q} AS DOUBLE))" if self._is_number(q, relation) else "NULL"
-                stats_sql.append(f"count({q}), {mean}, NULL")
-                bin_sql.append(f"{self._label_expr(q)} AS b{i}")
-        windows = con.execute(f"SELECT __version, __window, count(*), {', '.join(stats_sql)} FROM {relation} "
+                bins = max(len(b["columns"][column]["shares"]) for b in baselines.values())
+                projections += [f"{x} AS x{i}", f"CASE WHEN {x} IS NULL THEN NULL {cases} END AS c{i}"]
+                aggregates += [f"count(x{i})", f"avg(x{i})", f"reservoir_quantile(x{i}, {QUANTILE_GRID}, {RESERVOIR})",
+                               "[" + ", ".join(f"count_if(c{i} = {k})" for k in range(bins)) + "]", "0"]
+                continue
+            known[column] = list(dict.fromkeys(label for b in baselines.values()
+                                               for label in b["columns"][column]["labels"] if label != OTHER))
+            listed = ", ".join(sql_string(label) for label in known[column])
+            mean = f"avg(TRY_CAST(x{i} AS DOUBLE))" if self._is_number(q, relation) else "NULL"
+            projections += [f"{q} AS x{i}", f"{self._label_expr(q)} AS c{i}"]
+            aggregates += [f"count(x{i})", mean, "NULL",
+                           "[" + ", ".join(f"count_if(c{i} = {sql_string(label)})" for label in known[column]) + "]",
+                           f"count_if(c{i} NOT IN ({listed}))" if listed else "count(*)"]
+        windows = con.execute(f"SELECT __version, __window, count(*), {', '.join(aggregates)} FROM "
+                              f"(SELECT __version, __window, {', '.join(projections)} FROM {relation}) "
                               "GROUP BY ALL").fetchall()
-        sets = ", ".join(f"(__version, __window, b{i})" for i in range(len(names)))
-        grouping = ", ".join(f"grouping(b{i})" for i in range(len(names)))
-        counts: dict = {}
-        for v, w, *rest in con.execute(
-                f"SELECT __version, __window, {', '.join(f'b{i}' for i in range(len(names)))}, [{grouping}], count(*) "
-                f"FROM (SELECT __version, __window, {', '.join(bin_sql)} FROM {relation}) "
-                f"GROUP BY GROUPING SETS ({sets})").fetchall():
-            values, flags, n = rest[:-2], rest[-2], rest[-1]
-            i = flags.index(0)
-            counts.setdefault((v, w, names[i]), {})[values[i]] = n
+        unknown: dict = {}
+        for i, column in enumerate(self.columns):
+            if column in known and any(stats[5 * i + 4] for _, _, _, *stats in windows):
+                label = self._label_expr(_q(column))
+                listed = ", ".join(sql_string(name) for name in known[column])
+                for v, w, value, n in con.execute(
+                        f"SELECT __version, __window, {label}, count(*) FROM {relation} "
+                        f"WHERE {f'{label} NOT IN ({listed})' if listed else 'true'} GROUP BY ALL").fetchall():
+                    unknown.setdefault((v, w, column), {})[value] = n
         results = []
         for v, w, n, *stats in windows:
             for i, (column, kind) in enumerate(self.columns.items()):
-                present, mean, quantiles = stats[3 * i: 3 * i + 3]
+                present, mean, quantiles, counts, _ = stats[5 * i: 5 * i + 5]
                 base = baselines[v]["columns"][column]
-                seen = counts.get((v, w, column), {})
                 difference = None if mean is None or base["mean"] is None else mean - base["mean"]
                 if kind == "numeric":
-                    current = [seen.get(str(k), 0) / present if present else 0.0 for k in range(len(base["shares"]))]
+                    current = [counts[k] / present if present else 0.0 for k in range(len(base["shares"]))]
                     results.append(self._drift_row(v, w, column, kind, n, base, current, present > 0,
                                                    null_share=(n - present) / n if n else None, difference=difference,
                                                    wasserstein=wasserstein_from_quantiles(base["quantiles"], quantiles),
                                                    baseline_rows=baselines[v]["rows"]))
                     continue
+                seen = {label: k for label, k in zip(known[column], counts) if k}
+                seen.update(unknown.get((v, w, column), {}))
                 labels = list(base["labels"])
                 if OTHER in labels:
-                    known = set(labels) - {OTHER}
+                    mine = set(labels) - {OTHER}
                     current = [seen.get(c, 0) for c in labels if c != OTHER]
-                    current.append(sum(k for c, k in seen.items() if c not in known))
+                    current.append(sum(k for c, k in seen.items() if c not in mine))
                     shares = list(base["shares"])
                 else:
                     new = sorted(c for c in seen if c not in set(labels))
@@ -657,7 +706,7 @@ def _schemas():
     return {
         "performance": pa.schema(stamp + [
             ("TASK", s), ("WINDOW", s), ("WINDOW_START", t), ("WINDOW_END", t), ("ROWS", i), ("LABELED_ROWS", i),
-            ("WAITING_ROWS", i), ("ACCURACY", f), ("PRECISION", f), ("RECALL", f), ("F1", f), ("ROC_AUC", f),
+            ("WAITING_ROWS", i), ("ACCURACY", f), ("PRECISION", f), ("RECALL", f), ("F1", f), ("ROC_AUC", f), ("LOG_LOSS", f),
             ("RMSE", f), ("MAE", f), ("R2", f), ("TN", i), ("FP", i), ("FN", i), ("TP", i), ("BASELINE_ID", s),
             ("FINGERPRINT", s)]),
         "drift": pa.schema(stamp + [
@@ -671,6 +720,22 @@ def _schemas():
             ("BASELINE_ID", s), ("BASELINE", s), ("BASELINE_ROWS", i), ("COLUMN_NAME", s), ("KIND", s),
             ("ITEM", s), ("POSITION", i), ("VALUE", f), ("LABEL", s)]),
     }
+
+
+def _recorded_rows(sink, where: str, columns: list[str]) -> list[dict]:
+    """``columns`` of the rows of a monitor table matching ``where``, read back through its sink as Arrow
+    batches (no pandas); empty when the table does not exist yet."""
+    import pyarrow as pa
+
+    from mlops_framework.contracts import ReadableSink
+
+    if not isinstance(sink, ReadableSink):
+        return []
+    try:
+        batches = list(sink.as_source(where=where).batches(columns=columns))
+    except MlopsError:
+        return []
+    return pa.Table.from_batches(batches).to_pylist() if batches else []
 
 
 def read_recorded(sink, where: str):
@@ -688,20 +753,37 @@ def read_recorded(sink, where: str):
 
 
 def write_table(sink, role: str, rows: list[dict]) -> None:
-    """``rows`` (dicts keyed by upper-case column) into ``sink`` with the declared schema of ``role``."""
+    """``rows`` (dicts keyed by upper-case column) into ``sink`` with the declared schema of ``role``. A table
+    created before a column was declared (LOG_LOSS) keeps its columns: the new one is left out of it."""
     import pyarrow as pa
 
     if not rows:
         return
     schema = _schemas()[role]
+    existing = _existing_columns(sink)
+    if existing:
+        schema = pa.schema([field for field in schema if field.name.upper() in existing])
     table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
     with sink.open() as writer:
         writer.write(table)
 
 
+def _existing_columns(sink) -> set[str] | None:
+    """The upper-case columns of the table ``sink`` writes into; None when it does not exist yet (or cannot say)."""
+    from mlops_framework.contracts import ReadableSink, SchemaSource
+
+    if not isinstance(sink, ReadableSink):
+        return None
+    try:
+        source = sink.as_source()
+        return {name.upper() for name, _ in source.schema()} if isinstance(source, SchemaSource) else None
+    except MlopsError:
+        return None
+
+
 def recorded_alerts(spec, model_name: str, version: str, windows: int) -> list[dict]:
     """Alerts recorded for ``version`` in its ``windows`` most recent monitored windows (any run)."""
-    from mlops_framework.sources import sql_string
+    from mlops_framework.contracts import sql_string
 
     where = f"MODEL_NAME = {sql_string(model_name)} AND MODEL_VERSION = {sql_string(version)}"
     alerts = read_recorded(spec.sinks["alerts"], where)
@@ -716,7 +798,7 @@ def recorded_alerts(spec, model_name: str, version: str, windows: int) -> list[d
 def open_monitored(con, spec, run, features) -> dict:
     """Make ``monitored`` in ``con``: the predictions (a DuckDB table attached read-only, or any source
     streamed in), left-joined with ``monitor.actuals`` on the id column. Returns what was found."""
-    from mlops_framework.sources import DuckDBTableSource, quote_identifier, sql_string
+    from mlops_framework.contracts import DuckDBFileSource, quote_identifier, sql_string
 
     source = spec.source
     if source is None:
@@ -727,18 +809,19 @@ def open_monitored(con, spec, run, features) -> dict:
             raise MlopsError(f"monitor.source is null and the scoring sink ({sink.describe()}) cannot be read "
                              "back; set monitor.source to a data option")
         source = sink.as_source()
-    if isinstance(source, DuckDBTableSource):
+    if isinstance(source, DuckDBFileSource):
         import os
 
-        if not os.path.isfile(str(source.path)):
-            raise MlopsError(f"DuckDB file not found: {source.path} (has anything been scored into it yet?)")
-        con.execute(f"ATTACH {sql_string(str(source.path))} AS __monitored_db (READ_ONLY)")
+        path, table, source_where = source.duckdb_table()
+        if not os.path.isfile(path):
+            raise MlopsError(f"DuckDB file not found: {path} (has anything been scored into it yet?)")
+        con.execute(f"ATTACH {sql_string(path)} AS __monitored_db (READ_ONLY)")
         tables = {row[0].upper(): row[0] for row in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = '__monitored_db'").fetchall()}
-        if source.table.upper() not in tables:
-            raise MlopsError(f"no table {source.table} in {source.path}; tables: {', '.join(sorted(tables.values())) or 'none'}")
-        where = f" WHERE {check_expression(source.where, 'the source where')}" if source.where else ""
-        con.execute(f"CREATE TEMP VIEW __predictions AS SELECT * FROM __monitored_db.{quote_identifier(tables[source.table.upper()])}{where}")
+        if table.upper() not in tables:
+            raise MlopsError(f"no table {table} in {path}; tables: {', '.join(sorted(tables.values())) or 'none'}")
+        where = f" WHERE {check_expression(source_where, 'the source where')}" if source_where else ""
+        con.execute(f"CREATE TEMP VIEW __predictions AS SELECT * FROM __monitored_db.{quote_identifier(tables[table.upper()])}{where}")
     else:
         _load(con, "__predictions", source)
     columns = [row[0] for row in con.execute("DESCRIBE SELECT * FROM __predictions").fetchall()]
@@ -778,7 +861,7 @@ def open_monitored(con, spec, run, features) -> dict:
 
 
 def _exclude(upper, target):
-    from mlops_framework.sources import quote_identifier
+    from mlops_framework.contracts import quote_identifier
 
     return quote_identifier(upper[target.upper()]) if target.upper() in upper else "__no_such_column__"
 
@@ -797,7 +880,8 @@ def _load(con, name, source):
 
 
 def _task_of(run, version) -> dict:
-    """The task and classes of a registered version: its metadata or feature contract; binary without."""
+    """The task and classes of a registered version: its metadata (recorded at registration, read without
+    loading the model), else its feature contract; binary without."""
     name = run.registration.model_name
     info = {"task": "binary", "classes": None}
     try:
@@ -807,6 +891,9 @@ def _task_of(run, version) -> dict:
     metadata = (record or {}).get("metadata") or {}
     if metadata.get("task") in TASKS:
         info["task"] = metadata["task"]
+        if isinstance(metadata.get("classes"), list):
+            info["classes"] = metadata["classes"] or None
+            return info
     try:
         contract = run.registry.load_model(name, version).contract
     except MlopsError:
@@ -827,37 +914,34 @@ def _baseline_key(spec) -> str:
     return check_expression(spec.baseline, "monitor.baseline")
 
 
-def _recorded_baselines(frame) -> dict:
+def _recorded_baselines(rows: list[dict]) -> dict:
     """``{version: stats}`` from MONITOR_BASELINES rows (the first recorded baseline of each version)."""
-    out = {}
-    if frame.empty:
-        return out
-    frame = frame.sort_values(["MONITORED_AT", "POSITION"])
-    for version, rows in frame.groupby("MODEL_VERSION", sort=False):
-        first = rows[rows.BASELINE_ID == rows.BASELINE_ID.iloc[0]]
-        stats = {"id": first.BASELINE_ID.iloc[0], "spec": first.BASELINE.iloc[0],
-                 "rows": int(first.BASELINE_ROWS.iloc[0]), "columns": {}, "performance": {}}
-        for _, r in first.iterrows():
-            if r.COLUMN_NAME == "" and r.ITEM == "performance":
-                stats["performance"][r.LABEL] = None if np.isnan(r.VALUE) else float(r.VALUE)
-                continue
-            if not r.COLUMN_NAME:
-                continue
-            column = stats["columns"].setdefault(r.COLUMN_NAME, {"kind": r.KIND, "edges": [], "labels": [],
-                                                                 "shares": [], "mean": None, "quantiles": []})
-            value = None if r.VALUE is None or np.isnan(r.VALUE) else float(r.VALUE)
-            if r.ITEM == "edge":
-                column["edges"].append(value)
-            elif r.ITEM == "bin":
-                column["labels"].append(r.LABEL)
-                column["shares"].append(value)
-            elif r.ITEM == "mean":
-                column["mean"] = value
-            elif r.ITEM == "quantile":
-                column["quantiles"].append(value)
+    out: dict = {}
+    for r in sorted(rows, key=lambda r: (r["MONITORED_AT"], r["POSITION"])):
+        stats = out.setdefault(r["MODEL_VERSION"], {
+            "id": r["BASELINE_ID"], "spec": r["BASELINE"], "rows": int(r["BASELINE_ROWS"]), "columns": {},
+            "performance": {}})
+        if r["BASELINE_ID"] != stats["id"]:
+            continue
+        value = None if r["VALUE"] is None or np.isnan(r["VALUE"]) else float(r["VALUE"])
+        if not r["COLUMN_NAME"]:
+            if r["ITEM"] == "performance":
+                stats["performance"][r["LABEL"]] = value
+            continue
+        column = stats["columns"].setdefault(r["COLUMN_NAME"], {"kind": r["KIND"], "edges": [], "labels": [],
+                                                                "shares": [], "mean": None, "quantiles": []})
+        if r["ITEM"] == "edge":
+            column["edges"].append(value)
+        elif r["ITEM"] == "bin":
+            column["labels"].append(r["LABEL"])
+            column["shares"].append(value)
+        elif r["ITEM"] == "mean":
+            column["mean"] = value
+        elif r["ITEM"] == "quantile":
+            column["quantiles"].append(value)
+    for stats in out.values():
         for column in stats["columns"].values():
             column["quantiles"] = column["quantiles"] or None
-        out[version] = stats
     return out
 
 
@@ -892,11 +976,14 @@ def _holdout_relation(con, run, spec, version, columns) -> str:
     rows = run.results["frame"].loc[X.index].reset_index(drop=True)
     scores = np.asarray(model.predict_scores(X), dtype=float)
     predicted = model.predict_classes(scores)
+    probabilities = {}
     if scores.ndim == 2:  # multiclass: the predicted class's probability, as PREDICTED_SCORE holds
+        probabilities = {f"PROBA_{label}": scores[:, i] for i, label in enumerate(model.contract.classes)}
         scores = scores.max(axis=1)
-    rows = rows.assign(__actual=rows[run.features.target], __predicted=predicted, __score=scores,
+    rows = rows.assign(__actual=rows[run.features.target], __predicted=predicted, __score=scores, **probabilities,
                        **{spec.prediction_column: predicted, spec.score_column: scores})
-    con.register("__holdout_frame", rows[[*[c for c in columns if c in rows.columns], "__actual", "__predicted", "__score"]])
+    con.register("__holdout_frame", rows[[*[c for c in columns if c in rows.columns], *probabilities, "__actual",
+                                          "__predicted", "__score"]])
     con.execute("CREATE OR REPLACE TEMP TABLE __baseline AS SELECT * FROM __holdout_frame")
     con.unregister("__holdout_frame")
     return "__baseline"
@@ -905,10 +992,21 @@ def _holdout_relation(con, run, spec, version, columns) -> str:
 def run_monitor(run):
     """The ``monitor`` stage: compute the new windows in the warehouse, write the monitor tables
     through their sinks, evaluate the alert rules on the new windows, notify."""
+    import time
+
     import duckdb
 
     from mlops_framework import alerts as alerting
-    from mlops_framework.sources import sql_string
+    from mlops_framework.contracts import sql_string
+
+    clock = time.perf_counter()
+    seconds: dict = {}
+
+    def lap(phase):
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[phase] = seconds.get(phase, 0.0) + now - clock
+        clock = now
 
     spec = run.monitor
     if spec is None:
@@ -927,15 +1025,14 @@ def run_monitor(run):
     monitored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     stamp = {"MONITOR_ID": monitor_id, "RUN_ID": run_id, "MONITORED_AT": monitored_at, "MODEL_NAME": name}
     mine = f"MODEL_NAME = {sql_string(name)}"
-    recorded = read_recorded(spec.sinks["performance"], mine)
-    if not recorded.empty:
-        recorded = recorded[recorded.WINDOW == spec.window].sort_values("MONITORED_AT")
-    done = {(r.MODEL_VERSION, r.WINDOW_START.to_pydatetime(), r.BASELINE_ID): r.FINGERPRINT
-            for r in recorded.itertuples()} if not recorded.empty else {}
-    baselines = _recorded_baselines(read_recorded(spec.sinks["baselines"], mine))
-    alerted = read_recorded(spec.sinks["alerts"], mine)
-    already = {(r.RULE, r.MODEL_VERSION, r.WINDOW_START.to_pydatetime(), r.COLUMN_NAME or None)
-               for r in alerted.itertuples()} if not alerted.empty else set()
+    recorded = _recorded_rows(spec.sinks["performance"], mine, [
+        "MONITORED_AT", "MODEL_VERSION", "WINDOW", "WINDOW_START", "BASELINE_ID", "FINGERPRINT"])
+    done = {(r["MODEL_VERSION"], r["WINDOW_START"], r["BASELINE_ID"]): r["FINGERPRINT"]
+            for r in sorted(recorded, key=lambda r: r["MONITORED_AT"]) if r["WINDOW"] == spec.window}
+    baselines = _recorded_baselines(_recorded_rows(spec.sinks["baselines"], mine, _schemas()["baselines"].names))
+    already = {(r["RULE"], r["MODEL_VERSION"], r["WINDOW_START"], r["COLUMN_NAME"] or None)
+               for r in _recorded_rows(spec.sinks["alerts"], mine, ["RULE", "MODEL_VERSION", "WINDOW_START", "COLUMN_NAME"])}
+    lap("recorded")
 
     con = duckdb.connect()
     try:
@@ -952,17 +1049,22 @@ def run_monitor(run):
             con, columns={}, target_expr=_q(run.features.target), prediction=upper[spec.prediction_column.upper()],
             score=None, time_expr=time_expr, version_expr=version_expr, scored_at=upper.get("SCORED_AT"),
             window=spec.window, origin=spec.origin, task={}, bins=spec.bins, binning=spec.binning, average=spec.average)
+        lap("open")
         current = probe.fingerprints()
+        lap("fingerprints")
         versions = sorted({v for v, _ in current})
         if not versions:
             raise MlopsError(f"{found['source']} has no rows of model {name} with a {spec.timestamp} to monitor")
         tasks = {v: _task_of(run, v) for v in versions}
+        lap("tasks")
         has_score = spec.score_column.upper() in upper and any(t["task"] != "regression" for t in tasks.values())
         columns = dict(features)
         prediction_kind = "numeric" if all(t["task"] == "regression" for t in tasks.values()) else "categorical"
         columns[upper[spec.prediction_column.upper()]] = prediction_kind
         if has_score:
             columns[upper[spec.score_column.upper()]] = "numeric"
+        probabilities = {str(label): upper[f"PROBA_{label}".upper()] for t in tasks.values() if t["task"] == "multiclass"
+                         for label in t["classes"] or [] if f"PROBA_{label}".upper() in upper}
         roles = {**{c: "feature" for c in features}, upper[spec.prediction_column.upper()]: "prediction"}
         if has_score:
             roles[upper[spec.score_column.upper()]] = "score"
@@ -970,7 +1072,7 @@ def run_monitor(run):
             con, columns=columns, target_expr=_q(run.features.target), prediction=upper[spec.prediction_column.upper()],
             score=upper[spec.score_column.upper()] if has_score else None, time_expr=time_expr,
             version_expr=version_expr, scored_at=upper.get("SCORED_AT"), window=spec.window, origin=spec.origin,
-            task=tasks, bins=spec.bins, binning=spec.binning, average=spec.average)
+            task=tasks, bins=spec.bins, binning=spec.binning, average=spec.average, probabilities=probabilities)
 
         new_baselines = {}
         for version in versions:
@@ -993,12 +1095,16 @@ def run_monitor(run):
             stats["spec"] = baseline_key
             stats["id"] = _digest({"version": version, "spec": baseline_key, "stats": stats})
             baselines[version] = new_baselines[version] = stats
+        lap("baselines")
 
         todo = {key for key, (_, _, fp) in current.items()
                 if done.get((key[0], key[1], baselines[key[0]]["id"])) != fp}
         engine.select_work(todo, everything=len(todo) == len(current))
+        lap("select")
         performance = engine.performance() if todo else {}
+        lap("performance")
         drift_rows = engine.drift({v: baselines[v] for v in versions}) if todo else []
+        lap("drift")
         waiting = sum(n - labeled for n, labeled, _ in current.values())
         total_rows = sum(n for n, _, _ in current.values())
         by_window: dict = {}
@@ -1034,6 +1140,7 @@ def run_monitor(run):
               "mixed_windows": [{"window_start": w, "versions": list(vs)} for w, vs in mixes]}
 
     fired = alerting.evaluate(run.alerts.rules if run.alerts else [], result, already=already)
+    lap("alerts")
     result["alerts"] = fired
     table_stamp = {**stamp}
     write_table(spec.sinks["baselines"], "baselines",
@@ -1042,7 +1149,10 @@ def run_monitor(run):
     write_table(spec.sinks["alerts"], "alerts", [{**table_stamp, **_upper(a.to_dict()), "MODEL_NAME": name} for a in fired])
     write_table(spec.sinks["performance"], "performance",
                 [{**table_stamp, **_upper(row), "WINDOW": spec.window} for row in windows])
+    lap("write")
     result["delivery"] = alerting.notify(run.alerts.notifiers if run.alerts else {}, fired)
+    lap("notify")
+    result["seconds"] = {phase: round(value, 3) for phase, value in seconds.items()}
     run.results["monitor"] = result
     run.results.setdefault("monitor_runs", []).append(result)
     run.results.setdefault("alerts", []).extend(fired)
@@ -1083,7 +1193,7 @@ def _day(value) -> str:
 
 def _baseline_view(con, run, spec, raw) -> str:
     """Baseline rows from ``monitor.baseline_source`` with the columns the engine reads."""
-    from mlops_framework.sources import quote_identifier
+    from mlops_framework.contracts import quote_identifier
 
     con.execute(f"CREATE OR REPLACE TEMP TABLE __baseline AS SELECT *, {quote_identifier(run.features.target)} AS __actual, "
                 f"{quote_identifier(spec.prediction_column)} AS __predicted, "
@@ -1099,7 +1209,7 @@ def _digest(value) -> str:
 
 
 def _q(name):
-    from mlops_framework.sources import quote_identifier
+    from mlops_framework.contracts import quote_identifier
 
     return quote_identifier(name)
 

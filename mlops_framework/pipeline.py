@@ -280,6 +280,7 @@ class Run:
     retrain: RetrainSpec | None = None
     promotion: PromotionSpec | None = None
     provenance: Provenance | None = None
+    shared: Any = None  # a sweep's trial: the data its process's earlier trials made (shared_data.SharedData)
 
     def __post_init__(self):
         if self.provenance is None:

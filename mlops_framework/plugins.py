@@ -11,7 +11,8 @@ import pluggy
 from mlops_framework import hookspecs
 from mlops_framework.errors import MlopsError
 
-DEFAULT_PLUGINS = ("mlops_framework.local",)
+DEFAULT_PLUGINS = {"local": "mlops_local"}
+"""The built-in plugin, by entry-point name: registered first even where no entry points are installed."""
 DISABLE_ENV = "MLOPS_DISABLE_PLUGINS"
 EXTRA_ENV = "MLOPS_PLUGINS"
 
@@ -25,8 +26,8 @@ def get_plugin_manager(*, load_entrypoints=True, extra=()):
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    for module_name in DEFAULT_PLUGINS:
-        pm.register(importlib.import_module(module_name), module_name)
+    for name, module_name in DEFAULT_PLUGINS.items():
+        pm.register(importlib.import_module(module_name), name)
     if load_entrypoints:
         disabled = set(_names(DISABLE_ENV))
         for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT):

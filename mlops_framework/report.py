@@ -101,6 +101,10 @@ def _monitor_section(index, result, alerts) -> str:
            f"<p class=\"muted\">{_e(result.get('source'))}; baseline {_e(result.get('baseline'))} "
            f"({result.get('baseline_rows', 0):,} rows); windows of {_e(result.get('window'))}; "
            f"run {_e(result.get('run_id'))}</p>"]
+    if not perf:  # every window was computed by an earlier run: its report has the charts
+        out.append(f"<p>No new windows: all {result.get('windows_total', 0):,} unchanged since the last monitor run; "
+                   "their results are in the monitor tables.</p>")
+        return "".join(out)
     thresholds = {}
     for a in alerts:
         thresholds.setdefault(a.metric, set()).add(a.threshold)

@@ -90,10 +90,11 @@ def prepare(cfg, components, output_dir=None, *, backend=None):
     return resolved, build_run(resolved, components, output_dir=output_dir)
 
 
-def execute(resolved: dict, components, output_dir, *, announce=None, registry=None) -> RunResult:
+def execute(resolved: dict, components, output_dir, *, announce=None, registry=None, shared=None) -> RunResult:
     """Build the run of a resolved config, save the config, execute it on its backend, save and return the
     result. ``announce(run)`` is called once the run is built, before anything runs. ``registry`` replaces
-    the configured one (a sweep's trial keeps its model in its own directory: ``mlops_framework.sweeps``)."""
+    the configured one (a sweep's trial keeps its model in its own directory: ``mlops_framework.sweeps``);
+    ``shared`` is the data earlier trials in this process made (a sweep's trial: ``mlops_framework.shared_data``)."""
     import yaml
 
     from mlops_framework.config import redact
@@ -103,6 +104,7 @@ def execute(resolved: dict, components, output_dir, *, announce=None, registry=N
     run = build_run(resolved, components, output_dir=output_dir)
     if registry is not None:
         run.registry = registry
+    run.shared = shared
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(redact(resolved), sort_keys=False))
     if announce:

@@ -7,7 +7,7 @@ Each reads the objects it needs from the ``Run`` and leaves its output in ``run.
 
 import json
 
-from mlops_framework.contracts import LineageSource
+from mlops_framework.contracts import LineageSource, PlannedRegistry
 from mlops_framework.errors import MlopsError
 from mlops_framework.pipeline import Stage
 
@@ -27,6 +27,7 @@ def _need_target(spec):
 def load(run):
     from mlops_framework.contracts import SchemaSource
 
+    settings = _settings(run.source) if run.shared is not None else None  # before the source caches anything
     spec, columns = run.features, run.features.columns
     if columns is not None:  # the id and time columns come along where the data has them
         extra = [c for c in (spec.id, spec.time) if c and c not in columns]
@@ -36,9 +37,26 @@ def load(run):
         else:
             extra = [spec.time] if spec.time and run.split.order == "time" and spec.time not in columns else []
         columns = [*columns, *extra]
-    run.results["frame"] = run.source.read(columns=columns)
-    run.results["data_fingerprint"] = run.source.fingerprint()
-    run.results["source_lineage"] = run.source.lineage() if isinstance(run.source, LineageSource) else None
+
+    def read(fingerprint=None):
+        frame = run.source.read(columns=columns)
+        return {"frame": frame, "data_fingerprint": fingerprint or run.source.fingerprint(),
+                "source_lineage": run.source.lineage() if isinstance(run.source, LineageSource) else None}
+
+    if settings is None:
+        run.results.update(read())
+        return
+    fingerprint = run.source.fingerprint()
+    run.results.update(run.shared.results(run, "load", (settings, fingerprint, columns), lambda: read(fingerprint)))
+
+
+def _settings(source):
+    """A source's class and attributes as text (what a sweep's trials compare to share its data), or None
+    when it keeps no attributes of its own."""
+    try:
+        return type(source).__qualname__, repr(sorted(vars(source).items()))
+    except TypeError:  # __slots__
+        return None
 
 
 def validate(run):
@@ -75,25 +93,40 @@ def features(run):
     frame = _need(run, "frame", "features")
     spec = run.features
     _need_target(spec)
+    data = run.shared.key_holding("load", "frame", frame) if run.shared else None
+    if data is None:
+        made = _features(run, frame)
+    else:
+        made = run.shared.results(run, "features", (data, repr(spec), run.model._target_),
+                                  lambda: _features(run, frame))
+    run.results.update(made)
+    run.summarize("task", _describe_task(made["contract"]))
+    run.summarize("features", _describe_roles(made["roles"]))
+    run.summarize("data", _describe_data(made["data_report"], len(made["frame"])))
+
+
+def _features(run, frame):
+    """The features stage's results for ``frame``: the rows kept, the contract, the roles, X, y, the data report."""
+    from mlops_framework.features import FeatureContract
+
+    spec = run.features
     roles = spec.roles(frame)
     rows = len(frame)
     no_target = frame[spec.target].isna()
     if no_target.any():
-        frame = run.results["frame"] = frame.loc[~no_target]
+        frame = frame.loc[~no_target]
     task = resolve_task(spec, run.model._target_, frame[spec.target])
     contract = FeatureContract.fit(
         frame, numeric=roles.numeric, categorical=roles.categorical, target=spec.target,
         encoding=spec.encoding, unseen=spec.unseen, task=task,
     )
     nulls = {column: int(count) for column, count in frame[contract.input_columns].isna().sum().items() if count}
-    run.results.update(
-        contract=contract, roles=roles, X=contract.encode_frame(frame), y=contract.encode_target(frame[spec.target]),
+    return dict(
+        frame=frame, contract=contract, roles=roles, X=contract.encode_frame(frame),
+        y=contract.encode_target(frame[spec.target]),
         data_report={"rows_read": rows, "rows_dropped": {"missing target": int(no_target.sum())},
                      "nulls": nulls, "nulls_handling": "numeric: missing (NaN) for the model; categorical: no category"},
     )
-    run.summarize("task", _describe_task(contract))
-    run.summarize("features", _describe_roles(roles))
-    run.summarize("data", _describe_data(run.results["data_report"], len(frame)))
 
 
 def _describe_task(contract):
@@ -125,10 +158,23 @@ def _describe_data(report, kept):
 
 
 def split(run):
+    X = _need(run, "X", "split")
+    features = run.shared.key_holding("features", "X", X) if run.shared else None
+    if features is None:
+        made = _split(run, X, run.results["y"])
+    else:
+        made = run.shared.results(run, "split", (features, repr(run.split), run.features.time),
+                                  lambda: _split(run, X, run.results["y"]))
+    run.results["splits"] = made["splits"]
+    if made["note"]:
+        run.summarize("split", made["note"])
+
+
+def _split(run, X, y):
+    """``{"splits": {"train"|"validation"|"holdout": (X, y)}, "note": why the split is not stratified, or None}``."""
     import numpy as np
     from sklearn.model_selection import train_test_split
 
-    X, y = _need(run, "X", "split"), run.results["y"]
     spec = run.split
     if spec.order == "time":
         time = run.features.time
@@ -141,9 +187,10 @@ def split(run):
         if n - n_holdout - n_validation < 1:
             raise MlopsError(f"cannot split {n} rows by time into train/validation/holdout")
         parts = np.split(order, [n - n_holdout - n_validation, n - n_holdout])
-        run.results["splits"] = {name: (X.iloc[rows], y[rows]) for name, rows in zip(("train", "validation", "holdout"), parts)}
-        return
+        return {"splits": {name: (X.iloc[rows], y[rows]) for name, rows in zip(("train", "validation", "holdout"), parts)},
+                "note": None}
     classify = run.results["contract"].task != "regression"
+    notes = []
 
     def two_way(X_, y_, size):
         try:
@@ -152,7 +199,7 @@ def split(run):
         except ValueError as error:
             if spec.stratify and classify:  # a class too rare to stratify: split at random
                 try:
-                    run.summarize("split", f"not stratified: {error}")
+                    notes.append(f"not stratified: {error}")
                     return train_test_split(X_, y_, test_size=size, random_state=spec.seed)
                 except ValueError:
                     pass
@@ -160,9 +207,8 @@ def split(run):
 
     X_rest, X_holdout, y_rest, y_holdout = two_way(X, y, spec.holdout)
     X_train, X_val, y_train, y_val = two_way(X_rest, y_rest, spec.validation)
-    run.results["splits"] = {
-        "train": (X_train, y_train), "validation": (X_val, y_val), "holdout": (X_holdout, y_holdout)
-    }
+    return {"splits": {"train": (X_train, y_train), "validation": (X_val, y_val), "holdout": (X_holdout, y_holdout)},
+            "note": notes[-1] if notes else None}
 
 
 def train(run):
@@ -319,12 +365,23 @@ def register(run):
         comment=reg.comment,
         metrics=run.results.get("metrics"),
         metadata={"estimator": estimator_for_task(run.model._target_, model.contract.task), "params": run.model.params,
-                  "training_rows": len(frame), "task": model.contract.task},
+                  "training_rows": len(frame), "task": model.contract.task,
+                  "classes": model.contract.to_dict()["classes"]},
         tags={key: str(value) for key, value in reg.tags.items()},
         sample_input=frame[input_columns].head(10),
         signature=inputs_and_outputs,
         lineage=record,
     )
+
+
+def planned_registration(run) -> list[str]:
+    """The registry's own operations for this run's register stage, when it can plan them (else none)."""
+    if not isinstance(run.registry, PlannedRegistry):
+        return []
+    reg = run.registration
+    return run.registry.plan_log_model(
+        model_name=reg.model_name, version_name=reg.version_name, comment=reg.comment, tags=reg.tags,
+        flavor="xgboost" if run.model._target_.startswith("xgboost.") else "sklearn", task=run.features.task)
 
 
 def scoring_version(run):
@@ -418,7 +475,7 @@ BUILTIN_STAGES = (
     Stage("train", train, lambda run: f"fit {run.model.describe()} (its regressor for a regression task)"),
     Stage("evaluate", evaluate, lambda run: "per task on validation and holdout: accuracy, macro precision/recall/F1, "
           "ROC AUC, confusion matrix (multiclass adds weighted scores, log loss); RMSE, MAE, R2, residuals (regression)"),
-    Stage("register", register, lambda run: f"log {run.registration.model_name} {run.registration.version_name or 'next vN'} in {run.registry.describe()} with metrics, task, tags {sorted(run.registration.tags)}"),
+    Stage("register", register, lambda run: f"log {run.registration.model_name} {run.registration.version_name or 'next vN'} in {run.registry.describe()} with metrics, task, tags {sorted(run.registration.tags)}" + "".join(f"\n       {line}" for line in planned_registration(run))),
     Stage("score", score, _describe_score),
 )
 

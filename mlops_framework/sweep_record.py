@@ -50,11 +50,11 @@ def read_json(path, default=None):
 
 
 def write_json(path, data):
-    from mlops_framework.registry import write_json_atomic
+    from mlops_framework.files import write_json_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, json.loads(json.dumps(data, default=str)))
+    write_json_atomic(path, data)
 
 
 def read_record(sweep_dir):

@@ -124,24 +124,23 @@ def _registry_for(trial_dir):
     from mlops_framework.plugins import Components, get_plugin_manager
 
     resolved = yaml.safe_load((Path(trial_dir) / "resolved_config.yaml").read_text())
-    return build_registry(resolved, Components(get_plugin_manager())), resolved["registry"]
+    components = Components(get_plugin_manager())
+    return build_registry(resolved, components), resolved["registry"], components
 
 
 def register_trial(board, row):
     """Register the model a trial kept in its directory, in the registry the trial was configured with;
     record the version in ``trial.json`` (``registered``) and in ``row``. A trial registered before is not
     registered again. Returns ``{"model", "version"}``."""
-    from mlops_framework.registry import LocalRegistry
-
     registered = read_json(Path(row["dir"]) / TRIAL, {}).get("registered")
     if registered:
         row.update(model=registered["model"], version=registered["version"])
         return registered
-    kept = LocalRegistry(row["kept"])
+    registry, settings, components = _registry_for(row["dir"])
+    kept = components.build("registry", {"kind": "local", "root": str(row["kept"])}, where="the trial's own registry")
     name = row["model"]
     record = kept.versions(name)[-1]
     tags = next((m["tags"] for m in kept.models() if m["name"] == name), {})
-    registry, settings = _registry_for(row["dir"])
     lineage = {**(record.get("lineage") or {}), "sweep": {
         "dir": board["sweep_dir"], "trial": row["trial"], "metric": board["metric"], "value": row["value"]}}
     version = registry.log_model(
@@ -173,7 +172,7 @@ def promote(board, alias):
     best = board["best"]
     if not best or not best["version"]:
         return None
-    registry, _ = _registry_for(best["dir"])
+    registry, _, _ = _registry_for(best["dir"])
     alias = alias.upper()
     try:
         current = registry.get_version(best["model"], alias)["version_name"]
@@ -199,8 +198,11 @@ def finish(sweep_dir, *, register=DEFAULT_REGISTER, alias=DEFAULT_ALIAS, metric=
     board = leaderboard(sweep_dir, metric=metric, direction=direction)
     best = board["best"]
     if best and best["kept"] and register == "best":
+        from mlops_framework.workers import call_warm
+
         try:
-            register_trial(board, best)
+            registered = call_warm(register_trial, {key: board[key] for key in ("sweep_dir", "metric")}, dict(best))
+            best.update(model=registered["model"], version=registered["version"])
         except Exception as error:  # the leaderboard stands; say why nothing was registered
             _warn(f"register trial {best['trial']}'s model", error)
     write_csv(board, sweep_dir / "leaderboard.csv")

@@ -24,8 +24,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BL
 DEFAULT_PRELOAD = (
     "cloudpickle", "numpy", "pandas", "pyarrow", "pyarrow.parquet", "duckdb", "xgboost", "sklearn.model_selection",
     "sklearn.metrics", "hydra.core.utils", "mlops_framework.pipeline",
-    "mlops_framework.stages", "mlops_framework.features", "mlops_framework.model", "mlops_framework.registry",
-    "mlops_framework.sources", "mlops_framework.synthetic", "mlops_framework.sweeps",
+    "mlops_framework.stages", "mlops_framework.features", "mlops_framework.model", "mlops_local.registry",
+    "mlops_local.sources", "mlops_local.synthetic", "mlops_framework.sweeps",
 )
 
 
@@ -190,16 +190,38 @@ def _exit_on_sigterm():
     return signal.signal(signal.SIGTERM, handler)
 
 
+_forkserver_started = False
+
+
 def start_forkserver(preload: Sequence[str] = DEFAULT_PRELOAD) -> None:
     """Start Python's forkserver importing ``preload`` in the background; returns at once.
 
     Call it as early as possible (a launcher's ``setup``): the imports then overlap with whatever the
     parent does next. A forkserver already running keeps what it imported.
     """
+    global _forkserver_started
     from multiprocessing import forkserver
 
     forkserver.set_forkserver_preload(list(preload))
     forkserver.ensure_running()
+    _forkserver_started = True
+
+
+def call_warm(function: Callable, *args: Any) -> Any:
+    """``function(*args)`` in a process forked from this process's forkserver when a sweep started one (its
+    heavy imports done there), else in this process. A failure in the fork raises ``MlopsError`` with its
+    one-line error. The sweep's end registers the best trial's model this way: unpickling the model would
+    otherwise import xgboost and scikit-learn in the parent, which needs neither."""
+    if not _forkserver_started:
+        return function(*args)
+    from mlops_framework.errors import MlopsError
+
+    with WorkerPool(1, cores()) as pool:
+        pool.submit(None, function, *args)
+        (outcome,) = pool.wait()
+    if not outcome.ok:
+        raise MlopsError(outcome.error)
+    return outcome.value
 
 
 def _exit_code(process) -> Any:

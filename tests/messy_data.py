@@ -7,7 +7,7 @@ writes one of scikit-learn's bundled datasets with quirks added.
 
 import numpy as np
 
-from mlops_framework.synthetic import generate_table
+from mlops_local.synthetic import generate_table
 
 
 def write_mortgage_lab_csv(path, *, weeks=6, rows_per_week=400, seed=3, drift_from_week=None):

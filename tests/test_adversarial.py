@@ -22,10 +22,10 @@ import pytest
 from run_sizes import SMALL
 from mlops_framework import config
 from mlops_framework.errors import MlopsError
-from mlops_framework.registry import LocalRegistry
+from mlops_local.registry import LocalRegistry
 
 CANARIES = {"tag": "CANARY-TAG-91ab", "url": "CANARY-URL-77cd", "header": "CANARY-HDR-5e0f",
-            "env": "CANARY-ENV-3c21"}
+            "env": "CANARY-ENV-3c21", "pwd": "CANARY-PWD-a4b2"}
 
 
 def snapshot(root):
@@ -130,6 +130,7 @@ def test_secrets_reach_the_webhook_intact_and_no_file_or_output(tmp_path, receiv
     env = {**os.environ, "MLOPS_HOME": str(home), "ADV_HOOK_AUTH": f"Bearer {CANARIES['env']}"}
     result = subprocess.run(
         [sys.executable, "-m", "mlops_framework.cli", "run", *SMALL, f"+tags.db_password={CANARIES['tag']}",
+         f"+connection.private_key_file_pwd={CANARIES['pwd']}",
          f"+alerts.notifiers.hook={hook}", "alerts.rules.f1_low.threshold=1.01", "pipeline=lifecycle"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -162,7 +163,8 @@ def test_secret_on_the_command_line_never_reaches_hydra_files(tmp_path):
 
 
 def test_notifier_warning_masks_url_credentials(capsys):
-    from mlops_framework.alerts import Alert, WebhookNotifier, notify
+    from mlops_framework.alerts import Alert, notify
+    from mlops_local.notifiers import WebhookNotifier
 
     hook = WebhookNotifier(url=f"http://user:{CANARIES['url']}@127.0.0.1:9/x", timeout=2)
     alert = Alert(rule="r", metric="f1", op="<", threshold=0.7, value=0.5, window_start="a", window_end="b")
@@ -189,7 +191,7 @@ def test_a_slow_drip_webhook_is_abandoned_at_its_total_deadline():
         connection.close()
 
     threading.Thread(target=drip, daemon=True).start()
-    from mlops_framework.alerts import WebhookNotifier
+    from mlops_local.notifiers import WebhookNotifier
 
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="3s in total"):
@@ -200,6 +202,82 @@ def test_a_slow_drip_webhook_is_abandoned_at_its_total_deadline():
     assert elapsed < 30, elapsed  # without the deadline: about 140 s
 
 
+class SlowDrip:
+    """A TCP server that answers every connection with ``reply`` one byte a second and never reads: a per-
+    operation socket timeout (longer than a second) never trips. ``connections`` counts who came."""
+
+    def __init__(self, reply: bytes):
+        self.reply = reply
+        self.connections = 0
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(connection,), daemon=True).start()
+
+    def _drip(self, connection):
+        with connection:
+            for byte in self.reply:
+                if self.stop.wait(1):
+                    return
+                try:
+                    connection.send(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def slow_smtp():
+    server = SlowDrip(b"220 slow.example.com ESMTP \r\n")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def slow_webhook():
+    server = SlowDrip(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100)
+    yield server
+    server.close()
+
+
+def test_a_slow_drip_smtp_server_is_abandoned_at_its_total_deadline(slow_smtp):
+    from mlops_local.notifiers import EmailNotifier
+
+    with pytest.raises(TimeoutError, match="2s in total"):
+        EmailNotifier(host="127.0.0.1", port=slow_smtp.port, to=["ops@example.com"], timeout=2).notify([])
+    assert slow_smtp.connections == 1
+
+
+def test_late_notifiers_do_not_stop_retrain_and_promotion(mlops, home, slow_smtp, slow_webhook):
+    """A lifecycle run whose alerts fire at a dripping SMTP server and a dripping webhook: each delivery is
+    abandoned at its deadline with a warning, and the run retrains, registers, promotes and scores to the end."""
+    result = mlops("run", *SMALL, "pipeline=lifecycle", "alerts.rules.f1_low.threshold=1.01",
+                   f"+alerts.notifiers.mail={{kind: email, host: 127.0.0.1, port: {slow_smtp.port}, "
+                   "to: [ops@example.com], timeout: 2}",
+                   f"+alerts.notifiers.hook={{kind: webhook, url: 'http://127.0.0.1:{slow_webhook.port}/', timeout: 2}}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name, what in (("mail", "email"), ("hook", "webhook POST")):
+        warnings = [line for line in result.stderr.splitlines() if line.startswith(f"mlops: warning: notifier {name} ")]
+        assert len(warnings) == 2 and all(f"{what} took longer than 2s in total" in w for w in warnings), result.stderr
+    assert slow_smtp.connections == slow_webhook.connections == 2  # both monitor runs tried to deliver
+    registry = LocalRegistry(home / "registry")
+    assert [v["version_name"] for v in registry.versions("MORTGAGE_XGB")] == ["v1", "v2"]
+    assert [(e["new_version"], e["event"]) for e in registry.history("MORTGAGE_XGB")][-1][0] == "v2"
+    assert "report " in result.stdout
+
+
 # ------------------------------------------------------------------ SQL fragments
 ATTACK = "WEEK <= 1; ATTACH '{path}' AS w; DROP TABLE w.PREDICTIONS; SELECT 0 AS __mlops_row"
 
@@ -207,7 +285,7 @@ ATTACK = "WEEK <= 1; ATTACH '{path}' AS w; DROP TABLE w.PREDICTIONS; SELECT 0 AS
 @pytest.mark.parametrize("text", ["WEEK <= 1; DROP TABLE t", "1=1) ; DROP TABLE t; SELECT (1", "WEEK <= (",
                                   "", None, 5])
 def test_sql_fragments_must_be_one_expression(text):
-    from mlops_framework.sources import check_sql_expression
+    from mlops_local.sources import check_sql_expression
 
     with pytest.raises(MlopsError):
         check_sql_expression(text, where="data.where")
@@ -215,7 +293,7 @@ def test_sql_fragments_must_be_one_expression(text):
 
 @pytest.mark.parametrize("text", ["WEEK BETWEEN 1 AND 5", "COUNTY_NAME = 'a;b'", "(WEEK < 3) OR (WEEK > 7)"])
 def test_sql_expressions_pass(text):
-    from mlops_framework.sources import check_sql_expression
+    from mlops_local.sources import check_sql_expression
 
     assert check_sql_expression(text, where="data.where") == text
 
@@ -232,6 +310,20 @@ def test_monitor_baseline_injection_leaves_the_warehouse_intact(tmp_path):
     assert snapshot(tmp_path) == before
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM PREDICTIONS").fetchall() == [(1,)]
+
+
+def test_monitor_baseline_injection_through_the_cli_is_one_message(mlops, home):
+    """The attack as a user types it: `monitor.baseline` holding a second statement that drops the
+    predictions table. One message, exit 2, the home byte-identical."""
+    home.mkdir()
+    with duckdb.connect(str(home / "warehouse.duckdb")) as con:
+        con.execute("CREATE TABLE PREDICTIONS_WITH_GROUND_TRUTH AS SELECT 1 AS WEEK")
+    before = snapshot(home)
+    attack = ATTACK.format(path=home / "warehouse.duckdb").replace("PREDICTIONS", "PREDICTIONS_WITH_GROUND_TRUTH")
+    assert "is not a valid override" in one_message(mlops("run", "pipeline=monitor", f"monitor.baseline={attack}"))
+    assert "monitor.baseline" in one_message(mlops("run", "pipeline=monitor", f'monitor.baseline="{attack}"'))
+    assert {k: v for k, v in snapshot(home).items() if not k.startswith("runs/")} == \
+        {k: v for k, v in before.items() if not k.startswith("runs/")}
 
 
 # ------------------------------------------------------------------ values checked before any write
@@ -251,6 +343,17 @@ def test_monitor_baseline_injection_leaves_the_warehouse_intact(tmp_path):
 ])
 def test_bad_values_are_one_message_in_plan(override, expected, mlops, home):
     assert expected in one_message(mlops("plan", override))
+    assert not home.exists()
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["data=csv", "data.path=x.csv", "data.weeks=2"], "Could not override 'data.weeks'"),  # a key the option lacks
+    (["data=nope"], "Could not find 'data/nope' Available options in 'data': csv"),
+    (["monitor.baseline=WEEK <= 1; DROP TABLE X"], "is not a valid override"),
+])
+def test_config_hydra_cannot_compose_is_one_message_in_run(overrides, expected, mlops, home):
+    """`mlops run` with a typo'd key or option: Hydra's block (exit 1) becomes one line and exit 2."""
+    assert expected in one_message(mlops("run", *overrides))
     assert not home.exists()
 
 
@@ -315,7 +418,7 @@ def test_a_corrupt_history_line_is_one_message(tmp_path):
 CRASH_CHILD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from mlops_framework import registry as module
+    from mlops_local import registry as module
 
     root, marker, action, stop_at = sys.argv[1:5]
     real = module._write_json_atomic
@@ -404,6 +507,24 @@ def test_disk_full_while_saving_a_model_is_one_message_and_registers_nothing(tmp
     assert [v["version_name"] for v in registry.versions("M")] == ["v1"]
 
 
+def test_a_file_size_limit_hit_by_xgboost_while_saving_is_one_message(home, tmp_path):
+    """A real native failure: the run's file size limit (RLIMIT_FSIZE, as a full disk or quota would) stops
+    XGBoost's own writer mid-model. One line of its native stack, exit 2, and no version, no warehouse."""
+    import resource
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the run
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    result = subprocess.run([sys.executable, "-m", "mlops_framework.cli", "run", *SMALL], cwd=tmp_path,
+                            env={**os.environ, "MLOPS_HOME": str(home)}, preexec_fn=small_files,
+                            capture_output=True, text=True, timeout=300)
+    message = one_message(result)
+    assert "could not save version of model 'MORTGAGE_XGB'" in message and "nothing was registered" in message
+    assert not [p for p in (home / "registry").rglob("*") if p.is_file()]
+    assert not (home / "warehouse.duckdb").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_a_read_only_home_is_one_message(mlops, home):
     home.mkdir()
@@ -413,6 +534,24 @@ def test_a_read_only_home_is_one_message(mlops, home):
     finally:
         home.chmod(0o755)
     assert "ermission denied" in message
+
+
+@pytest.mark.parametrize("sweep", [[], ["-m"]], ids=["run", "sweep"])
+def test_a_home_that_cannot_be_created_is_one_message(sweep, mlops, tmp_path):
+    """MLOPS_HOME inside a file (any user, root included, gets this one): exit 2, one message naming the
+    directory, no Hydra traceback."""
+    (tmp_path / "a_file").write_text("not a directory")
+    home = tmp_path / "a_file" / "home"
+    result = mlops("run", *sweep, *SMALL, env={"MLOPS_HOME": str(home)})
+    message = one_message(result)
+    assert f"cannot create the output directory {home}" in message and "Not a directory" in message
+
+
+def test_a_warehouse_that_cannot_be_created_is_one_message_before_anything_registers(mlops, home, tmp_path):
+    (tmp_path / "a_file").write_text("not a directory")
+    message = one_message(mlops("run", *SMALL, f"scoring.sink.path={tmp_path / 'a_file' / 'w.duckdb'}"))
+    assert f"cannot use the warehouse {tmp_path / 'a_file' / 'w.duckdb'}" in message
+    assert not (home / "registry").exists()
 
 
 def test_run_piped_into_head_is_not_a_traceback(home, tmp_path):
@@ -426,11 +565,11 @@ def test_run_piped_into_head_is_not_a_traceback(home, tmp_path):
 
 
 def test_concurrent_writers_wait_their_turn_with_a_bounded_wait(tmp_path):
-    from mlops_framework.local import warehouse_lock
+    from mlops_local.backend import warehouse_lock
 
     warehouse = tmp_path / "warehouse.duckdb"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mlops_framework.local import warehouse_lock\n"
+        [sys.executable, "-c", "import sys, time; from mlops_local.backend import warehouse_lock\n"
          "with warehouse_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)", str(warehouse)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -443,6 +582,57 @@ def test_concurrent_writers_wait_their_turn_with_a_bounded_wait(tmp_path):
         holder.wait()
     with warehouse_lock(str(warehouse), wait_s=5):  # free again once the holder is gone
         pass
+
+
+def test_a_run_that_waited_too_long_for_the_warehouse_registered_nothing(mlops, home):
+    """Another process holds the warehouse past MLOPS_WAREHOUSE_WAIT_S: one message, exit 2, and no version
+    registered (the lock is taken before the first stage, not after registration)."""
+    warehouse = home / "warehouse.duckdb"
+    home.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mlops_local.backend import warehouse_lock\n"
+         "with warehouse_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)", str(warehouse)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        message = one_message(mlops("run", *SMALL, env={"MLOPS_WAREHOUSE_WAIT_S": "1"}))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "is busy with another run; waited 1s" in message and "nothing was done" in message
+    assert not (home / "registry").exists() and not warehouse.exists()
+
+
+def test_six_concurrent_full_runs_on_one_home_take_turns_and_stay_consistent(home, tmp_path):
+    """Six `mlops run` processes at once on one home and its default DuckDB warehouse (train, register,
+    promote, score through PRODUCTION): every run succeeds in its turn, the versions are v1..v6 once each,
+    the history replays to the aliases, and the predictions table holds one copy of each row, scored by the
+    version PRODUCTION ends on."""
+    stages = "pipeline.stages=[load,validate,features,split,train,evaluate,register,promote,score]"
+    argv = [sys.executable, "-m", "mlops_framework.cli", "run", "data.weeks=2", "data.rows_per_week=150",
+            "model.params.n_estimators=5", "model.params.n_jobs=1", stages, "promotion.test=none",
+            "scoring.version=PRODUCTION"]
+    env = {**os.environ, "MLOPS_HOME": str(home), "MLOPS_WAREHOUSE_WAIT_S": "900"}
+    runs = [subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(6)]
+    outputs = [run.communicate(timeout=1200) for run in runs]
+    for run, (stdout, stderr) in zip(runs, outputs):
+        assert run.returncode == 0, stderr[-3000:]
+        assert "Traceback" not in stderr
+    registry = LocalRegistry(home / "registry")
+    names = [v["version_name"] for v in registry.versions("MORTGAGE_XGB")]
+    assert sorted(names, key=lambda name: int(name[1:])) == [f"v{i}" for i in range(1, 7)]
+    registered = sorted(line.split()[2] for stdout, _ in outputs for line in stdout.splitlines()
+                        if line.startswith("model "))
+    assert registered == sorted(names)  # each run reports the one version it registered
+    aliases = registry.aliases("MORTGAGE_XGB")
+    assert replayed(registry.history("MORTGAGE_XGB")) == aliases and set(aliases) == {"PRODUCTION"}
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        rows, ids, versions = con.execute(
+            "SELECT count(*), count(DISTINCT LOAN_ID), list(DISTINCT MODEL_VERSION) "
+            "FROM PREDICTIONS_WITH_GROUND_TRUTH").fetchone()
+    assert rows == ids == 300
+    assert versions == [aliases["PRODUCTION"]]
 
 
 # ------------------------------------------------------------------ sweep rerun
@@ -468,7 +658,7 @@ def test_sweep_rerun_takes_no_code_loading_env_from_sweep_json(tmp_path, home):
 def test_a_csv_with_a_repeated_column_is_refused_before_anything_registers(mlops, home, tmp_path):
     import pyarrow.csv as pa_csv
 
-    from mlops_framework.synthetic import generate_table
+    from mlops_local.synthetic import generate_table
 
     table = generate_table(weeks=2, rows_per_week=100, seed=1)
     table = table.append_column("COUNTY_NAME", table["COUNTY_NAME"])  # a second COUNTY_NAME
@@ -481,7 +671,7 @@ def test_a_csv_with_a_repeated_column_is_refused_before_anything_registers(mlops
 def test_webhook_url_credentials_are_sent_as_basic_auth(receiver):
     import base64
 
-    from mlops_framework.alerts import WebhookNotifier
+    from mlops_local.notifiers import WebhookNotifier
 
     port, received = receiver
     WebhookNotifier(url=f"http://bob:{CANARIES['url']}@127.0.0.1:{port}/x", timeout=10).notify([])
@@ -493,7 +683,7 @@ def test_inf_in_a_training_feature_is_one_message(mlops, home, tmp_path):
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    from mlops_framework.synthetic import generate_table
+    from mlops_local.synthetic import generate_table
 
     table = generate_table(weeks=2, rows_per_week=100, seed=1)
     income = table["APPLICANT_INCOME_000S"].to_pylist()
@@ -507,7 +697,7 @@ def test_inf_in_a_training_feature_is_one_message(mlops, home, tmp_path):
 
 
 def test_only_runs_that_write_a_warehouse_take_its_lock(home):
-    from mlops_framework.local import warehouses
+    from mlops_local.backend import warehouses
     from mlops_framework.pipeline import build_run
     from mlops_framework.plugins import Components, get_plugin_manager
 

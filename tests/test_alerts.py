@@ -14,6 +14,7 @@ from mlops_framework import alerts as al
 from mlops_framework import hookspecs
 from mlops_framework.errors import MlopsError
 from mlops_framework.plugins import Components, get_plugin_manager
+from mlops_local import notifiers
 
 W1, W2, W3 = (dt.datetime(2024, 1, 1) + dt.timedelta(days=7 * k) for k in range(3))
 
@@ -100,14 +101,14 @@ def test_rules_are_validated_and_can_be_switched_off():
 def test_console_and_jsonl_notifiers(tmp_path, capsys):
     fired = al.evaluate(rules(f1_low={"metric": "f1", "threshold": 0.7}), result())
     path = tmp_path / "sub" / "alerts.jsonl"
-    delivery = al.notify({"console": al.ConsoleNotifier(), "file": al.JsonLinesNotifier(str(path))}, fired)
+    delivery = al.notify({"console": notifiers.ConsoleNotifier(), "file": notifiers.JsonLinesNotifier(str(path))}, fired)
     assert delivery == {"console": "ok", "file": "ok"}
     assert "ALERT f1_low: f1 = 0.69 < 0.7" in capsys.readouterr().out
-    al.notify({"file": al.JsonLinesNotifier(str(path))}, fired)
+    al.notify({"file": notifiers.JsonLinesNotifier(str(path))}, fired)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(records) == 2 and records[0]["rule"] == "f1_low" and records[0]["threshold"] == 0.7
     assert records[0]["window_start"].startswith("2024-01-15")
-    assert al.notify({"file": al.JsonLinesNotifier(str(tmp_path / "never"))}, []) == {}
+    assert al.notify({"file": notifiers.JsonLinesNotifier(str(tmp_path / "never"))}, []) == {}
     assert not (tmp_path / "never").exists()  # nothing fired: no notifier called
 
 
@@ -139,18 +140,18 @@ def webhook():
 def test_webhook_posts_json_and_a_failing_one_does_not_stop_the_others(webhook, tmp_path, capsys):
     url, received, state = webhook
     fired = al.evaluate(rules(f1_low={"metric": "f1", "threshold": 0.7}), result())
-    al.WebhookNotifier(url, headers={"X-Token": "t0k"}).notify(fired)
+    notifiers.WebhookNotifier(url, headers={"X-Token": "t0k"}).notify(fired)
     assert received[0]["path"] == "/hooks/mlops" and received[0]["headers"]["X-Token"] == "t0k"
     assert received[0]["headers"]["Content-Type"] == "application/json"
     payload = json.loads(received[0]["body"])
     assert payload["count"] == 1 and payload["alerts"][0]["rule"] == "f1_low" and payload["alerts"][0]["value"] == 0.69
 
     state["status"] = 500
-    delivery = al.notify({"hook": al.WebhookNotifier(url), "file": al.JsonLinesNotifier(str(tmp_path / "a.jsonl"))}, fired)
+    delivery = al.notify({"hook": notifiers.WebhookNotifier(url), "file": notifiers.JsonLinesNotifier(str(tmp_path / "a.jsonl"))}, fired)
     assert "500" in delivery["hook"] and delivery["file"] == "ok"
     assert "notifier hook" in capsys.readouterr().err
     with pytest.raises(MlopsError, match="http"):
-        al.WebhookNotifier("file:///etc/passwd").notify(fired)
+        notifiers.WebhookNotifier("file:///etc/passwd").notify(fired)
 
 
 class _SMTPSink(socketserver.StreamRequestHandler):
@@ -208,7 +209,7 @@ def test_email_notifier_sends_over_smtp(smtp_server):
     port, messages = smtp_server
     fired = al.evaluate(rules(f1_low={"metric": "f1", "threshold": 0.7},
                               psi={"metric": "psi", "op": ">", "threshold": 0.2}), result())
-    notifier = al.EmailNotifier(host="127.0.0.1", port=port, to=["ops@example.com", "ds@example.com"],
+    notifier = notifiers.EmailNotifier(host="127.0.0.1", port=port, to=["ops@example.com", "ds@example.com"],
                                 sender="mlops@example.com")
     assert al.notify({"mail": notifier}, fired) == {"mail": "ok"}
     assert len(messages) == 1
@@ -224,7 +225,7 @@ def test_email_notifier_sends_over_smtp(smtp_server):
 def test_email_login_needs_the_password_variable(smtp_server, monkeypatch):
     port, _ = smtp_server
     monkeypatch.delenv("MLOPS_TEST_SMTP_PASSWORD", raising=False)
-    notifier = al.EmailNotifier(host="127.0.0.1", port=port, to="a@example.com", username="u",
+    notifier = notifiers.EmailNotifier(host="127.0.0.1", port=port, to="a@example.com", username="u",
                                 password_env="MLOPS_TEST_SMTP_PASSWORD")
     fired = al.evaluate(rules(f1_low={"metric": "f1", "threshold": 0.7}), result())
     with pytest.raises(MlopsError, match="MLOPS_TEST_SMTP_PASSWORD"):

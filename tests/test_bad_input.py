@@ -12,7 +12,7 @@ import pytest
 
 from run_sizes import SMALL
 from mlops_framework.cli import main
-from mlops_framework.synthetic import generate_table
+from mlops_local.synthetic import generate_table
 
 TABLE = "PREDICTIONS_WITH_GROUND_TRUTH"
 
@@ -245,7 +245,7 @@ def test_a_warehouse_locked_by_another_process(home, capsys):
 
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
-         "time.sleep(60)", str(home / "warehouse.duckdb")], stdout=subprocess.PIPE, text=True)
+         "time.sleep(600)", str(home / "warehouse.duckdb")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         code, out, err = invoke(capsys, "run", "pipeline=score", *SMALL[:2])

@@ -13,7 +13,7 @@ import pyarrow.csv as pa_csv
 import pytest
 
 from run_sizes import SMALL
-from mlops_framework.synthetic import generate_table
+from mlops_local.synthetic import generate_table
 
 HEAVY = ("xgboost", "sklearn", "pandas", "snowflake", "numpy", "scipy", "pyarrow", "duckdb", "plotly")  # the first 4 the rule names
 TABLE = "PREDICTIONS_WITH_GROUND_TRUTH"
@@ -21,7 +21,7 @@ TABLE = "PREDICTIONS_WITH_GROUND_TRUTH"
 
 def imported_modules(*args):
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "mlops_framework.cli", *args],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
 
@@ -51,7 +51,7 @@ def test_output_cut_short_by_a_closed_pipe_is_not_an_error_trace(home):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     process.stdout.close()  # long before the plan is composed (about a second)
     stderr = process.stderr.read()
-    assert process.wait(timeout=60) == 1
+    assert process.wait(timeout=300) == 1
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from mlops_framework import config, contracts
 from mlops_framework.pipeline import build_run
-from mlops_framework.plugins import DEFAULT_PLUGINS, Components, get_plugin_manager
+from mlops_framework.plugins import Components, get_plugin_manager
 from mlops_framework.runner import RunResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,37 +23,49 @@ SMALL = ["data.weeks=2", "data.rows_per_week=200", "model.params.n_estimators=5"
 
 
 def _module_file(name):
-    return REPO / (name.replace(".", "/") + ".py")
+    package = REPO / name.replace(".", "/") / "__init__.py"
+    return package if package.exists() else REPO / (name.replace(".", "/") + ".py")
 
 
 def builtin_plugin_modules():
-    """The built-in plugin: its registering module(s) and every module its lazy strings name, plus the
-    synthetic data its synthetic source wraps."""
-    components = Components(get_plugin_manager(load_entrypoints=False))
-    named = {value.partition(":")[0] for table in components.kinds.values() for value in table.values()
-             if isinstance(value, str)}
-    return sorted({*DEFAULT_PLUGINS, *named, "mlops_framework.synthetic"} - set(contracts.PUBLIC_MODULES))
+    """The built-in plugin's modules: the ``mlops_local`` package."""
+    return sorted(".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+                  for path in (REPO / "mlops_local").rglob("*.py"))
 
 
-def _core_imports(path):
+def _core_imports(path, prefix="mlops_framework"):
     imports = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mlops_framework"):
-            if node.module == "mlops_framework":
-                imports += [f"mlops_framework.{alias.name}" for alias in node.names]
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(prefix):
+            if node.module == prefix:
+                imports += [f"{prefix}.{alias.name}" for alias in node.names]
             else:
                 imports.append(node.module)
         elif isinstance(node, ast.Import):
-            imports += [alias.name for alias in node.names if alias.name.startswith("mlops_framework")]
+            imports += [alias.name for alias in node.names if alias.name.startswith(prefix)]
     return imports
 
 
 def test_the_builtin_plugin_imports_only_public_core_modules():
     plugin = builtin_plugin_modules()
-    assert {"mlops_framework.registry", "mlops_framework.sinks", "mlops_framework.sources"} <= set(plugin)
+    assert {"mlops_local", "mlops_local.registry", "mlops_local.sinks", "mlops_local.sources"} <= set(plugin)
     wrong = [(module, imported) for module in plugin for imported in _core_imports(_module_file(module))
-             if imported not in contracts.PUBLIC_MODULES and imported not in plugin]
+             if imported not in contracts.PUBLIC_MODULES]
     assert wrong == []
+
+
+def test_the_core_imports_no_plugin():
+    core = sorted((REPO / "mlops_framework").rglob("*.py"))
+    assert len(core) > 20
+    wrong = [(path.name, imported) for path in core for prefix in ("mlops_local", "mlops_snowflake", "mlops_mlflow")
+             for imported in _core_imports(path, prefix)]
+    assert wrong == []
+
+
+def test_every_registered_kind_of_the_builtin_plugin_lives_in_its_package():
+    components = Components(get_plugin_manager(load_entrypoints=False))
+    named = {value.partition(":")[0] for table in components.kinds.values() for value in table.values()}
+    assert named and all(module.startswith("mlops_local") for module in named), named
 
 
 def test_the_snowflake_plugin_imports_only_public_core_modules():
@@ -140,7 +152,7 @@ def test_the_probe_scan_sees_the_probes_it_must_refuse(tmp_path):
 
 # ------------------------------------------------------------------------------ nested options
 def test_nested_kind_options_are_built_through_the_plugin_manager(tmp_path):
-    from mlops_framework.sources import ParquetSource, SyntheticSource
+    from mlops_local.sources import ParquetSource, SyntheticSource
 
     components = Components(get_plugin_manager(load_entrypoints=False))
     source = components.build("data", {
@@ -158,7 +170,7 @@ def test_nested_kind_options_are_built_through_the_plugin_manager(tmp_path):
 
 
 def test_the_feature_store_builds_no_plugin_manager():
-    text = (REPO / "mlops_framework" / "feature_store.py").read_text()
+    text = (REPO / "mlops_local" / "feature_store.py").read_text()
     assert "get_plugin_manager" not in text and "Components" not in text
 
 
@@ -225,7 +237,7 @@ class PlainRegistry:
 
 
 def test_promote_calls_a_registry_without_the_audit_capability_by_its_contract(tmp_path, monkeypatch):
-    from mlops_framework.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
     components = Components(get_plugin_manager(load_entrypoints=False))

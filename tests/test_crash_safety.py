@@ -13,10 +13,10 @@ import pytest
 
 from mlops_framework.features import FeatureContract
 from mlops_framework.model import TrainedModel
-from mlops_framework.registry import LocalRegistry
+from mlops_local.registry import LocalRegistry
 from mlops_framework.scoring import score_to_sink
-from mlops_framework.sinks import DuckDBSink
-from mlops_framework.synthetic import generate_table
+from mlops_local.sinks import DuckDBSink
+from mlops_local.synthetic import generate_table
 
 KILLS = 20
 FORK = multiprocessing.get_context("fork")

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.feature_store import CATALOG, FeatureStoreSource, LocalFeatureStore, table_name
-from mlops_framework.sources import ParquetSource
+from mlops_framework.contracts import table_name
+from mlops_local.feature_store import CATALOG, FeatureStoreSource, LocalFeatureStore
+from mlops_local.sources import ParquetSource
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = dt.date(2024, 1, 1)
@@ -142,7 +143,7 @@ def test_latest_values_for_scoring(leaky):
 
 def test_onehot_view_is_the_feature_contract_encoding(tmp_path):
     from mlops_framework.features import FeatureContract
-    from mlops_framework.synthetic import generate_table
+    from mlops_local.synthetic import generate_table
 
     loans = generate_table(weeks=2, rows_per_week=50, seed=3).to_pandas()
     loans.to_parquet(tmp_path / "loans.parquet")
@@ -237,7 +238,7 @@ def test_a_load_fingerprints_each_view_once(leaky, monkeypatch):
 
 # ------------------------------------------------------------------------------------ mlops run
 def registered(home, model, version="v1"):
-    from mlops_framework.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     return LocalRegistry(home / "registry").get_version(model, version)
 

@@ -9,7 +9,7 @@ import pytest
 
 from run_sizes import SMALL
 from mlops_framework.cli import main
-from mlops_framework.synthetic import generate_table
+from mlops_local.synthetic import generate_table
 
 BUCKET = "mortgage-data"
 
@@ -18,7 +18,7 @@ BUCKET = "mortgage-data"
 def gcs(monkeypatch):
     from gcp_storage_emulator.server import create_server
 
-    from mlops_framework import sources
+    from mlops_local import sources
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

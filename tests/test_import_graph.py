@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("mlops_framework", "hydra_plugins")
+PACKAGES = ("mlops_framework", "mlops_local", "hydra_plugins")
 
 
 def own_modules():

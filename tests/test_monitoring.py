@@ -14,8 +14,8 @@ from sklearn import metrics as skm
 
 from mlops_framework import monitoring as mon
 from mlops_framework.errors import MlopsError
-from mlops_framework.sinks import DuckDBSink
-from mlops_framework.sources import DuckDBTableSource
+from mlops_local.sinks import DuckDBSink
+from mlops_local.sources import DuckDBTableSource
 
 
 @pytest.fixture(scope="module")
@@ -367,3 +367,133 @@ def test_monitor_and_explain_tables_go_beside_the_predictions(tmp_path, monkeypa
         tables = {row[0] for row in con.sql("SHOW TABLES").fetchall()}
     assert {"MONITOR_PERFORMANCE", "MONITOR_DRIFT", "MONITOR_BASELINES", "P"} <= tables
     assert not (tmp_path / "warehouse.duckdb").exists()
+
+
+def test_an_incremental_run_computes_the_new_and_the_rescored_windows_only(tmp_path, monkeypatch):
+    """With a SCORED_AT column, a run recomputes exactly the windows whose rows were re-scored or are new;
+    asserted on the windows each run recorded."""
+    from mlops_framework.lifecycle import monitor
+
+    first = _scored(weeks=4, n=200).assign(SCORED_AT=pd.Timestamp("2024-02-01 10:00"))
+    _write(tmp_path / "warehouse.duckdb", first, partition_by=["WEEK"])
+    monitor(_monitor_run(tmp_path, monkeypatch))
+    again = _scored(weeks=5, n=200, seed=5).assign(SCORED_AT=pd.Timestamp("2024-02-08 10:00"))
+    _write(tmp_path / "warehouse.duckdb", again[again.WEEK.isin([2, 5])], partition_by=["WEEK"])  # same row counts
+    run = _monitor_run(tmp_path, monkeypatch)
+    monitor(run)
+    recorded = _table(tmp_path, "SELECT MONITOR_ID, WINDOW_START FROM MONITOR_PERFORMANCE ORDER BY MONITORED_AT")
+    per_run = [sorted(d.date().isoformat() for d in group.WINDOW_START)
+               for _, group in recorded.groupby("MONITOR_ID", sort=False)]
+    assert per_run == [["2024-01-01", "2024-01-08", "2024-01-15", "2024-01-22"], ["2024-01-08", "2024-01-29"]]
+    assert run.results["monitor"]["windows_unchanged"] == 3
+
+
+def test_the_task_and_classes_come_from_the_version_record_without_loading_the_model(tmp_path):
+    """The registration records the classes beside the task; the monitor reads them there (loading a
+    model imports its library: seconds for a run with one new window)."""
+    from types import SimpleNamespace
+
+    from mlops_local.registry import LocalRegistry
+
+    class Files:  # a version whose files are no loadable model: loading it would fail
+        def save(self, directory):
+            (directory / "weights.bin").write_bytes(b"0")
+
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.log_model(Files(), model_name="M", metadata={"task": "multiclass", "classes": ["a", "b", "c"]})
+    run = SimpleNamespace(registration=SimpleNamespace(model_name="M"), registry=registry)
+    assert mon._task_of(run, "v1") == {"task": "multiclass", "classes": ["a", "b", "c"]}
+
+
+def test_a_monitor_command_with_nothing_new_imports_no_pandas(tmp_path, monkeypatch):
+    """`mlops run pipeline=monitor` over windows all recorded reads back what it needs as Arrow and draws
+    no charts: pandas (0.5-1 s of imports) is never loaded."""
+    import subprocess
+    import sys
+
+    from mlops_framework.lifecycle import monitor
+
+    _write(tmp_path / "warehouse.duckdb", _scored(weeks=3, n=100))
+    overrides = ["features.numeric=[INCOME]", "features.categorical=[TYPE]", "features.target=Y",
+                 "monitor.score_column=SCORE", "monitor.prediction_column=PRED", "monitor.baseline='WEEK <= 2'"]
+    monitor(_monitor_run(tmp_path, monkeypatch))
+    probe = ("import sys\nfrom mlops_framework.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
+             "    print('LOADED=' + ','.join(m for m in ('pandas', 'xgboost', 'sklearn') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, "run", "pipeline=monitor", *overrides], capture_output=True,
+                          text=True, timeout=120, env={**__import__("os").environ, "MLOPS_HOME": str(tmp_path)})
+    assert "(0 computed, 3 unchanged" in done.stdout, done.stdout + done.stderr
+    assert "LOADED=\n" in done.stdout
+
+
+def test_categories_no_baseline_has_are_counted_in_their_own_bins(tmp_path, monkeypatch):
+    """A category first seen after the baseline gets a bin of its own (baseline share 0), by hand."""
+    from mlops_framework.lifecycle import monitor
+
+    frame = _scored(weeks=3, n=200)
+    frame.loc[(frame.WEEK == 3) & (frame.index % 4 == 0), "TYPE"] = "NEW"
+    _write(tmp_path / "warehouse.duckdb", frame)
+    run = _monitor_run(tmp_path, monkeypatch)
+    monitor(run)
+    kind = next(d for d in run.results["monitor"]["drift"] if d["column"] == "TYPE" and d["window_start"].day == 15)
+    base, week3 = frame[frame.WEEK <= 2].TYPE, frame[frame.WEEK == 3].TYPE
+    categories = sorted(set(base), key=lambda c: (-(base == c).sum(), c)) + ["NEW"]
+    assert kind["bins"] == categories and kind["baseline_hist"][-1] == 0
+    assert kind["psi"] == pytest.approx(mon.psi(mon.frequencies(base, categories), mon.frequencies(week3, categories)))
+
+
+def _multiclass_frame(n=400, seed=2):
+    rng = np.random.default_rng(seed)
+    classes = ["a", "b", "c"]
+    proba = rng.dirichlet([1, 1, 1], n)
+    proba[0] = [1.0, 0.0, 0.0]  # the actual class given probability 0: clipped, as the evaluate stage clips
+    y = np.array(classes)[rng.integers(0, 3, n)]
+    y[0] = "b"
+    ts = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 14 * 86400, n), "s")
+    return classes, pd.DataFrame({
+        "TS": ts, "WEEK": (ts - pd.Timestamp("2024-01-01")) // pd.Timedelta("7 days") + 1, "Y": y, "P": np.array(classes)[proba.argmax(axis=1)], "S": proba.max(axis=1),
+        **{f"PROBA_{c}": proba[:, i] for i, c in enumerate(classes)}})
+
+
+def test_multiclass_log_loss_per_window_matches_scikit_learn(tmp_path, monkeypatch):
+    """From the predictions' PROBA_<class> columns, per window, through the monitor stage (the classes from
+    the version record), equal to scikit-learn's log loss of the same rows."""
+    from mlops_framework.lifecycle import monitor
+    from mlops_local.registry import LocalRegistry
+
+    class Files:
+        def save(self, directory):
+            (directory / "weights.bin").write_bytes(b"0")
+
+    classes, frame = _multiclass_frame()
+    frame["MODEL_VERSION"] = "v1"
+    LocalRegistry(tmp_path / "registry").log_model(Files(), model_name="MORTGAGE_XGB",
+                                                   metadata={"task": "multiclass", "classes": classes})
+    _write(tmp_path / "warehouse.duckdb", frame)
+    run = _monitor_run(tmp_path, monkeypatch, "monitor.prediction_column=P", "monitor.score_column=S",
+                       "monitor.baseline='WEEK <= 1'", "features.categorical=[]",
+                       "features.numeric=[S]")
+    monitor(run)
+    window = (frame.TS - pd.Timestamp("2024-01-01")) // pd.Timedelta("7 days")
+    computed = {p["window_start"]: p for p in run.results["monitor"]["performance"]}
+    assert len(computed) == 2
+    for k in (0, 1):
+        rows = frame[window == k]
+        expected = skm.log_loss(rows.Y, np.clip(rows[[f"PROBA_{c}" for c in classes]].to_numpy(), 1e-15, 1),
+                                labels=classes)
+        assert computed[dt.datetime(2024, 1, 1) + dt.timedelta(days=7 * k)]["log_loss"] == pytest.approx(expected, rel=1e-6)
+    recorded = _table(tmp_path, "SELECT LOG_LOSS FROM MONITOR_PERFORMANCE")
+    assert recorded.LOG_LOSS.notna().all()
+
+
+def test_a_performance_table_created_before_log_loss_keeps_its_columns(tmp_path, monkeypatch):
+    """A home monitored by an earlier version (MONITOR_PERFORMANCE without LOG_LOSS) is monitored again."""
+    from mlops_framework.lifecycle import monitor
+
+    _write(tmp_path / "warehouse.duckdb", _scored(weeks=2, n=100))
+    monitor(_monitor_run(tmp_path, monkeypatch))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("ALTER TABLE MONITOR_PERFORMANCE DROP COLUMN LOG_LOSS")
+    _write(tmp_path / "warehouse.duckdb", _scored(weeks=3, n=100).query("WEEK == 3"), partition_by=["WEEK"])
+    monitor(_monitor_run(tmp_path, monkeypatch))
+    recorded = _table(tmp_path, "SELECT * FROM MONITOR_PERFORMANCE")
+    assert len(recorded) == 3 and "LOG_LOSS" not in recorded.columns

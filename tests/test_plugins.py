@@ -95,7 +95,7 @@ def test_typo_keys_are_refused_with_a_suggestion():
 
 def test_every_hookspec_is_documented_and_implemented_by_a_builtin_or_a_test():
     """datasette's rule: every hook documented; every register_* hook exercised by the built-ins."""
-    import mlops_framework.local as local
+    import mlops_local as local
 
     specs = [name for name in dir(hookspecs) if name.startswith(("register_", "before_", "after_", "on_"))]
     assert specs

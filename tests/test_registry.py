@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.registry import LocalRegistry
+from mlops_local.registry import LocalRegistry
 
 FORK = multiprocessing.get_context("fork")
 
@@ -295,6 +295,13 @@ def _slow_logger(root):
     LocalRegistry(root).log_model(TinyModel(b"slow", slow_chunks=40), model_name="m", sample_input=sample)
 
 
+def _wait_until_writing(staging, staged_before, process, deadline_s=120):
+    deadline = time.monotonic() + deadline_s
+    while not any((d / "artifact" / "model.ubj").exists() for d in set(staging.iterdir()) - staged_before):
+        assert process.is_alive() and time.monotonic() < deadline, "the logger never began writing its model"
+        time.sleep(0.001)
+
+
 def _assert_consistent(reg, root):
     versions_dir = root / "m" / "versions"
     on_disk = sorted(p.name for p in versions_dir.iterdir())
@@ -313,11 +320,15 @@ def test_sigkill_during_log_model_leaves_no_half_version(reg):
 
     rng = random.Random(1234)
     killed_midway = leftovers_seen = 0
-    for _ in range(10):
+    for attempt in range(10):
         before = len(reg.versions("m"))
+        staged_before = set((root / "m" / ".staging").iterdir())
         p = FORK.Process(target=_slow_logger, args=(root,))
         p.start()
-        time.sleep(rng.uniform(0, duration * 1.3))
+        if attempt % 2:  # half the kills once the model's file is being written, however loaded the machine
+            _wait_until_writing(root / "m" / ".staging", staged_before, p)
+        else:
+            time.sleep(rng.uniform(0, duration * 1.3))
         p.kill()
         p.join(10)
         if len(reg.versions("m")) == before:

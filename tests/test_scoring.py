@@ -11,7 +11,7 @@ import pytest
 from mlops_framework.errors import MlopsError
 from mlops_framework.features import FeatureContract
 from mlops_framework.scoring import ScoreResult, score_to_sink
-from mlops_framework.sinks import DuckDBSink, ParquetSink
+from mlops_local.sinks import DuckDBSink, ParquetSink
 
 NUMERIC = ["APPLICANT_INCOME_000S", "LOAN_AMOUNT_000S"]
 CATEGORICAL = ["LOAN_TYPE_NAME", "LOAN_PURPOSE_NAME", "COUNTY_NAME"]

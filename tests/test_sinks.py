@@ -18,7 +18,7 @@ import pytest
 from mlops_framework.errors import MlopsError
 from mlops_framework.features import FeatureContract
 from mlops_framework.scoring import score_to_sink
-from mlops_framework.sinks import DuckDBSink, ParquetSink
+from mlops_local.sinks import DuckDBSink, ParquetSink
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = "PREDICTIONS_WITH_GROUND_TRUTH"
@@ -172,7 +172,7 @@ KILLED_WRITER = textwrap.dedent(
     """
     import sys
     import numpy as np, pyarrow as pa
-    from mlops_framework.sinks import DuckDBSink
+    from mlops_local.sinks import DuckDBSink
 
     path, partition = sys.argv[1], sys.argv[2] == "partition"
     n = 200_000

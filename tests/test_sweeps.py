@@ -16,7 +16,7 @@ from mlops_framework import config
 from mlops_framework.hookspecs import hookimpl
 from mlops_framework.pipeline import build_run
 from mlops_framework.plugins import Components, get_plugin_manager
-from mlops_framework.registry import LocalRegistry
+from mlops_local.registry import LocalRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,8 +27,13 @@ THREADS_FOR_TWO = str(max(1, cpu_count() // 2))
 
 
 # A plugin for these tests, loaded in the trials with MLOPS_PLUGINS=test_sweeps. After training, trial #0
-# sleeps SLOW_TRIAL_ZERO seconds (so that the trials take unequal times), and trial #1 kills its process
-# when CRASH_TRIAL_ONE is set.
+# waits until the file TRIAL_ZERO_WAITS_FOR names (relative to the sweep directory; "FILE:KEY": until that
+# JSON file holds KEY) appears, at most EVENT_DEADLINE_S, then, with SLOW_TRIAL_ZERO set, writes "slow" in
+# its directory and sleeps that many seconds; trial #1 kills its process when CRASH_TRIAL_ONE is set. The
+# tests wait on such events, not on fixed sleeps, so that they hold on a loaded machine.
+EVENT_DEADLINE_S = 120
+
+
 @hookimpl
 def after_stage_run(stage, run, seconds):
     if stage.name != "train":
@@ -36,10 +41,33 @@ def after_stage_run(stage, run, seconds):
     from hydra.core.hydra_config import HydraConfig
 
     number = HydraConfig.get().job.num
+    trial_dir = Path(HydraConfig.get().runtime.output_dir)
+    if number == 0 and os.environ.get("TRIAL_ZERO_WAITS_FOR"):
+        name, _, key = os.environ["TRIAL_ZERO_WAITS_FOR"].partition(":")
+        wait_for(lambda: _holds(trial_dir.parent / name, key))
     if number == 0 and os.environ.get("SLOW_TRIAL_ZERO"):
+        (trial_dir / "slow").touch()
         time.sleep(float(os.environ["SLOW_TRIAL_ZERO"]))
     if number == 1 and os.environ.get("CRASH_TRIAL_ONE"):
         os._exit(9)
+
+
+def _holds(path, key):
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return not key or key in data
+
+
+def wait_for(condition, deadline_s=EVENT_DEADLINE_S):
+    """Poll ``condition`` until it holds (True) or ``deadline_s`` passes (False)."""
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 TEST_PLUGIN = {"MLOPS_PLUGINS": "test_sweeps",
@@ -152,12 +180,14 @@ def test_grid_runs_trials_in_parallel_and_aliases_the_best(mlops, home):
 
 def test_optuna_search_keeps_workers_busy_marks_the_best_and_resumes(mlops, home):
     search = ["hparams_search=mortgage_optuna", "hydra.sweeper.n_jobs=2", *TINY]
-    mlops("run", "-m", *search, "hydra.sweeper.n_trials=5", env={**TEST_PLUGIN, "SLOW_TRIAL_ZERO": "3"}, check=True)
+    # trial #0 holds its worker until trial #3 has started
+    mlops("run", "-m", *search, "hydra.sweeper.n_trials=5", env={**TEST_PLUGIN, "TRIAL_ZERO_WAITS_FOR": "3/trial.json"},
+          check=True)
     directory = sweep_dir(home)
     records = [read(t / "trial.json") for t in trials(directory)]
     assert [r["optuna"]["state"] for r in records] == ["COMPLETE"] * 5
     assert len({r["pid"] for r in records}) == 2 and {r["threads"] for r in records} == {THREADS_FOR_TWO}
-    # No worker waits for a batch to end: while trial #0 sleeps, the other worker goes on with #2 and #3.
+    # No worker waits for a batch to end: while trial #0 waits, the other worker goes on with #2 and #3.
     zero_ended = records[0]["start_time"] + records[0]["seconds"]
     assert records[2]["start_time"] < zero_ended and records[3]["start_time"] < zero_ended
     assert records[2]["pid"] == records[3]["pid"] != records[0]["pid"]
@@ -188,7 +218,7 @@ def test_a_failed_trial_is_recorded_and_the_others_finish(mlops, home):
 
 def test_a_dead_worker_fails_its_trials_and_the_search_goes_on(mlops, home):
     mlops("run", "-m", "hparams_search=mortgage_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", *TINY,
-          env={**TEST_PLUGIN, "CRASH_TRIAL_ONE": "1", "SLOW_TRIAL_ZERO": "0.5"}, check=True)
+          env={**TEST_PLUGIN, "CRASH_TRIAL_ONE": "1", "TRIAL_ZERO_WAITS_FOR": "1/trial.json:optuna"}, check=True)
     directory = sweep_dir(home)
     records = [read(t / "trial.json") for t in trials(directory)]
     assert records[1]["optuna"]["state"] == "FAIL" and "worker process died" in records[1]["error"]
@@ -247,14 +277,15 @@ def test_the_leaderboard_reads_the_version_of_a_local_and_of_an_ml_job_trial(tmp
 
 
 def test_a_grid_trial_past_its_timeout_is_stopped_and_the_others_finish(mlops, home):
+    # 20 s: far more than a tiny trial takes on a loaded machine, far less than the slow one's 280 s
     started = time.monotonic()
-    result = mlops("run", "-m", "hparams_search=mortgage_grid", "hydra.launcher.n_jobs=2", "hydra.launcher.timeout_s=5",
+    result = mlops("run", "-m", "hparams_search=mortgage_grid", "hydra.launcher.n_jobs=2", "hydra.launcher.timeout_s=20",
                    "model.params.max_depth=3", "model.params.learning_rate=0.1,0.3", *TINY,
-                   env={**TEST_PLUGIN, "SLOW_TRIAL_ZERO": "120"})
-    assert time.monotonic() - started < 90, "the slow trial was not stopped"
+                   env={**TEST_PLUGIN, "SLOW_TRIAL_ZERO": "280"})
+    assert time.monotonic() - started < 240, "the slow trial was not stopped"
     assert result.returncode == 1 and "1 of 2 trials failed" in result.stderr and "Traceback" not in result.stderr
     rows = {r["trial"]: r for r in leaderboard_rows(sweep_dir(home))}
-    assert rows["0"]["status"] == "failed" and "timed out after 5 s" in rows["0"]["error"]
+    assert rows["0"]["status"] == "failed" and "timed out after 20 s" in rows["0"]["error"]
     assert rows["1"]["status"] == "ok" and rows["1"]["version"] == "v1"
     assert [v["version_name"] for v in versions(home)] == ["v1"], "the stopped trial registered nothing"
 
@@ -278,9 +309,9 @@ def test_one_job_runs_the_trials_in_this_process_one_after_the_other(mlops, home
 
 def test_an_optuna_trial_past_its_timeout_is_told_fail_and_the_study_goes_on(mlops, home):
     mlops("run", "-m", "hparams_search=mortgage_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
-          "hydra.sweeper.timeout_s=5", *TINY, env={**TEST_PLUGIN, "SLOW_TRIAL_ZERO": "120"}, check=True)
+          "hydra.sweeper.timeout_s=20", *TINY, env={**TEST_PLUGIN, "SLOW_TRIAL_ZERO": "280"}, check=True)
     records = [read(t / "trial.json") for t in trials(sweep_dir(home))]
-    assert records[0]["optuna"]["state"] == "FAIL" and "timed out after 5 s" in records[0]["error"]
+    assert records[0]["optuna"]["state"] == "FAIL" and "timed out after 20 s" in records[0]["error"]
     assert [r["optuna"]["state"] for r in records[1:]] == ["COMPLETE", "COMPLETE"]
 
 
@@ -294,18 +325,41 @@ def test_ctrl_c_stops_a_parallel_grid_and_its_workers_at_once(home):
                                 "model.params.max_depth=3", "model.params.learning_rate=0.1,0.3", *TINY],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not list(home.glob("multiruns/*/0/trial.json")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1)  # trial 0 is in its slow part
+    assert wait_for(lambda: list(home.glob("multiruns/*/0/slow"))), "trial 0 never reached its slow part"
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal does: the whole foreground group
-    stderr = process.communicate(timeout=30)[1]
+    stderr = process.communicate(timeout=EVENT_DEADLINE_S)[1]
     assert process.returncode == 130 and "mlops: interrupted" in stderr and "Traceback" not in stderr
     worker = read(next(home.glob("multiruns/*/0/trial.json")))["pid"]
-    time.sleep(0.5)
-    assert not Path(f"/proc/{worker}").exists() or "zombie" in Path(f"/proc/{worker}/status").read_text(), \
-        "the worker of the interrupted trial is gone"
+
+    def gone():
+        try:
+            return "zombie" in Path(f"/proc/{worker}/status").read_text()
+        except FileNotFoundError:
+            return True
+
+    assert wait_for(gone, 30), "the worker of the interrupted trial is gone"
+    # trials keep their models until the sweep ends; an interrupted sweep registers none, not even trial 1's
     registry = LocalRegistry(home / "registry")
-    registered = [v["version_name"] for v in registry.versions("MORTGAGE_XGB")] \
-        if "MORTGAGE_XGB" in [m["name"] for m in registry.models()] else []  # under load trial 1 may not have registered yet
-    assert len(registered) <= 1, f"the interrupted trial registered nothing: {registered}"
+    assert "MORTGAGE_XGB" not in [m["name"] for m in registry.models()]
+
+
+def test_trials_sharing_their_data_get_the_metrics_of_separate_runs(mlops, home):
+    # one process runs the trials one after the other: the second and fourth reuse the data read, encoded and
+    # split before them; the third reads its changed data (data.weeks) again
+    sizes = [o for o in TINY if not o.startswith("data.weeks=")]
+    mlops("run", "-m", "hydra/launcher=mlops_local", "hydra.launcher.n_jobs=1", "pipeline=train", "data.weeks=4,5",
+          "model.params.max_depth=3,6", *sizes, check=True)
+    runs = trials(sweep_dir(home))
+    summaries = [read(t / "summary.json") for t in runs]
+    settings = [{o.split("=")[0]: o.split("=")[1] for o in read(t / "trial.json")["overrides"]} for t in runs]
+    assert [(s["data.weeks"], s["model.params.max_depth"]) for s in settings] == [("4", "3"), ("4", "6"), ("5", "3"),
+                                                                                 ("5", "6")]
+    assert ["reused" in s for s in summaries] == [False, True, False, True]
+    assert summaries[1]["reused"].endswith("load, features, split")
+    for trial, summary in list(zip(runs, summaries))[1:3]:  # reused; read again after a change
+        overrides = read(trial / "trial.json")["overrides"]
+        mlops("run", *overrides, *sizes, check=True)
+        (alone,) = [p for p in (home / "runs").iterdir() if not (p / "checked").exists()]
+        (alone / "checked").touch()
+        assert read(alone / "evaluation.json") == read(trial / "evaluation.json"), overrides
+        assert read(alone / "summary.json")["data"] == summary["data"]

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pytest
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.synthetic import generate, generate_table
+from mlops_local.synthetic import generate, generate_table
 
 EXPECTED_SCHEMA = pa.schema(
     [
@@ -139,8 +139,10 @@ def test_bad_arguments_raise_at_the_call(kwargs, words):
 
 
 def test_a_million_rows_is_fast():
-    t0 = time.perf_counter()
+    """Vectorised: about 0.2 CPU s (a per-row loop takes tens). CPU time of this process, which other
+    processes on a loaded machine do not inflate as they do wall-clock time."""
+    t0 = time.process_time()
     rows = sum(t.num_rows for t in generate(weeks=20, rows_per_week=50_000, drift_from_week=10))
-    elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - t0
     assert rows == 1_000_000
-    assert elapsed < 2.0, f"1M rows took {elapsed:.2f} s"
+    assert cpu < 2.0, f"1M rows took {cpu:.2f} CPU s"

@@ -259,7 +259,7 @@ def test_the_time_split_trains_on_earlier_rows_and_holds_out_the_latest():
     frame = pd.DataFrame({"T": [5, 1, 9, 3, 7, 2, 8, 0, 6, 4], "X": np.arange(10.0)})
     run = SimpleNamespace(split=SplitSpec(holdout=0.2, validation=0.25, order="time"),
                           features=FeatureSpec(target="Y", time="T"),
-                          results={"frame": frame, "X": frame[["X"]], "y": np.arange(10)})
+                          results={"frame": frame, "X": frame[["X"]], "y": np.arange(10)}, shared=None)
     split(run)
     parts = {name: sorted(frame.loc[X.index, "T"]) for name, (X, _) in run.results["splits"].items()}
     assert parts == {"train": [0, 1, 2, 3, 4, 5], "validation": [6, 7], "holdout": [8, 9]}

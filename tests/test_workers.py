@@ -69,3 +69,12 @@ def test_a_worker_that_dies_fails_its_task_only(pool):
     assert not outcomes[0].ok and "worker process died (exit code 3)" in outcomes[0].error
     assert outcomes[1].ok
     assert run_all(pool, (report,))[0].ok
+
+
+def test_a_warm_call_runs_in_a_fork_of_the_started_forkserver_and_reports_its_error(pool):
+    from mlops_framework.errors import MlopsError
+    from mlops_framework.workers import call_warm
+
+    assert call_warm(os.getpid) != os.getpid()  # the pool started the forkserver: the sweep's end registers there
+    with pytest.raises(MlopsError, match="ValueError: bad trial"):
+        call_warm(fail)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mlops_framework.contracts import PlannedRegistry, SqlSource
 from mlops_framework.errors import MlopsError
+from mlops_framework.stages import planned_registration
 
 ENTRYPOINT = "job_entrypoint.py"
 RESOLVED_CONFIG = "resolved_config.yaml"
@@ -81,7 +82,10 @@ class MLJobBackend:
         if int(self.target_instances) > 1:
             raise MlopsError(f"backend.target_instances={self.target_instances}: the job's stages train with a plain "
                              f"fit on the head node, so extra nodes would be billed and idle; use one instance (and a "
-                             f"bigger compute pool) until a distributed trainer runs in the job")
+                             f"bigger compute pool). snowflake-ml 2.6's parallel=True would only start the same "
+                             f"pipeline on every node, and its distributed XGBEstimator "
+                             f"(snowflake.ml.modeling.distributors) ships in the job runtime, not in the PyPI package "
+                             f"this framework is tested with")
         if self.min_instances is not None and int(self.min_instances) != 1:
             raise MlopsError(f"backend.min_instances must be 1 (one instance runs the job), not {self.min_instances}")
         arguments = {
@@ -89,6 +93,7 @@ class MLJobBackend:
             "stage_name": self.stage_name,
             "target_instances": int(self.target_instances),
             "name": self.job_name_for(run),
+            "comment": job_comment(run),
             # print() inside the job reaches get_logs() as it happens, not at exit
             "env_vars": {"PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in (self.env_vars or {}).items()}},
         }
@@ -152,6 +157,7 @@ class MLJobBackend:
             lines += [f"SQL: {statement}" for statement in self.task_sql(run, call_sql)]
             lines.append("preview: CALL SYSTEM$EXECUTE_ML_JOB (from MLJobDefinition.to_sql) is a preview, undocumented "
                          "Snowflake feature; the job name's trailing '_' asks the server for a unique suffix")
+            lines.append(SCHEDULE_PATH_NOTE)
             lines.append("nothing runs now: the TASK starts the job on its schedule "
                          "(SHOW TASKS / TASK_HISTORY and snowflake.ml.jobs.list_jobs() follow it)")
             return lines
@@ -225,6 +231,21 @@ class MLJobBackend:
         return connection_module.resolve(self.connection).session()
 
 
+SCHEDULE_PATH_NOTE = (
+    "why not Code Bundles: snowflake-ml 2.6's register_code_bundle/EXECUTE CODE BUNDLE are Public Preview as well "
+    "(snowflake/ml/jobs/code_bundle.py: 'Do not use them in production'), and EXECUTE CODE BUNDLE keeps running "
+    "until its job ends (register_job_from_code_bundle sends it with collect_nowait and polls CODE_BUNDLE_HISTORY "
+    "for the job id), so a TASK running it would be held, and bound by the task timeout, for the whole job; "
+    "to_sql(use_async=True) sends ASYNC true and returns once the job is started")
+
+
+def job_comment(run) -> str:
+    """The comment each job carries (``SHOW SERVICES``, ``list_jobs``): the framework, the model, the run's
+    directory and its config hash (the one the promotion history records)."""
+    where = f"run {run.output_dir.name}, " if run.output_dir else ""
+    return f"mlops-framework: {run.registration.model_name} pipeline, {where}config {run.provenance.config_hash}"
+
+
 def follow_job(job, console, *, timeout_s, poll_s, what="ML Job", where=""):
     """Poll ``job.status`` until DONE, printing new log lines as they come; return ``(status, log lines)``.
 
@@ -265,14 +286,19 @@ def follow_job(job, console, *, timeout_s, poll_s, what="ML Job", where=""):
 
 def payload_files(run):
     """``{path inside the payload: source}``; a source is a ``Path`` to copy or the text to write."""
+    import importlib
+
     import mlops_framework
     import mlops_snowflake
     from mlops_framework import config as core_config
+    from mlops_framework.plugins import DEFAULT_PLUGINS
 
     files = {}
     core = Path(mlops_framework.__file__).resolve().parent
     plugin = Path(mlops_snowflake.__file__).resolve().parent
     _add_tree(files, core, "mlops_framework")
+    for builtin in DEFAULT_PLUGINS.values():  # the job runs its stages on the built-in local backend
+        _add_tree(files, Path(importlib.import_module(builtin).__file__).resolve().parent, builtin)
     _add_tree(files, plugin, "mlops_snowflake")
     conf = core_config.conf_dir().resolve()
     if core not in conf.parents:  # a source checkout: conf/ beside the package, where conf_dir() looks
@@ -392,11 +418,7 @@ def _stage_lines(run):
         if stage.name == "load" and isinstance(run.source, SqlSource):
             lines.append(f"load: {run.source.sql(run.features.columns)}")
         elif stage.name == "register" and isinstance(run.registry, PlannedRegistry):
-            reg = run.registration
-            flavor = "xgboost" if run.model._target_.startswith("xgboost.") else "sklearn"
-            lines += [f"register: {operation}" for operation in run.registry.plan_log_model(
-                model_name=reg.model_name, version_name=reg.version_name, comment=reg.comment, tags=reg.tags,
-                flavor=flavor)]
+            lines += [f"register: {operation}" for operation in planned_registration(run)]
         else:
             lines.append(f"{stage.name}: {stage.describe(run)}")
     return lines

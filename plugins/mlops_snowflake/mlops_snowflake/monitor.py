@@ -46,11 +46,16 @@ VERSION_COLUMN = "MODEL_VERSION"
 @dataclass
 class MonitorSettings:
     """What a Snowflake model monitor reads: the scored table (features, predictions and ground truth,
-    ``TIMESTAMP_NTZ`` timestamp), an optional baseline table (needed for drift), and a warehouse."""
+    ``TIMESTAMP_NTZ`` timestamp), an optional baseline table (needed for drift), and a warehouse.
+
+    ``actuals``: a table of labels that land after scoring (the id columns and the actual columns); the
+    version's view then takes the actual columns from it (LEFT JOIN on the id columns) instead of from the
+    scored table, so the monitor's performance metrics follow the labels as they arrive, in the warehouse."""
 
     source: str
     warehouse: str
     baseline: str | None = None
+    actuals: str | None = None
     timestamp_column: str = "TS"
     id_columns: list = field(default_factory=lambda: ["LOAN_ID"])
     prediction_score_columns: list = field(default_factory=lambda: ["PREDICTED_SCORE"])
@@ -64,7 +69,7 @@ class MonitorSettings:
     version_column: str = VERSION_COLUMN
 
     def __post_init__(self):
-        for name in (self.source, self.warehouse, *([self.baseline] if self.baseline else [])):
+        for name in (self.source, self.warehouse, *(n for n in (self.baseline, self.actuals) if n)):
             _qualified(name)
         for column in (*self.columns(), self.version_column):
             _identifier(column)
@@ -107,9 +112,20 @@ def source_view_name(model_name: str, version_name: str) -> str:
 
 
 def source_view_sql(model_name: str, version_name: str, settings: MonitorSettings) -> str:
-    """``CREATE OR REPLACE VIEW`` of the rows ``version_name`` scored (its monitor's source)."""
-    return (f"CREATE OR REPLACE VIEW {source_view_name(model_name, version_name)} AS SELECT * FROM {settings.source} "
-            f"WHERE {_identifier(settings.version_column)} = {_string(_identifier(version_name).upper())}")
+    """``CREATE OR REPLACE VIEW`` of the rows ``version_name`` scored (its monitor's source), with the
+    actual columns from ``settings.actuals`` when labels land in a table of their own."""
+    view = source_view_name(model_name, version_name)
+    version = f"{_identifier(settings.version_column)} = {_string(_identifier(version_name).upper())}"
+    if not settings.actuals:
+        return f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {settings.source} WHERE {version}"
+    actual = [_identifier(c) for c in (*settings.actual_class_columns, *settings.actual_score_columns)]
+    if not actual or not settings.id_columns:
+        raise MlopsError("registry.monitor.actuals needs id_columns to join on and the actual column(s) it holds")
+    kept = f"P.* EXCLUDE ({', '.join(actual)})"
+    joined = " AND ".join(f"A.{_identifier(c)} = P.{_identifier(c)}" for c in settings.id_columns)
+    labels = ", ".join(f"A.{c}" for c in actual)
+    return (f"CREATE OR REPLACE VIEW {view} AS SELECT {kept}, {labels} FROM {settings.source} P "
+            f"LEFT JOIN {settings.actuals} A ON {joined} WHERE P.{version}")
 
 
 def for_version(model_name: str, version_name: str, settings: MonitorSettings) -> MonitorSettings:

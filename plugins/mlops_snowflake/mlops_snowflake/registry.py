@@ -109,24 +109,38 @@ class SnowflakeRegistry:
 
     def plan_log_model(self, *, model_name: str, version_name: str | None, comment: str | None, tags: dict,
                        flavor: str = "xgboost", task: str | None = None) -> list[str]:
-        """What ``log_model`` will do, one operation per line, touching nothing."""
-        version = version_name or "the next V<n> after SHOW VERSIONS IN MODEL"
+        """What ``log_model`` will do, touching nothing: the ``log_model`` call, then the statements
+        snowflake-ml 2.6 sends for it (``SHOW``/``SELECT`` reads left out) and ours after it. A test drives the
+        real classes over a recording session and compares; ``<random>`` marks what the plan cannot know."""
+        version = version_name.upper() if version_name else "V<n>"
         model = self.qualified(model_name)
+        stage = f"@{self.qualified('SNOWPARK_TEMP_STAGE_<random>')}/model"
         lines = [
             f"Registry(session, database_name={self.database!r}, schema_name={self.schema!r}, "
             f"options={{'enable_monitoring': {bool(self.enable_monitoring)}}})",
-            f"log_model(ContractModel[model.ubj + contract.json], model_name={model_name!r}, version_name={version}, "
-            f"comment={comment!r}, metrics=<evaluation metrics + mlops record>, sample_input_data=<10 training rows>, "
+            f"log_model(ContractModel[model.ubj + contract.json], model_name={model_name!r}, version_name="
+            f"{version_name or 'the next V<n> after SHOW VERSIONS IN MODEL'}, comment={comment!r}, "
+            f"metrics=<evaluation metrics + mlops record>, sample_input_data=<10 training rows>, "
             f"conda_dependencies={self.dependencies(flavor)}, target_platforms={list(self.target_platforms)}, "
-            f"code_paths=[mlops_framework], task={_planned_task(task)}, options={self.log_options()})",
+            f"code_paths=[mlops_framework], task={_planned_task(task)}, options={self.log_options()}), which sends:",
+            f"CREATE SCOPED TEMPORARY STAGE {stage[1:-len('/model')]}",
+            f"PUT file://<each file of the packaged model> {stage}/...",
+            f"CREATE MODEL {model} WITH VERSION {version} FROM {stage} -- if {model_name} does not exist yet",
+            f"ALTER MODEL {model} ADD VERSION {version} FROM {stage} -- if it exists",
+        ]
+        if comment:
+            lines.append(f"ALTER MODEL {model} MODIFY VERSION {version} SET COMMENT={_dollar_quoted(comment)}")
+        lines += [
+            f"ALTER MODEL {model} MODIFY VERSION {version} SET METADATA=$${{\"metrics\": <evaluation metrics + "
+            f"mlops record>, \"snowpark_ml_schema_version\": \"<snowflake-ml's>\"}}$$",
             f"verify: mv.run(sample_input, function_name={FUNCTION_NAME!r}) equals the local predictions "
             f"(|score difference| <= {self.tolerance}, same classes), else DROP the version and fail",
         ]
         if comment:
-            lines.append(f"ALTER MODEL {model} SET COMMENT = {_sql_string(comment)}")
+            lines.append(f"COMMENT ON MODEL {model} IS {_dollar_quoted(comment)}")
         for tag, value in sorted((tags or {}).items()):
-            lines.append(f"CREATE TAG IF NOT EXISTS {self.qualified(tag)}; "
-                         f"ALTER MODEL {model} SET TAG {self.qualified(tag)} = {_sql_string(str(value))}")
+            lines += [f"CREATE TAG IF NOT EXISTS {self.qualified(tag)}",
+                      f"ALTER MODEL {model} SET TAG {self.qualified(tag)} = {_dollar_quoted(str(value))}"]
         return lines
 
     def plan_alias(self, model_name: str, version: str, alias: str) -> list[str]:
@@ -159,7 +173,7 @@ class SnowflakeRegistry:
 
         values = {key: value for key, value in self.monitor.items() if key not in ("alias", "feature_columns")}
         if self.location():
-            loose = [f"registry.monitor.{key}={values[key]!r}" for key in ("source", "baseline")
+            loose = [f"registry.monitor.{key}={values[key]!r}" for key in ("source", "baseline", "actuals")
                      if values.get(key) and str(values[key]).count(".") != 2]
             if loose:
                 raise MlopsError(f"{', '.join(loose)}: write DATABASE.SCHEMA.TABLE when the registry has its own "
@@ -759,8 +773,9 @@ def _user() -> str:
         return "unknown"
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def _dollar_quoted(value: str) -> str:
+    """``value`` as snowflake-ml writes a comment or tag value (``log_model`` refuses a ``$$`` inside)."""
+    return f"$${value}$$"
 
 
 def _call(fn, what: str):

@@ -20,7 +20,7 @@ import time
 from mlops_framework.contracts import PlannedRegistry, SqlSource, WarehouseRegistry, WarehouseSink, WarehouseSource
 from mlops_framework.errors import MlopsError
 from mlops_framework.pipeline import Stage, run_stages
-from mlops_framework.stages import scoring_version
+from mlops_framework.stages import planned_registration, scoring_version
 
 from mlops_snowflake import connection as connection_module
 from mlops_snowflake.registry import FUNCTION_NAME
@@ -46,11 +46,7 @@ class SnowparkBackend:
             if stage.name == "load" and isinstance(run.source, SqlSource):
                 lines.append(f"load: pull the training slice to pandas: {run.source.sql(run.features.columns)}")
             elif stage.name == "register" and isinstance(run.registry, PlannedRegistry):
-                reg = run.registration
-                lines += [f"register: {op}" for op in run.registry.plan_log_model(
-                    model_name=reg.model_name, version_name=reg.version_name, comment=reg.comment, tags=reg.tags,
-                    flavor="xgboost" if run.model._target_.startswith("xgboost.") else "sklearn",
-                    task=run.features.task)]
+                lines += [f"register: {op}" for op in planned_registration(run)]
             elif stage.name == "score":
                 lines += self._plan_score(run, stage)
             elif stage.name == "monitor" and _monitors_in_snowflake(run):

@@ -38,7 +38,7 @@ CANARY_PASSPHRASE = "CANARY-pp-51d2b8aa"
 @pytest.fixture(scope="session")
 def frame():
     """180 mortgage rows over 3 weeks: the columns a Snowflake table of the demo would hold."""
-    from mlops_framework.synthetic import generate_table
+    from mlops_local.synthetic import generate_table
 
     data = generate_table(weeks=3, rows_per_week=60, seed=7).to_pandas()[TABLE_COLUMNS]
     return data.astype({"WEEK": "int64", TARGET: "int64"})

@@ -9,30 +9,105 @@ The version's ``model_spec`` (what ``SHOW VERSIONS`` returns with model details)
 snowflake-ml's real ``ModelPackager`` for a tiny scikit-learn model (:func:`packaged_spec`).
 """
 
+import contextlib
 import datetime as dt
 import json
 import re
+from unittest import mock
 
 from snowflake.snowpark import Row
 
 NOW = dt.datetime(2024, 1, 1)
+RUNTIME_IMAGE = "/snowflake/images/snowflake_images/st_plat/runtime/x86/runtime_image/snowbooks:1.7.1"
 
 
 class _Result:
     def __init__(self, rows):
         self.rows = rows
 
-    def collect(self, *args, **kwargs):
-        return self.rows
+    def collect(self, *args, block=True, **kwargs):
+        return self.rows if block else self.collect_nowait()
 
     def count(self, *args, **kwargs):
         return len(self.rows)
+
+    def collect_nowait(self, *args, **kwargs):
+        """A finished Snowpark ``AsyncJob`` (snowflake-ml checks the type), for statements sent with ASYNC."""
+        from snowflake.snowpark import AsyncJob
+
+        class Finished(AsyncJob):
+            def __init__(self, rows):
+                self.query_id, self.rows = "01b2c3d4-0000-4000-8000-000000000001", rows
+
+            def is_done(self):
+                return True
+
+            def result(self, *args, **kwargs):
+                return self.rows
+
+        return Finished(self.rows)
+
+        job = object.__new__(AsyncJob)
+        job.query_id, job._result = "01-RECORDED", self.rows
+        return job
+
+
+class _Connection:
+    """What ``snowflake.ml.jobs`` reaches below the session: ``run_query`` with ``?`` binds (recorded with the
+    values written in, as the connector's client-side binding would) and the cursor's pyformat binding
+    (``MLJobDefinition.to_sql``), both through the connector's own ``SnowflakeConverter``."""
+
+    def __init__(self, session):
+        from types import SimpleNamespace
+
+        self.session = session
+        self._cursor = SimpleNamespace(description=[], _preprocess_pyformat_query=self.bind_pyformat)
+
+    @staticmethod
+    def literal(value):
+        from snowflake.connector.converter import SnowflakeConverter
+
+        converter = SnowflakeConverter()
+        return converter.quote(converter.escape(converter.to_snowflake(value)))
+
+    def bind_pyformat(self, query, params):
+        return query % tuple(self.literal(p) for p in params)
+
+    def run_query(self, query, params=None, **kwargs):
+        from types import SimpleNamespace
+
+        parts = query.split("?")
+        text = parts[0] + "".join(self.literal(p) + rest for p, rest in zip(params or [], parts[1:]))
+        rows = self.session.sql(text).collect()
+        names = getattr(rows[0], "_fields", None) if rows else None
+        self._cursor.description = [SimpleNamespace(name=n, type_code=2, fields=None) for n in names or []]
+        return {"data": [list(row) for row in rows]}
+
+
+class _Files:
+    """``session.file``: uploads recorded as ``PUT`` statements."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def put(self, local_file_name, stage_location, *args, **kwargs):
+        self.session.statements.append(f"PUT file://{str(local_file_name).rsplit('/', 1)[-1]} {stage_location}")
+        return []
+
+    def put_stream(self, input_stream, stage_location, *args, **kwargs):
+        self.session.uploads[stage_location] = input_stream.read()
+        self.session.statements.append(f"PUT <stream> {stage_location}")
 
 
 class RecordingSession:
     def __init__(self, model_spec, database="DB", schema="S", tables=None):
         self.model_spec, self.database, self.schema = model_spec, database, schema
         self.statements = []
+        self.uploads = {}     # stage path -> bytes put as a stream
+        self.job_statuses = []  # DESCRIBE SERVICE <job> answers one per call, the last one stays
+        self.job_logs = ""
+        self.job_ids = iter(f"DB.S.MLOPS_JOB_{n}" for n in range(1, 1000))
+        self._conn, self.file = _Connection(self), _Files(self)
         self.models = {}      # model -> {version: set(aliases)}
         self.tables = dict(tables or {})  # table -> [(column, type)]
         self.task = "TABULAR_BINARY_CLASSIFICATION"  # what SHOW VERSIONS reports in model_attributes
@@ -84,19 +159,36 @@ class RecordingSession:
                 created_on=NOW, name=version, aliases=json.dumps(sorted(aliases)), comment=None,
                 database_name=self.database, schema_name=self.schema, model_name=model, is_default_version=False,
                 functions=json.dumps(self._functions()), metadata="{}", user_data="{}", model_spec=self.model_spec,
-                model_attributes=json.dumps({"task": self.task}))
+                model_attributes=json.dumps({"task": self.task}), inference_services="[]")
                 for version, aliases in self.models.get(model, {}).items() if m.group(1) in (None, version)])
         if re.match(r"SHOW FUNCTIONS IN MODEL", q):
-            return _Result([Row(name=f, return_type="TABLE ()", arguments=f"{f}(...)") for f in self._functions()])
+            return _Result([Row(name=f, return_type="OBJECT", arguments=f"{f}(...)") for f in self._functions()])
         if m := re.match(r"(?:DESCRIBE|DESC) TABLE (\S+)", q):
             columns = self.tables.get(m.group(1).split(".")[-1], [])
             return _Result([Row(name=c, type=t, kind="COLUMN", null="Y") for c, t in columns])
-        if m := re.match(r"ALTER MODEL (\S+) VERSION (\S+) SET ALIAS = (\S+)", q):
+        if m := re.match(r"CREATE MODEL (\S+) WITH VERSION (\S+) FROM", q):
+            self.models[m.group(1).split(".")[-1]] = {m.group(2): set()}
+        elif m := re.match(r"ALTER MODEL (\S+) ADD VERSION (\S+) FROM", q):
+            self.models[m.group(1).split(".")[-1]][m.group(2)] = set()
+        elif m := re.match(r"ALTER MODEL (\S+) VERSION (\S+) SET ALIAS = (\S+)", q):
             self.models[m.group(1).split(".")[-1]][m.group(2)].add(m.group(3))
         elif m := re.match(r"ALTER MODEL (\S+) VERSION (\S+) UNSET ALIAS", q):
             for aliases in self.models[m.group(1).split(".")[-1]].values():
                 aliases.discard(m.group(2))
-        if re.match(r"(ALTER|CREATE|DROP|INSERT)\b", q):
+        if m := re.match(r"DESCRIBE SERVICE IDENTIFIER\('(.*)'\)", q):
+            status = (self.job_statuses.pop(0) if len(self.job_statuses) > 1 else
+                      self.job_statuses[0] if self.job_statuses else "DONE")
+            return _Result([Row(name=m.group(1), status=status, compute_pool="POOL", target_instances=1,
+                                spec=json.dumps({"spec": {"containers": [{"name": "main"}]}}))])
+        if re.match(r"SELECT SYSTEM\$GET_SERVICE_LOGS\(", q):
+            return _Result([Row(self.job_logs)])
+        if re.match(r"CALL SYSTEM\$DEPLOY_MODEL\(", q):
+            return _Result([Row("Deployment started.")])
+        if re.match(r"CALL SYSTEM\$GET_ML_JOB_RUNTIME\(", q):
+            return _Result([Row(RUNTIME_IMAGE)])
+        if re.match(r"CALL SYSTEM\$EXECUTE_ML_JOB\(", q):
+            return _Result([Row(next(self.job_ids))])
+        if re.match(r"(ALTER|CREATE|DROP|INSERT|COMMENT)\b", q):
             return _Result([Row(status="Statement executed successfully.")])
         return _Result([])
 
@@ -104,6 +196,28 @@ class RecordingSession:
         import yaml
 
         return [name.upper() for name in yaml.safe_load(self.model_spec)["signatures"]]
+
+
+@contextlib.contextmanager
+def uploads_recorded():
+    """``FileOperation.put`` (how snowflake-ml uploads the packaged model) recorded as ``PUT`` statements
+    on a :class:`RecordingSession` instead of sent."""
+    from snowflake.snowpark import FileOperation
+
+    real_put = FileOperation.put
+
+    def put(self, local_file_name, stage_location, *args, **kwargs):
+        if not isinstance(self._session, RecordingSession):
+            return real_put(self, local_file_name, stage_location, *args, **kwargs)
+        name = str(local_file_name).rsplit("/", 1)[-1]
+        self._session.statements.append(f"PUT file://{name} {stage_location}")
+        if name.endswith((".yml", ".yaml")):
+            with open(local_file_name) as file:
+                self._session.uploads[f"{stage_location}/{name}"] = file.read()
+        return []
+
+    with mock.patch.object(FileOperation, "put", put):
+        yield
 
 
 def packaged_spec(directory) -> str:

@@ -8,8 +8,10 @@ schema, and a warehouse; everything created is named ``MLOPS_LIVE_<random>`` and
 promotion history and alert log tables are kept, their test rows deleted). The registries here use
 ``relax_version=True``: exact pins of this environment may be missing from Snowflake's conda channel.
 
-Not covered here yet (see the README's "not verified live" list): ML Job submit/result, schedules
-(TASK create/drop), SPCS services and batch inference, the feature store.
+ML Jobs, the scheduled TASK and SPCS also need a compute pool the role may use (``MLOPS_SNOWFLAKE_COMPUTE_POOL``,
+default ``SYSTEM_COMPUTE_POOL_CPU``), CREATE STAGE, CREATE TASK and EXECUTE TASK, CREATE SERVICE, and an image
+repository for the model's service image. The feature store's live test is in test_snowflake_feature_store.py,
+the tracker's in test_snowflake_tracking.py. Nobody has run this suite against an account yet.
 """
 
 import os
@@ -22,6 +24,7 @@ import pytest
 from mlops_snowflake.connection import connections_file
 
 ENV = "MLOPS_SNOWFLAKE_CONNECTION"
+POOL = os.environ.get("MLOPS_SNOWFLAKE_COMPUTE_POOL", "SYSTEM_COMPUTE_POOL_CPU")
 
 
 def _configured():
@@ -181,3 +184,107 @@ def test_alias_moves_unset_rollback_and_the_monitor_follows(live, trained_model,
     assert [h["event"] for h in registry.history(model_name)] == ["set", "set", "rollback", "unset"]
     view = session.sql(f"SELECT DISTINCT MODEL_VERSION FROM {model_name}_V2_MONITOR_SOURCE").collect()
     assert [row[0] for row in view] == ["V2"]
+
+
+@pytest.fixture
+def cleanup():
+    """Steps run after the test, last first, each one reported and skipped over when it fails."""
+    steps = []
+    yield steps
+    for step in reversed(steps):
+        try:
+            step()
+        except Exception as error:  # report, keep cleaning
+            print(f"live cleanup step failed: {type(error).__name__}: {error}")
+
+
+def _loans_table(live, frame):
+    connection, session, names = live
+    session.create_dataframe(frame).write.save_as_table(names["loans"], mode="overwrite")
+    return names["loans"]
+
+
+def _job_overrides(live, frame, model_name):
+    return ["backend=ml_job", "registry=snowflake", "pipeline=train", "data=snowflake",
+            f"data.table={_loans_table(live, frame)}", f"connection.connection_name={NAME}",
+            f"registry.model_name={model_name}", "registry.relax_version=true", f"backend.compute_pool={POOL}",
+            f"backend.job_name={model_name}", "model.params.n_estimators=8", "model.params.max_depth=3"]
+
+
+def test_ml_job_submit_and_result(live, frame, cleanup):
+    """The pipeline submitted as an ML Job trains and registers V1 in the job; its result comes back here."""
+    from snowflake.ml import jobs
+    from snowflake.ml.registry import Registry
+
+    connection, session, names = live
+    model_name = names["model"] + "_JOB"
+    cleanup.append(lambda: Registry(session).delete_model(model_name))
+    cleanup.append(lambda: session.sql(f"REMOVE @MLOPS_JOBS/{model_name}/").collect())
+    run = _build(_job_overrides(live, frame, model_name))
+    try:
+        run.backend.execute(run)
+    finally:
+        job_id = run.results.get("summary", {}).get("job_id")
+        if job_id:
+            cleanup.append(lambda: jobs.delete_job(job_id, session=session))
+    assert run.results["summary"]["job_status"] == "DONE"
+    assert run.results["version"] == {"model_name": model_name, "version_name": "V1"}
+    job = jobs.get_job(run.results["summary"]["job_id"], session=session)
+    assert job.status == "DONE" and isinstance(job.result(), dict)
+
+
+def test_schedule_creates_a_running_task_and_drops_it(live, frame, cleanup):
+    """backend.schedule deploys the job definition and a resumed TASK on the cron; it is suspended and
+    dropped again here (it never fires during the test: the cron is weekly)."""
+    connection, session, names = live
+    model_name = names["model"] + "_SCHED"
+    task = f"{model_name}_TASK"
+    cleanup.append(lambda: session.sql(f"DROP TASK IF EXISTS {task}").collect())
+    cleanup.append(lambda: session.sql(f"REMOVE @MLOPS_JOBS/{model_name}/").collect())
+    run = _build([*_job_overrides(live, frame, model_name), "backend.schedule='0 6 * * 1 UTC'",
+                  f"backend.task_name={task}"])
+    run.backend.execute(run)
+    (row,) = session.sql(f"SHOW TASKS LIKE '{task}'").collect()
+    assert row["state"].lower() == "started" and row["schedule"] == "USING CRON 0 6 * * 1 UTC"
+    assert "SYSTEM$EXECUTE_ML_JOB" in row["definition"] and row["comment"].startswith("mlops-framework:")
+    session.sql(f"ALTER TASK {task} SUSPEND").collect()
+    session.sql(f"DROP TASK {task}").collect()
+    assert session.sql(f"SHOW TASKS LIKE '{task}'").collect() == []
+
+
+def test_spcs_service_and_batch_inference(live, trained_model, frame, kit, cleanup):
+    """A version logged for both platforms, served by an SPCS service (scores equal the local ones), scored
+    by an SPCS batch job into a table, and the service deleted by backend.action=delete."""
+    from snowflake.ml.registry import Registry
+
+    from mlops_snowflake.registry import SnowflakeRegistry
+
+    connection, session, names = live
+    model_name = names["model"] + "_SPCS"
+    platforms = ["WAREHOUSE", "SNOWPARK_CONTAINER_SERVICES"]
+    service, stage = f"{model_name}_V1_SERVICE", f"{model_name}_BATCH"
+    cleanup.append(lambda: Registry(session).delete_model(model_name))
+    cleanup.append(lambda: session.sql(f"DROP SERVICE IF EXISTS {service}").collect())
+    cleanup.append(lambda: session.sql(f"DROP STAGE IF EXISTS {stage}").collect())
+    for table in ("SVC", "BATCH"):
+        cleanup.append(lambda t=table: session.sql(f"DROP TABLE IF EXISTS {names['preds']}_{t}").collect())
+    SnowflakeRegistry({"connection_name": NAME}, relax_version=True, target_platforms=platforms).log_model(
+        trained_model, model_name=model_name, sample_input=frame[kit.INPUTS].head(10), metadata={"task": "binary"})
+    table = _loans_table(live, frame)
+    common = ["backend=spcs", "registry=snowflake", "pipeline=score", "data=snowflake", f"data.table={table}",
+              f"connection.connection_name={NAME}", f"registry.model_name={model_name}", "registry.relax_version=true",
+              f"registry.target_platforms=[{','.join(platforms)}]", "scoring.version=V1",
+              f"backend.service_compute_pool={POOL}", f"backend.batch_output_stage={stage}"]
+    expected = frame.sort_values("LOAN_ID")
+    scores, _ = kit.local_predictions(trained_model, expected)
+    for kind, extra in (("SVC", []), ("BATCH", ["backend.batch=true"])):
+        run = _build([*common, *extra, "~scoring.sink",
+                      f"+scoring.sink={{kind:snowflake,connection:${{connection}},table:{names['preds']}_{kind}}}"])
+        run.backend.execute(run)
+        assert run.results["scored"]["rows"] == len(frame)
+        out = session.table(f"{names['preds']}_{kind}").sort("LOAN_ID").to_pandas()
+        np.testing.assert_allclose(out["PREDICTED_SCORE"].to_numpy(dtype=float), scores, atol=1e-6, rtol=0)
+    run = _build([*common, "backend.action=delete"])
+    run.backend.execute(run)
+    assert service not in {str(name).split(".")[-1].strip('"') for name in
+                           Registry(session).get_model(model_name).version("V1").list_services()["name"]}

@@ -93,7 +93,7 @@ def test_payload_runs_in_a_clean_process_as_the_job_would(tmp_path, monkeypatch)
     assert "mlops job summary:" in done.stdout  # the job's log shows it too
 
     # what the job did is real: a registered version and predictions beside their ground truth
-    from mlops_framework.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     registry = LocalRegistry(tmp_path / "home" / "registry")
     assert [v["version_name"] for v in registry.versions("MORTGAGE_XGB")] == ["v1"]
@@ -247,7 +247,8 @@ def test_submit_wait_stream_and_result(tmp_path, monkeypatch, snowflake_mocks, c
     assert kwargs == {"entrypoint": "job_entrypoint.py", "stage_name": "MLOPS_JOBS", "target_instances": 1,
                       "name": "MLOPS_MORTGAGE_XGB", "env_vars": {"PYTHONUNBUFFERED": "1", "MODE": "nightly"},
                       "min_instances": 1, "pip_requirements": ["lightgbm"],
-                      "external_access_integrations": ["PYPI_EAI"], "session": snowflake_mocks.session}
+                      "external_access_integrations": ["PYPI_EAI"], "session": snowflake_mocks.session,
+                      "comment": f"mlops-framework: MORTGAGE_XGB pipeline, run out, config {run.provenance.config_hash}"}
     assert not Path(args[0]).exists()  # the temporary payload is gone once uploaded
     assert {"job_entrypoint.py", "resolved_config.yaml", "payload.json",
             "mlops_framework/pipeline.py", "mlops_snowflake/registry.py"} <= set(snowflake_mocks.seen["files"])
@@ -451,3 +452,86 @@ def test_plan_of_a_schedule_shows_the_task_sql(tmp_path, monkeypatch, capsys):
     assert "CREATE OR REPLACE TASK MLOPS_MORTGAGE_XGB_TASK\n  WAREHOUSE = ML_WH\n  SCHEDULE = 'USING CRON 0 6 * * 1 UTC'" in out
     assert "AS CALL SYSTEM$EXECUTE_ML_JOB(" in out and "ALTER TASK MLOPS_MORTGAGE_XGB_TASK RESUME" in out
     assert "submit_directory" not in out
+
+
+# ------------------------------------------------------ snowflake-ml's real job manager, over a recording session
+
+
+def _recording():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recording_session", Path(__file__).with_name("recording_session.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def recorded(monkeypatch, kit):
+    """A recording session behind the connection: snowflake.ml.jobs' own submit_directory, MLJob and
+    MLJobDefinition run over it, and the assertions are on the SQL they send."""
+    from snowflake.ml._internal.platform_capabilities import PlatformCapabilities
+
+    from mlops_snowflake import connection as connection_module
+
+    recording = _recording()
+    session = recording.RecordingSession("signatures: {}\n")
+    monkeypatch.setattr(connection_module, "resolve", lambda connection: kit.FakeConnection(session))
+    with PlatformCapabilities.mock_features({}), recording.uploads_recorded():
+        yield session
+
+
+def _options(call):
+    """The four arguments of a ``CALL SYSTEM$EXECUTE_ML_JOB('name', 'pool', '<spec json>', '<job json>')``."""
+    import re
+
+    name, pool, spec, options = re.match(r"CALL SYSTEM\$EXECUTE_ML_JOB\('(.*?)', '(.*?)', '(.*)', '(.*)'\)$", call,
+                                         re.S).groups()
+    return name, pool, json.loads(spec.replace("\\\\", "\\")), json.loads(options.replace("\\\\", "\\"))
+
+
+def test_a_submitted_job_through_the_real_job_manager(tmp_path, monkeypatch, recorded):
+    """submit_directory uploads the payload to the job's stage directory and sends one EXECUTE_ML_JOB with our
+    env vars, instance count and a comment naming the framework, the model and the run's config; a FAILED
+    job (DESCRIBE SERVICE) ends in one message with the log tail (SYSTEM$GET_SERVICE_LOGS)."""
+    run = make_run(["+backend.env_vars.MODE=nightly"], tmp_path, monkeypatch)
+    recorded.job_statuses[:] = ["PENDING", "RUNNING", "FAILED"]
+    from snowflake.ml.jobs._utils import constants
+
+    recorded.job_logs = f"setup\n{constants.LOG_START_MSG}\nloading\nTraceback: boom\n{constants.LOG_END_MSG}\n"
+    with pytest.raises(MlopsError, match=r"(?s)ML Job DB.S.MLOPS_JOB_1 ended FAILED.*Traceback: boom"):
+        backend_for(run).execute(run)
+    sent = [" ".join(s.split()) for s in recorded.statements]
+    assert "PUT file://job_entrypoint.py @MLOPS_JOBS/MLOPS_MORTGAGE_XGB/app" in sent or any(
+        s.startswith("PUT ") and s.endswith("@MLOPS_JOBS/MLOPS_MORTGAGE_XGB/app") for s in sent)
+    (call,) = [s for s in recorded.statements if s.startswith("CALL SYSTEM$EXECUTE_ML_JOB")]
+    name, pool, spec, options = _options(call)
+    assert (name, pool) == ("DB.S.MLOPS_MORTGAGE_XGB_", "SYSTEM_COMPUTE_POOL_CPU")
+    assert spec["STAGE_PATH"] == "@MLOPS_JOBS/MLOPS_MORTGAGE_XGB" and spec["ARGS"][-1].endswith("/app/job_entrypoint.py")
+    assert {"PYTHONUNBUFFERED": "1", "MODE": "nightly"}.items() <= spec["ENV_VARS"].items()
+    assert options["TARGET_INSTANCES"] == 1 and options["ASYNC"] is True
+    assert options["COMMENT"] == f"mlops-framework: MORTGAGE_XGB pipeline, run out, config {run.provenance.config_hash}"
+    assert {s for s in sent if s.startswith("DESCRIBE SERVICE")} == {"DESCRIBE SERVICE IDENTIFIER('DB.S.MLOPS_JOB_1')"}
+
+
+def test_a_schedule_sends_exactly_what_the_plan_prints(tmp_path, monkeypatch, recorded):
+    """MLJobDefinition.register and to_sql (the real ones) over the recording session; the TASK we create runs
+    the CALL they produce. The plan prints the TASK as sent, the CALL's option JSON as a placeholder (it holds the
+    runtime image the server picks): compared with those normalised."""
+    import re
+
+    run = make_run(["backend.schedule='0 6 * * 1 UTC'", "connection.warehouse=ML_WH", "connection.database=DB",
+                    "connection.schema=S"], tmp_path, monkeypatch)
+    backend = backend_for(run)
+    backend.execute(run)
+    writes = [s for s in recorded.statements if s.startswith(("CREATE", "ALTER", "CALL SYSTEM$EXECUTE"))]
+    create, resume = writes
+    planned = [line[len("SQL: "):] for line in backend.plan(run) if line.startswith("SQL: ")]
+    generic = re.sub(r"SYSTEM\$EXECUTE_ML_JOB\((.*)\)$", "SYSTEM$EXECUTE_ML_JOB(<options>)", create, flags=re.S)
+    assert [generic, resume] == [re.sub(r"SYSTEM\$EXECUTE_ML_JOB\((.*)\)(  --.*)?$", "SYSTEM$EXECUTE_ML_JOB(<options>)",
+                                        planned[0], flags=re.S), planned[1]]
+    name, pool, spec, options = _options(create.split("AS ", 1)[1])
+    assert (name, pool) == ("DB.S.MLOPS_MORTGAGE_XGB_", "SYSTEM_COMPUTE_POOL_CPU")
+    assert f"CALL SYSTEM$EXECUTE_ML_JOB('{name}', '{pool}', " in planned[0]
+    assert options["ASYNC"] is True and options["COMMENT"].startswith("mlops-framework: MORTGAGE_XGB pipeline")
+    assert _grammar().parse_task(create)["properties"]["SCHEDULE"] == "'USING CRON 0 6 * * 1 UTC'"

@@ -273,6 +273,23 @@ def test_each_version_monitor_reads_only_that_versions_rows(fakesnow_session, ki
     assert kit.fetch(fakesnow_session, "SELECT LOAN_ID FROM M_V1_MONITOR_SOURCE")["LOAN_ID"].tolist() == [1]
 
 
+def test_labels_that_land_later_are_joined_into_the_versions_view(fakesnow_session, kit):
+    """registry.monitor.actuals: the view takes the actual column from the labels table (LEFT JOIN on the id
+    columns), so the monitor's performance metrics follow the labels as they land; run here on fakesnow."""
+    run = lambda sql: fakesnow_session.sql(sql).collect()
+    run("CREATE TABLE SCORED (LOAN_ID INT, MODEL_VERSION VARCHAR, PREDICTED_RESPONSE INT, MORTGAGERESPONSE INT)")
+    run("INSERT INTO SCORED VALUES (1, 'V1', 1, NULL), (2, 'V1', 0, NULL), (3, 'V2', 1, NULL)")
+    run("CREATE TABLE LABELS (LOAN_ID INT, MORTGAGERESPONSE INT)")
+    run("INSERT INTO LABELS VALUES (1, 0), (3, 1)")
+    run(mon.source_view_sql("M", "v1", settings(source="SCORED", actuals="LABELS")))
+    rows = kit.fetch(fakesnow_session, "SELECT * FROM M_V1_MONITOR_SOURCE ORDER BY LOAN_ID")
+    assert list(rows.columns) == ["LOAN_ID", "MODEL_VERSION", "PREDICTED_RESPONSE", "MORTGAGERESPONSE"]
+    assert rows["LOAN_ID"].tolist() == [1, 2] and rows["MORTGAGERESPONSE"].tolist()[0] == 0
+    assert rows["MORTGAGERESPONSE"].isna().tolist() == [False, True]  # not labelled yet: no actual
+    with pytest.raises(MlopsError, match="not a"):
+        settings(actuals="LABELS; DROP TABLE X")
+
+
 def test_follow_alias_back_to_a_version_resumes_its_monitor():
     registry, model, session, monitors, _ = _snowml(["MORTGAGE_XGB_V1_MONITOR", "MORTGAGE_XGB_V2_MONITOR"])
     done = mon.follow_alias(registry, session, model, "v1", settings(), [])  # a rollback

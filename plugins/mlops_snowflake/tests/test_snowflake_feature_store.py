@@ -149,7 +149,7 @@ def test_latest_values_dataset_and_refusals(snowfs):
     lineage = make_source(snowfs).lineage()["feature_store"]
     assert lineage["feature_views"][0] == {"name": "LOAN_FEATURES", "version": "V1", "timestamp_col": "FS_TS",
                                                  "entities": ["LOAN_ENTITY"], "refresh_freq": "1 day"}
-    from mlops_framework.sources import ParquetSource, SyntheticSource
+    from mlops_local.sources import ParquetSource, SyntheticSource
 
     local_view = {**STORE["feature_views"]["LOAN_FEATURES"], "source": SyntheticSource()}
     with pytest.raises(MlopsError, match="reads Snowflake data"):

@@ -29,7 +29,7 @@ def model_spec(tmp_path_factory):
 def session(model_spec):
     from snowflake.ml._internal.platform_capabilities import PlatformCapabilities
 
-    with PlatformCapabilities.mock_features({}):  # no account to ask which features it has
+    with PlatformCapabilities.mock_features({}), recording.uploads_recorded():  # no account to ask
         yield recording.RecordingSession(model_spec, tables={"PREDICTIONS": [
             ("TS", "TIMESTAMP_NTZ(9)"), ("LOAN_ID", "NUMBER(38,0)"), ("PREDICTED_SCORE", "FLOAT"),
             ("PREDICTED_RESPONSE", "NUMBER(38,0)"), ("MORTGAGERESPONSE", "NUMBER(38,0)"),
@@ -101,3 +101,65 @@ def test_monitoring_in_snowflake_reads_metrics_not_rows(session, kit):
     selects = [s for s in sent if s.startswith("SELECT ")]
     assert len(selects) == 6 and all("FROM TABLE(MODEL_MONITOR_" in s for s in selects)
     assert not any("FROM DB.S.PREDICTIONS" in s for s in sent if not s.startswith("CREATE OR REPLACE VIEW"))
+
+
+def _writes(statements):
+    """What was sent that changes something, one line each (reads: SHOW, SELECT, DESCRIBE left out)."""
+    return [" ".join(s.split()) for s in statements if s.lstrip().startswith(("CREATE", "ALTER", "COMMENT", "PUT", "DROP"))]
+
+
+def _normalised(line):
+    """The values the plan cannot know: the temporary stage's random suffix, the next version's number, the
+    metadata JSON (its content is checked separately), the packaged files' names."""
+    import re
+
+    line = re.sub(r"SNOWPARK_TEMP_STAGE_[A-Z0-9]+", "SNOWPARK_TEMP_STAGE_<random>", line)
+    line = re.sub(r"SET METADATA=\$\$.*\$\$", "SET METADATA=$$<json>$$", line)
+    line = re.sub(r"^PUT file://\S+ (@\S+?/model)\S*", r"PUT file://<each file of the packaged model> \1/...", line)
+    return line
+
+
+@pytest.mark.parametrize("exists", [False, True], ids=["new model", "next version"])
+def test_registration_sends_exactly_what_the_plan_prints(session, kit, trained_model, frame, monkeypatch, exists):
+    """snowflake-ml's real Registry.log_model (packaging, parameter reconciliation, upload, CREATE MODEL or
+    ADD VERSION, comment and metadata), then our model comment and tags. mv.run (the parity check) needs a
+    warehouse that scores: it is tested with the autospec layer (test_snowflake_registry.py), skipped here."""
+    import json
+
+    monkeypatch.setattr(SnowflakeRegistry, "_verify", lambda self, mv, model, sample: None)
+    if exists:
+        session.models["MORTGAGE_XGB"] = {"V1": set()}
+    registry = SnowflakeRegistry(kit.FakeConnection(session), database="DB", schema="S")
+    tags = {"DOMAIN": "LENDING", "PROJECT": "MORTGAGE"}
+    record = registry.log_model(trained_model, model_name="MORTGAGE_XGB", comment="it's a model", metrics={"f1": 0.5},
+                                metadata={"task": "binary"}, tags=tags, sample_input=frame.head(10)[kit.INPUTS])
+    version = "V2" if exists else "V1"
+    assert record["version_name"] == version and version in session.models["MORTGAGE_XGB"]
+
+    condition = "if it exists" if exists else "does not exist yet"
+    planned = [_normalised(line.split(" -- ")[0].replace("V<n>", version)) for line in registry.plan_log_model(
+        model_name="MORTGAGE_XGB", version_name=None, comment="it's a model", tags=tags, task="binary")
+        if line.startswith(("CREATE", "ALTER", "COMMENT", "PUT")) and (" -- " not in line or condition in line)]
+    sent = _writes(session.statements)
+    assert [_normalised(s) for s in sent if not s.startswith("PUT ")] == [p for p in planned if not p.startswith("PUT ")]
+    puts = {_normalised(s) for s in sent if s.startswith("PUT ")}
+    assert puts == {p for p in planned if p.startswith("PUT ")}
+    metadata = json.loads(next(s for s in sent if "SET METADATA=" in s).split("SET METADATA=$$", 1)[1][:-2])
+    assert metadata["metrics"]["f1"] == 0.5 and json.loads(metadata["metrics"]["mlops"])["metadata"] == {"task": "binary"}
+
+
+def test_every_backend_plans_the_registration_sql(tmp_path, monkeypatch):
+    """`mlops plan registry=snowflake` with the local backend prints the statements too (one helper,
+    stages.planned_registration, serves the local, Snowpark and ML Job plans)."""
+    from mlops_framework import config
+    from mlops_framework.pipeline import build_run
+    from mlops_framework.plugins import Components, get_plugin_manager
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SNOWFLAKE_HOME", str(tmp_path / "snowflake"))
+    components = Components(get_plugin_manager())
+    cfg = config.compose(["registry=snowflake", "registry.database=DB", "registry.schema=S"], components)
+    run = build_run(config.resolved(cfg), components)
+    (register,) = [line for line in run.backend.plan(run) if line.startswith("register: ")]
+    assert "\n       CREATE MODEL DB.S.MORTGAGE_XGB WITH VERSION V<n> FROM @DB.S.SNOWPARK_TEMP_STAGE_<random>/model" in register
+    assert "\n       COMMENT ON MODEL DB.S.MORTGAGE_XGB IS $$" in register

@@ -186,7 +186,7 @@ def test_promotion_refusals_and_config_hashes_are_recorded_as_locally(registry, 
     """The lifecycle calls record_refusal and passes config_hash; history and rollback read like the local one."""
     import inspect
 
-    from mlops_framework.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     for method in ("set_alias", "record_refusal", "rollback", "unset_alias"):
         ours = inspect.signature(getattr(SnowflakeRegistry, method)).parameters

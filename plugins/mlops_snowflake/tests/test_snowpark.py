@@ -58,7 +58,7 @@ def test_plan_prints_every_operation_without_connecting(no_session, snowflake_ho
     assert "train: fit xgboost.XGBClassifier" in text and "(in this process)" in text
     assert "register: Registry(session, database_name=None, schema_name=None, options={'enable_monitoring': True})" in lines
     assert "target_platforms=['WAREHOUSE']" in text and "TABULAR_BINARY_CLASSIFICATION" in text
-    assert "CREATE TAG IF NOT EXISTS PROJECT; ALTER MODEL MORTGAGE_XGB SET TAG PROJECT = 'MORTGAGE_LENDING'" in text
+    assert "register: ALTER MODEL MORTGAGE_XGB SET TAG PROJECT = $$MORTGAGE_LENDING$$" in lines
     assert "score: mv = Model(MORTGAGE_XGB).version(PRODUCTION)" in text
     assert ("SELECT *, MODEL(MORTGAGE_XGB, PRODUCTION)!PREDICT(APPLICANT_INCOME_000S, LOAN_AMOUNT_000S, LOAN_TYPE_NAME, "
             "LOAN_PURPOSE_NAME, COUNTY_NAME) FROM (SELECT * FROM ML.RAW.LOANS)") in text

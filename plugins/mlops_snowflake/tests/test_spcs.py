@@ -435,3 +435,92 @@ def test_plan_of_list_and_delete(tmp_path, monkeypatch, capsys):
     assert "train" not in out
     out = mlops_plan(["backend.action=list"], tmp_path, monkeypatch, capsys)
     assert "mv = Model(MORTGAGE_XGB).version(<the latest version>)" in out and "mv.list_services()" in out
+
+
+# ------------------------------------------- snowflake-ml's real service operator, over a recording session
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """The recording-session module and a packaged model's spec (packaging takes seconds: once)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("recording_session", Path(__file__).with_name("recording_session.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, module.packaged_spec(tmp_path_factory.mktemp("packaged"))
+
+
+@pytest.fixture
+def recorded_version(recording):
+    """A real ``ModelVersion`` (Registry -> Model -> version V3) over the recording session."""
+    from snowflake.ml._internal.platform_capabilities import PlatformCapabilities
+    from snowflake.ml.registry import Registry
+
+    recording, model_spec = recording
+    session = recording.RecordingSession(model_spec)
+    session.models["MORTGAGE_XGB"] = {"V3": set()}
+    with PlatformCapabilities.mock_features({}), recording.uploads_recorded():
+        mv = Registry(session, database_name="DB", schema_name="S").get_model("MORTGAGE_XGB").version("V3")
+        session.statements.clear()
+        yield session, mv
+
+
+def test_the_service_our_options_create_through_the_real_operator(tmp_path, monkeypatch, recorded_version):
+    """ensure_service -> ModelVersion.create_service: the deployment spec snowflake-ml uploads and the
+    SYSTEM$DEPLOY_MODEL call it sends carry our pool, instance counts and ingress."""
+    import yaml
+    from rich.console import Console
+
+    from snowflake.ml.model._client.ops import service_ops
+
+    monkeypatch.setattr(service_ops, "time", mock.Mock(wraps=service_ops.time, sleep=lambda seconds: None))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # where snowflake-ml writes the deploy log
+    session, mv = recorded_version
+    run = make_run(["backend.min_instances=1", "backend.max_instances=3", "backend.ingress_enabled=true"],
+                   tmp_path, monkeypatch)
+    assert backend_for(run).ensure_service(mv, "MORTGAGE_XGB", Console(quiet=True)) == SERVICE
+    sent = [" ".join(s.split()) for s in session.statements]
+    assert any(s.startswith("SHOW SERVICES IN SCHEMA DB.S STARTS WITH") for s in sent)
+    (deploy,) = [s for s in sent if s.startswith("CALL SYSTEM$DEPLOY_MODEL(")]
+    stage = deploy.split("('@", 1)[1].rsplit("/deploy.yml", 1)[0]
+    spec = yaml.safe_load(session.uploads[f"{stage}/deploy.yml"])
+    assert spec["models"] == [{"name": "DB.S.MORTGAGE_XGB", "version": "V3"}]
+    assert spec["service"] == {"name": f"DB.S.{SERVICE}", "compute_pool": "SYSTEM_COMPUTE_POOL_CPU",
+                               "ingress_enabled": True, "min_instances": 1, "max_instances": 3}
+
+
+def test_the_batch_job_our_options_start_through_the_real_operator(tmp_path, monkeypatch, recorded_version):
+    """batch_arguments -> ModelVersion.run_batch (2.6's OutputSpec/ResourcesSpec/InferenceSpec): the
+    EXECUTE INFERENCE JOB SERVICE statement snowflake-ml sends, with our stage, mode, function, name, pool,
+    resources and replicas in it."""
+    import yaml
+
+    session, mv = recorded_version
+    run = make_run(["backend.batch=true", "backend.batch_output_stage=DB.S.OUT", "backend.cpu_requests=2",
+                    "backend.max_batch_rows=500", "backend.batch_replicas=2"], tmp_path, monkeypatch)
+    arguments = backend_for(run).batch_arguments("MORTGAGE_XGB", "V3")
+    job = mv.run_batch(input_stage_location="@DB.S.IN/loans/", **arguments)
+    import re
+
+    (statement,) = [s for s in session.statements if s.startswith("EXECUTE INFERENCE JOB SERVICE")]
+    head, specification, tail = re.match(r"(?s)(.*?) '(.*?)(?<!\\)'\n(FROM .*)$", statement).groups()
+    assert head.split() == ["EXECUTE", "INFERENCE", "JOB", "SERVICE", "IN", "COMPUTE", "POOL",
+                            "SYSTEM_COMPUTE_POOL_CPU", "WITH", "SPECIFICATION"]
+    assert tail.split("\n") == ["FROM @DB.S.IN/loans/", "MODEL = DB.S.MORTGAGE_XGB", "VERSION = V3",
+                                "FUNCTION = 'predict'", f"NAME = DB.S.{arguments['job_name']}", "ASYNC = TRUE",
+                                "REPLICAS = 2"]
+    spec = yaml.safe_load(specification.replace("\\'", "'"))
+    assert spec["output"] == {"stage_location": "@DB.S.OUT/MORTGAGE_XGB/", "mode": "overwrite"}
+    assert spec["resources"]["cpu_requests"] == "2" and spec["inference"]["max_batch_rows"] == 500
+    assert job.id == f"DB.S.{arguments['job_name']}"
+
+
+def test_snowflake_ml_itself_refuses_a_gpu_service_for_a_cpu_only_model(recorded_version):
+    """Why backend.gpu_requests needs registry.cuda_version (defect 7): the real create_service reads the
+    packaged runtimes and refuses, before sending anything that creates."""
+    session, mv = recorded_version
+    with pytest.raises(ValueError, match="does not have GPU runtime support"):
+        mv.create_service(service_name="GPU_SERVICE", service_compute_pool="GPU_POOL", gpu_requests="1", block=False)
+    assert not [s for s in session.statements if s.startswith(("CREATE", "CALL"))]

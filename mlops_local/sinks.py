@@ -45,7 +45,7 @@ class DuckDBSink:
 
     def as_source(self, where: str | None = None):
         """A data source reading back what this sink wrote (``kind: duckdb``), e.g. for monitoring."""
-        from mlops_framework.sources import DuckDBTableSource
+        from mlops_local.sources import DuckDBTableSource
 
         return DuckDBTableSource(path=str(self.path), table=self.table, where=where)
 
@@ -313,7 +313,7 @@ class ParquetSink:
 
     def as_source(self, where: str | None = None):
         """A data source reading back what this sink wrote (``kind: parquet``), e.g. for monitoring."""
-        from mlops_framework.sources import ParquetSource
+        from mlops_local.sources import ParquetSource
 
         return ParquetSource(path=str(self.path), where=where)
 
@@ -399,6 +399,9 @@ class _PartitionedParquetWriter:
             missing = [c for c in self._partition_by if c not in batch.schema.names]
             if missing:
                 raise MlopsError(f"partition column(s) {', '.join(missing)} are not in the predictions")
+            kept = next(iter(sorted(self._path.glob("**/*.parquet"))), None) if self._path.is_dir() else None
+            if kept is not None:  # the other partitions stay: the new rows must have their columns
+                check_same_columns(self._path, [*self._partition_by, *pq.read_schema(kept).names], batch.schema.names)
             self._schema = batch.schema
             self._staging.mkdir(parents=True)
         batch = _conform(batch, self._schema)

@@ -49,7 +49,7 @@ import posixpath
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from mlops_framework.contracts import partition_columns, quote_identifier, sql_string  # noqa: F401  (shared with plugins)
+from mlops_framework.contracts import check_sql_expression, partition_columns, quote_identifier, sql_string
 from mlops_framework.errors import MlopsError
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would slow every command
@@ -219,7 +219,7 @@ class _Source:
 
 
 class SyntheticSource(_Source):
-    """The generated mortgage-lending data (see :mod:`mlops_framework.synthetic`); needs no file."""
+    """The generated mortgage-lending data (see :mod:`mlops_local.synthetic`); needs no file."""
 
     def __init__(
         self,
@@ -256,7 +256,7 @@ class SyntheticSource(_Source):
         import duckdb
         import pyarrow as pa
 
-        from mlops_framework import synthetic
+        from mlops_local import synthetic
 
         weeks = synthetic.generate(**self._args())  # checks the arguments now, generates lazily
         reader = pa.RecordBatchReader.from_batches(
@@ -271,16 +271,16 @@ class SyntheticSource(_Source):
         """Known without generating anything when there is no ``where``; else generated and counted."""
         if self.where:
             return self._count()
-        from mlops_framework import synthetic
+        from mlops_local import synthetic
 
         synthetic.generate(**self._args())  # the argument check only
         return int(self.weeks) * int(self.rows_per_week)
 
     def fingerprint(self) -> str:
         """sha256 of the generator's version and arguments and the ``where``: no data is generated."""
-        from mlops_framework import synthetic
+        from mlops_local import synthetic
 
-        doc = {"generator": "mlops_framework.synthetic", "version": synthetic.GENERATOR_VERSION,
+        doc = {"generator": "mlops_local.synthetic", "version": synthetic.GENERATOR_VERSION,
                **self._args(), "where": self.where}
         return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -604,25 +604,6 @@ def _one_line(exc: BaseException) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def check_sql_expression(text, *, where: str) -> str:
-    """Refuse a SQL fragment taken from config unless it is ONE boolean expression (``WEEK <= 5``).
-
-    DuckDB's own parser splits ``SELECT * FROM t WHERE (<text>)`` into statements: a second statement
-    (``; ATTACH ...; DROP TABLE ...``), an unbalanced parenthesis or a comment cutting the query short
-    is refused before anything runs. Return ``text`` unchanged."""
-    import duckdb
-
-    if not isinstance(text, str) or not text.strip():
-        raise MlopsError(f"{where} must be a SQL condition such as \"WEEK <= 5\", got {text!r}")
-    try:
-        statements = duckdb.extract_statements(f"SELECT * FROM t WHERE ({text}\n)")
-    except duckdb.Error as error:
-        raise MlopsError(f"bad {where} {text!r}: {_one_line(error)}") from None
-    if len(statements) != 1:
-        raise MlopsError(f"{where} must be one SQL expression, not several statements: {text!r}")
-    return text
-
-
 def _sql_list(values: list[str]) -> str:
     return "[" + ", ".join(sql_string(v) for v in values) + "]"
 
@@ -760,6 +741,9 @@ class DuckDBTableSource(_Source):
 
     def _label(self) -> str:
         return f"DuckDB table {self.table} in {self.path}"
+
+    def duckdb_table(self) -> tuple[str, str, str | None]:
+        return str(self.path), self.table, self.where
 
     def _open(self):
         import duckdb

@@ -1,9 +1,4 @@
-"""The embedded default backend, written and registered exactly as an external plugin would be.
-
-Read this file to write a plugin: each ``hookimpl`` below answers one spec in ``hookspecs.py``.
-Implementations are named by lazy ``module:Class`` strings so that nothing heavy is imported until a
-run uses it.
-"""
+"""The ``local`` backend: every stage in this process, with DuckDB files as the warehouse."""
 
 import contextlib
 import os
@@ -11,7 +6,6 @@ import time
 from pathlib import Path
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.hookspecs import hookimpl
 from mlops_framework.pipeline import run_stages
 
 WAREHOUSE_WAIT_S = float(os.environ.get("MLOPS_WAREHOUSE_WAIT_S", 600))
@@ -37,9 +31,11 @@ class LocalBackend:
 def warehouses(run):
     """The DuckDB files this run's stages write to, sorted (one lock order for every run). A run that
     writes none (a sweep's trial: train and register only) takes no lock and runs in parallel."""
+    from mlops_local.sinks import DuckDBSink
+
     names = {stage.name for stage in run.stages}
     paths = set()
-    if "score" in names and type(run.scoring.sink).__name__ == "DuckDBSink":
+    if "score" in names and isinstance(run.scoring.sink, DuckDBSink):
         paths.add(run.scoring.sink.path)
     if "monitor" in names and run.monitor is not None:
         paths.add(run.monitor.warehouse)
@@ -55,8 +51,12 @@ def warehouse_lock(path, wait_s=None):
 
     wait_s = WAREHOUSE_WAIT_S if wait_s is None else wait_s
     lock_path = Path(f"{path}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise MlopsError(f"cannot use the warehouse {path}: {error.strerror} ({lock_path}); "
+                         f"nothing was done") from None
     try:
         deadline = time.monotonic() + wait_s
         while True:
@@ -71,50 +71,3 @@ def warehouse_lock(path, wait_s=None):
         yield
     finally:
         os.close(fd)
-
-
-@hookimpl
-def register_backends(register):
-    register("local", LocalBackend)
-
-
-@hookimpl
-def register_data_sources(register):
-    register("synthetic", "mlops_framework.sources:SyntheticSource")
-    register("csv", "mlops_framework.sources:CsvSource")
-    register("parquet", "mlops_framework.sources:ParquetSource")
-    register("duckdb", "mlops_framework.sources:DuckDBTableSource")
-    register("feature_store", "mlops_framework.feature_store:FeatureStoreSource")
-
-
-@hookimpl
-def register_sinks(register):
-    register("duckdb", "mlops_framework.sinks:DuckDBSink")
-    register("parquet", "mlops_framework.sinks:ParquetSink")
-
-
-@hookimpl
-def register_registries(register):
-    register("local", "mlops_framework.registry:LocalRegistry")
-
-
-@hookimpl
-def register_notifiers(register):
-    register("console", "mlops_framework.alerts:ConsoleNotifier")
-    register("jsonl", "mlops_framework.alerts:JsonLinesNotifier")
-    register("webhook", "mlops_framework.alerts:WebhookNotifier")
-    register("email", "mlops_framework.alerts:EmailNotifier")
-
-
-@hookimpl
-def register_trackers(register):
-    register("local", "mlops_framework.run_records:LocalTracker")
-
-
-@hookimpl
-def register_stages(register):
-    from mlops_framework.lifecycle import LIFECYCLE_STAGES
-    from mlops_framework.stages import BUILTIN_STAGES
-
-    for stage in (*BUILTIN_STAGES, *LIFECYCLE_STAGES):
-        register(stage)

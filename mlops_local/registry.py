@@ -40,6 +40,7 @@ import time
 
 from mlops_framework.contracts import NAME_RE, check_name, check_tag, previous_holders  # noqa: F401  (shared with plugins)
 from mlops_framework.errors import MlopsError
+from mlops_framework.files import fsync_dir as _fsync_dir, write_text_atomic
 
 AUTO_VERSION_RE = re.compile(r"^[vV](\d+)$")
 SAMPLE_ROWS = 100
@@ -494,33 +495,8 @@ def _write_new(path: pathlib.Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def write_json_atomic(path: pathlib.Path, data) -> None:
-    """Replace ``path`` with ``data`` as JSON in one rename (temp file fsynced first); the directory must exist."""
-    _write_json_atomic(pathlib.Path(path), data)
-
-
 def _write_json_atomic(path: pathlib.Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(_dumps(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_text_atomic(path, _dumps(data))
 
 
 def _fsync_tree(root: pathlib.Path) -> None:

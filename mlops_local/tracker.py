@@ -1,10 +1,10 @@
 """``tracker=local`` (the default): the run records, ``tracking.json`` beside each run's outputs."""
 
 import datetime as dt
-import json
-import os
 import uuid
 from pathlib import Path
+
+from mlops_framework.files import write_json_atomic
 
 
 class LocalTracker:
@@ -46,6 +46,4 @@ class LocalTracker:
     def end_run(self, status):
         self.record.update(status=status, finished=dt.datetime.now(dt.timezone.utc).isoformat())
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.record, indent=1, default=str))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.record, indent=1)

@@ -44,10 +44,8 @@ import hashlib
 import json
 
 from mlops_framework.errors import MlopsError
-from mlops_framework.contracts import (  # noqa: F401  (the definitions' home, shared with plugins)
-    DataSource, Entity, FeatureView, parse_store, quote_identifier as _q, sql_string as _s, table_name,
-)
-from mlops_framework.sources import _Source
+from mlops_framework.contracts import DataSource, FeatureView, parse_store, quote_identifier as _q, sql_string as _s
+from mlops_local.sources import _Source
 
 CATALOG = "FEATURE_STORE_CATALOG"
 ENTITIES = "FEATURE_STORE_ENTITIES"
@@ -364,7 +362,7 @@ class FeatureStoreSource:
       ``never`` or ``overwrite``.
 
     ``read``/``batches``/``count_rows``/``fingerprint``/``describe`` follow the data-source contract
-    (``mlops_framework.sources``); ``lineage()`` names the views, versions, tables and source fingerprints.
+    (``mlops_local.sources``); ``lineage()`` names the views, versions, tables and source fingerprints.
     """
 
     def __init__(self, store: dict, views: list, spine: dict | None = None, mode: str = "training",
@@ -495,7 +493,7 @@ class FeatureStoreSource:
 
 
 class _JoinedFeatures(_Source):
-    """A ``mlops_framework.sources._Source`` over the join's SQL, so ``where``, column checks, streaming
+    """A ``mlops_local.sources._Source`` over the join's SQL, so ``where``, column checks, streaming
     and errors behave exactly as for every other source."""
 
     def __init__(self, outer, store, spine_table):
