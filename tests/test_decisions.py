@@ -274,7 +274,7 @@ def _run_split(spec, y, task="binary", time=None, said=None):
     frame = X.assign(WHEN=time if time is not None else 0)
     said = [] if said is None else said
     run = SimpleNamespace(results={"X": X, "y": pd.Series(y), "frame": frame, "contract": SimpleNamespace(task=task)},
-                          split=spec, features=SimpleNamespace(time="WHEN" if time is not None else None),
+                          split=spec, features=SimpleNamespace(time="WHEN" if time is not None else None), shared=None,
                           summarize=lambda key, line: said.append((key, line)))
     split(run)
     return {name: sorted(part[0]["A"].astype(int)) for name, part in run.results["splits"].items()}, said
@@ -785,7 +785,7 @@ import datetime as dt  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
 
-from mlops_framework import sinks as S  # noqa: E402
+from mlops_local import sinks as S  # noqa: E402
 
 
 def test_what_was_replaced_is_described_with_runs_of_keys():
@@ -863,7 +863,7 @@ def test_rescoring_replaces_exactly_the_partitions_written_null_key_included(tmp
 # ---------------------------------------------------------------- registry: aliases replayed from history
 import json  # noqa: E402
 
-from mlops_framework import registry as R  # noqa: E402
+from mlops_local import registry as R  # noqa: E402
 
 
 def _model_dir(tmp_path, versions=("v1", "v2", "v3")):

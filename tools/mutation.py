@@ -40,12 +40,12 @@ AREAS = {
     "features": (ROOT, _functions("mlops_framework.features", [
         "infer_task", "_kind", "_id_like", "infer_roles", "_check_names", "_learn_classes", "_learn_vocabulary",
         "FeatureContract.check_columns", "FeatureContract.encode_target"])),
-    "split": (ROOT, _functions("mlops_framework.stages", ["split", "resolve_task", "_fractions",
+    "split": (ROOT, _functions("mlops_framework.stages", ["split", "_split", "resolve_task", "_fractions",
                                                           "classification_metrics"])),
-    "sinks": (ROOT, _functions("mlops_framework.sinks", [
+    "sinks": (ROOT, _functions("mlops_local.sinks", [
         "describe_replaced", "_partition_keys", "_split_by_partition", "_partition_segment",
         "_DuckDBWriter.finish", "_DuckDBWriter._count_written"])),
-    "registry": (ROOT, _functions("mlops_framework.registry", [
+    "registry": (ROOT, _functions("mlops_local.registry", [
         "_read_history", "_current_aliases", "_next_version", "_natural_key", "LocalRegistry.rollback",
         "LocalRegistry._resolve", "LocalRegistry._move_alias"])),
     "gate": (ROOT, _functions("mlops_framework.lifecycle", ["gate", "paired_bootstrap", "mcnemar", "drift_alerts"])),
