@@ -361,7 +361,7 @@ def infer_task(series: pd.Series, target: str) -> str:
     values = series.dropna()
     distinct = values.nunique()
     if distinct < 2:
-        shown = repr(values.iloc[0]) if len(values) else "no values"
+        shown = repr(_natives(values.iloc[:1])[0]) if len(values) else "no values"
         raise MlopsError(f"target column {target!r} has only one value ({shown}): nothing to learn")
     if distinct == 2:
         return "binary"

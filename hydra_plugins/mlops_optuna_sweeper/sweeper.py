@@ -74,6 +74,8 @@ def search_space(params, arguments, config_loader=None):
 
 
 def _distribution(name, value, dist):
+    if not isinstance(value, (ChoiceSweep, RangeSweep, IntervalSweep)):  # glob(...) has no tags
+        raise SweepConfigError(f"search space {name}: unsupported sweep {value}")
     log_scale = "log" in value.tags
     if isinstance(value, ChoiceSweep):
         choices = list(value.list)
@@ -88,11 +90,9 @@ def _distribution(name, value, dist):
         if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
             return dist.IntDistribution(values[0], values[-1], step=value.step)
         return dist.FloatDistribution(float(values[0]), float(values[-1]), step=float(value.step))
-    if isinstance(value, IntervalSweep):
-        if "int" in value.tags:
-            return dist.IntDistribution(int(value.start), int(value.end), log=log_scale)
-        return dist.FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise SweepConfigError(f"search space {name}: unsupported sweep {value}")
+    if "int" in value.tags:
+        return dist.IntDistribution(int(value.start), int(value.end), log=log_scale)
+    return dist.FloatDistribution(float(value.start), float(value.end), log=log_scale)
 
 
 def format_value(value):
@@ -104,9 +104,22 @@ def format_value(value):
     if isinstance(value, float):
         return repr(value)
     text = str(value)
-    if isinstance(value, str) and not SAFE_VALUE.match(text):
-        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, str) and not (SAFE_VALUE.match(text) and _bare_string(text)):
+        # Hydra unescapes a backslash only before a quote or at the end of a quoted value
+        escaped = re.sub(r"(\\+)(?='|$)", lambda run: run[1] * 2, text).replace("'", "\\'")
+        return "'" + escaped + "'"
     return text
+
+
+def _bare_string(text):
+    """Whether Hydra reads ``text`` unquoted back as the same string (not null, a bool or a number)."""
+    if text.lower() in ("null", "true", "false"):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return True
+    return False
 
 
 def describe_distribution(distribution):
