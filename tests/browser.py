@@ -127,9 +127,9 @@ def open_page(html_path, screenshot_path, timeout=90):
         tools.wait_for("Page.loadEventFired", deadline)
         charts = tools.call("Runtime.evaluate", expression=CHARTS, returnByValue=True)["result"]["value"]
         drawn = 0
-        while time.monotonic() < deadline:  # plotly draws each chart after load
+        while time.monotonic() < deadline:  # plotly draws each chart after load, unless the page threw
             drawn = tools.call("Runtime.evaluate", expression=CHARTS_DRAWN, returnByValue=True)["result"]["value"]
-            if drawn >= charts:
+            if drawn >= charts or any(e.get("method") == "Runtime.exceptionThrown" for e in tools.events):
                 break
             time.sleep(0.2)
         shot = tools.call("Page.captureScreenshot", format="png")
