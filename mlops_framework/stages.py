@@ -41,21 +41,22 @@ def load(run):
     from mlops_framework import streamed
 
     if spec.target is not None and streamed.streams(run):  # the table is read batch by batch, never whole
-        run.results["table"] = streamed.Table(run.source, columns, spec.target)
-        run.results["data_fingerprint"] = run.source.fingerprint()
-        run.results["source_lineage"] = run.source.lineage() if isinstance(run.source, LineageSource) else None
+        run.results.update(table=streamed.Table(run.source, columns, spec.target), **_provenance(run.source))
         return
 
     def read(fingerprint=None):
-        frame = run.source.read(columns=columns)
-        return {"frame": frame, "data_fingerprint": fingerprint or run.source.fingerprint(),
-                "source_lineage": run.source.lineage() if isinstance(run.source, LineageSource) else None}
+        return {"frame": run.source.read(columns=columns), **_provenance(run.source, fingerprint)}
 
     if settings is None:
         run.results.update(read())
         return
     fingerprint = run.source.fingerprint()
     run.results.update(run.shared.results(run, "load", (settings, fingerprint, columns), lambda: read(fingerprint)))
+
+
+def _provenance(source, fingerprint=None):
+    return {"data_fingerprint": fingerprint or source.fingerprint(),
+            "source_lineage": source.lineage() if isinstance(source, LineageSource) else None}
 
 
 def _settings(source):
