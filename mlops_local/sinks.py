@@ -160,8 +160,7 @@ class _DuckDBWriter:
         import pyarrow as pa
 
         keys = list(self._keys)
-        key_table = pa.table({c: pa.array([k[i] for k in keys], type=_value_type(self._schema.field(c).type))
-                              for i, c in enumerate(self._partition_by)})
+        key_table = pa.table({c: pa.array([k[i] for k in keys]) for i, c in enumerate(self._partition_by)})
         match = " AND ".join(
             f"{self._quoted}.{quote_identifier(c)} IS NOT DISTINCT FROM k.{quote_identifier(c)}" for c in self._partition_by
         )
@@ -253,8 +252,7 @@ class _DuckDBWriter:
     def _count_written(self, batch) -> None:
         import pyarrow as pa
 
-        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        counts = table.group_by(self._partition_by).aggregate([([], "count_all")])
+        counts = pa.Table.from_batches([batch]).group_by(self._partition_by).aggregate([([], "count_all")])
         for row in counts.to_pylist():
             key = tuple(row[c] for c in self._partition_by)
             self.written[key] = self.written.get(key, 0) + row["count_all"]
@@ -286,7 +284,7 @@ def describe_replaced(partition_by: list[str], replaced: dict, written: dict) ->
     consecutive integers shortened to ``a-b``), the rows they held and the rows written into them."""
     if not replaced:
         return None
-    keys = sorted(replaced, key=lambda k: tuple(str(type(v)) + str(v).zfill(20) for v in k))
+    keys = sorted(replaced, key=lambda k: tuple((v is not None, v) for v in k))
     old = sum(replaced.values())
     new = sum(written.get(k, 0) for k in keys)
     if len(partition_by) == 1 and all(isinstance(k[0], int) for k in keys):
@@ -552,12 +550,6 @@ def _split_by_partition(batch, columns: list[str]):
         key = tuple(batch.column(c)[start].as_py() for c in columns)
         yield key, batch.slice(start, count)
         start += count
-
-
-def _value_type(arrow_type: pa.DataType) -> pa.DataType:
-    import pyarrow as pa
-
-    return arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
 
 
 def _partition_segment(value) -> str:

@@ -799,6 +799,15 @@ def test_what_was_replaced_is_described_with_runs_of_keys():
     assert S.describe_replaced(["W", "C"], many, many) == "W/C 9/x, 10/x, 11/x, 12/x, 13/x and 2 more: 7 rows -> 7"
     five = {(w, "x"): 1 for w in range(5)}
     assert S.describe_replaced(["W", "C"], five, {}) == "W/C 0/x, 1/x, 2/x, 3/x, 4/x: 5 rows -> 0"
+    six = {(w, "x"): 1 for w in range(6)}
+    assert S.describe_replaced(["W", "C"], six, {}) == "W/C 0/x, 1/x, 2/x, 3/x, 4/x and 1 more: 6 rows -> 0"
+
+
+def test_replaced_keys_are_listed_in_their_natural_order_missing_values_first():
+    signed = {(-5, "x"): 1, (-10, "x"): 1, (3, "x"): 1}
+    assert S.describe_replaced(["W", "C"], signed, {}) == "W/C -10/x, -5/x, 3/x: 3 rows -> 0"
+    assert S.describe_replaced(["F"], {(0.5,): 1, (1e-05,): 1, (None,): 1}, {}) == "F None, 1e-05, 0.5: 3 rows -> 0"
+    assert S.describe_replaced(["R"], {("a",): 1, (None,): 2}, {}) == "R None, a: 3 rows -> 0"
 
 
 def test_partition_keys_and_slices_keep_nulls_and_first_appearance_order():
@@ -858,6 +867,16 @@ def test_rescoring_replaces_exactly_the_partitions_written_null_key_included(tmp
     with S.DuckDBSink(path, table="P").open():
         pass
     assert _duckdb_rows(path) == [(7, "z", 0)], "no batch: the table stays as it was"
+
+
+def test_rescoring_matches_keys_of_a_dictionary_encoded_partition_column(tmp_path):
+    path = tmp_path / "w.duckdb"
+    sink = S.DuckDBSink(path, table="P", partition_by=["C"])
+    for values in (["a", "b", "a"], ["a"]):
+        with sink.open() as writer:
+            writer.write(pa.table({"C": pa.array(values).dictionary_encode(), "V": range(len(values))}))
+    assert _duckdb_rows(path) == [("a", 0), ("b", 1)]
+    assert writer.describe_replaced() == "C a: 2 rows -> 1"
 
 
 # ---------------------------------------------------------------- registry: aliases replayed from history
