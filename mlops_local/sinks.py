@@ -535,14 +535,14 @@ def _split_by_partition(batch, columns: list[str]):
         if pa.types.is_dictionary(array.type):
             array = pc.cast(array, array.type.value_type)
         encoded = pc.dictionary_encode(array, null_encoding="encode")
-        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        codes = encoded.indices.to_numpy().astype(np.int64)  # nulls are encoded: the indices have none
         group = group * len(encoded.dictionary) + codes
     if len(columns) > 1:  # renumber the combined codes in order of first appearance
         _, first, group = np.unique(group, return_index=True, return_inverse=True)
         rank = np.empty(len(first), dtype=np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-        group = rank[group.reshape(-1)]
-    if len(group) > 1 and (np.diff(group) < 0).any():
+        rank[np.argsort(first)] = np.arange(len(first))
+        group = rank[group]
+    if (np.diff(group) < 0).any():
         batch = batch.take(pa.array(np.argsort(group, kind="stable")))
     counts = np.bincount(group)
     start = 0

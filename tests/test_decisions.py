@@ -833,6 +833,15 @@ def test_partition_keys_and_slices_keep_nulls_and_first_appearance_order():
     assert [(k, p.num_rows) for k, p in S._split_by_partition(one, ["W"])] == [((5,), 1)]
 
 
+def test_rows_already_grouped_by_key_are_sliced_without_a_copy():
+    for columns in (["W"], ["W", "C"]):
+        batch = pa.record_batch({"W": [1, 1, 2, 2, 2], "C": ["a", "a", "b", "b", "b"], "V": [0, 1, 2, 3, 4]})
+        values = batch.column("V").buffers()[1].address
+        parts = list(S._split_by_partition(batch, columns))
+        assert [p.column("V").to_pylist() for _, p in parts] == [[0, 1], [2, 3, 4]]
+        assert [p.column("V").buffers()[1].address for _, p in parts] == [values, values], columns
+
+
 def test_partition_directory_names():
     assert S._partition_segment(None) == "__HIVE_DEFAULT_PARTITION__"
     assert S._partition_segment(dt.date(2024, 1, 2)) == "2024-01-02"
