@@ -132,6 +132,64 @@ def test_a_target_with_one_value_or_times_is_refused():
         F.infer_task(pd.Series(pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"])), "T")
 
 
+def _contract(task="binary", classes=("no", "yes")):
+    return F.FeatureContract(["A", "B"], {"C": ["x"]}, "T", list(classes), "onehot", "ignore", task)
+
+
+def test_missing_columns_are_named_with_what_was_found():
+    contract = _contract()
+    contract.check_columns(["C", "B", "A", "EXTRA"])
+    contract.check_columns(("A", "B", "C", "T"), need_target=True)
+    with pytest.raises(MlopsError) as info:
+        contract.check_columns(iter(["a", "C", "Z"]), need_target=True)
+    assert str(info.value) == ("the input is missing 3 required column(s): A, B, T. Column names are case-sensitive; "
+                               "found 'a' for 'A'. Found: a, C, Z.")
+    with pytest.raises(MlopsError) as info:
+        contract.check_columns(["A", "B"])
+    assert str(info.value) == "the input is missing 1 required column(s): C. Found: A, B."
+    with pytest.raises(MlopsError) as info:
+        contract.check_columns([])
+    assert str(info.value) == "the input is missing 3 required column(s): A, B, C. Found: no columns."
+    twenty = [f"X{i}" for i in range(20)]
+    with pytest.raises(MlopsError) as info:
+        contract.check_columns(twenty)
+    assert str(info.value).endswith(f"Found: {', '.join(twenty)}.")
+    with pytest.raises(MlopsError) as info:
+        contract.check_columns([*twenty, "X20"])
+    assert str(info.value).endswith(f"Found: {', '.join(twenty)}, ... (21 in all).")
+
+
+def test_one_delimited_column_name_says_which_delimiter_instead_of_what_was_found():
+    with pytest.raises(MlopsError) as info:
+        _contract().check_columns(["A;B;C"])
+    assert str(info.value) == ("the input is missing 3 required column(s): A, B, C. The input has one column named "
+                               "'A;B;C': the file looks delimited by ';', not the delimiter it was read with; set "
+                               "the delimiter to ';'.")
+
+
+def test_target_values_become_class_indices_or_numbers():
+    contract = _contract()
+    for values in (["yes", "no", "yes"], pa.array(["yes", "no", "yes"]), pa.chunked_array([["yes"], ["no", "yes"]])):
+        codes = contract.encode_target(values)
+        assert codes.tolist() == [1, 0, 1] and codes.dtype == np.int32
+    numbers = _contract("regression", ()).encode_target(pa.array([1, 2.5]))
+    assert numbers.tolist() == [1.0, 2.5] and numbers.dtype == np.float64
+    assert _contract("regression", ()).encode_target(["3", 4]).tolist() == [3.0, 4.0]
+
+
+def test_target_values_outside_the_classes_or_not_numbers_are_counted_and_shown():
+    with pytest.raises(MlopsError) as info:
+        _contract().encode_target(["yes", "maybe", None, "maybe", "no"])
+    assert str(info.value) == "target column 'T' has 3 value(s) outside the classes ['no', 'yes']: 'maybe', None"
+    many = [f"v{i:02d}" for i in range(12)]
+    with pytest.raises(MlopsError) as info:
+        _contract().encode_target(many)
+    assert str(info.value).endswith(": " + ", ".join(map(repr, many[:10]))) and "has 12 value(s)" in str(info.value)
+    with pytest.raises(MlopsError) as info:
+        _contract("regression", ()).encode_target(["1", "x", None, 2])
+    assert str(info.value) == "target column 'T' has 2 missing or non-numeric value(s)"
+
+
 import datetime as dt  # noqa: E402
 
 
