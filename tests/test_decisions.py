@@ -394,6 +394,51 @@ def test_a_time_split_keeps_the_row_order_among_equal_times():
     assert parts["holdout"] == sorted(order[-20:]) and parts["validation"] == sorted(order[-38:-20])
 
 
+def test_a_streamed_split_is_assigned_row_by_row_with_the_configured_fractions_and_seed():
+    from mlops_framework.streamed import BLOCK, HOLDOUT, TRAIN, VALIDATION
+
+    for task, stratified in (("binary", True), ("regression", False)):
+        run = SimpleNamespace(results={"table": object(), "contract": SimpleNamespace(task=task)},
+                              split=SplitSpec(holdout=0.2, validation=0.25, seed=7))
+        split(run)
+        row_split = run.results["row_split"]
+        assert "splits" not in run.results and (row_split.seed, row_split.stratified) == (7, stratified)
+        holdout = round(BLOCK * 0.2)
+        assert row_split.counts[HOLDOUT] == holdout and row_split.counts[VALIDATION] == round((BLOCK - holdout) * 0.25)
+        assert sum(row_split.counts.values()) == BLOCK and row_split.counts[TRAIN] > 0
+    with pytest.raises(MlopsError, match=r"^stage 'split' needs 'contract', which no earlier stage"):
+        split(SimpleNamespace(results={"table": object()}, split=SplitSpec()))
+
+
+def test_trials_with_the_same_matrix_and_split_settings_share_one_split():
+    from mlops_framework.shared_data import SharedData
+
+    X = pd.DataFrame({"A": np.arange(20.0), "W1": np.arange(20), "W2": np.arange(20)[::-1]})
+    y = pd.Series([0, 1] * 10)
+    shared = SharedData()
+    shared.results(None, "features", "the features' key", lambda: {"X": X})
+
+    def trial(spec, matrix=X, time=None):
+        said = []
+        run = SimpleNamespace(results={"X": matrix, "y": y, "frame": matrix, "contract": SimpleNamespace(task="binary")},
+                              split=spec, features=SimpleNamespace(time=time), shared=shared,
+                              summarize=lambda key, line: said.append((key, line)))
+        split(run)
+        return run.results["splits"], said
+
+    first, said = trial(SplitSpec(seed=1))
+    assert said == []
+    again, said = trial(SplitSpec(seed=1))
+    assert again is first and said == [("reused", "data of an earlier trial in this process (same data and "
+                                                   "settings): split")]
+    other_seed, _ = trial(SplitSpec(seed=2))
+    assert other_seed is not first
+    assert trial(SplitSpec(seed=2), matrix=X.copy())[0] is not other_seed, "a matrix made elsewhere is split anew"
+    by_w1, _ = trial(SplitSpec(order="time"), time="W1")
+    by_w2, _ = trial(SplitSpec(order="time"), time="W2")
+    assert by_w2 is not by_w1 and list(by_w2["holdout"][0]["A"]) != list(by_w1["holdout"][0]["A"])
+
+
 def test_a_stage_without_its_input_names_itself():
     run = SimpleNamespace(results={}, split=SplitSpec())
     with pytest.raises(MlopsError, match=r"^stage 'split' needs 'X', which no earlier stage of this pipeline produced$"):
