@@ -220,11 +220,11 @@ def _split(run, X, y):
     notes = []
 
     def two_way(X_, y_, size):
+        strata = y_ if spec.stratify and classify else None
         try:
-            return train_test_split(X_, y_, test_size=size, random_state=spec.seed,
-                                    stratify=y_ if spec.stratify and classify else None)
+            return train_test_split(X_, y_, test_size=size, random_state=spec.seed, stratify=strata)
         except ValueError as error:
-            if spec.stratify and classify:  # a class too rare to stratify: split at random
+            if strata is not None:  # a class too rare to stratify: split at random
                 try:
                     notes.append(f"not stratified: {error}")
                     return train_test_split(X_, y_, test_size=size, random_state=spec.seed)

@@ -387,6 +387,12 @@ def test_a_class_too_rare_to_stratify_is_split_at_random_and_said():
         "the random fallback keeps the seed"
 
 
+def test_a_class_too_rare_for_the_validation_split_only_is_said_once():
+    parts, said = _run_split(SplitSpec(holdout=0.5, validation=0.2, seed=0), [0] * 18 + [1] * 2)
+    assert [len(p) for p in parts.values()] == [8, 2, 10] and sum(a >= 18 for a in parts["holdout"]) == 1
+    assert len(said) == 1 and said[0][1].startswith("not stratified: The least populated class")
+
+
 def test_a_time_split_keeps_the_row_order_among_equal_times():
     time = (np.arange(200) * 7) % 3
     parts, _ = _run_split(SplitSpec(holdout=0.1, validation=0.1, order="time"), [0, 1] * 100, time=time)
