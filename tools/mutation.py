@@ -11,15 +11,10 @@ named here, each against the tests that reach it). The files and the test select
 ``[tool.mutmut]`` table of the root ``pyproject.toml`` and of ``plugins/mlops_snowflake/pyproject.toml``
 (the plugin is its own project: its modules import as ``mlops_snowflake.*`` only from its own root).
 Mutmut's work tree is ``mutants/`` in each root (git-ignored); results are cached there between runs.
-
-A function that every pipeline test reaches can be given its own, narrower tests (``NARROWED``): mutmut maps
-each function to every test that calls it, and a surviving mutant of such a function would run the whole
-selection, minutes per mutant. Its mutants then run only against the unit tests that exercise it directly.
 """
 
 import argparse
 import fnmatch
-import json
 import os
 import subprocess
 import sys
@@ -69,15 +64,6 @@ AREAS = {
         "create_monitor_sql", "rule_condition", "_window_condition", "_days", "follow_alias_sql", "metrics_sql",
         "for_task"]) + _functions("mlops_snowflake.registry", ["SnowflakeRegistry._verify", "_same_value"])),
 }
-# function -> the tests its mutants run against (fnmatch patterns of pytest node ids, from the project root)
-NARROWED = {
-    f"mlops_framework.features.{_mangled('FeatureContract.check_columns')}": [
-        "tests/test_features.py::*", "tests/test_decisions.py::*"],
-    f"mlops_framework.features.{_mangled('FeatureContract.encode_target')}": [
-        "tests/test_features.py::*", "tests/test_decisions.py::*"],
-    f"mlops_snowflake.registry.{_mangled('SnowflakeRegistry._verify')}": [
-        "tests/test_snowflake_registry.py::*", "tests/test_decisions_snowflake.py::*"],
-}
 KILLED = {"killed", "timeout", "caught by type check"}
 NOT_RUN = "not checked"
 
@@ -92,40 +78,10 @@ def run(areas, max_children, survivors_only=False):
             patterns = [name for name, status in _matching(statuses(root), patterns).items() if status not in KILLED]
         by_root.setdefault(root, []).extend(patterns)
     for root, patterns in by_root.items():
-        narrowed = [p for p in patterns if _function(p) in NARROWED]
-        broad = [p for p in patterns if p not in narrowed]
-        if broad:
-            _mutmut(root, max_children, broad)
-        if narrowed:
-            if not (root / STATS).exists():
-                sys.exit(f"no mutmut stats in {root / 'mutants'} yet: run the whole area first")
-            _narrow(root)
-            _mutmut(root, max_children, narrowed)
-
-
-STATS = Path("mutants") / "mutmut-stats.json"
-
-
-def _mutmut(root, max_children, patterns):
-    subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *patterns],
-                   cwd=root, check=True)
-
-
-def _function(pattern):
-    return pattern.partition("__mutmut_")[0]
-
-
-def _narrow(root):
-    """Keep, in mutmut's test map, only the ``NARROWED`` tests of those functions (new tests are mapped to
-    every function they reach at each run, so this runs before each run of their mutants)."""
-    path = root / STATS
-    stats = json.loads(path.read_text("utf-8"))
-    tests_by_function = stats["tests_by_mangled_function_name"]
-    for function, keep in NARROWED.items():
-        if function in tests_by_function:
-            tests_by_function[function] = [test for test in tests_by_function[function]
-                                           if any(fnmatch.fnmatchcase(test, p) for p in keep)]
-    path.write_text(json.dumps(stats, indent=4), "utf-8")
+        if not patterns:
+            continue
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *patterns],
+                       cwd=root, check=True)
 
 
 def statuses(root):
