@@ -472,7 +472,7 @@ def infer_roles(
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise MlopsError(f"features.{key} names {', '.join(map(repr, unknown))}{hint}, not a column of the data; "
                              f"columns: {', '.join(columns[:30])}")
-    taken = {target, *exclude, *(numeric or []), *(categorical or [])} | ({id} if id else set()) | ({time} if time else set())
+    taken = {target, id, time, *exclude, *(numeric or []), *(categorical or [])}  # None: a role not given
     skipped = {c: "excluded" for c in exclude}
     if id:
         skipped[id] = "the row id (features.id)"

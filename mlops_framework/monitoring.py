@@ -248,8 +248,8 @@ def window_starts(timestamps, window: str = "7 days", origin: str = "2000-01-03"
     width, start = _window_width(window, origin)
     width, start = pd.Timedelta(width), pd.Timestamp(start)
     ts = pd.to_datetime(pd.Series(timestamps))
-    if getattr(ts.dt, "tz", None) is not None:
-        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    if ts.dt.tz is not None:
+        ts = ts.dt.tz_convert(None)  # UTC, without the zone
     return start + ((ts - start) // width) * width, width
 
 
