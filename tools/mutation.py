@@ -3,7 +3,7 @@
     pip install "mutmut>=3.8,<4"
     python tools/mutation.py                 # every area, then the score table
     python tools/mutation.py gate alerts     # some areas
-    python tools/mutation.py --survivors     # only the mutants the last runs left alive
+    python tools/mutation.py --survivors     # only the mutants the last runs left alive or timed out
     python tools/mutation.py --report        # the table from the last runs, running nothing
 
 Each area names the functions whose mutants count (mutmut mutates whole files, then runs only the mutants
@@ -70,12 +70,14 @@ NOT_RUN = "not checked"
 
 def run(areas, max_children, survivors_only=False):
     """One mutmut run per project root for all ``areas`` in it (its clean test run then happens once);
-    ``survivors_only``: only the mutants the last runs did not kill, by name."""
+    ``survivors_only``: only the mutants the last runs did not kill, by name, and those that timed out (a
+    timeout may be the machine's load, not the mutant: it counts as detected only if it happens again)."""
     by_root = {}
     for area in areas:
         root, patterns = AREAS[area]
         if survivors_only:
-            patterns = [name for name, status in _matching(statuses(root), patterns).items() if status not in KILLED]
+            patterns = [name for name, status in _matching(statuses(root), patterns).items()
+                        if status not in KILLED or status == "timeout"]
         by_root.setdefault(root, []).extend(patterns)
     for root, patterns in by_root.items():
         if not patterns:
@@ -118,7 +120,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("areas", nargs="*", metavar="AREA", help=", ".join(AREAS))
     parser.add_argument("--report", action="store_true", help="print the table of the last runs only")
-    parser.add_argument("--survivors", action="store_true", help="run again only the mutants not killed last time")
+    parser.add_argument("--survivors", action="store_true",
+                        help="run again only the mutants not killed last time, and the timeouts")
     parser.add_argument("--max-children", type=int, default=1)
     args = parser.parse_args()
     areas = args.areas or list(AREAS)
