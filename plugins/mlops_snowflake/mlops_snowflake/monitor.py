@@ -233,7 +233,7 @@ def _days(window: str) -> int:
     return int(match.group(1))
 
 
-def rule_condition(rule, monitor: str, *, columns, window: str = "7 DAY") -> str:
+def rule_condition(rule, monitor: str, *, columns, window: str) -> str:
     """The ``EXISTS (<one SELECT>)`` that is true when ``rule`` (an ``mlops_framework.alerts.AlertRule``)
     fires on ``monitor``'s last ``window``; ``columns`` are the features a drift rule without ``columns``
     watches (one SELECT over a ``UNION ALL`` of their metrics)."""
@@ -243,7 +243,7 @@ def rule_condition(rule, monitor: str, *, columns, window: str = "7 DAY") -> str
     op = rule.op
     if rule.window not in ("last", "new"):  # a scheduled alert checks each window as it becomes the last
         raise MlopsError(f"alert rule {rule.name}: Snowflake alerts check the last window only (window: last or new)")
-    if getattr(rule, "against", None):
+    if rule.against:
         raise MlopsError(f"alert rule {rule.name}: Snowflake alerts compare with thresholds, not the baseline")
     if rule.metric in PERFORMANCE_METRICS:
         call = f"MODEL_MONITOR_PERFORMANCE_METRIC({_string(monitor)}, {_string(PERFORMANCE_METRICS[rule.metric])}, {window_sql}, {span})"
@@ -253,7 +253,7 @@ def rule_condition(rule, monitor: str, *, columns, window: str = "7 DAY") -> str
         if not watched:
             raise MlopsError(f"alert rule {rule.name}: name the columns a drift alert watches "
                              f"(registry.monitor.feature_columns, or the rule's columns)")
-        value = "ABS(METRIC_VALUE)" if getattr(rule, "absolute", False) else "METRIC_VALUE"
+        value = "ABS(METRIC_VALUE)" if rule.absolute else "METRIC_VALUE"
         selects = [f"SELECT METRIC_VALUE FROM TABLE(MODEL_MONITOR_DRIFT_METRIC({_string(monitor)}, "
                    f"{_string(DRIFT_METRICS[rule.metric])}, {_string(_identifier(column))}, {window_sql}, {span}))"
                    for column in watched]
@@ -312,7 +312,7 @@ def follow_alias_sql(model_name: str, new_version: str, old_versions, settings: 
     replace the alerts (named per model, so the old version's are replaced, not left running)."""
     name = monitor_name(model_name, new_version)
     statements = [source_view_sql(model_name, new_version, settings),
-                  create_monitor_sql(model_name, new_version, for_version(model_name, new_version, settings), name=name,
+                  create_monitor_sql(model_name, new_version, for_version(model_name, new_version, settings),
                                      if_not_exists=if_not_exists),
                   f"ALTER MODEL MONITOR {name} RESUME"]
     for old in old_versions:

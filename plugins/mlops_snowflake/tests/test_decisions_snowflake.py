@@ -45,19 +45,23 @@ def test_a_performance_rule_reads_its_metric_over_the_window():
     assert mon.rule_condition(_rule("roc_auc", "<=", 0.65), "M_V1_MONITOR", columns=["A"], window="3 days") == (
         "EXISTS (SELECT 1 FROM TABLE(MODEL_MONITOR_PERFORMANCE_METRIC('M_V1_MONITOR', 'ROC_AUC', '3 DAY', "
         "DATEADD('DAY', -3, CURRENT_TIMESTAMP()), CURRENT_TIMESTAMP())) WHERE METRIC_VALUE <= 0.65)")
-    assert mon.rule_condition(_rule("mae", window="new", threshold=2), "M", columns=()).endswith(
+    assert mon.rule_condition(_rule("mae", window="new", threshold=2), "M", columns=(), window="7 DAY").endswith(
         "WHERE METRIC_VALUE > 2.0)")
 
 
 def test_a_drift_rule_watches_its_own_columns_first_by_absolute_value_when_asked():
-    condition = mon.rule_condition(_rule("difference_of_means", columns=["B"], absolute=True), "MON", columns=["A"])
+    condition = mon.rule_condition(_rule("difference_of_means", columns=["B"], absolute=True), "MON", columns=["A"],
+                                   window="7 DAY")
     assert condition == (
         "EXISTS (SELECT 1 FROM (SELECT METRIC_VALUE FROM TABLE(MODEL_MONITOR_DRIFT_METRIC('MON', "
         "'DIFFERENCE_OF_MEANS', 'B', '7 DAY', DATEADD('DAY', -7, CURRENT_TIMESTAMP()), CURRENT_TIMESTAMP()))) "
         "WHERE ABS(METRIC_VALUE) > 0.2)")
-    both = mon.rule_condition(_rule("wasserstein"), "MON", columns=["A", "B"])
-    assert both.count("'WASSERSTEIN', 'A'") == 1 and both.count("'WASSERSTEIN', 'B'") == 1
-    assert " UNION ALL " in both and both.endswith(") WHERE METRIC_VALUE > 0.2)")
+    both = mon.rule_condition(_rule("wasserstein"), "MON", columns=["A", "B"], window="1 day")
+    span = "'1 DAY', DATEADD('DAY', -1, CURRENT_TIMESTAMP()), CURRENT_TIMESTAMP()))"
+    assert both == (
+        f"EXISTS (SELECT 1 FROM (SELECT METRIC_VALUE FROM TABLE(MODEL_MONITOR_DRIFT_METRIC('MON', 'WASSERSTEIN', 'A', {span}"
+        f" UNION ALL SELECT METRIC_VALUE FROM TABLE(MODEL_MONITOR_DRIFT_METRIC('MON', 'WASSERSTEIN', 'B', {span})"
+        " WHERE METRIC_VALUE > 0.2)")
 
 
 def test_rules_snowflake_cannot_check_are_refused_by_name():
@@ -68,7 +72,7 @@ def test_rules_snowflake_cannot_check_are_refused_by_name():
         (_rule("hellinger", name="h"), "alert rule h: Snowflake monitors do not compute hellinger"),
     ]:
         with pytest.raises(MlopsError, match="^" + message):
-            mon.rule_condition(rule, "MON", columns=[])
+            mon.rule_condition(rule, "MON", columns=[], window="7 DAY")
 
 
 def test_the_warehouse_metrics_are_the_tasks_and_psi_only_with_a_baseline():
@@ -93,3 +97,24 @@ def test_a_monitor_names_segments_and_baseline_only_when_set():
                                   name="DB.SCH.OTHER", if_not_exists=False)
     assert full.splitlines()[0] == "CREATE MODEL MONITOR DB.SCH.OTHER WITH"
     assert full.splitlines()[-2:] == ["    SEGMENT_COLUMNS=('REGION')", "    BASELINE=DB.SCH.B"]
+
+
+def test_following_an_alias_creates_the_monitor_as_asked_and_alerts_on_the_monitors_warehouse():
+    rule = _rule("f1", op="<", threshold=0.5, name="low")
+    statements = mon.follow_alias_sql("DB.SCH.M", "v2", ["v1", "v2", None], _settings(warehouse="ALERT_WH"), [rule],
+                                      if_not_exists=False, schedule="USING CRON 0 8 * * * UTC")
+    assert statements[1].startswith("CREATE MODEL MONITOR DB.SCH.M_V2_MONITOR WITH\n")
+    assert statements[2:4] == ["ALTER MODEL MONITOR DB.SCH.M_V2_MONITOR RESUME",
+                               "ALTER MODEL MONITOR IF EXISTS DB.SCH.M_V1_MONITOR SUSPEND"]
+    alert = statements[5]
+    assert alert.startswith("CREATE OR REPLACE ALERT DB.SCH.M_LOW_ALERT\n  WAREHOUSE = ALERT_WH\n"
+                            "  SCHEDULE = 'USING CRON 0 8 * * * UTC'\n  IF (EXISTS (")
+    assert statements[6:] == ["ALTER ALERT DB.SCH.M_LOW_ALERT RESUME"]
+
+
+def test_a_multiclass_monitor_reads_predicted_and_actual_classes_only():
+    settings = _settings(actual_score_columns=["ACTUAL_SCORE"])
+    multiclass = mon.for_task(settings, "multiclass")
+    assert (multiclass.prediction_score_columns, multiclass.actual_score_columns) == ([], [])
+    assert (multiclass.prediction_class_columns, multiclass.actual_class_columns) == (
+        settings.prediction_class_columns, settings.actual_class_columns)

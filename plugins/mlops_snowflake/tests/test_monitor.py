@@ -318,9 +318,7 @@ def test_each_task_is_monitored_with_its_own_columns_and_metrics():
     assert all("'RMSE'" in s or "'MAE'" in s or "'MSE'" in s or "'MAPE'" in s
                for s in mon.metrics_sql("M_V1_MONITOR", regression, task="regression") if "PERFORMANCE" in s)
     assert not any("'F1_SCORE'" in s for s in mon.metrics_sql("M_V1_MONITOR", regression, task="regression"))
-    from types import SimpleNamespace  # the core's rules gain rmse with the regression task (another branch)
-
-    rmse = [SimpleNamespace(name="rmse_high", metric="rmse", op=">", threshold=3.0, window="last", columns=None)]
+    rmse = build_rules({"rmse_high": {"metric": "rmse", "op": ">", "threshold": 3.0}})
     create = next(s for s in mon.alerts_sql(rmse, "M", "M_V1_MONITOR", warehouse="WH") if "OR REPLACE ALERT" in s)
     assert "MODEL_MONITOR_PERFORMANCE_METRIC('M_V1_MONITOR', 'RMSE', '7 DAY'" in create
     sql_grammar.parse_alert(create)
