@@ -157,7 +157,7 @@ class SnowML:
     ``mv.run`` scores with the ContractModel that was logged (what the warehouse would run), on pandas or
     on a Snowpark DataFrame (returning a DataFrame of the same session with every input column kept);
     ``mv.export`` writes the version's files with snowflake-ml's real ModelPackager. ``perturb`` shifts
-    the scores ``mv.run`` returns, to simulate dependency drift.
+    the scores ``mv.run`` returns, to simulate dependency drift; ``fail_run`` is an exception it raises.
     """
 
     def __init__(self, stage):
@@ -175,6 +175,7 @@ class SnowML:
         self.stage = stage            # where "uploaded" artifacts go, as log_model uploads to a stage
         self.clock = datetime(2024, 1, 1)
         self.perturb = 0.0
+        self.fail_run = None
         self.fail_log = None          # an exception log_model raises (after creating the version if fail_after_create)
         self.fail_after_create = False
 
@@ -266,6 +267,8 @@ class SnowML:
 
     def _run(self, entry, name, X, *, function_name=None, **kwargs):
         assert function_name == "predict"
+        if self.fail_run is not None:
+            raise self.fail_run
         model = entry["versions"][name]["model"]
         if isinstance(X, pd.DataFrame):
             out = model.predict(X)

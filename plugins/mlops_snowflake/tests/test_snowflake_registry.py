@@ -245,6 +245,16 @@ def test_mismatch_on_a_new_model_deletes_the_model(registry, snowml, trained_mod
     snowml.registry.delete_model.assert_called_once_with("MORTGAGE_XGB")
 
 
+def test_a_version_the_registry_cannot_score_is_deleted_with_the_reason(registry, snowml, trained_model, frame, log):
+    log(registry, trained_model, frame)
+    snowml.fail_run = RuntimeError("warehouse WH is suspended\n  at line 2")
+    with pytest.raises(MlopsError) as info:
+        log(registry, trained_model, frame)
+    assert str(info.value) == ("the registered model could not score its sample input: RuntimeError: warehouse WH is "
+                               "suspended; version V2 was deleted again")
+    assert list(snowml.models["MORTGAGE_XGB"]["versions"]) == ["V1"]
+
+
 def test_tiny_differences_within_tolerance_pass(registry, snowml, trained_model, frame, log):
     snowml.perturb = 1e-8
     assert log(registry, trained_model, frame)["version_name"] == "V1"
