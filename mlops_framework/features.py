@@ -366,7 +366,7 @@ def infer_task(series: pd.Series, target: str) -> str:
     if distinct == 2:
         return "binary"
     kind = _kind(series)
-    if kind in ("categorical", "bool"):
+    if kind == "categorical":  # bools have at most two values: binary above
         return "multiclass"
     if kind != "numeric":
         raise MlopsError(f"target column {target!r} has {kind} values: a target must hold numbers, strings or bools")
@@ -414,7 +414,7 @@ def _kind(series: pd.Series) -> str:
         return "empty"
     if inferred == "boolean":
         return "bool"
-    if inferred in ("string", "categorical"):
+    if inferred == "string":  # infer_dtype says "categorical" only of the dtype checked above
         return "categorical"
     if inferred in ("date", "datetime", "datetime64", "time", "period"):
         return "time"
