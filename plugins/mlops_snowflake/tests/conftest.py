@@ -157,7 +157,8 @@ class SnowML:
     ``mv.run`` scores with the ContractModel that was logged (what the warehouse would run), on pandas or
     on a Snowpark DataFrame (returning a DataFrame of the same session with every input column kept);
     ``mv.export`` writes the version's files with snowflake-ml's real ModelPackager. ``perturb`` shifts
-    the scores ``mv.run`` returns, to simulate dependency drift; ``fail_run`` is an exception it raises.
+    the scores ``mv.run`` returns, to simulate dependency drift; ``fail_run`` is an exception it raises;
+    ``run_columns`` renames the columns it returns (old name -> new name).
     """
 
     def __init__(self, stage):
@@ -176,6 +177,7 @@ class SnowML:
         self.clock = datetime(2024, 1, 1)
         self.perturb = 0.0
         self.fail_run = None
+        self.run_columns = {}
         self.fail_log = None          # an exception log_model raises (after creating the version if fail_after_create)
         self.fail_after_create = False
 
@@ -273,7 +275,7 @@ class SnowML:
         if isinstance(X, pd.DataFrame):
             out = model.predict(X)
             out["PREDICTED_SCORE"] += self.perturb
-            return out
+            return out.rename(columns=self.run_columns)
         pdf = X.to_pandas()
         out = model.predict(pdf)
         out["PREDICTED_SCORE"] += self.perturb

@@ -255,6 +255,16 @@ def test_a_version_the_registry_cannot_score_is_deleted_with_the_reason(registry
     assert list(snowml.models["MORTGAGE_XGB"]["versions"]) == ["V1"]
 
 
+def test_the_registry_s_output_columns_are_found_quoted_or_in_any_case(registry, snowml, trained_model, frame, log):
+    snowml.run_columns = {"PREDICTED_SCORE": '"predicted_score"', "PREDICTED_RESPONSE": "Predicted_Response"}
+    assert log(registry, trained_model, frame)["version_name"] == "V1"
+    snowml.run_columns = {"PREDICTED_SCORE": "SCORE"}
+    with pytest.raises(MlopsError) as info:
+        log(registry, trained_model, frame)
+    assert str(info.value).startswith("the registered model's predict returned no PREDICTED_SCORE; it returned: ")
+    assert "SCORE, PREDICTED_RESPONSE" in str(info.value) and str(info.value).endswith("version V2 was deleted again")
+
+
 def test_tiny_differences_within_tolerance_pass(registry, snowml, trained_model, frame, log):
     snowml.perturb = 1e-8
     assert log(registry, trained_model, frame)["version_name"] == "V1"
