@@ -265,6 +265,12 @@ def test_the_registry_s_output_columns_are_found_quoted_or_in_any_case(registry,
     assert "SCORE, PREDICTED_RESPONSE" in str(info.value) and str(info.value).endswith("version V2 was deleted again")
 
 
+def test_every_output_column_missing_is_named(registry, snowml, trained_model, frame, log):
+    snowml.run_columns = {"PREDICTED_SCORE": "S", "PREDICTED_RESPONSE": "R"}
+    with pytest.raises(MlopsError, match="^the registered model's predict returned no PREDICTED_SCORE, PREDICTED_RESPONSE;"):
+        log(registry, trained_model, frame)
+
+
 def test_tiny_differences_within_tolerance_pass(registry, snowml, trained_model, frame, log):
     snowml.perturb = 1e-8
     assert log(registry, trained_model, frame)["version_name"] == "V1"
