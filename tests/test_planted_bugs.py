@@ -76,7 +76,7 @@ def test_snowflake_drift_alerts_on_absolute_values_keep_abs():
     pytest.importorskip("mlops_snowflake", reason="the Snowflake plugin is not installed")
     from mlops_snowflake import monitor as mon
 
-    sql = mon.rule_condition(rule, "M_V1_MONITOR", columns=["INCOME"])
+    sql = mon.rule_condition(rule, "M_V1_MONITOR", columns=["INCOME"], window="7 DAY")
     assert "WHERE ABS(METRIC_VALUE) > 0.2" in sql
 
 
