@@ -158,7 +158,7 @@ class SnowML:
     on a Snowpark DataFrame (returning a DataFrame of the same session with every input column kept);
     ``mv.export`` writes the version's files with snowflake-ml's real ModelPackager. ``perturb`` shifts
     the scores ``mv.run`` returns, to simulate dependency drift; ``fail_run`` is an exception it raises;
-    ``run_columns`` renames the columns it returns (old name -> new name).
+    ``run_columns`` renames the columns it returns (old name -> new name); ``run_rows`` keeps only that many rows.
     """
 
     def __init__(self, stage):
@@ -178,6 +178,7 @@ class SnowML:
         self.perturb = 0.0
         self.fail_run = None
         self.run_columns = {}
+        self.run_rows = None
         self.fail_log = None          # an exception log_model raises (after creating the version if fail_after_create)
         self.fail_after_create = False
 
@@ -275,7 +276,7 @@ class SnowML:
         if isinstance(X, pd.DataFrame):
             out = model.predict(X)
             out["PREDICTED_SCORE"] += self.perturb
-            return out.rename(columns=self.run_columns)
+            return out.rename(columns=self.run_columns).head(self.run_rows)
         pdf = X.to_pandas()
         out = model.predict(pdf)
         out["PREDICTED_SCORE"] += self.perturb

@@ -233,6 +233,7 @@ def test_prediction_mismatch_deletes_the_version_and_shows_rows(registry, snowml
     message = str(info.value)
     assert "differ from the local ones on 10 of 10 sample rows" in message
     assert "row 0: {'APPLICANT_INCOME_000S'" in message and "local 0." in message and "registry 0." in message
+    assert "\n  row 9: {" in message and "more" not in message, "every row of the sample shown, one a line"
     assert "version V2 was deleted again" in message
     assert list(snowml.models["MORTGAGE_XGB"]["versions"]) == ["V1"]
 
@@ -269,6 +270,26 @@ def test_every_output_column_missing_is_named(registry, snowml, trained_model, f
     snowml.run_columns = {"PREDICTED_SCORE": "S", "PREDICTED_RESPONSE": "R"}
     with pytest.raises(MlopsError, match="^the registered model's predict returned no PREDICTED_SCORE, PREDICTED_RESPONSE;"):
         log(registry, trained_model, frame)
+
+
+def test_mismatches_beyond_the_rows_shown_are_counted(registry, snowml, trained_model, frame, kit, log):
+    snowml.perturb = 1e-3
+    with pytest.raises(MlopsError) as info:
+        log(registry, trained_model, frame, sample_input=frame[kit.INPUTS].head(12))
+    assert "differ from the local ones on 12 of 12 sample rows" in str(info.value)
+    assert "\n  row 9: {" in str(info.value) and "row 10:" not in str(info.value)
+    assert "\n  ... and 2 more; " in str(info.value)
+
+
+def test_a_registry_answer_with_rows_missing_is_refused(registry, snowml, trained_model, frame, log):
+    snowml.run_rows = 3
+    with pytest.raises(MlopsError, match="^the registered model scored 3 rows of a 10-row sample; version V1"):
+        log(registry, trained_model, frame)
+
+
+def test_a_difference_equal_to_the_tolerance_passes(snowml, fakesnow_session, kit, trained_model, frame, log):
+    exact = SnowflakeRegistry(kit.FakeConnection(fakesnow_session), database="DB", schema="S", tolerance=0.0)
+    assert log(exact, trained_model, frame)["version_name"] == "V1"
 
 
 def test_tiny_differences_within_tolerance_pass(registry, snowml, trained_model, frame, log):
