@@ -1202,6 +1202,13 @@ def test_confusion_counts_missing_cells_are_zero_and_the_last_class_is_positive(
     assert mixed["accuracy"] == 1.0 and "tp" in mixed
 
 
+def test_binary_metrics_of_more_classes_are_of_the_last_and_absent_cells_count_zero():
+    three = M.metrics_from_confusion({("a", "a"): 2, ("c", "c"): 1, ("b", "c"): 1}, average="binary")
+    assert (three["precision"], three["recall"]) == (0.5, 1.0)
+    never_positive = M.metrics_from_confusion({(0, 0): 3, (1, 0): 1})
+    assert [never_positive[k] for k in ("tn", "fp", "fn", "tp")] == [3, 0, 1, 0]
+
+
 def test_alerts_are_stamped_and_every_row_and_version_is_looked_at():
     result = {"performance": [
         {"window_start": 14, "window_end": 21, "model_version": "V1", "f1": 0.1},
