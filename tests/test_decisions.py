@@ -136,6 +136,18 @@ def _contract(task="binary", classes=("no", "yes")):
     return F.FeatureContract(["A", "B"], {"C": ["x"]}, "T", list(classes), "onehot", "ignore", task)
 
 
+def test_too_many_classes_for_binary_are_shown_ten_at_most_and_mixed_types_five():
+    with pytest.raises(MlopsError) as info:
+        F._learn_classes(pd.Series(range(10)), "T", "binary")
+    assert f"has 10 classes ({', '.join(map(str, range(10)))}): binary" in str(info.value)
+    with pytest.raises(MlopsError) as info:
+        F._learn_classes(pd.Series(range(11)), "T", "binary")
+    assert f"has 11 classes ({', '.join(map(str, range(10)))}, ...): binary" in str(info.value)
+    with pytest.raises(MlopsError) as info:
+        F._learn_classes(pd.Series(["a", 1, "b", 2, "c", 3, "d"], dtype=object), "T", "multiclass")
+    assert str(info.value) == "target column 'T' mixes value types: ['a', 1, 'b', 2, 'c']"
+
+
 def test_missing_columns_are_named_with_what_was_found():
     contract = _contract()
     contract.check_columns(["C", "B", "A", "EXTRA"])
