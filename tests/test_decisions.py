@@ -186,7 +186,8 @@ def test_target_values_become_class_indices_or_numbers():
         assert codes.tolist() == [1, 0, 1] and codes.dtype == np.int32
     numbers = _contract("regression", ()).encode_target(pa.array([1, 2.5]))
     assert numbers.tolist() == [1.0, 2.5] and numbers.dtype == np.float64
-    assert _contract("regression", ()).encode_target(["3", 4]).tolist() == [3.0, 4.0]
+    whole = _contract("regression", ()).encode_target(["3", 4])
+    assert whole.tolist() == [3.0, 4.0] and whole.dtype == np.float64, "whole numbers too"
 
 
 def test_target_values_outside_the_classes_or_not_numbers_are_counted_and_shown():
