@@ -3,6 +3,7 @@ on fakesnow, and the registered CustomModel built for real with snowflake-ml's M
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -234,6 +235,7 @@ def test_prediction_mismatch_deletes_the_version_and_shows_rows(registry, snowml
     assert "differ from the local ones on 10 of 10 sample rows" in message
     assert "row 0: {'APPLICANT_INCOME_000S'" in message and "local 0." in message and "registry 0." in message
     assert "\n  row 9: {" in message and "more" not in message, "every row of the sample shown, one a line"
+    assert re.search(r"\n  row 9: \{[^\n]* registry 0\.\d{9}/\d; version V2 was deleted again$", message)
     assert "version V2 was deleted again" in message
     assert list(snowml.models["MORTGAGE_XGB"]["versions"]) == ["V1"]
 
