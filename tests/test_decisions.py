@@ -1061,7 +1061,7 @@ def test_aliases_are_the_file_with_the_history_replayed_over_it(tmp_path):
     for target in ("../../etc", 3):
         (model / "aliases.json").write_text(json.dumps({"PRODUCTION": target}))
         _history(model)
-        with pytest.raises(MlopsError, match=r"alias 'PRODUCTION' in .* points at .*, which is not a version name"):
+        with pytest.raises(MlopsError, match=r"alias 'PRODUCTION' in .*aliases\.json points at .*, which is not a versi"):
             R._current_aliases(model)
 
 
