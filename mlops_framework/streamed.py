@@ -23,7 +23,8 @@ from mlops_framework.errors import MlopsError
 
 STREAMED_STAGES = ("load", "validate", "features", "split", "train", "evaluate", "register", "score")
 BATCH_ROWS = 262_144
-SAMPLE_ROWS = 100_000  # rows the roles are inferred from, and the registered signature and sample
+SAMPLE_ROWS = 100_000  # rows the roles are inferred from
+REGISTERED_SAMPLE_ROWS = 10  # of them, the rows kept for registration (its sample input; dtypes of all of them)
 BLOCK = 1_000  # a class's rows are split in blocks of this many, each with the configured fractions
 TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
 PARTS = {"train": TRAIN, "validation": VALIDATION, "holdout": HOLDOUT}
@@ -55,9 +56,9 @@ class Table:
     columns: list | None
     target: str
 
-    def batches(self):
-        """Every batch, the rows without a target value dropped."""
-        for batch in self.source.batches(columns=self.columns, batch_size=BATCH_ROWS):
+    def batches(self, columns=None):
+        """Every batch of ``columns`` (None: the table's), the rows without a target value dropped."""
+        for batch in self.source.batches(columns=columns or self.columns, batch_size=BATCH_ROWS):
             batch = with_target(batch, self.target)
             if batch.num_rows:
                 yield batch
@@ -135,7 +136,7 @@ def learn(run, table, resolve_task):
     task = resolve_task(spec, run.model._target_, summary[spec.target])
     contract = FeatureContract.fit(summary, numeric=roles.numeric, categorical=roles.categorical, target=spec.target,
                                    encoding=spec.encoding, unseen=spec.unseen, task=task)
-    sample = _sample_frame(sample_batches).head(SAMPLE_ROWS)
+    sample = _sample_frame(sample_batches).head(REGISTERED_SAMPLE_ROWS).copy()
     report = {"rows_read": rows_read, "rows_dropped": {"missing target": missing_target},
               "nulls": {column: count for column, count in nulls.items() if count},
               "nulls_handling": "numeric: missing (NaN) for the model; categorical: no category"}
@@ -246,7 +247,7 @@ def encoded_parts(table, contract, split, wanted):
     the part of each row: ``(X, y, parts)``."""
     codes = np.array(sorted(PARTS[name] for name in wanted), dtype=np.int8)
     assignment = split.new_pass()
-    for batch in table.batches():
+    for batch in table.batches([*contract.input_columns, contract.target]):
         y = contract.encode_target(batch.column(contract.target))
         parts = assignment.parts(y)
         chosen = np.isin(parts, codes)
@@ -284,6 +285,7 @@ def _fit(estimator, contract, table, split, cache):
 
         def next(self, input_data):
             if self._batches is None:
+                _return_freed_heap()
                 self._batches = encoded_parts(table, contract, split, ["train"])
             try:
                 X, y, _ = next(self._batches)
@@ -307,12 +309,32 @@ def _fit(estimator, contract, table, split, cache):
     quantized = xgboost.ExtMemQuantileDMatrix if cache else xgboost.QuantileDMatrix
     matrix = quantized(rows, max_bin=estimator.max_bin, nthread=estimator.n_jobs,
                        enable_categorical=contract.encoding == "native")
+    _return_freed_heap()  # boosting's own buffers come on top of what the passes left
     if contract.task == "multiclass" and len(rows.classes_seen) < len(contract.classes):
         missing = [contract.classes[i] for i in range(len(contract.classes)) if i not in rows.classes_seen]
         raise MlopsError(f"the training split has no rows of class(es) {missing!r}: too few rows of them to learn")
     booster = xgboost.train(params, matrix, estimator.get_num_boosting_rounds(), callbacks=estimator.callbacks)
     del matrix  # its pages close before the cache directory goes
     return booster
+
+
+def _return_freed_heap():
+    """Give the memory freed by the last pass over the rows (XGBoost's sketch, the batches) back to the
+    system: Arrow's pool releases its unused pages, glibc's heap its free ones (``malloc_trim``). Otherwise
+    it stays in the process under the quantized matrix and boosting's buffers."""
+    import ctypes
+    import sys
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except AttributeError:  # musl
+        return
+    trim(0)
 
 
 def _refuse_infinite(columns):

@@ -93,6 +93,25 @@ def test_each_task_trains_from_batches_as_a_bare_fit_on_the_same_rows(task, tmp_
     assert run.results["rows"] == len(kept)
 
 
+def test_the_passes_after_the_first_read_only_the_model_inputs_and_the_target(tmp_path, monkeypatch):
+    frame, target = breast_cancer_yes_no()
+    frame["NOTES"] = "a long free-text note that no model reads " * 4
+    path = tmp_path / "data.parquet"
+    frame.to_parquet(path, index=False)
+    asked = []
+    batches = ParquetSource.batches
+
+    def recorded(self, columns=None, batch_size=262_144):
+        asked.append(columns)
+        return batches(self, columns=columns, batch_size=batch_size)
+
+    monkeypatch.setattr(ParquetSource, "batches", recorded)
+    run = run_on(path, target, tmp_path, "split.stream_from_rows=0", "features.id=NOTES", "model.params.n_estimators=5")
+    inputs = sorted([*run.results["contract"].input_columns, target])
+    assert "NOTES" not in inputs and len(asked) >= 3  # the features pass, training's passes, evaluation's
+    assert [sorted(columns) for columns in asked[1:]] == [inputs] * (len(asked) - 1)
+
+
 def test_what_needs_the_whole_table_keeps_the_in_memory_path(tmp_path):
     frame, target = breast_cancer_yes_no()
     path = tmp_path / "data.parquet"
