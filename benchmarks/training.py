@@ -111,6 +111,59 @@ def measure_limited(argv: list[str], limit_bytes: int) -> dict:
             "command_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
 
 
+def memory_phases(data: str, home: str, n_estimators: int | None) -> dict:
+    """Where the command's peak goes: ``pipeline=train`` on ``data`` in this process, its RSS sampled every
+    20 ms (``/proc/self/status``: native memory too, which tracemalloc does not see), marked at each stage,
+    at each pass XGBoost makes over the training rows and around boosting. Returns ``phases``: ``[name,
+    RSS at its start, peak until the next mark]`` in MiB, in order. Linux only."""
+    import threading
+
+    import xgboost
+
+    from mlops_framework import streamed
+
+    def rss():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
+
+    samples, marks, done = [], [], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append((time.perf_counter(), rss()))
+            time.sleep(0.02)
+
+    def mark(name):
+        marks.append((time.perf_counter(), name, rss()))
+
+    encoded_parts, train = streamed.encoded_parts, xgboost.train
+
+    def passes(table, contract, split, wanted):
+        mark(f"pass over {'+'.join(wanted)} rows")
+        yield from encoded_parts(table, contract, split, wanted)
+
+    def boosting(*args, **kwargs):
+        mark("boosting (the quantized matrix built)")
+        try:
+            return train(*args, **kwargs)
+        finally:
+            mark("boosting done")
+
+    streamed.encoded_parts, xgboost.train = passes, boosting
+    threading.Thread(target=sample, daemon=True).start()
+    run = build_run(train_command(data, home, n_estimators)[2:])
+    for stage in run.stages:
+        mark(f"stage {stage.name}")
+        stage.run(run)
+    mark("end")
+    done.set()
+    phases = []
+    for (start, name, at_start), (end, _, _) in zip(marks, marks[1:]):
+        inside = [value for moment, value in samples if start <= moment < end]
+        phases.append([name, at_start, max(inside, default=at_start)])
+    return {"phases": phases}
+
+
 def pandas_bytes(data: str, rows: int) -> dict:
     """The size of the table ``data`` as pandas holds it (``memory_usage(deep=True)``), from its first
     ``rows`` rows scaled to all of them: what reading the whole table costs before any encoding."""
