@@ -555,12 +555,6 @@ def _split_by_partition(batch, columns: list[str]):
         start += count
 
 
-def _value_type(arrow_type: pa.DataType) -> pa.DataType:
-    import pyarrow as pa
-
-    return arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
-
-
 def _partition_segment(value) -> str:
     if value is None:
         return _HIVE_NULL
