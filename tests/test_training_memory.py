@@ -159,6 +159,16 @@ def test_a_time_split_streams_and_takes_the_rows_the_in_memory_split_takes(tmp_p
     assert streamed_run.results["metrics"] == pytest.approx(in_memory.results["metrics"], rel=1e-6, abs=1e-9)
 
 
+def test_time_keys_sort_numbers_as_numpy_sorts_them_missing_last():
+    import pyarrow as pa
+
+    values = np.array([3.0, -1.0, -2.5, 0.0, -0.0, np.inf, -np.inf, np.nan, 1e-300, -1e-300, 2.0, 3.0])
+    keys = streamed.order_keys(pa.array(values))
+    np.testing.assert_array_equal(np.argsort(keys, kind="stable"), np.argsort(values, kind="stable"))
+    with_null = streamed.order_keys(pa.array([5, None, -7, 5], pa.int16()))
+    assert np.argsort(with_null, kind="stable").tolist() == [2, 0, 3, 1]
+
+
 def pa_batch(frame):
     import pyarrow as pa
 
