@@ -1,11 +1,14 @@
-"""A sweep's trial configs, composed once per group choice (``hydra_plugins.mlops_local_launcher.composition``),
+"""A sweep's trial configs, composed once per group choice (``mlops_framework.trial_composition``),
 equal Hydra's own composition of each trial: values, groups, the optional ``connection`` group a plugin's
 search path brings, Hydra's override records."""
 
+import importlib
+
 import pytest
+from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
-from hydra_plugins.mlops_local_launcher import composition
+from mlops_framework import trial_composition as composition
 from mlops_framework import config
 from mlops_framework.plugins import Components, get_plugin_manager
 
@@ -51,6 +54,10 @@ def test_trial_configs_equal_hydras_and_compose_each_group_choice_once(loader_an
     assert expected[2][0]["connection"]["role"] == "ANALYST" and "tags" not in expected[6][0]
     # the first four trials choose the same groups: Hydra composed them once
     assert len(composed) == len(TRIALS) - 3
+    composition.load_sweep_config(loader, sweep, TRIALS[-1])
+    Plugins._scan_all_plugins([importlib.import_module("hydra_plugins")])  # as in a worker, between trials
+    composition.load_sweep_config(loader, sweep, TRIALS[-1])
+    assert len(composed) == len(TRIALS) - 3, "Hydra's plugin scan emptied the cache"
     assert not any("max_depth" in line for lines in composed for line in lines)
 
 

@@ -134,12 +134,12 @@ def set_job_number(config: DictConfig, number: int) -> None:
 
 def run_trial(number, overrides, hydra_context, config, task_function, singleton_state) -> JobReturn:
     """Run one trial in this process as Hydra's launchers do; returns its ``JobReturn``. Its config is
-    Hydra's, composed without redoing what earlier trials in this process composed (``composition``)."""
+    Hydra's, without redoing what earlier trials here composed (``mlops_framework.trial_composition``)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
     from hydra.core.utils import run_job
 
-    from hydra_plugins.mlops_local_launcher.composition import load_sweep_config
+    from mlops_framework.trial_composition import load_sweep_config
 
     setup_globals()
     Singleton.set_state(singleton_state)

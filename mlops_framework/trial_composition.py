@@ -15,7 +15,8 @@ Which overrides are values is Hydra's rule (its ``Overrides``): not a group of t
 A value override whose key is under ``hydra.job``, ``hydra.runtime``, ``hydra.overrides`` or
 ``hydra.searchpath`` (what Hydra's bookkeeping reads or writes) stays in the composition Hydra does. A
 change to a config file under a ``file://`` source (its size or modification time, or a file added or
-removed) makes the next trial compose afresh. One composition is kept at a time.
+removed) makes the next trial compose afresh. One composition is kept at a time, here rather than in
+``hydra_plugins``: Hydra's plugin scan runs the modules there again, which would empty it.
 """
 
 from __future__ import annotations
