@@ -126,10 +126,15 @@ def _run(overrides):
     from mlops_framework import config
 
     _check_override_syntax(overrides)
+    multirun = any(item in ("-m", "--multirun") for item in overrides)
+    if multirun:
+        from mlops_framework.workers import start_forkserver_for
+
+        start_forkserver_for(overrides)  # its imports overlap with Hydra composing the sweep
     components = _components()
     config.register_resolvers()
 
-    composing = _HydraStderr(held=not any(item in ("-m", "--multirun") for item in overrides))
+    composing = _HydraStderr(held=not multirun)
 
     def task(cfg):
         from mlops_framework import shared_data
