@@ -34,6 +34,8 @@ class Sizes:
     sweep_weeks: int
     sweep_rows_per_week: int
     n_estimators: int | None = None  # None: conf/model/xgboost.yaml's; --quick trains small models
+    big_train_trees: int | None = None  # the training commands on score_rows rows (None: n_estimators)
+    big_train_rounds: int = 2  # rounds of those commands (each contender once a round)
 
     @property
     def score_rows(self) -> int:
@@ -49,9 +51,11 @@ class Sizes:
 
 
 # 369,245 rows (the demo notebook's size) = 5 weeks x 73,849.
+# 10M-row training: 50 trees, one round (200 trees and two rounds of the bare script, which needs 9 GiB,
+# would take over an hour on 2 cores).
 FULL = Sizes(score_weeks=100, small_weeks=10, rows_per_week=100_000, repeats=3, train_weeks=5,
              train_rows_per_week=73_849, train_repeats=5, startup_repeats=7, sweep_trials=8,
-             sweep_weeks=10, sweep_rows_per_week=5_000)
+             sweep_weeks=10, sweep_rows_per_week=5_000, big_train_trees=50, big_train_rounds=1)
 QUICK = Sizes(score_weeks=2, small_weeks=2, rows_per_week=20_000, repeats=1, train_weeks=2,
               train_rows_per_week=5_000, train_repeats=1, startup_repeats=2, sweep_trials=2,
               sweep_weeks=4, sweep_rows_per_week=300, n_estimators=20)

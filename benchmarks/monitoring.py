@@ -9,7 +9,7 @@ process (start-up, imports, the report stage and exit included), with the defaul
   of ``repeats`` runs, each a first run (the monitor tables are emptied before each).
 - incremental: one more week is scored into the table (its own WEEK partition), then the same monitor
   command runs again and computes only the new week's window; median of ``repeats`` runs, each run's
-  recorded rows removed before the next.
+  recorded rows removed before the next; then the same command with nothing new (its fixed cost).
 - peer: Evidently's ``DataDriftPreset`` report (``benchmarks/peer.py``) on the same rows and the same
   columns the monitor watches (from the Parquet file: reference WEEK <= 5, current the rest), in its
   own Python (``MLOPS_BENCH_PEER_PYTHON``); skipped, saying so, when that is not set.
@@ -131,6 +131,8 @@ def run(ctx) -> list[Row]:
         again_runs.append(_last_monitor(home))
         if i < repeats - 1:
             child("benchmarks.monitoring:forget_monitor_runs", warehouse=warehouse, since=since)
+    ctx.log("  monitoring again with nothing new (the command's fixed cost)")
+    idle = [_measure(monitor) for _ in range(repeats)]
     os.environ.get("MLOPS_BENCH_KEEP") or shutil.rmtree(home, ignore_errors=True)
 
     watched = sorted({d["column"] for d in first_runs[-1].get("drift", []) if d.get("role") == "feature"})
@@ -157,7 +159,9 @@ def run(ctx) -> list[Row]:
             detail=f"{again_s:.2f} s (runs: {_runs(again, 2)}) computing "
                    f"{len(new.get('performance') or [])} new window(s), {new.get('windows_unchanged')} of "
                    f"{new.get('windows_total')} unchanged, after {week['rows']:,} new rows; breakdown of the "
-                   f"monitor stage in-process: {_phases(new)}"),
+                   f"monitor stage in-process: {_phases(new)}; the same command with nothing new "
+                   f"{median(r['seconds'] for r in idle):.2f} s (runs: {_runs(idle, 2)}): its fixed cost, "
+                   f"start-up, composing, the recorded results, one scan of the table, the report"),
     ]
     if peer is None:
         skipped = f"skipped: {PEER_ENV} is not set (Evidently lives in its own environment, see benchmarks/peer.py)"

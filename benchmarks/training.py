@@ -111,6 +111,59 @@ def measure_limited(argv: list[str], limit_bytes: int) -> dict:
             "command_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
 
 
+def memory_phases(data: str, home: str, n_estimators: int | None) -> dict:
+    """Where the command's peak goes: ``pipeline=train`` on ``data`` in this process, its RSS sampled every
+    20 ms (``/proc/self/status``: native memory too, which tracemalloc does not see), marked at each stage,
+    at each pass XGBoost makes over the training rows and around boosting. Returns ``phases``: ``[name,
+    RSS at its start, peak until the next mark]`` in MiB, in order. Linux only."""
+    import threading
+
+    import xgboost
+
+    from mlops_framework import streamed
+
+    def rss():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
+
+    samples, marks, done = [], [], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append((time.perf_counter(), rss()))
+            time.sleep(0.02)
+
+    def mark(name):
+        marks.append((time.perf_counter(), name, rss()))
+
+    encoded_parts, train = streamed.encoded_parts, xgboost.train
+
+    def passes(table, contract, split, wanted):
+        mark(f"pass over {'+'.join(wanted)} rows")
+        yield from encoded_parts(table, contract, split, wanted)
+
+    def boosting(*args, **kwargs):
+        mark("boosting (the quantized matrix built)")
+        try:
+            return train(*args, **kwargs)
+        finally:
+            mark("boosting done")
+
+    streamed.encoded_parts, xgboost.train = passes, boosting
+    threading.Thread(target=sample, daemon=True).start()
+    run = build_run(train_command(data, home, n_estimators)[2:])
+    for stage in run.stages:
+        mark(f"stage {stage.name}")
+        stage.run(run)
+    mark("end")
+    done.set()
+    phases = []
+    for (start, name, at_start), (end, _, _) in zip(marks, marks[1:]):
+        inside = [value for moment, value in samples if start <= moment < end]
+        phases.append([name, at_start, max(inside, default=at_start)])
+    return {"phases": phases}
+
+
 def pandas_bytes(data: str, rows: int) -> dict:
     """The size of the table ``data`` as pandas holds it (``memory_usage(deep=True)``), from its first
     ``rows`` rows scaled to all of them: what reading the whole table costs before any encoding."""
@@ -133,30 +186,34 @@ def user_commands(ctx) -> list[Row]:
     sizes = ctx.sizes
     home = ctx.scratch("home-training")
     measured = {}
+    big_trees = sizes.big_train_trees or sizes.n_estimators
     for weeks in dict.fromkeys((sizes.small_weeks, sizes.score_weeks)):
         data, rows = ctx.data(weeks), weeks * sizes.rows_per_week
+        trees, rounds = ((sizes.n_estimators, min(2, sizes.repeats)) if weeks == sizes.small_weeks
+                         else (big_trees, sizes.big_train_rounds))
         framework, bare = [], []
-        for i in range(min(2, sizes.repeats)):
-            ctx.log(f"  mlops run pipeline=train and the bare script on {rows:,} rows (round {i + 1})")
+        for i in range(rounds):
+            ctx.log(f"  mlops run pipeline=train and the bare script on {rows:,} rows (round {i + 1} of {rounds})")
             for contender in (("framework", "bare") if i % 2 == 0 else ("bare", "framework")):
                 shutil.rmtree(home, ignore_errors=True)
                 if contender == "framework":
                     framework.append(child("benchmarks.common:measure_command", timeout=7200,
-                                           argv=train_command(data, home, sizes.n_estimators)))
+                                           argv=train_command(data, home, trees)))
                 else:
                     bare.append(child("benchmarks.training:bare_script", timeout=7200, data=str(data),
-                                      n_estimators=sizes.n_estimators))
+                                      n_estimators=trees))
         measured[rows] = {"seconds": median(r["seconds"] for r in framework),
                           "bare_seconds": median(r["child_s"] for r in bare),
                           "rss": max(r["command_peak_rss"] for r in framework) / GIB,
-                          "bare_rss": max(r["peak_rss"] for r in bare) / GIB}
+                          "bare_rss": max(r["peak_rss"] for r in bare) / GIB, "trees": trees or 200,
+                          "rounds": rounds}
     small, big = measured[sizes.small_rows], measured[sizes.score_rows]
     label = {n: f"{n / 1e6:g}M rows" for n in measured}
-    trees = f"{sizes.n_estimators or 200} trees"
     out = [
         Row("training", f"mlops run pipeline=train / bare script, {label[n]}", m["seconds"] / m["bare_seconds"], "<=",
-            1.15, detail=f"command {m['seconds']:.1f} s, bare script {m['bare_seconds']:.1f} s ({trees}; whole "
-                         f"processes; the command also validates, evaluates and registers)")
+            1.15, detail=f"command {m['seconds']:.1f} s, bare script {m['bare_seconds']:.1f} s ({m['trees']} trees, "
+                         f"{m['rounds']} round(s), medians; whole processes; the command also validates, evaluates "
+                         f"and registers)")
         for n, m in measured.items()
     ]
     out += [
@@ -191,7 +248,7 @@ def larger_than_memory(ctx, home) -> list[Row]:
     shutil.rmtree(home, ignore_errors=True)
     ctx.log(f"  mlops run pipeline=train split.external_memory=true on {sizes.score_rows:,} rows under a "
             f"{limit / GIB:.2f} GiB memory limit (the table in pandas: {table / GIB:.2f} GiB)")
-    argv = train_command(data, home, sizes.n_estimators, "split.external_memory=true")
+    argv = train_command(data, home, sizes.big_train_trees or sizes.n_estimators, "split.external_memory=true")
     result = child("benchmarks.training:measure_limited", timeout=7200, argv=argv, limit_bytes=limit)
     detail = (f"{sizes.score_rows:,} rows, split.external_memory=true; limit {limit / GIB:.2f} GiB (RLIMIT_DATA), "
               f"the table in pandas {table / GIB:.2f} GiB; {result['seconds']:.0f} s")

@@ -763,9 +763,25 @@ def write_table(sink, role: str, rows: list[dict]) -> None:
     existing = _existing_columns(sink)
     if existing:
         schema = pa.schema([field for field in schema if field.name.upper() in existing])
-    table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+    table = arrow_table([tuple(row.get(name) for name in schema.names) for row in rows], schema)
     with sink.open() as writer:
         writer.write(table)
+
+
+_DUCKDB_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT", "timestamp[us]": "TIMESTAMP"}
+
+
+def arrow_table(rows: list[tuple], schema):
+    """``rows`` (tuples in ``schema``'s order) as an Arrow table of ``schema``, built by DuckDB: pyarrow imports
+    pandas (about a second) to convert any Python value, and an incremental monitor run has no other use for it."""
+    import duckdb
+
+    from mlops_framework.contracts import quote_identifier
+
+    columns = ", ".join(f"unnest(${i + 1}::{_DUCKDB_TYPES[str(f.type)]}[]) AS {quote_identifier(f.name)}"
+                        for i, f in enumerate(schema))
+    with duckdb.connect() as con:
+        return con.sql(f"SELECT {columns}", params=[list(column) for column in zip(*rows)]).to_arrow_table().cast(schema)
 
 
 def _existing_columns(sink) -> set[str] | None:

@@ -183,7 +183,7 @@ def split(run):
     if "table" in run.results:
         from mlops_framework import streamed
 
-        run.results["row_split"] = streamed.row_split(run, _need(run, "contract", "split"))
+        run.results["row_split"] = streamed.row_split(run, _need(run, "contract", "split"), run.results["table"])
         return
     X = _need(run, "X", "split")
     features = run.shared.key_holding("features", "X", X) if run.shared else None
@@ -504,14 +504,16 @@ PLAN_SAMPLED = ("csv", "parquet", "duckdb", "synthetic")  # local sources mlops 
 def _describe_split(run):
     spec = run.split
     if spec.order == "time":
-        return (f"by time ({run.features.time or 'features.time unset'}): train/validation/holdout "
+        line = (f"by time ({run.features.time or 'features.time unset'}): train/validation/holdout "
                 f"{_fractions(spec)}, the latest rows held out")
-    stratified = "stratified (classification) " if spec.stratify else ""
-    line = f"{stratified}train/validation/holdout {_fractions(spec)}, seed {spec.seed}"
+        how = "the time column read once to find where validation and holdout start"
+    else:
+        stratified = "stratified (classification) " if spec.stratify else ""
+        line = f"{stratified}train/validation/holdout {_fractions(spec)}, seed {spec.seed}"
+        how = "split row by row within each class"
     if spec.stream_from_rows is not None:
         paged = ", its quantized matrix paged to disk" if spec.external_memory else ""
-        line += (f"; an XGBoost model on {spec.stream_from_rows:,} rows or more trains from batches, split row by "
-                 f"row within each class{paged}")
+        line += f"; an XGBoost model on {spec.stream_from_rows:,} rows or more trains from batches, {how}{paged}"
     return line
 
 

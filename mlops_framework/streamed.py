@@ -7,9 +7,11 @@ Arrow batches instead of a pandas frame:
 - ``features`` makes one pass: roles inferred from the first ``SAMPLE_ROWS`` rows (when the config leaves
   them open), the vocabularies, classes, null counts and rows from every row;
 - ``split`` assigns each row to train, validation or holdout from its class and its rank within the class
-  (:class:`RowSplit`), the same on every pass, batch by batch;
+  (:class:`RowSplit`), or from its time (:class:`TimeSplit`, after one pass reading the time column), the
+  same on every pass, batch by batch;
 - ``train`` feeds the training rows, encoded batch by batch, to an iterator-built ``xgboost.QuantileDMatrix``:
-  memory grows with the quantized matrix (one byte per feature and row), not the raw table;
+  memory grows with the quantized matrix, not the raw table. XGBoost 3.2 keeps per row and feature one byte
+  for its column copy and, for its row index, one byte when no value is missing and four when any is;
 - ``evaluate`` scores the validation and holdout rows batch by batch, keeping only their labels and scores.
 """
 
@@ -23,7 +25,8 @@ from mlops_framework.errors import MlopsError
 
 STREAMED_STAGES = ("load", "validate", "features", "split", "train", "evaluate", "register", "score")
 BATCH_ROWS = 262_144
-SAMPLE_ROWS = 100_000  # rows the roles are inferred from, and the registered signature and sample
+SAMPLE_ROWS = 100_000  # rows the roles are inferred from
+REGISTERED_SAMPLE_ROWS = 10  # of them, the rows kept for registration (its sample input; dtypes of all of them)
 BLOCK = 1_000  # a class's rows are split in blocks of this many, each with the configured fractions
 TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
 PARTS = {"train": TRAIN, "validation": VALIDATION, "holdout": HOLDOUT}
@@ -37,14 +40,31 @@ def streams(run):
     from mlops_framework.contracts import PartitionedSource
 
     threshold = run.split.stream_from_rows
-    if threshold is None or run.split.order != "random" or not run.model._target_.startswith("xgboost."):
+    if threshold is None or not run.model._target_.startswith("xgboost."):
         return False
     if any(stage.name not in STREAMED_STAGES for stage in run.stages):
         return False
     if not (isinstance(run.source, PartitionedSource) and run.source.counts_cheaply):
         return False
+    if run.split.order == "time" and not _orders_as_numbers(run.source, run.features.time):
+        return False
     rows = run.source.count_rows()
     return rows is not None and rows >= threshold
+
+
+_ORDERED_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
+                  "UINTEGER", "FLOAT", "DOUBLE")
+
+
+def _orders_as_numbers(source, time):
+    """Whether ``source``'s column ``time`` is a date, a timestamp or a number (what :class:`TimeSplit`
+    orders batch by batch); another type, or a source that does not describe its columns, is split in memory."""
+    from mlops_framework.contracts import SchemaSource
+
+    if not time or not isinstance(source, SchemaSource):
+        return False
+    kind = dict(source.schema()).get(time, "")
+    return kind.startswith(("TIMESTAMP", "DATE")) or kind in _ORDERED_TYPES
 
 
 @dataclass
@@ -55,9 +75,9 @@ class Table:
     columns: list | None
     target: str
 
-    def batches(self):
-        """Every batch, the rows without a target value dropped."""
-        for batch in self.source.batches(columns=self.columns, batch_size=BATCH_ROWS):
+    def batches(self, columns=None):
+        """Every batch of ``columns`` (None: the table's), the rows without a target value dropped."""
+        for batch in self.source.batches(columns=columns or self.columns, batch_size=BATCH_ROWS):
             batch = with_target(batch, self.target)
             if batch.num_rows:
                 yield batch
@@ -135,7 +155,7 @@ def learn(run, table, resolve_task):
     task = resolve_task(spec, run.model._target_, summary[spec.target])
     contract = FeatureContract.fit(summary, numeric=roles.numeric, categorical=roles.categorical, target=spec.target,
                                    encoding=spec.encoding, unseen=spec.unseen, task=task)
-    sample = _sample_frame(sample_batches).head(SAMPLE_ROWS)
+    sample = _sample_frame(sample_batches).head(REGISTERED_SAMPLE_ROWS).copy()
     report = {"rows_read": rows_read, "rows_dropped": {"missing target": missing_target},
               "nulls": {column: count for column, count in nulls.items() if count},
               "nulls_handling": "numeric: missing (NaN) for the model; categorical: no category"}
@@ -209,6 +229,8 @@ class RowSplit:
         places = np.concatenate([(np.arange(n) + rng.random(n)) / n for n in self.counts.values()])
         return parts[np.argsort(places, kind="stable")]
 
+    columns = ()  # the columns it reads beside the labels
+
     def new_pass(self):
         """A fresh assignment over the rows from the first: ``parts(labels)`` per batch, in order."""
         return _Pass(self)
@@ -219,7 +241,7 @@ class _Pass:
         self.split = split
         self.counts = {}
 
-    def parts(self, labels):
+    def parts(self, labels, batch=None):
         """The part (TRAIN, VALIDATION or HOLDOUT) of each row of the next batch, given its labels."""
         labels = np.asarray(labels)
         strata = labels.astype(np.int64, copy=False) if self.split.stratified else np.zeros(len(labels), np.int64)
@@ -236,8 +258,85 @@ class _Pass:
         return out
 
 
-def row_split(run, contract):
+class TimeSplit:
+    """Train / validation / holdout by time, batch by batch: the rows sorted by ``column`` (stably, missing
+    times last), the first ``n - ceil(n * holdout) - ceil((n - ceil(n * holdout)) * validation)`` train, the
+    next validation, the latest holdout, as the in-memory split orders them.
+
+    ``keys`` (the column's :func:`order_keys` for every row, in the order the source yields them) is read
+    once, to find the key at which validation and holdout start and how many rows come before it; then a
+    pass needs only each batch's own keys, counting the rows that tie with a boundary as they come.
+    """
+
+    def __init__(self, keys, holdout, validation, column):
+        import math
+
+        n = len(keys)
+        n_holdout = math.ceil(n * holdout)
+        n_validation = math.ceil((n - n_holdout) * validation)
+        n_train = n - n_holdout - n_validation
+        if n_train < 1:
+            raise MlopsError(f"cannot split {n} rows by time into train/validation/holdout")
+        self.columns = (column,)
+        self.boundaries = []  # (rank where the part starts, the part, the key at that rank, rows with smaller keys)
+        for start, part in ((n_train, VALIDATION), (n_train + n_validation, HOLDOUT)):
+            if start < n:
+                key = np.partition(keys, start)[start]
+                self.boundaries.append((start, part, key, int(np.count_nonzero(keys < key))))
+
+    def new_pass(self):
+        """A fresh assignment over the rows from the first: ``parts(labels, batch)`` per batch, in order."""
+        return _TimePass(self)
+
+
+class _TimePass:
+    def __init__(self, split):
+        self.split = split
+        self.tied = [0] * len(split.boundaries)  # rows met so far with each boundary's key
+
+    def parts(self, labels, batch):
+        keys = order_keys(batch.column(self.split.columns[0]))
+        out = np.full(len(keys), TRAIN, dtype=np.int8)
+        for i, (start, part, key, smaller) in enumerate(self.split.boundaries):
+            later = keys > key
+            tied = np.flatnonzero(keys == key)
+            later[tied[smaller + self.tied[i] + np.arange(len(tied)) >= start]] = True
+            self.tied[i] += len(tied)
+            out[later] = part
+        return out
+
+
+def order_keys(values):
+    """int64 keys that sort as numpy sorts ``values`` (an Arrow date, timestamp or number column) once pandas
+    has read them: NaN (and null) after every number, -0.0 equal to 0.0; null dates, timestamps and integers
+    last."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    kind = values.type
+    last = np.iinfo(np.int64).max
+    if pa.types.is_floating(kind):
+        numbers = values.cast(pa.float64()).to_numpy(zero_copy_only=False) + 0.0  # nulls become NaN; -0.0 -> 0.0
+        bits = numbers.view(np.int64)
+        keys = np.where(bits < 0, bits ^ np.int64(last), bits)  # IEEE order; NaN above +inf
+        keys[np.isnan(numbers)] = np.int64(0x7FF8000000000000)  # NaN and null alike, as pandas reads them
+        return keys
+    if pa.types.is_timestamp(kind) or pa.types.is_date64(kind):
+        values = values.cast(pa.int64())
+    elif pa.types.is_date32(kind):
+        values = values.cast(pa.int32())
+    return pc.fill_null(values.cast(pa.int64()), last).to_numpy(zero_copy_only=False)
+
+
+def row_split(run, contract, table):
+    """The run's split of the rows of ``table``: :class:`TimeSplit` for ``split.order=time`` (one pass reading
+    the time column), else :class:`RowSplit`."""
     spec = run.split
+    if spec.order == "time":
+        keys = [order_keys(batch.column(run.features.time))
+                for batch in table.batches([run.features.time, contract.target])]
+        return TimeSplit(np.concatenate(keys), spec.holdout, spec.validation, run.features.time)
     return RowSplit(spec.holdout, spec.validation, spec.seed, spec.stratify and contract.task != "regression")
 
 
@@ -246,9 +345,10 @@ def encoded_parts(table, contract, split, wanted):
     the part of each row: ``(X, y, parts)``."""
     codes = np.array(sorted(PARTS[name] for name in wanted), dtype=np.int8)
     assignment = split.new_pass()
-    for batch in table.batches():
+    columns = [*contract.input_columns, contract.target]
+    for batch in table.batches([*columns, *(c for c in split.columns if c not in columns)]):
         y = contract.encode_target(batch.column(contract.target))
-        parts = assignment.parts(y)
+        parts = assignment.parts(y, batch)
         chosen = np.isin(parts, codes)
         if not chosen.any():
             continue
@@ -284,6 +384,7 @@ def _fit(estimator, contract, table, split, cache):
 
         def next(self, input_data):
             if self._batches is None:
+                _return_freed_heap()
                 self._batches = encoded_parts(table, contract, split, ["train"])
             try:
                 X, y, _ = next(self._batches)
@@ -307,12 +408,32 @@ def _fit(estimator, contract, table, split, cache):
     quantized = xgboost.ExtMemQuantileDMatrix if cache else xgboost.QuantileDMatrix
     matrix = quantized(rows, max_bin=estimator.max_bin, nthread=estimator.n_jobs,
                        enable_categorical=contract.encoding == "native")
+    _return_freed_heap()  # boosting's own buffers come on top of what the passes left
     if contract.task == "multiclass" and len(rows.classes_seen) < len(contract.classes):
         missing = [contract.classes[i] for i in range(len(contract.classes)) if i not in rows.classes_seen]
         raise MlopsError(f"the training split has no rows of class(es) {missing!r}: too few rows of them to learn")
     booster = xgboost.train(params, matrix, estimator.get_num_boosting_rounds(), callbacks=estimator.callbacks)
     del matrix  # its pages close before the cache directory goes
     return booster
+
+
+def _return_freed_heap():
+    """Give the memory freed by the last pass over the rows (XGBoost's sketch, the batches) back to the
+    system: Arrow's pool releases its unused pages, glibc's heap its free ones (``malloc_trim``). Otherwise
+    it stays in the process under the quantized matrix and boosting's buffers."""
+    import ctypes
+    import sys
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except AttributeError:  # musl
+        return
+    trim(0)
 
 
 def _refuse_infinite(columns):

@@ -54,12 +54,20 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _serve(connection, env: dict[str, str]) -> None:
-    """A worker's loop: receive a pickled ``(function, args)``, send back ``(ok, value or error)``."""
+def _serve(connection, env: dict[str, str], preload: Sequence[str]) -> None:
+    """A worker's loop: import what ``preload`` names and the forkserver did not (it may have been started
+    with other modules), then receive a pickled ``(function, args)``, send back ``(ok, value or error)``."""
+    import importlib
+
     import cloudpickle
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     os.environ.update(env)
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # as the forkserver's preload: the trial that needs it reports it
+            pass
     while True:
         try:
             payload = connection.recv_bytes()
@@ -77,9 +85,9 @@ def _serve(connection, env: dict[str, str]) -> None:
 
 
 class _Worker:
-    def __init__(self, context, env):
+    def __init__(self, context, env, preload):
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, env), daemon=True)
+        self.process = context.Process(target=_serve, args=(child, env, preload), daemon=True)
         self.process.start()
         child.close()
         self.task = None  # (key, started, deadline) while busy
@@ -102,7 +110,8 @@ class WorkerPool:
         start_forkserver(preload)
         self._context = multiprocessing.get_context("forkserver")
         self._env = thread_env(threads, keep_user_settings)
-        self._workers = [_Worker(self._context, self._env) for _ in range(workers)]
+        self._preload = tuple(preload)
+        self._workers = [_Worker(self._context, self._env, self._preload) for _ in range(workers)]
 
     @property
     def idle(self) -> int:
@@ -157,7 +166,7 @@ class WorkerPool:
     def _replace(self, worker: _Worker, error: str, now: float) -> Outcome:
         key, started, _ = worker.task
         worker.stop(kill=True)
-        self._workers[self._workers.index(worker)] = _Worker(self._context, self._env)
+        self._workers[self._workers.index(worker)] = _Worker(self._context, self._env, self._preload)
         return Outcome(key, False, None, error, now - started)
 
     def close(self, kill: bool = False) -> None:
@@ -196,8 +205,9 @@ _forkserver_started = False
 def start_forkserver(preload: Sequence[str] = DEFAULT_PRELOAD) -> None:
     """Start Python's forkserver importing ``preload`` in the background; returns at once.
 
-    Call it as early as possible (a launcher's ``setup``): the imports then overlap with whatever the
-    parent does next. A forkserver already running keeps what it imported.
+    Call it as early as possible (``start_forkserver_for``, a launcher's ``setup``): the imports then
+    overlap with whatever the parent does next. A forkserver already running keeps what it imported (a
+    ``WorkerPool``'s workers import the rest of their ``preload``).
     """
     global _forkserver_started
     from multiprocessing import forkserver
@@ -205,6 +215,24 @@ def start_forkserver(preload: Sequence[str] = DEFAULT_PRELOAD) -> None:
     forkserver.set_forkserver_preload(list(preload))
     forkserver.ensure_running()
     _forkserver_started = True
+
+
+# Command-line choices whose trials run on warm workers (``hparams_search`` options choose one of them).
+_WORKER_CHOICES = {"hydra/sweeper": "mlops_optuna", "hydra/launcher": "mlops_local", "hparams_search": None}
+
+
+def start_forkserver_for(overrides: Sequence[str]) -> bool:
+    """Start the forkserver (``DEFAULT_PRELOAD``) now when a multirun's command line chooses the Optuna
+    sweeper, the local launcher or an ``hparams_search`` option, whose trials run on warm workers, so that
+    its imports overlap with Hydra composing the sweep's config (2 s of start-up here) rather than follow
+    it. Whether the trials do use workers is known only later (``n_jobs``); a forkserver started for
+    nothing still registers the best trial (``call_warm``). Returns whether it was started."""
+    for override in overrides:
+        key, _, value = override.lstrip("+").partition("=")
+        if key in _WORKER_CHOICES and value not in ("", "null") and _WORKER_CHOICES[key] in (None, value):
+            start_forkserver()
+            return True
+    return False
 
 
 def call_warm(function: Callable, *args: Any) -> Any:

@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # annotations only: importing these at start-up would slow ev
     import pyarrow as pa
 
 _BATCH_VIEW = "__mlops_batch"
-_KEYS_VIEW = "__mlops_partition_keys"
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
@@ -114,7 +113,6 @@ class _DuckDBWriter:
         self._schema = None
         self._existed = False
         self._old_rows_end = None  # the largest rowid before this write; None: nothing to replace
-        self._keys: set[tuple] = set()
         self._queue = None
         self._thread = None
         self._error: BaseException | None = None
@@ -139,7 +137,6 @@ class _DuckDBWriter:
                 raise MlopsError(f"a batch of predictions for table {self._table} does not match the "
                                  f"first batch's columns and types: {exc}") from exc
         if self._partition_by:
-            self._keys.update(_partition_keys(batch, self._partition_by))
             self._count_written(batch)
         self._hand_over(batch)
         self.rows += batch.num_rows
@@ -157,19 +154,16 @@ class _DuckDBWriter:
         if not self._partition_by:
             self._con.execute(f"DELETE FROM {self._quoted} WHERE {old}")
             return
-        import pyarrow as pa
-
-        keys = list(self._keys)
-        key_table = pa.table({c: pa.array([k[i] for k in keys]) for i, c in enumerate(self._partition_by)})
+        written = f"SELECT DISTINCT {', '.join(quote_identifier(c) for c in self._partition_by)} FROM {self._quoted} " \
+                  f"WHERE rowid > {int(self._old_rows_end)}"  # the keys this write brought
         match = " AND ".join(
             f"{self._quoted}.{quote_identifier(c)} IS NOT DISTINCT FROM k.{quote_identifier(c)}" for c in self._partition_by
         )
-        with _registered(self._con, _KEYS_VIEW, key_table):
-            columns = ", ".join(f"k.{quote_identifier(c)}" for c in self._partition_by)
-            for *key, n in self._con.execute(f"SELECT {columns}, count(*) FROM {self._quoted} JOIN {_KEYS_VIEW} AS k "
-                                             f"ON {match} WHERE {old} GROUP BY ALL").fetchall():
-                self.replaced[tuple(key)] = n
-            self._con.execute(f"DELETE FROM {self._quoted} USING {_KEYS_VIEW} AS k WHERE {old} AND {match}")
+        columns = ", ".join(f"k.{quote_identifier(c)}" for c in self._partition_by)
+        for *key, n in self._con.execute(f"SELECT {columns}, count(*) FROM {self._quoted} JOIN ({written}) AS k "
+                                         f"ON {match} WHERE {old} GROUP BY ALL").fetchall():
+            self.replaced[tuple(key)] = n
+        self._con.execute(f"DELETE FROM {self._quoted} USING ({written}) AS k WHERE {old} AND {match}")
 
     def abort(self) -> None:
         """Stop the insert (its transaction is then rolled back by the sink)."""
@@ -250,12 +244,8 @@ class _DuckDBWriter:
         raise MlopsError(f"could not insert predictions into table {self._table}: {self._error}") from self._error
 
     def _count_written(self, batch) -> None:
-        import pyarrow as pa
-
-        counts = pa.Table.from_batches([batch]).group_by(self._partition_by).aggregate([([], "count_all")])
-        for row in counts.to_pylist():
-            key = tuple(row[c] for c in self._partition_by)
-            self.written[key] = self.written.get(key, 0) + row["count_all"]
+        for key, count in _partition_counts(batch, self._partition_by).items():
+            self.written[key] = self.written.get(key, 0) + count
 
     def describe_replaced(self) -> str | None:
         """What re-scoring replaced, e.g. ``WEEK 20-25: 1,000 rows -> 1,300`` (None: nothing replaced)."""
@@ -502,31 +492,29 @@ def _drop_fields(schema: pa.Schema, names: list[str]) -> pa.Schema:
     return schema
 
 
-def _partition_keys(batch, columns: list[str]) -> list[tuple]:
-    """Distinct partition-value tuples of a batch, as Python values."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _partition_counts(batch, columns: list[str]) -> dict[tuple, int]:
+    """The rows of each distinct partition-value tuple of a batch, as Python values, in order of first
+    appearance. Not Arrow's ``group_by``: it loads pyarrow's dataset module, which imports pandas."""
+    import numpy as np
 
-    if len(columns) == 1:
-        return [(v,) for v in pc.unique(batch.column(columns[0])).to_pylist()]
-    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-    keys = table.select(columns).group_by(columns).aggregate([])
-    return list(zip(*(keys.column(c).to_pylist() for c in columns)))
+    group = _partition_groups(batch, columns)
+    if group is None:
+        return {}
+    first = np.unique(group, return_index=True)[1]
+    return {tuple(batch.column(c)[int(row)].as_py() for c in columns): int(count)
+            for row, count in zip(first, np.bincount(group))}
 
 
-def _split_by_partition(batch, columns: list[str]):
-    """(key, rows) for each distinct partition key of a batch, key as in :func:`_partition_keys`.
-
-    One pass instead of one filter per key: the key columns are dictionary-encoded (nulls included)
-    into group numbers in order of first appearance. Rows already grouped by key (data arriving in
-    partition order, the usual case) are sliced without a copy; others are gathered once, stably."""
+def _partition_groups(batch, columns: list[str]):
+    """Each row's group number (``numpy`` int64), groups numbered in order of first appearance: the key
+    columns dictionary-encoded, nulls included. None for an empty batch."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     n = batch.num_rows
     if n == 0:
-        return
+        return None
     group = np.zeros(n, dtype=np.int64)
     for column in columns:
         array = batch.column(column)
@@ -535,13 +523,28 @@ def _split_by_partition(batch, columns: list[str]):
         if pa.types.is_dictionary(array.type):
             array = pc.cast(array, array.type.value_type)
         encoded = pc.dictionary_encode(array, null_encoding="encode")
-        codes = encoded.indices.to_numpy().astype(np.int64)  # nulls are encoded: the indices have none
+        indices = encoded.indices  # int32, no nulls; read through its buffer: to_numpy imports pandas
+        codes = np.frombuffer(indices.buffers()[1], dtype=np.int32, count=len(indices), offset=4 * indices.offset)
         group = group * len(encoded.dictionary) + codes
     if len(columns) > 1:  # renumber the combined codes in order of first appearance
         _, first, group = np.unique(group, return_index=True, return_inverse=True)
         rank = np.empty(len(first), dtype=np.int64)
         rank[np.argsort(first)] = np.arange(len(first))
         group = rank[group]
+    return group
+
+
+def _split_by_partition(batch, columns: list[str]):
+    """(key, rows) for each distinct partition key of a batch, key as in :func:`_partition_counts`.
+
+    One pass instead of one filter per key (:func:`_partition_groups`). Rows already grouped by key (data
+    arriving in partition order, the usual case) are sliced without a copy; others are gathered once, stably."""
+    import numpy as np
+    import pyarrow as pa
+
+    group = _partition_groups(batch, columns)
+    if group is None:
+        return
     if (np.diff(group) < 0).any():
         batch = batch.take(pa.array(np.argsort(group, kind="stable")))
     counts = np.bincount(group)

@@ -259,3 +259,31 @@ def test_killed_scoring_run_leaves_the_previous_table_intact(mlops, home, tmp_pa
     after = table(home)
     assert after.equals(before)
     assert "1,200 rows" in mlops("run", "pipeline=score", *SMALL[:2], check=True).stdout
+
+
+@pytest.mark.parametrize("overrides, compositions, mode", [
+    ([], 1, "RUN"),  # Hydra would compose twice: once only to read hydra.mode
+    (["hydra.mode=MULTIRUN"], 2, "MULTIRUN"),  # an override setting it is still read, by Hydra itself
+])
+def test_a_run_composes_its_config_once_unless_an_override_sets_the_mode(overrides, compositions, mode, home, monkeypatch):
+    from hydra._internal.hydra import Hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from mlops_framework import cli
+
+    composed, modes = [], []
+    compose = Hydra.compose_config
+
+    def counted(self, *args, **kwargs):
+        composed.append(kwargs.get("run_mode"))
+        return compose(self, *args, **kwargs)
+
+    def execute(cfg, components, output_dir, **_):
+        modes.append(HydraConfig.get().mode.name)
+        return {}
+
+    monkeypatch.setattr(Hydra, "compose_config", counted)
+    monkeypatch.setattr(cli, "execute", execute)
+    cli.main(["run", "pipeline=train", *overrides])
+    assert len(composed) == compositions and modes == [mode]
+    assert Hydra.get_mode.__qualname__ == "Hydra.get_mode"  # restored

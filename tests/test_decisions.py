@@ -932,11 +932,14 @@ def test_replaced_keys_are_listed_in_their_natural_order_missing_values_first():
     assert S.describe_replaced(["R"], {("a",): 1, (None,): 2}, {}) == "R None, a: 3 rows -> 0"
 
 
-def test_partition_keys_and_slices_keep_nulls_and_first_appearance_order():
+def test_partition_counts_and_slices_keep_nulls_and_first_appearance_order():
     batch = pa.record_batch({"W": [2, 1, 2, None, 1], "C": ["a", "b", "a", "c", "x"], "V": [0, 1, 2, 3, 4]})
-    assert sorted(S._partition_keys(batch, ["W"]), key=str) == [(1,), (2,), (None,)]
-    assert sorted(S._partition_keys(pa.Table.from_batches([batch]), ["W", "C"]), key=str) == [
-        (1, "b"), (1, "x"), (2, "a"), (None, "c")]
+    counts = S._partition_counts(batch, ["W"])
+    assert counts == {(2,): 2, (1,): 2, (None,): 1} and list(counts) == [(2,), (1,), (None,)]
+    counts = S._partition_counts(pa.Table.from_batches([batch]), ["W", "C"])
+    assert counts == {(2, "a"): 2, (1, "b"): 1, (None, "c"): 1, (1, "x"): 1}
+    assert list(counts) == [(2, "a"), (1, "b"), (None, "c"), (1, "x")]
+    assert S._partition_counts(batch.slice(0, 0), ["W"]) == {}
     parts = [(key, part.column("V").to_pylist()) for key, part in S._split_by_partition(batch, ["W"])]
     assert parts == [((2,), [0, 2]), ((1,), [1, 4]), ((None,), [3])]
     parts = [(key, part.column("V").to_pylist()) for key, part in S._split_by_partition(batch, ["W", "C"])]

@@ -405,24 +405,37 @@ def test_the_task_and_classes_come_from_the_version_record_without_loading_the_m
     assert mon._task_of(run, "v1") == {"task": "multiclass", "classes": ["a", "b", "c"]}
 
 
-def test_a_monitor_command_with_nothing_new_imports_no_pandas(tmp_path, monkeypatch):
+def test_a_monitor_command_with_nothing_or_one_week_new_imports_no_pandas(tmp_path, monkeypatch):
     """`mlops run pipeline=monitor` over windows all recorded reads back what it needs as Arrow and draws
-    no charts: pandas (0.5-1 s of imports) is never loaded."""
+    no charts; with one new week it computes, writes and charts that window. Neither loads pandas (0.5-1 s
+    of imports: pyarrow loads it to convert Python values, to make numpy arrays and for ``group_by``)."""
     import subprocess
     import sys
 
     from mlops_framework.lifecycle import monitor
 
-    _write(tmp_path / "warehouse.duckdb", _scored(weeks=3, n=100))
+    scored = _scored(weeks=4, n=100)
+    _write(tmp_path / "warehouse.duckdb", scored[scored.WEEK <= 3], partition_by=["WEEK"])
     overrides = ["features.numeric=[INCOME]", "features.categorical=[TYPE]", "features.target=Y",
                  "monitor.score_column=SCORE", "monitor.prediction_column=PRED", "monitor.baseline='WEEK <= 2'"]
     monitor(_monitor_run(tmp_path, monkeypatch))
     probe = ("import sys\nfrom mlops_framework.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
              "    print('LOADED=' + ','.join(m for m in ('pandas', 'xgboost', 'sklearn') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", probe, "run", "pipeline=monitor", *overrides], capture_output=True,
-                          text=True, timeout=120, env={**__import__("os").environ, "MLOPS_HOME": str(tmp_path)})
+
+    def monitor_command():
+        return subprocess.run([sys.executable, "-c", probe, "run", "pipeline=monitor", *overrides],
+                              capture_output=True, text=True, timeout=120,
+                              env={**__import__("os").environ, "MLOPS_HOME": str(tmp_path)})
+
+    done = monitor_command()
     assert "(0 computed, 3 unchanged" in done.stdout, done.stdout + done.stderr
     assert "LOADED=\n" in done.stdout
+    _write(tmp_path / "warehouse.duckdb", scored[scored.WEEK == 4], partition_by=["WEEK"])
+    done = monitor_command()
+    assert "(1 computed, 3 unchanged" in done.stdout, done.stdout + done.stderr
+    assert "LOADED=\n" in done.stdout
+    report = max((tmp_path / "runs").glob("*/report.html"), key=lambda page: page.stat().st_mtime)
+    assert 'class="plotly-graph-div"' in report.read_text()
 
 
 def test_categories_no_baseline_has_are_counted_in_their_own_bins(tmp_path, monkeypatch):

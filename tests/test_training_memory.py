@@ -93,8 +93,28 @@ def test_each_task_trains_from_batches_as_a_bare_fit_on_the_same_rows(task, tmp_
     assert run.results["rows"] == len(kept)
 
 
+def test_the_passes_after_the_first_read_only_the_model_inputs_and_the_target(tmp_path, monkeypatch):
+    frame, target = breast_cancer_yes_no()
+    frame["NOTES"] = "a long free-text note that no model reads " * 4
+    path = tmp_path / "data.parquet"
+    frame.to_parquet(path, index=False)
+    asked = []
+    batches = ParquetSource.batches
+
+    def recorded(self, columns=None, batch_size=262_144):
+        asked.append(columns)
+        return batches(self, columns=columns, batch_size=batch_size)
+
+    monkeypatch.setattr(ParquetSource, "batches", recorded)
+    run = run_on(path, target, tmp_path, "split.stream_from_rows=0", "features.id=NOTES", "model.params.n_estimators=5")
+    inputs = sorted([*run.results["contract"].input_columns, target])
+    assert "NOTES" not in inputs and len(asked) >= 3  # the features pass, training's passes, evaluation's
+    assert [sorted(columns) for columns in asked[1:]] == [inputs] * (len(asked) - 1)
+
+
 def test_what_needs_the_whole_table_keeps_the_in_memory_path(tmp_path):
     frame, target = breast_cancer_yes_no()
+    frame["WHEN"] = "2024-01-01"
     path = tmp_path / "data.parquet"
     frame.to_parquet(path, index=False)
     sklearn_model = run_on(path, target, tmp_path / "a", "split.stream_from_rows=0", "model=hist_gradient_boosting",
@@ -104,9 +124,55 @@ def test_what_needs_the_whole_table_keeps_the_in_memory_path(tmp_path):
             "split.stream_from_rows=0"]
     assert streamed.streams(build_run([*base, "pipeline=train"]))
     assert not streamed.streams(build_run([*base, "pipeline=lifecycle"]))  # monitor and explain read the frame
-    assert not streamed.streams(build_run([*base, "pipeline=train", "split=time", "features.time=mean radius",
-                                           "split.stream_from_rows=0"]))
+    assert not streamed.streams(build_run([*base, "pipeline=train", "split=time", "features.time=WHEN",
+                                           "split.stream_from_rows=0"]))  # text: ordered in memory
     assert not streamed.streams(build_run([*base, "pipeline=train", f"split.stream_from_rows={len(frame) + 1}"]))
+
+
+def test_a_time_split_streams_and_takes_the_rows_the_in_memory_split_takes(tmp_path, monkeypatch):
+    import pandas as pd
+
+    frame, target = breast_cancer_yes_no()
+    rng = np.random.default_rng(3)
+    days = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 40, len(frame)), unit="D")  # ties
+    frame["TS"] = pd.Series(days).where(rng.random(len(frame)) > 0.02)  # a few missing times: sorted last
+    path = tmp_path / "data.parquet"
+    frame.to_parquet(path, index=False)
+
+    def whole_table(*args, **kwargs):
+        raise AssertionError("the streamed path read the whole table into memory")
+
+    overrides = ["split=time", "features.time=TS", "model.params.n_estimators=10"]
+    with monkeypatch.context() as patch:
+        patch.setattr(ParquetSource, "read", whole_table)
+        streamed_run = run_on(path, target, tmp_path / "streamed", *overrides, "split.stream_from_rows=0")
+    in_memory = run_on(path, target, tmp_path / "in_memory", *overrides, "split.stream_from_rows=null")
+    assert "frame" not in streamed_run.results and "frame" in in_memory.results
+
+    contract = streamed_run.results["contract"]
+    batches = [frame.iloc[:100], frame.iloc[100:101], frame.iloc[101:]]  # any batch sizes, the same parts
+    assignment = streamed_run.results["row_split"].new_pass()
+    parts = np.concatenate([assignment.parts(contract.encode_target(part[target]), pa_batch(part)) for part in batches])
+    for name, code in streamed.PARTS.items():
+        expected = in_memory.results["splits"][name][0].index
+        np.testing.assert_array_equal(np.flatnonzero(parts == code), np.sort(expected))
+    assert streamed_run.results["metrics"] == pytest.approx(in_memory.results["metrics"], rel=1e-6, abs=1e-9)
+
+
+def test_time_keys_sort_numbers_as_numpy_sorts_them_missing_last():
+    import pyarrow as pa
+
+    values = np.array([3.0, -1.0, -2.5, 0.0, -0.0, np.inf, -np.inf, np.nan, 1e-300, -1e-300, 2.0, 3.0])
+    keys = streamed.order_keys(pa.array(values))
+    np.testing.assert_array_equal(np.argsort(keys, kind="stable"), np.argsort(values, kind="stable"))
+    with_null = streamed.order_keys(pa.array([5, None, -7, 5], pa.int16()))
+    assert np.argsort(with_null, kind="stable").tolist() == [2, 0, 3, 1]
+
+
+def pa_batch(frame):
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_pandas(frame, preserve_index=False)
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "many"])

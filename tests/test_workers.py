@@ -78,3 +78,34 @@ def test_a_warm_call_runs_in_a_fork_of_the_started_forkserver_and_reports_its_er
     assert call_warm(os.getpid) != os.getpid()  # the pool started the forkserver: the sweep's end registers there
     with pytest.raises(MlopsError, match="ValueError: bad trial"):
         call_warm(fail)
+
+
+def imported(name):
+    import sys
+
+    return name in sys.modules
+
+
+def test_workers_import_their_preload_when_the_forkserver_was_started_without_it(pool):
+    from mlops_framework.workers import start_forkserver
+
+    start_forkserver()  # running already (the pool's, or the command line's early start): keeps its imports
+    with WorkerPool(1, threads=1, preload=("colorsys",)) as other:
+        assert run_all(other, (imported, "colorsys"))[0].value is True
+
+
+@pytest.mark.parametrize("overrides, started", [
+    (["-m", "hydra/sweeper=mlops_optuna", "model.params.max_depth=range(1,9)"], True),
+    (["-m", "hparams_search=mortgage_grid"], True),
+    (["-m", "+hparams_search=mortgage_optuna"], True),
+    (["-m", "hydra/launcher=mlops_local", "seed=1,2"], True),
+    (["-m", "seed=1,2"], False),
+    (["-m", "hydra/launcher=basic", "hparams_search=null", "seed=1,2"], False),
+])
+def test_the_forkserver_starts_before_hydra_only_for_commands_choosing_warm_workers(overrides, started, monkeypatch):
+    from mlops_framework import workers
+
+    calls = []
+    monkeypatch.setattr(workers, "start_forkserver", lambda *preload: calls.append(preload))
+    assert workers.start_forkserver_for(overrides) is started
+    assert calls == ([()] if started else [])

@@ -43,7 +43,7 @@ AREAS = {
     "split": (ROOT, _functions("mlops_framework.stages", ["split", "_split", "resolve_task", "_fractions",
                                                           "classification_metrics"])),
     "sinks": (ROOT, _functions("mlops_local.sinks", [
-        "describe_replaced", "_partition_keys", "_split_by_partition", "_partition_segment",
+        "describe_replaced", "_partition_counts", "_partition_groups", "_split_by_partition", "_partition_segment",
         "_DuckDBWriter.finish", "_DuckDBWriter._count_written"])),
     "registry": (ROOT, _functions("mlops_local.registry", [
         "_read_history", "_current_aliases", "_next_version", "_natural_key", "LocalRegistry.rollback",

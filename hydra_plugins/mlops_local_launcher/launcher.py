@@ -133,14 +133,17 @@ def set_job_number(config: DictConfig, number: int) -> None:
 
 
 def run_trial(number, overrides, hydra_context, config, task_function, singleton_state) -> JobReturn:
-    """Run one trial in this process as Hydra's launchers do; returns its ``JobReturn``."""
+    """Run one trial in this process as Hydra's launchers do; returns its ``JobReturn``. Its config is
+    Hydra's, without redoing what earlier trials here composed (``mlops_framework.trial_composition``)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
     from hydra.core.utils import run_job
 
+    from mlops_framework.trial_composition import load_sweep_config
+
     setup_globals()
     Singleton.set_state(singleton_state)
-    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    sweep_config = load_sweep_config(hydra_context.config_loader, config, list(overrides))
     set_job_number(sweep_config, number)
     HydraConfig.instance().set_config(sweep_config)
     return run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
