@@ -93,3 +93,30 @@ def test_a_bad_value_override_fails_as_hydra_fails(loader_and_sweep, bad):
     with pytest.raises(ConfigCompositionException) as ours:
         composition.load_sweep_config(loader, sweep, [bad])
     assert (str(ours.value), repr(ours.value.__cause__)) == (str(hydras.value), repr(hydras.value.__cause__))
+
+
+def test_a_workers_trials_keep_its_plugin_registry_instead_of_scanning_the_plugins_again(monkeypatch):
+    import copy
+
+    from hydra.core.singleton import Singleton
+
+    from hydra_plugins.mlops_local_launcher.launcher import restore_singletons
+
+    saved = Singleton._instances
+    scans = []
+    real = Plugins._scan_all_plugins
+    monkeypatch.setattr(Plugins, "_scan_all_plugins", staticmethod(lambda **kwargs: scans.append(1) or real(**kwargs)))
+    try:
+        registry = Plugins.instance()
+        sent = Singleton.get_state()  # what a sweep sends each trial: without Hydra's Plugins
+        assert Plugins not in sent["instances"]
+        for _ in range(2):
+            state = copy.deepcopy(sent)  # a fresh copy per trial, as unpickled in a worker
+            restore_singletons(state)
+            assert Singleton._instances is state["instances"] and Plugins.instance() is registry
+        assert scans == []
+        Singleton._instances = {}  # a worker's first trial: no registry yet, one scan
+        restore_singletons(copy.deepcopy(sent))
+        assert len(scans) == 1 and Plugins.instance() is not registry
+    finally:
+        Singleton._instances = saved
