@@ -17,6 +17,10 @@ A value override whose key is under ``hydra.job``, ``hydra.runtime``, ``hydra.ov
 change to a config file under a ``file://`` source (its size or modification time, or a file added or
 removed) makes the next trial compose afresh. One composition is kept at a time, here rather than in
 ``hydra_plugins``: Hydra's plugin scan runs the modules there again, which would empty it.
+
+A process can start from another's composition (``composed`` there, ``adopt`` here): the Optuna sweeper
+checks that its first trial composes, in the sweep's own process, and sends what that composed with each
+worker's first trial, so that no worker composes from nothing.
 """
 
 from __future__ import annotations
@@ -64,6 +68,21 @@ def load_sweep_config(config_loader, master_config, overrides: List[str]):
         item_sep=naming.item_sep, exclude_keys=naming.exclude_keys)
     OmegaConf.copy_cache(from_config=master_config, to_config=config)
     return config
+
+
+def composed() -> tuple:
+    """What this process composed and the repository it read, for ``adopt`` in another process."""
+    return dict(_COMPOSED), dict(_REPOSITORIES)
+
+
+def adopt(state: tuple) -> None:
+    """Start from another process's ``composed()`` unless this one composed something itself. Its entries
+    are used only where their keys match: the same config name, overrides, search path and files."""
+    compositions, repositories = state
+    if not _COMPOSED:
+        _COMPOSED.update(compositions)
+    if not _REPOSITORIES:
+        _REPOSITORIES.update(repositories)
 
 
 def _is_searchpath(override) -> bool:

@@ -120,3 +120,25 @@ def test_a_workers_trials_keep_its_plugin_registry_instead_of_scanning_the_plugi
         assert len(scans) == 1 and Plugins.instance() is not registry
     finally:
         Singleton._instances = saved
+
+
+def test_a_worker_adopts_the_sweep_process_composition_and_composes_nothing_for_its_first_trial(loader_and_sweep,
+                                                                                                monkeypatch):
+    import cloudpickle
+
+    loader, sweep = loader_and_sweep
+    expected = as_data(loader.load_sweep_config(sweep, TRIALS[1]))
+    composition.load_sweep_config(loader, sweep, TRIALS[0])  # the sweep's check of its first trial
+    sent = cloudpickle.loads(cloudpickle.dumps(composition.composed()))  # with each worker's first trial
+    monkeypatch.setattr(composition, "_COMPOSED", {})  # a fresh worker
+    monkeypatch.setattr(composition, "_REPOSITORIES", {})
+    composed = []
+    real = type(loader).load_configuration
+    monkeypatch.setattr(type(loader), "load_configuration",
+                        lambda self, *args, **kwargs: composed.append(kwargs["overrides"]) or real(self, *args, **kwargs))
+    composition.adopt(sent)
+    assert as_data(composition.load_sweep_config(loader, sweep, TRIALS[1])) == expected
+    assert composed == []
+    composition.adopt(({}, {}))  # what the worker composed itself stays
+    assert as_data(composition.load_sweep_config(loader, sweep, TRIALS[3])) == as_data(
+        loader.load_sweep_config(sweep, TRIALS[3])) and len(composed) == 1  # Hydra's own, for the comparison

@@ -132,16 +132,19 @@ def set_job_number(config: DictConfig, number: int) -> None:
         config.hydra.job.num = number
 
 
-def run_trial(number, overrides, hydra_context, config, task_function, singleton_state) -> JobReturn:
+def run_trial(number, overrides, hydra_context, config, task_function, singleton_state, composed=None) -> JobReturn:
     """Run one trial in this process as Hydra's launchers do; returns its ``JobReturn``. Its config is
-    Hydra's, without redoing what earlier trials here composed (``mlops_framework.trial_composition``)."""
+    Hydra's, without redoing what earlier trials here, or the process that sent ``composed``, composed
+    (``mlops_framework.trial_composition``)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import run_job
 
-    from mlops_framework.trial_composition import load_sweep_config
+    from mlops_framework.trial_composition import adopt, load_sweep_config
 
     setup_globals()
     restore_singletons(singleton_state)
+    if composed is not None:
+        adopt(composed)
     sweep_config = load_sweep_config(hydra_context.config_loader, config, list(overrides))
     set_job_number(sweep_config, number)
     HydraConfig.instance().set_config(sweep_config)

@@ -201,13 +201,16 @@ class MlopsOptunaSweeper(Sweeper):
         """``(space, keys, fixed, first trial's overrides)`` for the command line's ``arguments``, once the
         settings are checked, the space is known not to be empty and the first trial's config composes
         (each searched key at its first value). ``mlops plan -m`` shows the same."""
+        from mlops_framework.trial_composition import load_sweep_config
+
         self._check()
         space, keys, fixed = search_space(self.params, arguments, self.hydra_context.config_loader)
         if not space:
             raise SweepConfigError("the search space is empty: set hydra.sweeper.params or sweep a key on the "
                                    "command line, e.g. model.params.max_depth=range(3,10)")
         first = [*fixed, *(f"{keys[name]}={format_value(_first_value(d))}" for name, d in space.items())]
-        self.validate_batch_is_legal([first])
+        # Hydra's validate_batch_is_legal, the same composition, kept for the workers' first trials
+        load_sweep_config(self.hydra_context.config_loader, self.config, first)
         return space, keys, fixed, first
 
     def plan(self, arguments):
@@ -283,10 +286,11 @@ class MlopsOptunaSweeper(Sweeper):
         from hydra.core.singleton import Singleton
         from optuna.trial import TrialState
 
-        from mlops_framework import sweep_record
+        from mlops_framework import sweep_record, trial_composition
         from mlops_framework.workers import WorkerPool
 
         singleton_state = Singleton.get_state()
+        composed = trial_composition.composed()  # the first trial's, composed by search(): sent to each worker
         results, asked, running = [], 0, {}
         with WorkerPool(workers, threads, self.preload, keep_user_settings=self.threads_per_trial is None) as pool:
             try:
@@ -299,7 +303,8 @@ class MlopsOptunaSweeper(Sweeper):
                         log.info(f"\t#{trial.number} : {' '.join(overrides)}")
                         running[trial.number] = trial
                         pool.submit(trial.number, run_trial, trial.number, overrides, self.hydra_context, self.config,
-                                    self.task_function, singleton_state, self.metric, timeout=self.timeout_s)
+                                    self.task_function, singleton_state, self.metric,
+                                    composed if asked < workers else None, timeout=self.timeout_s)
                         asked += 1
                     for done in pool.wait():
                         trial = running.pop(done.key)
@@ -340,8 +345,9 @@ class _Tee(io.TextIOBase):
         self.stream.flush()
 
 
-def run_trial(number, overrides, hydra_context, config, task_function, singleton_state, metric):
-    """Run one trial in this (worker) process as the local launcher does; return its metric or why it failed."""
+def run_trial(number, overrides, hydra_context, config, task_function, singleton_state, metric, composed=None):
+    """Run one trial in this (worker) process as the local launcher does; return its metric or why it failed.
+    ``composed``: the sweep process's compositions (``trial_composition.composed``), for a worker's first trial."""
     from hydra.core.utils import JobStatus, setup_globals
 
     from hydra_plugins.mlops_local_launcher.launcher import run_trial as run_job_here
@@ -353,7 +359,7 @@ def run_trial(number, overrides, hydra_context, config, task_function, singleton
     error = None
     saved_stderr, sys.stderr = sys.stderr, _Tee(sys.stderr)
     try:
-        ret = run_job_here(number, overrides, hydra_context, config, task_function, singleton_state)
+        ret = run_job_here(number, overrides, hydra_context, config, task_function, singleton_state, composed)
         trial_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
         if ret.status == JobStatus.FAILED:
             error = f"{type(ret._return_value).__name__}: {ret._return_value}"
