@@ -6,8 +6,9 @@
         hydra.sweeper.n_trials=8 hydra.sweeper.n_jobs=2 'model.params.max_depth=range(1,9)' \
         pipeline=train data.weeks=10 data.rows_per_week=5000
 
-  Each trial composes its config (a worker's later trials copy its first one's Hydra composition and apply
-  their values: ``mlops_framework.trial_composition``), loads the rows, encodes, splits (a worker's later
+  Each trial composes its config (a worker's first trial starts from the composition the sweep's own
+  process made to check the first trial, its later trials copy it and apply their values:
+  ``mlops_framework.trial_composition``), loads the rows, encodes, splits (a worker's later
   trials reuse what its first one read, encoded and split: ``mlops_framework.shared_data``), trains (50,000 rows, default model
   params), evaluates validation and holdout and keeps its model; the sweep records every trial, then ranks
   them, registers the best one's model, aliases it and writes the leaderboard and its chart.

@@ -163,6 +163,6 @@ def restore_singletons(singleton_state) -> None:
     from hydra.core.singleton import Singleton
 
     plugins = Singleton._instances.get(Plugins)
-    if plugins is not None:  # the state becomes this process's singletons, as set_state makes it
+    if plugins is not None:  # set_state makes this dict the process's singletons: the registry goes in
         singleton_state["instances"].setdefault(Plugins, plugins)
     Singleton.set_state(singleton_state)
