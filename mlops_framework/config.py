@@ -47,6 +47,48 @@ def register_resolvers():
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("secret", read_secret, replace=True, use_cache=False)
+    use_libyaml()
+
+
+def use_libyaml():
+    """Make OmegaConf (and so Hydra) parse YAML with libyaml, keeping every rule of its own loader.
+
+    OmegaConf's loader is PyYAML's pure-Python ``SafeLoader``, built anew for every file: 2-3 ms a
+    file, half of what ``mlops plan`` spends composing ~25 files. This loader takes OmegaConf's
+    resolvers and constructors (YAML 1.2 floats, no timestamps, ``pathlib`` tags) and its refusal of
+    duplicate keys, on libyaml's parser. Without libyaml, nothing changes."""
+    import omegaconf._utils as omegaconf_utils
+    import yaml
+
+    global _LIBYAML_LOADER, _OMEGACONF_LOADER
+    if not yaml.__with_libyaml__ or omegaconf_utils.get_yaml_loader is _libyaml_loader:
+        return
+    reference = _OMEGACONF_LOADER = omegaconf_utils.get_yaml_loader()
+
+    class LibyamlOmegaConfLoader(yaml.CSafeLoader):
+        yaml_implicit_resolvers = dict(reference.yaml_implicit_resolvers)
+        yaml_constructors = dict(reference.yaml_constructors)
+
+        def construct_mapping(self, node, deep=False):
+            keys = set()
+            for key_node, _ in node.value:
+                if key_node.tag != yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG:
+                    continue
+                if key_node.value in keys:
+                    raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                            f"found duplicate key {key_node.value}", key_node.start_mark)
+                keys.add(key_node.value)
+            return super().construct_mapping(node, deep=deep)
+
+    _LIBYAML_LOADER = LibyamlOmegaConfLoader
+    omegaconf_utils.get_yaml_loader = _libyaml_loader
+
+
+_LIBYAML_LOADER = _OMEGACONF_LOADER = None
+
+
+def _libyaml_loader():
+    return _LIBYAML_LOADER
 
 
 def mask_url(url):
@@ -108,6 +150,7 @@ def compose(overrides, components):
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
 
     register_resolvers()
     try:
@@ -115,6 +158,8 @@ def compose(overrides, components):
             return hydra_compose("config", overrides=[*overrides, *search_path_overrides(components)])
     except (HydraException, OmegaConfBaseException) as error:
         raise MlopsError(_first_paragraph(error)) from error
+    except YAMLError as error:  # a config file that is not YAML: where, and what the parser expected
+        raise MlopsError("a config file is not valid YAML: " + " ".join(str(error).split())) from None
 
 
 def _first_paragraph(error):

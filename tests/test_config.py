@@ -119,3 +119,43 @@ def test_a_plugin_config_dir_adds_options(tmp_path, home):
     assert "fixed" in config.group_options(components)["data"]
     run = build(["data=fixed"], components)
     assert run.source.rows_per_week == 7
+
+
+YAML_CASES = """\
+float: 1e3
+exponent: 1.5e-3
+sexagesimal: 1:30.5
+dotted: .5
+version: 1.10
+date: 2001-12-14
+yes_no: [yes, no, on, off]
+nulls: [null, ~, ""]
+interpolation: ${paths.home}/x
+quoted: '${oc.env:HOME}'
+path: !!python/object/apply:pathlib.Path [a, b]
+nested: {a: [1, {b: c}], "k: v": 2}
+"""
+
+
+def test_config_files_are_parsed_by_libyaml_with_omegaconfs_own_rules(components, home):
+    """Composing parses YAML with libyaml (pure-Python PyYAML was half of composing), giving what
+    OmegaConf's own loader gives: its floats, no timestamps, its tags, its refusal of duplicate keys."""
+    import omegaconf._utils
+    import yaml
+
+    config.compose([], components)
+    loader = omegaconf._utils.get_yaml_loader()
+    assert issubclass(loader, yaml.CSafeLoader)
+    reference = config._OMEGACONF_LOADER
+    assert not issubclass(reference, yaml.CSafeLoader)
+    assert yaml.load(YAML_CASES, Loader=loader) == yaml.load(YAML_CASES, Loader=reference)
+    for loading in (loader, reference):
+        with pytest.raises(yaml.constructor.ConstructorError, match="found duplicate key a"):
+            yaml.load("x:\n  a: 1\n  a: 2\n", Loader=loading)
+
+
+def test_a_config_file_that_is_not_yaml_is_one_message(components, home):
+    (home / "conf" / "features").mkdir(parents=True)
+    (home / "conf" / "features" / "broken.yaml").write_text("target: [A\nexclude: 1\n")
+    with pytest.raises(MlopsError, match=r"broken.yaml is not valid YAML|not valid YAML: .*broken.yaml"):
+        config.compose(["features=broken"], components)
