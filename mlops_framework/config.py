@@ -241,19 +241,31 @@ def redact(data, *, remember=False):
     return data
 
 
+def load_yaml(text):
+    """``yaml.safe_load`` on libyaml when PyYAML has it: the same values, ~10x faster on a run's files."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def dump_yaml(data) -> str:
+    """``yaml.safe_dump(data, sort_keys=False)`` on libyaml when PyYAML has it (the same text)."""
+    import yaml
+
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+
+
 def scrub_hydra_files(output_dir):
     """Rewrite Hydra's own record of a run (``.hydra/config.yaml``, ``overrides.yaml``, ``hydra.yaml``)
     with secrets redacted: values given on the command line or under secret-looking keys."""
-    import yaml
-
     from mlops_framework.files import write_text_atomic
 
     hydra_dir = Path(output_dir) / ".hydra"
     paths = sorted(hydra_dir.glob("*.yaml"), key=lambda p: p.name != "config.yaml") if hydra_dir.is_dir() else []
     for path in paths:  # config.yaml first: the values under its secret keys are then scrubbed everywhere
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
         _remember_override_secrets(data)
-        text = scrub(yaml.safe_dump(redact(_redact_overrides(data), remember=True), sort_keys=False))
+        text = scrub(dump_yaml(redact(_redact_overrides(data), remember=True)))
         write_text_atomic(path, text)
 
 
