@@ -70,6 +70,7 @@ def run(ctx) -> list[Row]:
         rows.append(Row(
             "startup", f"mlops {' '.join(args)}, median of {len(times)}", median(times), "<", 0.5, unit="s",
             detail=f"min {min(times):.2f} s, max {max(times):.2f} s, CPU time median {median(c for _, c in runs):.2f} s; "
-                   f"without the bytecode cache (PYTHONDONTWRITEBYTECODE=1) {median(compiling):.2f} s; heavy modules imported: {_heavy(args, env, cwd)}",
+                   f"without the bytecode cache (PYTHONDONTWRITEBYTECODE=1) {median(compiling):.2f} s; "
+                   f"heavy modules imported: {_heavy(args, env, cwd)}",
         ))
     return rows

@@ -1102,7 +1102,8 @@ def run_monitor(run):
         "MONITORED_AT", "MODEL_VERSION", "WINDOW", "WINDOW_START", "BASELINE_ID", "FINGERPRINT"])
     done = {(r["MODEL_VERSION"], r["WINDOW_START"], r["BASELINE_ID"]): r["FINGERPRINT"]
             for r in sorted(recorded, key=lambda r: r["MONITORED_AT"]) if r["WINDOW"] == spec.window}
-    baselines = _recorded_baselines(_recorded_rows(spec.sinks["baselines"], mine, [name for name, _ in TABLE_COLUMNS["baselines"]]))
+    baselines = _recorded_baselines(_recorded_rows(spec.sinks["baselines"], mine,
+                                                   [name for name, _ in TABLE_COLUMNS["baselines"]]))
     already = {(r["RULE"], r["MODEL_VERSION"], r["WINDOW_START"], r["COLUMN_NAME"] or None)
                for r in _recorded_rows(spec.sinks["alerts"], mine, ["RULE", "MODEL_VERSION", "WINDOW_START", "COLUMN_NAME"])}
     lap("recorded")
