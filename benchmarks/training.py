@@ -178,7 +178,7 @@ def user_commands(ctx) -> list[Row]:
     """``mlops run pipeline=train data=parquet`` against :func:`bare_script`, whole processes, alternating, at
     ``small_rows`` (1M) and ``score_rows`` (10M): wall time and peak RSS of each, and the growth of the
     command's peak from the small table to the big one. Then the big table trained with
-    ``split.external_memory=true`` under a memory limit smaller than the table is in pandas."""
+    ``split.external_memory_from_gib=0`` under a memory limit smaller than the table is in pandas."""
     import shutil
 
     from benchmarks.common import GIB
@@ -206,7 +206,7 @@ def user_commands(ctx) -> list[Row]:
                           "bare_seconds": median(r["child_s"] for r in bare),
                           "rss": max(r["command_peak_rss"] for r in framework) / GIB,
                           "bare_rss": max(r["peak_rss"] for r in bare) / GIB, "trees": trees or 200,
-                          "rounds": rounds}
+                          "rounds": rounds, "matrix": quantized_matrix_line(framework[0]["stdout"])}
     small, big = measured[sizes.small_rows], measured[sizes.score_rows]
     label = {n: f"{n / 1e6:g}M rows" for n in measured}
     out = [
@@ -218,7 +218,7 @@ def user_commands(ctx) -> list[Row]:
     ]
     out += [
         Row("training", f"peak RSS of mlops run pipeline=train, {label[n]}", m["rss"], "<=", 2.0, unit="GiB",
-            detail=f"bare script {m['bare_rss']:.2f} GiB")
+            detail=f"bare script {m['bare_rss']:.2f} GiB; the command's quantized matrix: {m['matrix']}")
         for n, m in measured.items()
     ]
     out.append(Row("training", f"peak RSS growth of the command, {label[sizes.small_rows]} -> "
@@ -228,6 +228,14 @@ def user_commands(ctx) -> list[Row]:
                           f"{big['bare_rss']:.2f} GiB (goal: no faster than the rows)"))
     out += larger_than_memory(ctx, home)
     return out
+
+
+def quantized_matrix_line(stdout: str) -> str:
+    """What the command's summary says of its quantized matrix (size, in memory or paged to disk)."""
+    for line in stdout.splitlines():
+        if line.startswith("quantized matrix"):
+            return line.removeprefix("quantized matrix").strip()
+    return "none: the run trained from a frame in memory, not from batches"
 
 
 def larger_than_memory(ctx, home) -> list[Row]:
@@ -246,11 +254,11 @@ def larger_than_memory(ctx, home) -> list[Row]:
         ctx.log(f"  no larger-than-memory run: the table in pandas, {table / GIB:.2f} GiB, fits the limit")
         return []
     shutil.rmtree(home, ignore_errors=True)
-    ctx.log(f"  mlops run pipeline=train split.external_memory=true on {sizes.score_rows:,} rows under a "
+    ctx.log(f"  mlops run pipeline=train split.external_memory_from_gib=0 on {sizes.score_rows:,} rows under a "
             f"{limit / GIB:.2f} GiB memory limit (the table in pandas: {table / GIB:.2f} GiB)")
-    argv = train_command(data, home, sizes.big_train_trees or sizes.n_estimators, "split.external_memory=true")
+    argv = train_command(data, home, sizes.big_train_trees or sizes.n_estimators, "split.external_memory_from_gib=0")
     result = child("benchmarks.training:measure_limited", timeout=7200, argv=argv, limit_bytes=limit)
-    detail = (f"{sizes.score_rows:,} rows, split.external_memory=true; limit {limit / GIB:.2f} GiB (RLIMIT_DATA), "
+    detail = (f"{sizes.score_rows:,} rows, split.external_memory_from_gib=0; limit {limit / GIB:.2f} GiB (RLIMIT_DATA), "
               f"the table in pandas {table / GIB:.2f} GiB; {result['seconds']:.0f} s")
     if result["returncode"] != 0:
         return [Row("training", measure, None, "<", limit / GIB, unit="GiB", status="FAIL",

@@ -110,15 +110,18 @@ class SplitSpec:
     seed: int = 0
     order: str = "random"
     stream_from_rows: int | None = 1_000_000  # XGBoost trains from batches at this many rows (mlops_framework.streamed)
-    external_memory: bool = False  # streamed training pages the quantized matrix to disk (tables larger than memory)
+    external_memory_from_gib: float | None = 1.0  # streamed training pages XGBoost's quantized matrix to disk from this size
 
     def __post_init__(self):
         if self.stream_from_rows is not None and (isinstance(self.stream_from_rows, bool)
                                                   or not isinstance(self.stream_from_rows, int)
                                                   or self.stream_from_rows < 0):
             raise MlopsError(f"split.stream_from_rows must be a whole number >= 0 or null, not {self.stream_from_rows!r}")
-        if not isinstance(self.external_memory, bool):
-            raise MlopsError(f"split.external_memory must be true or false, not {self.external_memory!r}")
+        if self.external_memory_from_gib is not None and (isinstance(self.external_memory_from_gib, bool)
+                                                          or not isinstance(self.external_memory_from_gib, (int, float))
+                                                          or not self.external_memory_from_gib >= 0):
+            raise MlopsError("split.external_memory_from_gib must be a number of GiB >= 0 or null, "
+                             f"not {self.external_memory_from_gib!r}")
         for key in ("holdout", "validation"):
             if not 0 < getattr(self, key) < 1:
                 raise MlopsError(f"split.{key} must be between 0 and 1, not {getattr(self, key)}")

@@ -247,7 +247,13 @@ def train(run):
         from mlops_framework import streamed
 
         split = _need(run, "row_split", "train")
-        fit = lambda: streamed.fit(run, estimator, contract, run.results["table"], split)  # noqa: E731
+        paged, estimate = streamed.pages_to_disk(run.split, contract, run.results["rows"],
+                                                 run.results["data_report"]["nulls"])
+        limit = run.split.external_memory_from_gib
+        run.summarize("quantized matrix", f"about {estimate / streamed.GIB:.2f} GiB, "
+                      f"{'paged to disk' if paged else 'in memory'} (split.external_memory_from_gib="
+                      f"{'null' if limit is None else f'{limit:g}'})")
+        fit = lambda: streamed.fit(run, estimator, contract, run.results["table"], split, paged)  # noqa: E731
     else:
         X_train, y_train = _need(run, "splits", "train")["train"]
         _refuse_infinite(X_train)
@@ -266,6 +272,12 @@ def train(run):
             progress.detach(estimator)
     run.results["model"] = TrainedModel(fitted, contract, threshold=run.model.threshold,
                                         trained_as=f"{type(estimator).__module__}.{type(estimator).__qualname__}")
+
+
+def _paging(spec):
+    limit = spec.external_memory_from_gib
+    return "never paged to disk (split.external_memory_from_gib=null)" if limit is None else \
+        f"paged to disk from {limit:g} GiB (split.external_memory_from_gib)"
 
 
 def _on_a_terminal():
@@ -512,8 +524,8 @@ def _describe_split(run):
         line = f"{stratified}train/validation/holdout {_fractions(spec)}, seed {spec.seed}"
         how = "split row by row within each class"
     if spec.stream_from_rows is not None:
-        paged = ", its quantized matrix paged to disk" if spec.external_memory else ""
-        line += f"; an XGBoost model on {spec.stream_from_rows:,} rows or more trains from batches, {how}{paged}"
+        line += (f"; an XGBoost model on {spec.stream_from_rows:,} rows or more trains from batches, {how}, its "
+                 f"quantized matrix {_paging(spec)}")
     return line
 
 

@@ -360,15 +360,36 @@ def encoded_parts(table, contract, split, wanted):
 
 
 # ---------------------------------------------------------------------------------- train
-def fit(run, estimator, contract, table, split):
+GIB = 1 << 30
+
+
+def quantized_matrix_bytes(contract, training_rows, nulls):
+    """What XGBoost 3.2's quantized matrix of ``training_rows`` rows takes: per row and feature one byte for
+    its column copy and, for its row index, one byte when no input value is missing and four when any is
+    (``nulls``: the data report's columns with missing values), and a row pointer of 8 bytes per row."""
+    missing_as_missing = contract.numeric if contract.encoding == "onehot" else contract.input_columns
+    index_bytes = 4 if set(nulls) & set(missing_as_missing) else 1
+    return training_rows * (len(contract.feature_names) * (1 + index_bytes) + 8)
+
+
+def pages_to_disk(spec, contract, rows, nulls):
+    """``(paged, estimated bytes)``: whether training pages the quantized matrix of the training rows among
+    ``rows`` to disk, because it would reach ``spec.external_memory_from_gib`` (``SplitSpec``; null: never)."""
+    estimate = quantized_matrix_bytes(contract, round(rows * (1 - spec.holdout) * (1 - spec.validation)), nulls)
+    limit = spec.external_memory_from_gib
+    return limit is not None and estimate >= limit * GIB, estimate
+
+
+def fit(run, estimator, contract, table, split, paged):
     """Train ``estimator``'s booster on the training rows of ``table`` through an iterator-built
     ``QuantileDMatrix``, with the parameters ``estimator.fit`` would use; returns the ``xgboost.Booster``.
-    With ``split.external_memory`` the quantized matrix is paged to a cache on disk beside the run's
-    outputs (``ExtMemQuantileDMatrix``, removed after training): memory no longer grows with the rows."""
+    ``paged``: the quantized matrix is paged to a cache on disk beside the run's outputs
+    (``ExtMemQuantileDMatrix``, removed after training), so memory no longer grows with the rows; the model
+    is the same."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="xgboost-cache-", dir=run.output_dir) as cache:
-        return _fit(estimator, contract, table, split, cache if run.split.external_memory else None)
+        return _fit(estimator, contract, table, split, cache if paged else None)
 
 
 def _fit(estimator, contract, table, split, cache):

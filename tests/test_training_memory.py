@@ -181,7 +181,7 @@ def test_stream_from_rows_must_be_a_row_count_or_null(value):
         SplitSpec(stream_from_rows=value)
 
 
-def test_external_memory_trains_the_same_model_from_pages_on_disk(tmp_path, monkeypatch):
+def test_the_quantized_matrix_pages_to_disk_from_its_threshold_and_trains_the_same_model(tmp_path, monkeypatch):
     import xgboost
 
     frame, target = breast_cancer_yes_no()
@@ -196,10 +196,48 @@ def test_external_memory_trains_the_same_model_from_pages_on_disk(tmp_path, monk
 
     monkeypatch.setattr(xgboost, "ExtMemQuantileDMatrix", Recorded)
     runs = {paged: run_on(path, target, tmp_path / str(paged), "split.stream_from_rows=0",
-                          f"split.external_memory={str(paged).lower()}", "model.params.n_estimators=20")
+                          f"split.external_memory_from_gib={0 if paged else 'null'}", "model.params.n_estimators=20")
             for paged in (False, True)}
     X = runs[False].results["contract"].encode_frame(frame).to_numpy(np.float32)
     scores = {paged: run.results["model"].predict_scores(X) for paged, run in runs.items()}
     assert len(paged_matrices) == 1 and not Path(paged_matrices[0]).parent.exists()  # paged, then removed
     np.testing.assert_allclose(scores[True], scores[False], rtol=1e-5, atol=1e-6)
     assert runs[True].results["metrics"] == pytest.approx(runs[False].results["metrics"])
+    summaries = {paged: run.results["summary"]["quantized matrix"] for paged, run in runs.items()}
+    assert "paged to disk (split.external_memory_from_gib=0)" in summaries[True]
+    assert "in memory (split.external_memory_from_gib=null)" in summaries[False]
+
+
+def test_the_matrix_is_paged_when_its_estimate_reaches_the_threshold():
+    contract = small_contract("onehot")
+    rows = 10_000  # 6,000 training rows at the default 60/20/20
+    estimate = streamed.quantized_matrix_bytes(contract, 6_000, {})
+    for limit, paged in ((estimate, True), (estimate * 1.001, False), (0, True), (None, False)):
+        spec = SplitSpec(external_memory_from_gib=None if limit is None else limit / streamed.GIB)
+        assert streamed.pages_to_disk(spec, contract, rows, {}) == (paged, estimate)
+
+
+def small_contract(encoding):
+    import pandas as pd
+
+    from mlops_framework.features import FeatureContract
+
+    frame = pd.DataFrame({"x": [1.0, 2.0, np.nan], "c": ["a", "b", None], "y": [0, 1, 0]})
+    return FeatureContract.fit(frame, numeric=["x"], categorical=["c"], target="y", encoding=encoding,
+                               unseen="ignore", task="binary")
+
+
+def test_the_matrix_estimate_takes_four_bytes_a_value_when_a_model_input_can_be_missing():
+    onehot, native = small_contract("onehot"), small_contract("native")
+    assert onehot.feature_names == ["x", "c_a", "c_b"] and native.feature_names == ["x", "c"]
+    # per row and feature: 1 byte of column copy + 1 (nothing missing) or 4 bytes of row index; 8 bytes a row
+    assert streamed.quantized_matrix_bytes(onehot, 1000, {}) == 1000 * (3 * 2 + 8)
+    assert streamed.quantized_matrix_bytes(onehot, 1000, {"x": 1}) == 1000 * (3 * 5 + 8)
+    assert streamed.quantized_matrix_bytes(onehot, 1000, {"c": 1}) == 1000 * (3 * 2 + 8)  # no category: zeros
+    assert streamed.quantized_matrix_bytes(native, 1000, {"c": 1}) == 1000 * (2 * 5 + 8)  # a missing category
+
+
+@pytest.mark.parametrize("value", [-1, True, "many"])
+def test_external_memory_from_gib_must_be_a_size_or_null(value):
+    with pytest.raises(MlopsError, match="split.external_memory_from_gib"):
+        SplitSpec(external_memory_from_gib=value)
