@@ -53,8 +53,8 @@ def register_resolvers():
 def use_libyaml():
     """Make OmegaConf (and so Hydra) parse YAML with libyaml, keeping every rule of its own loader.
 
-    OmegaConf's loader is PyYAML's pure-Python ``SafeLoader``, built anew for every file: 2-3 ms a
-    file, half of what ``mlops plan`` spends composing ~25 files. This loader takes OmegaConf's
+    OmegaConf's loader is PyYAML's pure-Python ``SafeLoader``, built anew for every file that Hydra
+    composes (~25): 0.02 s of ``mlops plan``'s 0.4 s, measured. This loader takes OmegaConf's
     resolvers and constructors (YAML 1.2 floats, no timestamps, ``pathlib`` tags) and its refusal of
     duplicate keys, on libyaml's parser. Without libyaml, nothing changes."""
     import omegaconf._utils as omegaconf_utils
