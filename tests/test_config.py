@@ -154,12 +154,6 @@ def test_config_files_are_parsed_by_libyaml_with_omegaconfs_own_rules(components
             yaml.load("x:\n  a: 1\n  a: 2\n", Loader=loading)
 
 
-def test_a_config_file_that_is_not_yaml_is_one_message(components, home):
-    (home / "conf" / "features").mkdir(parents=True)
-    (home / "conf" / "features" / "broken.yaml").write_text("target: [A\nexclude: 1\n")
-    with pytest.raises(MlopsError, match=r"broken.yaml is not valid YAML|not valid YAML: .*broken.yaml"):
-        config.compose(["features=broken"], components)
-
 
 RECORD = {"paths": {"home": "/tmp/h"}, "seed": 42, "empty": None, "flags": [True, False, "yes", "no", "on"],
           "numbers": [1, -2.5, 1e-12, float("inf"), "1e3", "0x1F", "007"], "when": "2001-12-14", "colon": "a: b",
