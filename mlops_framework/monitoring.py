@@ -809,15 +809,24 @@ def read_recorded(sink, where: str):
 
 def write_table(sink, role: str, rows: list[dict]) -> None:
     """``rows`` (dicts keyed by upper-case column) into ``sink`` with the declared schema of ``role``. A table
-    created before a column was declared (LOG_LOSS) keeps its columns: the new one is left out of it."""
+    created before a column was declared (LOG_LOSS) keeps its columns: the new one is left out of it. The
+    declared columns are written first (sinks refuse other columns before writing anything); only a table
+    that refuses them is asked for its own, which saves opening every table twice."""
     if not rows:
         return
     import pyarrow as pa
 
     schema = _schemas()[role]
-    existing = _existing_columns(sink)
-    if existing:
-        schema = pa.schema([field for field in schema if field.name.upper() in existing])
+    try:
+        _write_rows(sink, schema, rows)
+    except MlopsError:
+        existing = _existing_columns(sink)
+        if not existing or existing == {field.name.upper() for field in schema}:
+            raise
+        _write_rows(sink, pa.schema([field for field in schema if field.name.upper() in existing]), rows)
+
+
+def _write_rows(sink, schema, rows: list[dict]) -> None:
     table = arrow_table([tuple(row.get(name) for name in schema.names) for row in rows], schema)
     with sink.open() as writer:
         writer.write(table)

@@ -535,3 +535,31 @@ def test_a_performance_table_created_before_log_loss_keeps_its_columns(tmp_path,
     monitor(_monitor_run(tmp_path, monkeypatch))
     recorded = _table(tmp_path, "SELECT * FROM MONITOR_PERFORMANCE")
     assert len(recorded) == 3 and "LOG_LOSS" not in recorded.columns
+
+
+def test_a_monitor_table_is_asked_for_its_columns_only_when_it_refuses_the_declared_ones(tmp_path, monkeypatch):
+    """Each write opens the table once; a table from before a column was declared refuses the declared
+    columns before anything is written, and is then written with its own (the new column left out)."""
+    from mlops_local.sinks import DuckDBSink
+
+    path = tmp_path / "warehouse.duckdb"
+    sink = DuckDBSink(path=str(path), table="MONITOR_DRIFT", partition_by=["MONITOR_ID"])
+    asked = []
+    existing_columns = mon._existing_columns
+    monkeypatch.setattr(mon, "_existing_columns", lambda s: asked.append(s) or existing_columns(s))
+
+    def write(monitor_id):
+        mon.write_table(sink, "drift", [{"MONITOR_ID": monitor_id, "MODEL_NAME": "M", "COLUMN_NAME": "X", "PSI": 0.5,
+                                         "NULL_SHARE": 0.0}])
+
+    write("r-1")
+    write("r-2")
+    assert asked == []
+    with duckdb.connect(str(path)) as con:
+        con.execute("ALTER TABLE MONITOR_DRIFT DROP COLUMN NULL_SHARE")
+    write("r-3")
+    assert len(asked) == 1
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT MONITOR_ID, PSI FROM MONITOR_DRIFT ORDER BY 1").fetchall() == [
+            ("r-1", 0.5), ("r-2", 0.5), ("r-3", 0.5)]
+        assert "NULL_SHARE" not in [row[0] for row in con.execute("DESCRIBE MONITOR_DRIFT").fetchall()]
