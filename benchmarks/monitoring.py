@@ -1,7 +1,8 @@
 """Target 6: monitoring a big predictions table, against scoring the same rows and against a peer, in one run.
 
 Every contender is the command a user types, in its own process, wall time and peak RSS of the whole
-process (start-up, imports, the report stage and exit included), with the defaults (the DuckDB sink):
+process (start-up, imports, the report stage and exit included), with the defaults (the DuckDB sink) and
+Python's bytecode cache on, as after ``pip install`` (``common.user_env``):
 
 - score: ``mlops run pipeline=score data=parquet data.path=BIG data.partition_by=WEEK scoring.version=v1``
   into the default DuckDB table, once.

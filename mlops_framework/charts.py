@@ -121,12 +121,16 @@ class Page:
         self.parts.append(figure_html(fig, card=card))
 
     def render(self) -> str:
-        from plotly.offline import get_plotlyjs
+        """The page; plotly.js (4.8 MB) is inlined only when a part draws a chart with it."""
+        script = ""
+        if any("Plotly.newPlot" in part for part in self.parts):
+            from plotly.offline import get_plotlyjs
 
+            script = f'<script type="text/javascript">{get_plotlyjs()}</script>'
         return "\n".join([
             '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
             f"<title>{escape(self.title)}</title><style>{CSS}</style>",
-            f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>',
+            f"{script}</head><body>",
             *self.parts, "</body></html>"])
 
     def write(self, path) -> Path:

@@ -229,7 +229,10 @@ class _HydraStderr:
             return code
         text = self.buffer.getvalue().split("\nConfig search path")[0]
         lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(self.NOISE)]
-        if not lines or "Traceback" in text:
+        yaml_error = next((i for i, line in enumerate(lines) if line.startswith("yaml.") and "Error: " in line), None)
+        if yaml_error is not None:  # a config file that is not YAML: PyYAML's message says where (as `mlops plan`)
+            lines = ["a config file is not valid YAML:", lines[yaml_error].split("Error: ", 1)[1], *lines[yaml_error + 1:]]
+        elif not lines or "Traceback" in text:
             return code  # not a composition error: released as it was
         self.buffer = None
         sys.stderr = self.stderr

@@ -47,6 +47,49 @@ def register_resolvers():
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("secret", read_secret, replace=True, use_cache=False)
+    use_libyaml()
+
+
+def use_libyaml():
+    """Make OmegaConf (and so Hydra) parse YAML with libyaml, keeping every rule of its own loader.
+
+    OmegaConf's loader is PyYAML's pure-Python ``SafeLoader``, built anew for every file that Hydra
+    composes (~25): 0.02 s of ``mlops plan``'s 0.4 s, measured. This loader takes OmegaConf's
+    resolvers and constructors (YAML 1.2 floats, no timestamps, ``pathlib`` tags) and its refusal of
+    duplicate keys, on libyaml's parser. Without libyaml, nothing changes."""
+    import omegaconf._utils as omegaconf_utils
+    import yaml
+
+    global _LIBYAML_LOADER, _OMEGACONF_LOADER
+    if not yaml.__with_libyaml__ or omegaconf_utils.get_yaml_loader is _libyaml_loader:
+        return
+    reference = _OMEGACONF_LOADER = omegaconf_utils.get_yaml_loader()
+
+    class LibyamlOmegaConfLoader(yaml.CSafeLoader):
+        yaml_implicit_resolvers = dict(reference.yaml_implicit_resolvers)
+        yaml_constructors = dict(reference.yaml_constructors)
+
+        def construct_mapping(self, node, deep=False):
+            keys = set()
+            for key_node, _ in node.value:
+                if key_node.tag != yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG:
+                    continue
+                if key_node.value in keys:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark, f"found duplicate key {key_node.value}",
+                        key_node.start_mark)
+                keys.add(key_node.value)
+            return super().construct_mapping(node, deep=deep)
+
+    _LIBYAML_LOADER = LibyamlOmegaConfLoader
+    omegaconf_utils.get_yaml_loader = _libyaml_loader
+
+
+_LIBYAML_LOADER = _OMEGACONF_LOADER = None
+
+
+def _libyaml_loader():
+    return _LIBYAML_LOADER
 
 
 def mask_url(url):
@@ -108,6 +151,7 @@ def compose(overrides, components):
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
 
     register_resolvers()
     try:
@@ -115,6 +159,8 @@ def compose(overrides, components):
             return hydra_compose("config", overrides=[*overrides, *search_path_overrides(components)])
     except (HydraException, OmegaConfBaseException) as error:
         raise MlopsError(_first_paragraph(error)) from error
+    except YAMLError as error:  # a config file that is not YAML: where, and what the parser expected
+        raise MlopsError("a config file is not valid YAML: " + " ".join(str(error).split())) from None
 
 
 def _first_paragraph(error):
@@ -196,21 +242,31 @@ def redact(data, *, remember=False):
     return data
 
 
+def load_yaml(text):
+    """``yaml.safe_load`` on libyaml when PyYAML has it: the same values, ~10x faster on a run's files."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def dump_yaml(data) -> str:
+    """``yaml.safe_dump(data, sort_keys=False)`` on libyaml when PyYAML has it (the same text)."""
+    import yaml
+
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+
+
 def scrub_hydra_files(output_dir):
     """Rewrite Hydra's own record of a run (``.hydra/config.yaml``, ``overrides.yaml``, ``hydra.yaml``)
     with secrets redacted: values given on the command line or under secret-looking keys."""
-    import yaml
-
     from mlops_framework.files import write_text_atomic
 
-    # libyaml's parser and emitter where PyYAML has them: the same text, 7x less CPU (every sweep trial)
-    loader, dumper = getattr(yaml, "CSafeLoader", yaml.SafeLoader), getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     hydra_dir = Path(output_dir) / ".hydra"
     paths = sorted(hydra_dir.glob("*.yaml"), key=lambda p: p.name != "config.yaml") if hydra_dir.is_dir() else []
     for path in paths:  # config.yaml first: the values under its secret keys are then scrubbed everywhere
-        data = yaml.load(path.read_text(), Loader=loader)
+        data = load_yaml(path.read_text())
         _remember_override_secrets(data)
-        text = scrub(yaml.dump(redact(_redact_overrides(data), remember=True), Dumper=dumper, sort_keys=False))
+        text = scrub(dump_yaml(redact(_redact_overrides(data), remember=True)))
         write_text_atomic(path, text)
 
 

@@ -95,9 +95,7 @@ def execute(resolved: dict, components, output_dir, *, announce=None, registry=N
     result. ``announce(run)`` is called once the run is built, before anything runs. ``registry`` replaces
     the configured one (a sweep's trial keeps its model in its own directory: ``mlops_framework.sweeps``);
     ``shared`` is the data earlier trials in this process made (a sweep's trial: ``mlops_framework.shared_data``)."""
-    import yaml
-
-    from mlops_framework.config import redact
+    from mlops_framework.config import dump_yaml, redact
     from mlops_framework.pipeline import build_run
 
     output_dir = Path(output_dir)
@@ -106,7 +104,7 @@ def execute(resolved: dict, components, output_dir, *, announce=None, registry=N
         run.registry = registry
     run.shared = shared
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(redact(resolved), sort_keys=False))
+    (output_dir / RESOLVED_CONFIG_FILE).write_text(dump_yaml(redact(resolved)))
     if announce:
         announce(run)
     run.backend.execute(run)

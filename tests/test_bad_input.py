@@ -164,6 +164,19 @@ def test_bad_input(case, home, files, capsys):
     assert snapshot(home) == before
 
 
+@pytest.mark.parametrize("command", ["run", "plan"])
+@pytest.mark.parametrize("text", ["target: [A\nexclude: 1\n", "target: A\ntarget: B\n"], ids=["syntax", "duplicate key"])
+def test_a_config_file_that_is_not_yaml_is_one_message(command, text, home, capsys):
+    """Both commands say which file and where, as PyYAML does, in one line: no traceback, nothing written."""
+    (home / "conf" / "features").mkdir(parents=True, exist_ok=True)
+    (home / "conf" / "features" / "broken.yaml").write_text(text)
+    before = snapshot(home)
+    code, out, err = invoke(capsys, command, "features=broken")
+    assert code == 2 and "mlops: error: a config file is not valid YAML: " in err and "broken.yaml" in err, err
+    assert "Traceback" not in out + err and len(err.strip().splitlines()) == 1
+    assert snapshot(home) == before
+
+
 def test_unseen_categories_at_scoring_are_listed_with_unseen_error(home, files, capsys):
     assert invoke(capsys, "run", "pipeline=train", "features.unseen=error", *SMALL)[0] == 0
     before = snapshot(home)

@@ -44,3 +44,16 @@ def test_python_benchmarks_run_py_works_and_unknown_targets_are_refused(tmp_path
     assert help_text.returncode == 0 and "--only" in help_text.stdout and "--quick" in help_text.stdout
     result = bench(tmp_path, "--only", "nonsense", timeout=300)
     assert result.returncode == 2 and "nonsense" in result.stderr
+
+
+def test_user_commands_run_with_the_bytecode_cache_kept_outside_the_repo(tmp_path, monkeypatch):
+    """A user's install has compiled bytecode; a session's PYTHONDONTWRITEBYTECODE must not make every
+    measured command compile the framework again, and the cache must not land in the repository."""
+    from benchmarks.common import command, user_env
+
+    monkeypatch.setenv("MLOPS_BENCH_DIR", str(tmp_path / "bench"))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = user_env()
+    assert "PYTHONDONTWRITEBYTECODE" not in env and env["PYTHONPYCACHEPREFIX"] == str(tmp_path / "bench" / "pycache")
+    probe = "import sys; print(sys.dont_write_bytecode, sys.pycache_prefix)"
+    assert command([sys.executable, "-c", probe])["stdout"].split() == ["False", str(tmp_path / "bench" / "pycache")]

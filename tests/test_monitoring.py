@@ -406,9 +406,10 @@ def test_the_task_and_classes_come_from_the_version_record_without_loading_the_m
 
 
 def test_a_monitor_command_with_nothing_or_one_week_new_imports_no_pandas(tmp_path, monkeypatch):
-    """`mlops run pipeline=monitor` over windows all recorded reads back what it needs as Arrow and draws
-    no charts; with one new week it computes, writes and charts that window. Neither loads pandas (0.5-1 s
-    of imports: pyarrow loads it to convert Python values, to make numpy arrays and for ``group_by``)."""
+    """`mlops run pipeline=monitor` over windows all recorded reads back what it needs with DuckDB and draws
+    no charts: it imports neither pyarrow nor numpy (0.1-0.2 s) and its report carries no plotly.js (4.8 MB);
+    with one new week it computes, writes and charts that window. Neither loads pandas (0.5-1 s of imports:
+    pyarrow loads it to convert Python values, to make numpy arrays and for ``group_by``)."""
     import subprocess
     import sys
 
@@ -420,7 +421,8 @@ def test_a_monitor_command_with_nothing_or_one_week_new_imports_no_pandas(tmp_pa
                  "monitor.score_column=SCORE", "monitor.prediction_column=PRED", "monitor.baseline='WEEK <= 2'"]
     monitor(_monitor_run(tmp_path, monkeypatch))
     probe = ("import sys\nfrom mlops_framework.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
-             "    print('LOADED=' + ','.join(m for m in ('pandas', 'xgboost', 'sklearn') if m in sys.modules))")
+             "    print('LOADED=' + ','.join(m for m in ('pandas', 'xgboost', 'sklearn') if m in sys.modules))\n"
+             "    print('ARROW=' + ','.join(m for m in ('pyarrow', 'numpy', 'plotly') if m in sys.modules))")
 
     def monitor_command():
         return subprocess.run([sys.executable, "-c", probe, "run", "pipeline=monitor", *overrides],
@@ -429,13 +431,36 @@ def test_a_monitor_command_with_nothing_or_one_week_new_imports_no_pandas(tmp_pa
 
     done = monitor_command()
     assert "(0 computed, 3 unchanged" in done.stdout, done.stdout + done.stderr
-    assert "LOADED=\n" in done.stdout
+    assert "LOADED=\n" in done.stdout and "ARROW=\n" in done.stdout
+    report = max((tmp_path / "runs").glob("*/report.html"), key=lambda page: page.stat().st_mtime)
+    assert "No new windows" in report.read_text() and "Plotly" not in report.read_text()
     _write(tmp_path / "warehouse.duckdb", scored[scored.WEEK == 4], partition_by=["WEEK"])
     done = monitor_command()
     assert "(1 computed, 3 unchanged" in done.stdout, done.stdout + done.stderr
     assert "LOADED=\n" in done.stdout
     report = max((tmp_path / "runs").glob("*/report.html"), key=lambda page: page.stat().st_mtime)
-    assert 'class="plotly-graph-div"' in report.read_text()
+    assert 'class="plotly-graph-div"' in report.read_text() and "Plotly.newPlot" in report.read_text()
+    assert len(report.read_text()) > 1_000_000  # plotly.js itself, inlined: the page needs no network
+
+
+def test_recorded_rows_read_with_duckdb_equal_the_arrow_batches_of_the_same_table(tmp_path):
+    """A monitor table in a DuckDB file is read back with DuckDB's rows (no pyarrow): the same values and
+    types as the sink's Arrow batches give; a table or file not there yet is nothing recorded."""
+    from mlops_local.sinks import DuckDBSink
+
+    sink = DuckDBSink(path=str(tmp_path / "warehouse.duckdb"), table="MONITOR_PERFORMANCE")
+    columns = [name for name, _ in mon.TABLE_COLUMNS["performance"]]
+    assert mon._recorded_rows(sink, "MODEL_NAME = 'M'", columns) == []
+    rows = [{"MONITOR_ID": "r-1", "MONITORED_AT": dt.datetime(2024, 1, 2, 3, 4, 5, 678901), "MODEL_NAME": "M",
+             "MODEL_VERSION": "v1", "WINDOW_START": dt.datetime(2024, 1, 1), "ROWS": 7, "F1": 0.5, "ROC_AUC": None,
+             "FINGERPRINT": "7:7:x"}, {"MONITOR_ID": "r-2", "MODEL_NAME": "other", "F1": float("nan")}]
+    mon.write_table(sink, "performance", rows)
+    read = mon._recorded_rows(sink, "MODEL_NAME = 'M'", columns)
+    arrow = pa.Table.from_batches(list(sink.as_source(where="MODEL_NAME = 'M'").batches(columns=columns))).to_pylist()
+    assert read == arrow and len(read) == 1
+    assert read[0]["MONITORED_AT"] == rows[0]["MONITORED_AT"] and read[0]["ROWS"] == 7 and read[0]["ROC_AUC"] is None
+    assert mon._recorded_rows(DuckDBSink(path=str(tmp_path / "warehouse.duckdb"), table="MONITOR_DRIFT"), None,
+                              ["MONITOR_ID"]) == []
 
 
 def test_categories_no_baseline_has_are_counted_in_their_own_bins(tmp_path, monkeypatch):
@@ -510,3 +535,31 @@ def test_a_performance_table_created_before_log_loss_keeps_its_columns(tmp_path,
     monitor(_monitor_run(tmp_path, monkeypatch))
     recorded = _table(tmp_path, "SELECT * FROM MONITOR_PERFORMANCE")
     assert len(recorded) == 3 and "LOG_LOSS" not in recorded.columns
+
+
+def test_a_monitor_table_is_asked_for_its_columns_only_when_it_refuses_the_declared_ones(tmp_path, monkeypatch):
+    """Each write opens the table once; a table from before a column was declared refuses the declared
+    columns before anything is written, and is then written with its own (the new column left out)."""
+    from mlops_local.sinks import DuckDBSink
+
+    path = tmp_path / "warehouse.duckdb"
+    sink = DuckDBSink(path=str(path), table="MONITOR_DRIFT", partition_by=["MONITOR_ID"])
+    asked = []
+    existing_columns = mon._existing_columns
+    monkeypatch.setattr(mon, "_existing_columns", lambda s: asked.append(s) or existing_columns(s))
+
+    def write(monitor_id):
+        mon.write_table(sink, "drift", [{"MONITOR_ID": monitor_id, "MODEL_NAME": "M", "COLUMN_NAME": "X", "PSI": 0.5,
+                                         "NULL_SHARE": 0.0}])
+
+    write("r-1")
+    write("r-2")
+    assert asked == []
+    with duckdb.connect(str(path)) as con:
+        con.execute("ALTER TABLE MONITOR_DRIFT DROP COLUMN NULL_SHARE")
+    write("r-3")
+    assert len(asked) == 1
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT MONITOR_ID, PSI FROM MONITOR_DRIFT ORDER BY 1").fetchall() == [
+            ("r-1", 0.5), ("r-2", 0.5), ("r-3", 0.5)]
+        assert "NULL_SHARE" not in [row[0] for row in con.execute("DESCRIBE MONITOR_DRIFT").fetchall()]
