@@ -181,10 +181,11 @@ def test_stream_from_rows_must_be_a_row_count_or_null(value):
         SplitSpec(stream_from_rows=value)
 
 
-def test_the_quantized_matrix_pages_to_disk_from_its_threshold_and_trains_the_same_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize("task", TASKS)
+def test_the_quantized_matrix_pages_to_disk_from_its_threshold_and_trains_the_same_model(task, tmp_path, monkeypatch):
     import xgboost
 
-    frame, target = breast_cancer_yes_no()
+    frame, target = TASKS[task]()
     path = tmp_path / "data.parquet"
     frame.to_parquet(path, index=False)
     paged_matrices = []
