@@ -364,9 +364,10 @@ GIB = 1 << 30
 
 
 def quantized_matrix_bytes(contract, training_rows, nulls):
-    """What XGBoost 3.2's quantized matrix of ``training_rows`` rows takes: per row and feature one byte for
-    its column copy and, for its row index, one byte when no input value is missing and four when any is
-    (``nulls``: the data report's columns with missing values), and a row pointer of 8 bytes per row."""
+    """What XGBoost 3.2's quantized matrix of ``training_rows`` rows takes (``max_bin`` up to 256, the
+    default): per row and feature one byte for its column copy and, for its row index, one byte when no input
+    value is missing and four when any is (``nulls``: the data report's columns with missing values), and a
+    row pointer of 8 bytes per row."""
     missing_as_missing = contract.numeric if contract.encoding == "onehot" else contract.input_columns
     index_bytes = 4 if set(nulls) & set(missing_as_missing) else 1
     return training_rows * (len(contract.feature_names) * (1 + index_bytes) + 8)
