@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import time
 
-from benchmarks.common import REPO, Row, median
+from benchmarks.common import REPO, Row, median, user_env
 from benchmarks.startup import _command
 
 SEED = 42
@@ -84,7 +84,7 @@ def _sweep(ctx, n_jobs: int) -> tuple[float, str, list, float]:
     command = [*_command(), "run", "-m", *trial_overrides(ctx.sizes), f"hydra.sweeper.n_jobs={n_jobs}"]
     cpu = _cpu_seconds()
     started = time.perf_counter()
-    proc = subprocess.run(command, cwd=REPO, env={**os.environ, "MLOPS_HOME": str(home)},
+    proc = subprocess.run(command, cwd=REPO, env=user_env({**os.environ, "MLOPS_HOME": str(home)}),
                           capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - started
     _reap_orphans()

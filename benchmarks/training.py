@@ -98,14 +98,15 @@ def measure_limited(argv: list[str], limit_bytes: int) -> dict:
     import sys
     from pathlib import Path
 
-    from benchmarks.common import REPO
+    from benchmarks.common import REPO, user_env
 
     def limit():
         resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
 
     argv = [str(Path(sys.executable).with_name("mlops")), *argv[1:]] if argv[0] == "mlops" else argv
     started = time.perf_counter()
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, preexec_fn=limit, timeout=3600)
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, preexec_fn=limit, timeout=3600,
+                          env=user_env())
     return {"seconds": time.perf_counter() - started, "returncode": proc.returncode,
             "tail": (proc.stderr or proc.stdout).strip().splitlines()[-3:],
             "command_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
