@@ -126,6 +126,28 @@ def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_p
         assert snapshot(home) == before, overrides
 
 
+def test_another_dataset_in_the_same_home_is_refused_before_training_unless_it_scores_elsewhere(mlops, home, tmp_path):
+    from sklearn.datasets import load_iris, load_wine
+
+    for name, load in (("iris", load_iris), ("wine", load_wine)):
+        frame = load(as_frame=True).frame
+        frame.columns = [c.replace(" (cm)", "").replace(" ", "_").replace("/", "_") for c in frame.columns]
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    iris, wine = (["data=csv", f"data.path={tmp_path / name}.csv", "features.target=target",
+                   f"registry.model_name={name.upper()}"] for name in ("iris", "wine"))
+    mlops("run", *iris, check=True)
+    before = snapshot(home)
+    one_error_line(mlops("run", *wine), "does not fit DuckDB table PREDICTIONS_WITH_GROUND_TRUTH",
+                   "columns not in the table: alcohol", "table columns not in the scored data: sepal_length",
+                   "scoring.sink.table")
+    assert snapshot(home) == before  # nothing trained, registered or written
+    mlops("run", *wine, "scoring.sink.table=WINE_PREDICTIONS", check=True)
+    mlops("run", *iris, check=True)  # the same data again fits its table
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM WINE_PREDICTIONS").fetchone()[0] == 178
+        assert con.execute("SELECT DISTINCT MODEL_VERSION FROM PREDICTIONS_WITH_GROUND_TRUTH").fetchall() == [("v2",)]
+
+
 def test_a_run_failing_after_a_write_says_what_it_left_and_how_to_remove_it(mlops, home, tmp_path):
     blocker = tmp_path / "predictions.parquet"
     blocker.write_bytes(b"not a directory")
