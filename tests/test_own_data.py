@@ -85,6 +85,36 @@ def test_a_users_parquet_without_week_is_scored_without_partitions(mlops, home, 
     assert snapshot(home) == before
 
 
+def test_plotlys_gzipped_gapminder_csv_trains_and_scores_as_it_is(mlops, home):
+    """A public file as it ships (plotly's package data): gzip-compressed, and populations beyond 2**24,
+    which float32 holds only rounded (as XGBoost trains on them)."""
+    from pathlib import Path
+
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "datasets" / "gapminder.csv.gz"
+    result = mlops("run", "data=csv", f"data.path={path}", "features.target=continent", check=True)
+    assert "multiclass continent: 5 classes (Africa, Americas, Asia, Europe, Oceania)" in result.stdout
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        rows, most = con.execute("SELECT count(*), max(pop) FROM PREDICTIONS_WITH_GROUND_TRUTH").fetchone()
+    assert rows == 1704 and most > 2**24
+
+
+def test_a_csv_with_a_title_line_before_its_header_and_gzipped(mlops, home, tmp_path):
+    import gzip
+
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    text = "# Iris, exported 2024-05-01 by the lab's tool\n" + frame.to_csv(index=False)
+    (tmp_path / "iris.csv").write_text(text)
+    (tmp_path / "iris.csv.gz").write_bytes(gzip.compress(text.encode()))
+    for name in ("iris.csv", "iris.csv.gz"):
+        result = mlops("run", "data=csv", f"data.path={tmp_path / name}", "features.target=target",
+                       f"scoring.sink.table={name.replace('.', '_')}", check=True)
+        assert "150 rows read" in result.stdout and "numeric sepal_length, sepal_width" in result.stdout
+
+
 def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_path):
     data = ["data=csv", f"data.path={lab}", "registry.model_name=LAB", "features.target=APPROVED", *FEATURES]
     mlops("run", *data, check=True)
