@@ -23,7 +23,8 @@ Types. Parquet files, DuckDB tables and synthetic data keep their types. A CSV f
 ``header=true`` (a header row is required; a UTF-8 BOM is ignored; title or comment lines above it are
 skipped as DuckDB's sniffer finds them; ``.gz`` files are decompressed); the delimiter is the header line's
 most frequent of ``, ; tab |`` (unless given), and numbers with decimal commas are read as numbers in a file
-not separated by commas; DuckDB's sniffer picks every column's type from the first rows, for every file
+not separated by commas; text is UTF-8, Latin-1 when the file's first MiB is not UTF-8, or UTF-16 with its byte
+order mark (unless ``encoding`` is given); DuckDB's sniffer picks every column's type from the first rows, for every file
 whatever its column names (the synthetic generator's schema is the synthetic data's only). ``types`` overrides any column:
 ``{TS: VARCHAR, AMOUNT: double, DAY: {type: date, format: "%d/%m/%Y"}}`` (a DuckDB type or one of
 string, int, float, bool, date, timestamp; a ``format`` is a strptime format). Then: values in
@@ -353,9 +354,10 @@ class CsvSource(_FileSource):
 
     def __init__(self, path: str, delimiter: str | None = None, types: dict | None = None,
                  null_values: list | None = DEFAULT_NULL_VALUES, partition_by: list | str | None = None,
-                 where: str | None = None):
+                 where: str | None = None, encoding: str | None = None):
         self.path = path
         self.delimiter = delimiter
+        self.encoding = encoding
         self.types = types
         self.null_values = null_values
         self.partition_by = partition_columns(partition_by)
@@ -371,20 +373,26 @@ class CsvSource(_FileSource):
         if self.null_values is not None and (
                 isinstance(self.null_values, str) or not all(isinstance(v, str) for v in self.null_values)):
             raise MlopsError(f"null_values must be a list of strings such as ['', 'NA'], got {self.null_values!r}")
+        if self.encoding is not None and _ENCODINGS.get(str(self.encoding).lower()) is None:
+            raise MlopsError(f"CSV encoding must be one of {', '.join(sorted(set(_ENCODINGS.values())))} or null, "
+                             f"got {self.encoding!r}")
         return super()._resolve()
 
     def _bind(self, con, urls, fs):
         import duckdb
 
-        lines = _csv_head(fs, urls[0], self.path)
+        head = _csv_head(fs, urls[0], self.path)
+        encoding = _ENCODINGS[str(self.encoding).lower()] if self.encoding else _encoding_of(head)
+        lines = head.decode(encoding, errors="replace").removeprefix("\ufeff").split("\n")
+        lines = [line.rstrip("\r") for line in lines]
         delimiter = self.delimiter or _delimiter_of(lines[0])
-        skip = _lines_before_header(con, urls[0], delimiter)
+        skip = _lines_before_header(con, urls[0], delimiter, encoding)
         header_line = lines[skip] if skip < len(lines) else ""
         if self.delimiter is None and skip:
             delimiter = _delimiter_of(header_line)  # a title line above the header says nothing of it
         header = _csv_header(header_line, delimiter, self.path)
         overrides = _type_overrides(self.types, header, self.path)
-        options = ["header = true", f"delim = {sql_string(delimiter)}"]
+        options = ["header = true", f"delim = {sql_string(delimiter)}", f"encoding = {sql_string(encoding)}"]
         if self.null_values is not None:
             options.append(f"nullstr = {_sql_list(list(self.null_values) or [''])}")
         read_types = {column: ("VARCHAR" if fmt else sql_type) for column, (sql_type, fmt) in overrides.items()}
@@ -397,9 +405,9 @@ class CsvSource(_FileSource):
         try:
             rel = bind(read_types)  # DuckDB sniffs the dialect and the remaining columns' types
         except duckdb.Error as e:
-            raise self._read_error(con, urls[0], header, delimiter, e) from None
+            raise self._read_error(con, urls[0], header, options[1:3], e) from None
         if len(rel.columns) != len(header):
-            raise self._read_error(con, urls[0], header, delimiter, None)
+            raise self._read_error(con, urls[0], header, options[1:3], None)
         text = [c for c, t in zip(rel.columns, rel.types) if str(t) == "VARCHAR" and c not in overrides]
         if delimiter != "," and _decimal_comma_columns(con, urls[0], options, text):
             options.append("decimal_separator = ','")  # 12,5 is twelve and a half in this file
@@ -425,16 +433,17 @@ class CsvSource(_FileSource):
         if rows == 0:
             raise self._no_rows()
 
-    def _read_error(self, con, url, header, delimiter, error) -> MlopsError:
-        """Why the sniffer failed or saw the wrong number of columns: find the line that does not fit."""
+    def _read_error(self, con, url, header, dialect, error) -> MlopsError:
+        """Why the sniffer failed or saw the wrong number of columns: find the line that does not fit.
+        ``dialect``: the ``delim`` and ``encoding`` options of the read."""
         import duckdb
 
         columns = "{" + ", ".join(f"{sql_string(c)}: 'VARCHAR'" for c in header) + "}"
         try:
             con.sql(f"SELECT count(*) FROM read_csv({sql_string(url)}, header = true, auto_detect = false, "
-                    f"delim = {sql_string(delimiter)}, quote = '\"', columns = {columns})").fetchall()
+                    f"{', '.join(dialect)}, quote = '\"', columns = {columns})").fetchall()
         except duckdb.Error as e:
-            return MlopsError(f"cannot read CSV {self.path}: {_one_line(e)}")
+            error = e
         reason = _one_line(error) if error is not None else "the sniffer could not find the columns"
         return MlopsError(f"cannot read CSV {self.path}: {reason}")
 
@@ -510,27 +519,44 @@ def _decimal_comma_columns(con, url, options, columns) -> list[str]:
     return [c for c, numbers in zip(columns, row) if numbers]
 
 
-def _lines_before_header(con, url, delimiter) -> int:
+def _lines_before_header(con, url, delimiter, encoding) -> int:
     """How many lines DuckDB's sniffer skips before the header (a comment or title line); 0 when it
     cannot tell (the read that follows then says why)."""
     import duckdb
 
     try:
         return int(con.sql(f"SELECT SkipRows FROM sniff_csv({sql_string(url)}, header = true, "
-                           f"delim = {sql_string(delimiter)})").fetchall()[0][0])
+                           f"delim = {sql_string(delimiter)}, encoding = {sql_string(encoding)})").fetchall()[0][0])
     except duckdb.Error:
         return 0
 
 
-def _csv_head(fs, url, path) -> list[str]:
-    """The lines of the file's first MiB (decompressed as DuckDB reads it, by the file's extension:
-    ``.gz``, ...), a UTF-8 BOM dropped; at least one, maybe empty."""
+# The encodings DuckDB reads without an extension, by the names a user may give them.
+_ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-16": "utf-16", "utf16": "utf-16", "latin-1": "latin-1",
+              "latin1": "latin-1", "iso-8859-1": "latin-1", "cp1252": "latin-1", "windows-1252": "latin-1"}
+
+
+def _csv_head(fs, url, path) -> bytes:
+    """The file's first MiB, decompressed as DuckDB reads it (by the file's extension: ``.gz``, ...)."""
     try:
         with fs.open(url, "rb", compression="infer") as f:
-            head = f.read(1 << 20)
+            return f.read(1 << 20)
     except (OSError, EOFError, ValueError) as e:
         raise MlopsError(f"cannot read CSV {path}: {_one_line(e)}") from None
-    return [line.rstrip("\r") for line in head.decode("utf-8-sig", errors="replace").split("\n")]
+
+
+def _encoding_of(head: bytes) -> str:
+    """UTF-16 with its byte order mark, UTF-8 when ``head`` decodes as such (a character cut at its end
+    aside), else Latin-1 (the usual export of Windows spreadsheets)."""
+    import codecs
+
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "utf-8"
 
 
 def _delimiter_of(line: str) -> str:
@@ -641,7 +667,10 @@ def _one_line(exc: BaseException) -> str:
         line = f"{lines[0]}: {reason}" if reason else lines[0]
     else:
         line = lines[0]
-    return line if len(line) <= 300 else line[:297] + "..."
+    line = line if len(line) <= 300 else line[:297] + "..."
+    if "not utf-8 encoded" in str(exc):
+        line += " (a Windows or Latin-1 file? set data.encoding=latin-1)"
+    return line
 
 
 def _sql_list(values: list[str]) -> str:

@@ -5,6 +5,7 @@ import hashlib
 import json
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -129,6 +130,20 @@ def test_a_european_csv_with_semicolons_and_decimal_commas_reads_its_numbers(mlo
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         read = con.execute("SELECT bmi, s5, target FROM PREDICTIONS_WITH_GROUND_TRUTH").df()
     pd.testing.assert_frame_equal(read, frame[["bmi", "s5", "target"]], check_dtype=False)
+
+
+def test_a_windows_latin1_export_keeps_its_accented_categories(mlops, home, tmp_path):
+    rng = np.random.default_rng(4)
+    cities = np.array(["Zürich", "São Paulo", "Malmö", "Besançon"])
+    frame = pd.DataFrame({"CITY": cities[rng.integers(0, 4, 400)], "SCORE": rng.normal(50, 10, 400).round(1)})
+    frame["LABEL"] = np.where((frame.CITY == "Malmö") | (frame.SCORE > 55), "oui", "non")
+    (tmp_path / "export.csv").write_bytes(frame.to_csv(index=False, sep=";", decimal=",", lineterminator="\r\n")
+                                          .encode("cp1252"))
+    result = mlops("run", "data=csv", f"data.path={tmp_path / 'export.csv'}", "features.target=LABEL", check=True)
+    assert "numeric SCORE; categorical CITY" in result.stdout
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        read = con.execute("SELECT CITY, SCORE FROM PREDICTIONS_WITH_GROUND_TRUTH").df()
+    pd.testing.assert_frame_equal(read, frame[["CITY", "SCORE"]])
 
 
 def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_path):

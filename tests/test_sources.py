@@ -247,6 +247,27 @@ def test_csv_quirks_read_as_written(tmp_path):
     assert kept["CAT"].tolist()[1:] == [None, "NA"]
 
 
+def test_csv_in_latin1_or_utf16_reads_its_text_as_written(tmp_path):
+    text = "CITY;SCORE\r\nZürich;1,5\r\nSão Paulo;2,25\r\nMalmö;NA\r\n"
+    for encoding, given in (("latin-1", None), ("cp1252", "windows-1252"), ("utf-16", None), ("utf-8", "UTF8")):
+        path = tmp_path / f"{encoding}.csv"
+        path.write_bytes(text.encode(encoding))
+        df = CsvSource(str(path), encoding=given).read()
+        assert df["CITY"].tolist() == ["Zürich", "São Paulo", "Malmö"], encoding
+        assert df["SCORE"].tolist()[:2] == [1.5, 2.25] and pd.isna(df["SCORE"][2]), encoding
+    with pytest.raises(MlopsError, match="CSV encoding must be one of latin-1, utf-16, utf-8 or null, got 'ebcdic'"):
+        CsvSource(str(tmp_path / "utf-8.csv"), encoding="ebcdic").read()
+
+
+def test_csv_not_utf8_past_its_first_mib_names_the_encoding_option(tmp_path):
+    path = tmp_path / "late.csv"
+    path.write_bytes(b"CITY,SCORE\n" + b"Zurich,1\n" * 150_000 + "Malmö,2\n".encode("latin-1"))
+    with pytest.raises(MlopsError) as e:
+        CsvSource(str(path)).read()
+    one_line_error(e, "not utf-8 encoded", "set data.encoding=latin-1")
+    assert CsvSource(str(path), encoding="latin-1").read()["CITY"].iloc[-1] == "Malmö"
+
+
 def test_csv_refuses_duplicate_names_and_short_lines_naming_them(tmp_path):
     twice = tmp_path / "twice.csv"
     twice.write_text("A,B,A\n1,2,3\n")
@@ -325,9 +346,7 @@ def test_unreadable_files(tmp_path, table):
     one_line_error(e, "cannot read Parquet", str(truncated))
     latin = tmp_path / "latin1.csv"
     latin.write_bytes("COUNTY_NAME,X\nDoña Ana County,1\n".encode("latin-1"))
-    with pytest.raises(MlopsError) as e:
-        CsvSource(str(latin)).read()
-    one_line_error(e, "cannot read CSV", str(latin), "utf-8")
+    assert CsvSource(str(latin)).read()["COUNTY_NAME"].tolist() == ["Doña Ana County"]  # not UTF-8: Latin-1
 
 
 def test_paths_that_name_no_file(tmp_path):
