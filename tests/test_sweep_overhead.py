@@ -1,6 +1,6 @@
-"""What a sweep's trial does once instead of twice, with the same outcome (docs/benchmarks.md, sweeps)."""
+"""Work a sweep does less often or earlier than before, with the same outcome (docs/benchmarks.md, sweeps)."""
 
-from mlops_framework import config, pipeline, stages
+from mlops_framework import config, pipeline
 from mlops_framework.plugins import Components, get_plugin_manager
 
 
@@ -35,3 +35,10 @@ def test_generated_data_describes_itself_as_duckdb_reads_it_without_generating()
         assert source.schema() == _Source.schema(source)  # DuckDB reading the generated rows
     with pytest.raises(MlopsError, match="rows_per_week"):
         SyntheticSource(rows_per_week=0).schema()
+
+
+def test_a_sweep_with_a_bad_override_is_one_error_though_its_workers_start_first(mlops):
+    result = mlops("run", "-m", "hydra/sweeper=mlops_optuna", "model.params.max_depth=range(1,3", "pipeline=train")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("mlops: error: 'model.params.max_depth=range(1,3' is not a valid override (")
