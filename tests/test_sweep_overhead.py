@@ -42,3 +42,21 @@ def test_a_sweep_with_a_bad_override_is_one_error_though_its_workers_start_first
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("mlops: error: 'model.params.max_depth=range(1,3' is not a valid override (")
+
+
+def test_package_versions_are_read_once_a_process_and_each_caller_gets_its_own(monkeypatch):
+    import importlib.metadata
+
+    from mlops_framework import lineage
+
+    installed = {}
+    for name in lineage.PACKAGES:
+        try:
+            installed[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    first = lineage.package_versions()
+    assert first == installed and "xgboost" in first
+    first["xgboost"] = "changed by a caller"
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "read again")
+    assert lineage.package_versions() == installed
