@@ -150,6 +150,15 @@ class Sink(Protocol):
 
 
 @runtime_checkable
+class TableSink(Protocol):
+    """A sink writing into a table that keeps its columns from one write to the next: ``existing_columns()``
+    names them, touching nothing (None: no table yet, or it cannot be read now; the write checks again).
+    Pre-flight refuses scored data that would not fit the table before the run's first write."""
+
+    def existing_columns(self) -> list[str] | None: ...
+
+
+@runtime_checkable
 class ReportingWriter(Protocol):
     """A sink writer that says, once written, what it replaced (``"WEEK 20-25: 1,000 rows -> 1,300"``;
     None when it replaced nothing): re-scoring a partition is reported in the run summary."""

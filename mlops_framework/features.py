@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 
 from mlops_framework.errors import MlopsError
 
+_TO_FLOAT32 = pc.CastOptions(pa.float32(), allow_float_truncate=True)
+
 ENCODINGS = ("onehot", "native")
 TASKS = ("binary", "multiclass", "regression")
 # Columns a scored table has beside its inputs: never features of a model trained on that table.
@@ -284,8 +286,10 @@ class FeatureContract:
 
     # ------------------------------------------------------------------ internals
     def _numeric(self, column, col: str) -> np.ndarray:
+        """As float32, the type XGBoost computes in: integers beyond 2**24 round to the nearest float32
+        (as numpy rounds them when training), where Arrow's default cast refuses them."""
         try:
-            return pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
+            return pc.cast(column, options=_TO_FLOAT32).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise MlopsError(f"numeric feature column {col!r} (type {column.type}) cannot be read as numbers: {exc}") from exc
 

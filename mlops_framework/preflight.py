@@ -12,6 +12,7 @@ Then, for the stages in the pipeline:
   data, or, in a run that does not train, the scored version's signature (number, text, boolean, time);
   a mismatch names the column and both types; a difference within a kind (BIGINT trained, DOUBLE scored)
   is noted in the run summary;
+- the scored data fits the columns of the table the sink writes into, when it exists;
 - the scoring sink's partition columns and the monitor's timestamp exist in the scored data (or in
   ``monitor.source``, with the target and the score column), the timestamp a date or timestamp;
 - a CSV file that is scored or retrained on (read in full, after the first write) is parsed once in full,
@@ -22,7 +23,7 @@ Sources without ``schema()`` (a plugin's warehouse tables, the feature store) ar
 stages. :func:`left_behind` says what a run wrote before it failed and how to remove it.
 """
 
-from mlops_framework.contracts import PartitionedSink
+from mlops_framework.contracts import PartitionedSink, TableSink
 from mlops_framework.errors import MlopsError
 
 _KINDS = (("number", ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -86,6 +87,8 @@ def check(run) -> None:
         partitions = list(run.scoring.sink.partition_by or []) if isinstance(run.scoring.sink, PartitionedSink) else []
         _require(schema, partitions, "the scoring source", source,
                  hint="the sink partitions by it: set scoring.sink.partition_by=null to replace the whole table")
+        if isinstance(run.scoring.sink, TableSink):
+            _fits_table(run.scoring.sink, schema, spec.target, source)
         if monitor and monitor.source is None:
             _require(schema, [monitor.timestamp], "the scoring source", source,
                      hint="the monitor cuts windows on it: set monitor.timestamp (or features.time)")
@@ -137,6 +140,26 @@ def _require(schema, columns, what, source, hint=None):
         raise MlopsError(
             f"{what} ({source.describe()}) lacks column{'s' if len(missing) > 1 else ''} "
             f"{', '.join(missing)}{close}{'; ' + hint if hint else ''}; it has: {', '.join(schema)}")
+
+
+def _fits_table(sink, schema, target, source):
+    """The scored data has the columns of the sink's existing table, but for those scoring adds
+    (predictions, traceability, a target the data lacks)."""
+    from mlops_framework.scoring import added_by_scoring
+
+    existing = sink.existing_columns() if schema is not None else None
+    if not existing:
+        return
+    table, scored = {c.upper() for c in existing}, {c.upper() for c in schema}
+    new = [c for c in schema if c.upper() not in table]
+    gone = [c for c in existing
+            if c.upper() not in scored and c.upper() != (target or "").upper() and not added_by_scoring(c)]
+    if new or gone:
+        parts = [f"{what}: {', '.join(names)}" for what, names in
+                 (("columns not in the table", new), ("table columns not in the scored data", gone)) if names]
+        raise MlopsError(
+            f"the scoring source ({source.describe()}) does not fit {sink.describe()} ({'; '.join(parts)}): "
+            f"scoring keeps the table's columns; set scoring.sink.table to another name, or drop the table")
 
 
 def _time_column(schema, column, source):

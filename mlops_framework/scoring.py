@@ -226,6 +226,8 @@ def score_to_sink(
     bar = _Progress(total_rows) if progress else None
     rows = 0
     replaced: list = []
+    constants = _ConstantColumns({**({target: pa.nulls(1, type=target_type)} if target else {}),
+                                  **{name: _constant(value) for name, value in stamp.items()}})
     in_flight: collections.deque = collections.deque()
 
     def finish() -> None:
@@ -237,10 +239,10 @@ def score_to_sink(
         names, arrays = list(added), _prediction_arrays(task, scores, classes, threshold)
         if target and target not in batch.schema.names:
             names.insert(0, target)
-            arrays.insert(0, pa.nulls(batch.num_rows, type=target_type))
-        for name, value in stamp.items():
+            arrays.insert(0, constants.array(target, batch.num_rows))
+        for name in stamp:
             names.append(name)
-            arrays.append(_constant(value, batch.num_rows))
+            arrays.append(constants.array(name, batch.num_rows))
         put(output_q, _with_columns(batch, names, arrays))
         rows += batch.num_rows
         if bar:
@@ -281,21 +283,46 @@ def score_to_sink(
                        replaced=replaced[0] if replaced else None, unseen=unseen)
 
 
+TRACE_COLUMNS = ("MODEL_NAME", "MODEL_VERSION", "RUN_ID", "SCORED_AT")
+
+
 def trace_columns(model_name: str, version: str, run_id: str | None, scored_at=None) -> dict:
     """The traceability columns of every predictions row: model name, resolved version (never an
     alias), run id and scoring time (UTC, no time zone)."""
     import datetime as dt
 
     scored_at = scored_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    return {"MODEL_NAME": model_name, "MODEL_VERSION": version, "RUN_ID": run_id, "SCORED_AT": scored_at}
+    return dict(zip(TRACE_COLUMNS, (model_name, version, run_id, scored_at)))
 
 
-def _constant(value, n: int) -> pa.Array:
+def added_by_scoring(column: str) -> bool:
+    """Whether ``column`` is one that the score stage adds to the scored rows, for some task: the
+    prediction columns (default names) and the traceability columns."""
+    name = column.upper()
+    return name in ("PREDICTED_SCORE", "PREDICTED_RESPONSE", *TRACE_COLUMNS) or name.startswith("PROBA_")
+
+
+def _constant(value) -> pa.Array:
+    """``value`` as an Arrow array of one element."""
     import datetime as dt
 
     kind = pa.timestamp("us") if isinstance(value, dt.datetime) else pa.string() if value is None or isinstance(value, str) else None
-    one = pa.array([value], type=kind)
-    return one.take(pa.array(np.zeros(n, dtype=np.int32)))
+    return pa.array([value], type=kind)
+
+
+class _ConstantColumns:
+    """Columns with one value in every row. Each is built once, as long as the longest batch so far, and a
+    batch gets a slice of it (building them anew per batch cost about 0.7 CPU s per 10M rows)."""
+
+    def __init__(self, values: dict[str, pa.Array]):
+        self._values = values
+        self._built: dict[str, pa.Array] = {}
+
+    def array(self, name: str, n: int) -> pa.Array:
+        built = self._built.get(name)
+        if built is None or len(built) < n:
+            built = self._built[name] = self._values[name].take(pa.array(np.zeros(n, dtype=np.int32)))
+        return built.slice(0, n)
 
 
 class _Predictor:

@@ -54,6 +54,17 @@ class DuckDBSink:
             return f"{where} (replacing partitions by {', '.join(self.partition_by)})"
         return f"{where} (replacing the table)"
 
+    def existing_columns(self) -> list[str] | None:
+        import duckdb
+
+        if not Path(self.path).is_file():
+            return None
+        try:
+            with duckdb.connect(str(self.path), read_only=True) as con:
+                return _table_columns(con, self.table) or None
+        except duckdb.Error:
+            return None
+
     @contextlib.contextmanager
     def open(self) -> Iterator["_DuckDBWriter"]:
         import duckdb
@@ -182,14 +193,7 @@ class _DuckDBWriter:
         missing_keys = [c for c in self._partition_by if c not in names]
         if missing_keys:
             raise MlopsError(f"partition column(s) {', '.join(missing_keys)} are not in the predictions")
-        existing = [
-            row[0]
-            for row in con.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE lower(table_name) = lower(?) AND table_schema = current_schema() ORDER BY ordinal_position",
-                [self._table],
-            ).fetchall()
-        ]
+        existing = _table_columns(con, self._table)
         if existing:
             self._existed = True
             check_same_columns(self._table, existing, names)
@@ -250,6 +254,15 @@ class _DuckDBWriter:
     def describe_replaced(self) -> str | None:
         """What re-scoring replaced, e.g. ``WEEK 20-25: 1,000 rows -> 1,300`` (None: nothing replaced)."""
         return describe_replaced(self._partition_by, self.replaced, self.written)
+
+
+def _table_columns(con, table: str) -> list[str]:
+    """The columns of ``table`` in ``con``'s current schema, in order ([]: no such table)."""
+    return [row[0] for row in con.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE lower(table_name) = lower(?) AND table_schema = current_schema() ORDER BY ordinal_position",
+        [table],
+    ).fetchall()]
 
 
 @contextlib.contextmanager

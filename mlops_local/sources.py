@@ -20,7 +20,8 @@ the path: missing or empty file, no rows (or none matching ``where``), unreadabl
 data)"`` keeps the latest 30% of rows.
 
 Types. Parquet files, DuckDB tables and synthetic data keep their types. A CSV file is read as it is:
-``header=true`` (a header row is required; a UTF-8 BOM is ignored), DuckDB's sniffer picks the delimiter
+``header=true`` (a header row is required; a UTF-8 BOM is ignored; title or comment lines above it are
+skipped as DuckDB's sniffer finds them; ``.gz`` files are decompressed), DuckDB's sniffer picks the delimiter
 (unless given) and every column's type from the first rows, for every file whatever its column names
 (the synthetic generator's schema is the synthetic data's only). ``types`` overrides any column:
 ``{TS: VARCHAR, AMOUNT: double, DAY: {type: date, format: "%d/%m/%Y"}}`` (a DuckDB type or one of
@@ -396,7 +397,7 @@ class CsvSource(_FileSource):
     def _bind(self, con, urls, fs):
         import duckdb
 
-        header, delimiter = _csv_header(fs, urls[0], self.delimiter, self.path)
+        header, delimiter = _csv_header(fs, urls[0], self.delimiter, self.path, _lines_before_header(con, urls[0], self.delimiter))
         overrides = _type_overrides(self.types, header, self.path)
         options = ["header = true"]
         if self.delimiter is not None:
@@ -511,18 +512,31 @@ def _not_true_false(con, url, options, columns) -> list[str]:
     return [c for c, other in zip(columns, row) if other]
 
 
-def _csv_header(fs, url, delimiter, path) -> tuple[list[str], str]:
+def _lines_before_header(con, url, delimiter) -> int:
+    """How many lines DuckDB's sniffer skips before the header (a comment or title line); 0 when it
+    cannot tell (the read that follows then says why)."""
+    import duckdb
+
+    options = "header = true" + (f", delim = {sql_string(delimiter)}" if delimiter is not None else "")
+    try:
+        return int(con.sql(f"SELECT SkipRows FROM sniff_csv({sql_string(url)}, {options})").fetchall()[0][0])
+    except duckdb.Error:
+        return 0
+
+
+def _csv_header(fs, url, delimiter, path, skip: int = 0) -> tuple[list[str], str]:
     """The header row's names and delimiter (given, or the most frequent of , ; tab |), read with
-    Python's csv module from the first line only; duplicate names refused."""
+    Python's csv module from the line after the ``skip`` first ones (decompressed as DuckDB does, by the
+    file's extension: ``.gz``, ...); duplicate names refused."""
     import csv
     import io
 
     try:
-        with fs.open(url, "rb") as f:
-            first = f.read(1 << 20).split(b"\n", 1)[0]
-    except OSError as e:
+        with fs.open(url, "rb", compression="infer") as f:
+            lines = f.read(1 << 20).split(b"\n", skip + 1)
+    except (OSError, EOFError, ValueError) as e:
         raise MlopsError(f"cannot read CSV {path}: {_one_line(e)}") from None
-    text = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    text = (lines[skip] if len(lines) > skip else b"").decode("utf-8-sig", errors="replace").rstrip("\r\n")
     if delimiter is None:
         counts = {d: text.count(d) for d in (",", ";", "\t", "|")}
         delimiter = max(counts, key=counts.get) if any(counts.values()) else ","

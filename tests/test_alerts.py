@@ -78,12 +78,35 @@ def test_default_rules_cover_every_new_window_once_and_compare_with_the_baseline
     assert [(a.window_start, round(a.value, 4), a.baseline) for a in drop] == [(W2, -0.07, 0.82), (W3, -0.13, 0.82)]
     assert drop[0].message.startswith("f1_drop: f1 - baseline's 0.82 = -0.07 < -0.05 in window 2024-01-08")
     regression = result()
-    regression["performance"] = [{"window_start": W1, "window_end": W2, "rmse": 12.0, "rows": 9,
+    regression["performance"] = [{"window_start": W1, "window_end": W2, "rmse": 12.0, "rows": 900,
                                   "baseline": {"rmse": 5.0}}]
     assert [a.value for a in al.evaluate(rules(rmse_up={"metric": "rmse", "against": "baseline", "op": ">",
                                                         "threshold": 5}), regression)] == [7.0]
     with pytest.raises(MlopsError, match="applies to performance metrics"):
         rules(x={"metric": "psi", "threshold": 1, "against": "baseline"})
+
+
+def test_windows_with_fewer_rows_than_min_rows_are_skipped_but_by_a_rows_rule():
+    """A drift or quality metric of a few rows is noise: 100 rows by default, labelled rows for f1."""
+    data = result(f1s=(0.5, 0.5, 0.5), psi_income=(0.9, 0.9, 0.9))
+    for row, rows, labeled in zip(data["performance"], (99, 100, 500), (100, 99, 500)):
+        row.update(rows=rows, labeled_rows=labeled)
+    for row, rows in zip(data["drift"], (99, 99, 100, 100, 500, 500)):
+        row["rows"] = rows
+    psi = rules(psi_high={"metric": "psi", "op": ">", "threshold": 0.2})
+    assert [a.window_start for a in al.evaluate(psi, data)] == [W2, W3]
+    f1 = rules(f1_low={"metric": "f1", "op": "<", "threshold": 0.7})
+    assert [a.window_start for a in al.evaluate(f1, data)] == [W1, W3]  # W2 has 99 labelled rows
+    assert [a.window_start for a in al.evaluate(rules(f1_low={"metric": "f1", "op": "<", "threshold": 0.7,
+                                                              "min_rows": 500}), data)] == [W3]
+    assert len(al.evaluate(rules(psi_high={"metric": "psi", "op": ">", "threshold": 0.2, "min_rows": 0}), data)) == 3
+    few = rules(few={"metric": "rows", "op": "<", "threshold": 200})
+    assert [a.window_start for a in al.evaluate(few, data)] == [W1, W2]  # the rows rule sees small windows
+    assert psi[0].describe() == "psi_high: psi of any feature > 0.2 in new windows of 100+ rows"
+    assert few[0].describe() == "few: rows < 200 in new windows"
+    for bad in (-1, 1.5, True, "100"):
+        with pytest.raises(MlopsError, match=r"alerts\.rules\.x\.min_rows must be"):
+            rules(x={"metric": "psi", "threshold": 1, "min_rows": bad})
 
 
 def test_rules_are_validated_and_can_be_switched_off():

@@ -692,8 +692,8 @@ def _window(start, version="V1", **metrics):
 
 def test_rules_fire_per_window_op_and_version():
     result = {"model_name": "M", "run_id": "R", "performance": [
-        _window(0, f1=0.4, rows=10), _window(7, f1=0.5, rows=10), _window(14, f1=0.6, rows=10),
-        _window(7, "V2", f1=0.45, rows=10)]}
+        _window(0, f1=0.4, rows=100), _window(7, f1=0.5, rows=100), _window(14, f1=0.6, rows=100),
+        _window(7, "V2", f1=0.45, rows=100)]}
     fired = evaluate([AlertRule(name="low", metric="f1", threshold=0.5, window="any")], result)
     assert [(a.window_start, a.model_version, a.value) for a in fired] == [(0, "V1", 0.4), (7, "V2", 0.45)]
     assert (fired[0].model_name, fired[0].run_id, fired[0].column, fired[0].op, fired[0].threshold) == (
@@ -704,7 +704,7 @@ def test_rules_fire_per_window_op_and_version():
     assert [(a.window_start, a.model_version) for a in fired] == [(14, "V1")]
     fired = evaluate([AlertRule(name="low", metric="f1", threshold=0.5, window="last")], result)
     assert [(a.window_start, a.model_version) for a in fired] == [(7, "V2")], "the last window of each version"
-    fired = evaluate([AlertRule(name="few", metric="rows", threshold=10, op=">")], result)
+    fired = evaluate([AlertRule(name="few", metric="rows", threshold=100, op=">")], result)
     assert fired == []
     assert fired == evaluate([AlertRule(name="gt", metric="f1", threshold=0.6, op=">", window="any")], result)
 

@@ -229,6 +229,16 @@ def test_encode_frame_equals_encode_batch_whatever_the_arrow_layout(encoding):
     pd.testing.assert_frame_equal(contract.encode_frame(reordered), contract.encode_frame(frame))
 
 
+def test_integers_beyond_float32s_exact_range_encode_as_numpy_rounds_them():
+    values = [22_227_415, 2**24 + 1, -(2**31), None]
+    train = pd.DataFrame({"POP": pd.array(values, dtype="Int64"), "Y": [0, 1, 0, 1]})
+    contract = FeatureContract.fit(train, target="Y", numeric=["POP"], categorical=[])
+    encoded = contract.encode_batch(pa.RecordBatch.from_pandas(train))
+    expected = np.array([22_227_415, 2**24 + 1, -(2**31), np.nan]).astype(np.float32)
+    np.testing.assert_array_equal(encoded[:, 0], expected)
+    assert encoded[0, 0] == 22_227_416  # rounded, not refused
+
+
 def test_native_encoding_keeps_numeric_float32_and_fixed_categories():
     frame = make_frame(50)
     contract = fit(frame, encoding="native")

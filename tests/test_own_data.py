@@ -85,6 +85,36 @@ def test_a_users_parquet_without_week_is_scored_without_partitions(mlops, home, 
     assert snapshot(home) == before
 
 
+def test_plotlys_gzipped_gapminder_csv_trains_and_scores_as_it_is(mlops, home):
+    """A public file as it ships (plotly's package data): gzip-compressed, and populations beyond 2**24,
+    which float32 holds only rounded (as XGBoost trains on them)."""
+    from pathlib import Path
+
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "datasets" / "gapminder.csv.gz"
+    result = mlops("run", "data=csv", f"data.path={path}", "features.target=continent", check=True)
+    assert "multiclass continent: 5 classes (Africa, Americas, Asia, Europe, Oceania)" in result.stdout
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        rows, most = con.execute("SELECT count(*), max(pop) FROM PREDICTIONS_WITH_GROUND_TRUTH").fetchone()
+    assert rows == 1704 and most > 2**24
+
+
+def test_a_csv_with_a_title_line_before_its_header_and_gzipped(mlops, home, tmp_path):
+    import gzip
+
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    text = "# Iris, exported 2024-05-01 by the lab's tool\n" + frame.to_csv(index=False)
+    (tmp_path / "iris.csv").write_text(text)
+    (tmp_path / "iris.csv.gz").write_bytes(gzip.compress(text.encode()))
+    for name in ("iris.csv", "iris.csv.gz"):
+        result = mlops("run", "data=csv", f"data.path={tmp_path / name}", "features.target=target",
+                       f"scoring.sink.table={name.replace('.', '_')}", check=True)
+        assert "150 rows read" in result.stdout and "numeric sepal_length, sepal_width" in result.stdout
+
+
 def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_path):
     data = ["data=csv", f"data.path={lab}", "registry.model_name=LAB", "features.target=APPROVED", *FEATURES]
     mlops("run", *data, check=True)
@@ -124,6 +154,28 @@ def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_p
         result = mlops("run", *data, *overrides)
         one_error_line(result, *needles)
         assert snapshot(home) == before, overrides
+
+
+def test_another_dataset_in_the_same_home_is_refused_before_training_unless_it_scores_elsewhere(mlops, home, tmp_path):
+    from sklearn.datasets import load_iris, load_wine
+
+    for name, load in (("iris", load_iris), ("wine", load_wine)):
+        frame = load(as_frame=True).frame
+        frame.columns = [c.replace(" (cm)", "").replace(" ", "_").replace("/", "_") for c in frame.columns]
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    iris, wine = (["data=csv", f"data.path={tmp_path / name}.csv", "features.target=target",
+                   f"registry.model_name={name.upper()}"] for name in ("iris", "wine"))
+    mlops("run", *iris, check=True)
+    before = snapshot(home)
+    one_error_line(mlops("run", *wine), "does not fit DuckDB table PREDICTIONS_WITH_GROUND_TRUTH",
+                   "columns not in the table: alcohol", "table columns not in the scored data: sepal_length",
+                   "scoring.sink.table")
+    assert snapshot(home) == before  # nothing trained, registered or written
+    mlops("run", *wine, "scoring.sink.table=WINE_PREDICTIONS", check=True)
+    mlops("run", *iris, check=True)  # the same data again fits its table
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM WINE_PREDICTIONS").fetchone()[0] == 178
+        assert con.execute("SELECT DISTINCT MODEL_VERSION FROM PREDICTIONS_WITH_GROUND_TRUTH").fetchall() == [("v2",)]
 
 
 def test_a_run_failing_after_a_write_says_what_it_left_and_how_to_remove_it(mlops, home, tmp_path):

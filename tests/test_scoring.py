@@ -118,6 +118,28 @@ def test_many_small_batches_score_like_one_batch(tmp_path, model, scoring_frame)
     assert pq.read_table(many).equals(pq.read_table(one))
 
 
+def test_every_row_of_batches_of_any_size_carries_the_stamp_and_a_null_target(tmp_path, model, scoring_frame):
+    import datetime as dt
+
+    unlabelled = pa.Table.from_pandas(scoring_frame.drop(columns=[TARGET]), preserve_index=False)
+    sizes = [5, 300, 2, 450, 243]  # a batch longer than every one before it, then shorter ones
+    batches, start = [], 0
+    for size in sizes:
+        batches.append(unlabelled.slice(start, size).to_batches()[0])
+        start += size
+    scored_at = dt.datetime(2026, 1, 2, 3, 4, 5)
+    stamp = {"MODEL_NAME": "M", "MODEL_VERSION": "v7", "RUN_ID": None, "SCORED_AT": scored_at}
+    out = tmp_path / "p.parquet"
+    assert score_to_sink(model, iter(batches), ParquetSink(out), stamp=stamp).rows == 1000
+    table = pq.read_table(out)
+    assert table.select(unlabelled.column_names).equals(unlabelled)
+    assert table.column(TARGET).null_count == 1000
+    assert table.column("MODEL_NAME").to_pylist() == ["M"] * 1000
+    assert table.column("MODEL_VERSION").to_pylist() == ["v7"] * 1000
+    assert table.column("RUN_ID").null_count == 1000
+    assert table.column("SCORED_AT").to_pylist() == [scored_at] * 1000
+
+
 def test_threshold_and_custom_column_names(tmp_path, model, scoring_frame):
     out = tmp_path / "p.parquet"
     score_to_sink(model, batches_of(scoring_frame, 250), ParquetSink(out), threshold=0.9, score_column="P", class_column="C")
