@@ -21,9 +21,10 @@ data)"`` keeps the latest 30% of rows.
 
 Types. Parquet files, DuckDB tables and synthetic data keep their types. A CSV file is read as it is:
 ``header=true`` (a header row is required; a UTF-8 BOM is ignored; title or comment lines above it are
-skipped as DuckDB's sniffer finds them; ``.gz`` files are decompressed), DuckDB's sniffer picks the delimiter
-(unless given) and every column's type from the first rows, for every file whatever its column names
-(the synthetic generator's schema is the synthetic data's only). ``types`` overrides any column:
+skipped as DuckDB's sniffer finds them; ``.gz`` files are decompressed); the delimiter is the header line's
+most frequent of ``, ; tab |`` (unless given), and numbers with decimal commas are read as numbers in a file
+not separated by commas; DuckDB's sniffer picks every column's type from the first rows, for every file
+whatever its column names (the synthetic generator's schema is the synthetic data's only). ``types`` overrides any column:
 ``{TS: VARCHAR, AMOUNT: double, DAY: {type: date, format: "%d/%m/%Y"}}`` (a DuckDB type or one of
 string, int, float, bool, date, timestamp; a ``format`` is a strptime format). Then: values in
 ``null_values`` (default ``"", NA, N/A, NULL, null``) are missing; ISO-8601 timestamps with a zone are
@@ -397,11 +398,15 @@ class CsvSource(_FileSource):
     def _bind(self, con, urls, fs):
         import duckdb
 
-        header, delimiter = _csv_header(fs, urls[0], self.delimiter, self.path, _lines_before_header(con, urls[0], self.delimiter))
+        lines = _csv_head(fs, urls[0], self.path)
+        delimiter = self.delimiter or _delimiter_of(lines[0])
+        skip = _lines_before_header(con, urls[0], delimiter)
+        header_line = lines[skip] if skip < len(lines) else ""
+        if self.delimiter is None and skip:
+            delimiter = _delimiter_of(header_line)  # a title line above the header says nothing of it
+        header = _csv_header(header_line, delimiter, self.path)
         overrides = _type_overrides(self.types, header, self.path)
-        options = ["header = true"]
-        if self.delimiter is not None:
-            options.append(f"delim = {sql_string(self.delimiter)}")
+        options = ["header = true", f"delim = {sql_string(delimiter)}"]
         if self.null_values is not None:
             options.append(f"nullstr = {_sql_list(list(self.null_values) or [''])}")
         read_types = {column: ("VARCHAR" if fmt else sql_type) for column, (sql_type, fmt) in overrides.items()}
@@ -417,6 +422,10 @@ class CsvSource(_FileSource):
             raise self._read_error(con, urls[0], header, delimiter, e) from None
         if len(rel.columns) != len(header):
             raise self._read_error(con, urls[0], header, delimiter, None)
+        text = [c for c, t in zip(rel.columns, rel.types) if str(t) == "VARCHAR" and c not in overrides]
+        if delimiter != "," and _decimal_comma_columns(con, urls[0], options, text):
+            options.append("decimal_separator = ','")  # 12,5 is twelve and a half in this file
+            rel = bind(read_types)
         sniffed_bool = [c for c, t in zip(rel.columns, rel.types) if str(t) == "BOOLEAN" and c not in overrides]
         not_bool = _not_true_false(con, urls[0], options, sniffed_bool)
         if not_bool:  # YES/NO, Y/N, T/F: labels, kept as written
@@ -512,40 +521,57 @@ def _not_true_false(con, url, options, columns) -> list[str]:
     return [c for c, other in zip(columns, row) if other]
 
 
+def _decimal_comma_columns(con, url, options, columns) -> list[str]:
+    """Of the text columns, those whose sampled values are all numbers, some written with a decimal comma."""
+    if not columns:
+        return []
+    checks = ", ".join(f"bool_and(regexp_full_match({quote_identifier(c)}, '[+-]?[0-9]*,?[0-9]+')) "
+                       f"AND bool_or(contains({quote_identifier(c)}, ',')) AS {quote_identifier(c)}" for c in columns)
+    row = con.sql(f"SELECT {checks} FROM (SELECT * FROM read_csv({sql_string(url)}, {', '.join(options)}, "
+                  f"all_varchar = true) LIMIT {_SNIFF_ROWS})").fetchall()[0]
+    return [c for c, numbers in zip(columns, row) if numbers]
+
+
 def _lines_before_header(con, url, delimiter) -> int:
     """How many lines DuckDB's sniffer skips before the header (a comment or title line); 0 when it
     cannot tell (the read that follows then says why)."""
     import duckdb
 
-    options = "header = true" + (f", delim = {sql_string(delimiter)}" if delimiter is not None else "")
     try:
-        return int(con.sql(f"SELECT SkipRows FROM sniff_csv({sql_string(url)}, {options})").fetchall()[0][0])
+        return int(con.sql(f"SELECT SkipRows FROM sniff_csv({sql_string(url)}, header = true, "
+                           f"delim = {sql_string(delimiter)})").fetchall()[0][0])
     except duckdb.Error:
         return 0
 
 
-def _csv_header(fs, url, delimiter, path, skip: int = 0) -> tuple[list[str], str]:
-    """The header row's names and delimiter (given, or the most frequent of , ; tab |), read with
-    Python's csv module from the line after the ``skip`` first ones (decompressed as DuckDB does, by the
-    file's extension: ``.gz``, ...); duplicate names refused."""
+def _csv_head(fs, url, path) -> list[str]:
+    """The lines of the file's first MiB (decompressed as DuckDB reads it, by the file's extension:
+    ``.gz``, ...), a UTF-8 BOM dropped; at least one, maybe empty."""
+    try:
+        with fs.open(url, "rb", compression="infer") as f:
+            head = f.read(1 << 20)
+    except (OSError, EOFError, ValueError) as e:
+        raise MlopsError(f"cannot read CSV {path}: {_one_line(e)}") from None
+    return [line.rstrip("\r") for line in head.decode("utf-8-sig", errors="replace").split("\n")]
+
+
+def _delimiter_of(line: str) -> str:
+    """The most frequent of , ; tab | in ``line`` (a comma when none is there)."""
+    counts = {d: line.count(d) for d in (",", ";", "\t", "|")}
+    return max(counts, key=counts.get) if any(counts.values()) else ","
+
+
+def _csv_header(line: str, delimiter: str, path) -> list[str]:
+    """The header row's names, read with Python's csv module; duplicate names refused."""
     import csv
     import io
 
-    try:
-        with fs.open(url, "rb", compression="infer") as f:
-            lines = f.read(1 << 20).split(b"\n", skip + 1)
-    except (OSError, EOFError, ValueError) as e:
-        raise MlopsError(f"cannot read CSV {path}: {_one_line(e)}") from None
-    text = (lines[skip] if len(lines) > skip else b"").decode("utf-8-sig", errors="replace").rstrip("\r\n")
-    if delimiter is None:
-        counts = {d: text.count(d) for d in (",", ";", "\t", "|")}
-        delimiter = max(counts, key=counts.get) if any(counts.values()) else ","
-    names = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
+    names = next(csv.reader(io.StringIO(line), delimiter=delimiter), [])
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise MlopsError(f"CSV {path} has duplicate column names: {', '.join(map(repr, twice))}; "
                          "rename them in the header so each column has one name")
-    return names, delimiter
+    return names
 
 
 def _refuse_duplicate_header(con, url, options, columns, label):

@@ -115,6 +115,22 @@ def test_a_csv_with_a_title_line_before_its_header_and_gzipped(mlops, home, tmp_
         assert "150 rows read" in result.stdout and "numeric sepal_length, sepal_width" in result.stdout
 
 
+def test_a_european_csv_with_semicolons_and_decimal_commas_reads_its_numbers(mlops, home, tmp_path):
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True, scaled=False).frame
+    frame["sex"] = frame["sex"].map({1.0: "F", 2.0: "M"})
+    frame.loc[::9, "bmi"] = None
+    frame.to_csv(tmp_path / "diabetes.csv", sep=";", decimal=",", index=False, na_rep="NA")
+    assert "32,1" in (tmp_path / "diabetes.csv").read_text()
+    result = mlops("run", "data=csv", f"data.path={tmp_path / 'diabetes.csv'}", "features.target=target", check=True)
+    assert "numeric age, bmi, bp, s1, s2, s3, s4, s5, s6; categorical sex" in result.stdout
+    assert "regression of target" in result.stdout
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        read = con.execute("SELECT bmi, s5, target FROM PREDICTIONS_WITH_GROUND_TRUTH").df()
+    pd.testing.assert_frame_equal(read, frame[["bmi", "s5", "target"]], check_dtype=False)
+
+
 def test_bad_input_is_refused_before_anything_is_written(mlops, home, lab, tmp_path):
     data = ["data=csv", f"data.path={lab}", "registry.model_name=LAB", "features.target=APPROVED", *FEATURES]
     mlops("run", *data, check=True)
