@@ -30,6 +30,11 @@ def escape(value) -> str:
     return html.escape(str(value))
 
 
+def prepare() -> None:
+    """Import plotly and make its template now, for the next chart (0.05 s a process, at its first chart)."""
+    _template()
+
+
 @functools.cache
 def _template() -> dict:
     """plotly's ``plotly_white`` template as plain JSON, made once: figures are plain dicts (plotly's figure

@@ -117,6 +117,11 @@ def execute(cfg, components, output_dir, *, keep_model_in=None, shared=None):
 
 
 def _run(overrides):
+    multirun = any(item in ("-m", "--multirun") for item in overrides)
+    if multirun:  # first: its imports overlap with this process's and with Hydra composing the sweep
+        from mlops_framework.workers import start_forkserver_for
+
+        start_forkserver_for(overrides)
     import traceback
 
     import hydra
@@ -126,11 +131,6 @@ def _run(overrides):
     from mlops_framework import config
 
     _check_override_syntax(overrides)
-    multirun = any(item in ("-m", "--multirun") for item in overrides)
-    if multirun:
-        from mlops_framework.workers import start_forkserver_for
-
-        start_forkserver_for(overrides)  # its imports overlap with Hydra composing the sweep
     components = _components()
     config.register_resolvers()
 

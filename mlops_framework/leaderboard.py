@@ -19,12 +19,12 @@ def _trial_dirs(sweep_dir):
 
 
 def _overrides(trial_dir):
-    import yaml
+    from mlops_framework.config import load_yaml
 
     lines = []
     path = trial_dir / ".hydra" / "overrides.yaml"
     if path.exists():
-        lines = yaml.safe_load(path.read_text()) or []
+        lines = load_yaml(path.read_text()) or []
     else:
         lines = read_json(trial_dir / TRIAL, {}).get("overrides") or []
     params = {}

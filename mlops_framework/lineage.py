@@ -1,5 +1,6 @@
 """What a registered version records about where it came from."""
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -39,6 +40,13 @@ def _git(where, *args):
 
 
 def package_versions():
+    """The installed versions of ``PACKAGES`` (a new dict each call), read once a process: the code a
+    process runs does not change under it, and each of a sweep's trials records them (8 ms a time)."""
+    return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions():
     versions = {}
     for name in PACKAGES:
         try:

@@ -292,6 +292,7 @@ class Run:
     promotion: PromotionSpec | None = None
     provenance: Provenance | None = None
     shared: Any = None  # a sweep's trial: the data its process's earlier trials made (shared_data.SharedData)
+    schemas: dict = field(default_factory=dict)  # each source's columns, read once a run (preflight.source_schema)
 
     def __post_init__(self):
         if self.provenance is None:

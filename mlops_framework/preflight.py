@@ -55,12 +55,9 @@ def check(run) -> None:
     """Raise :class:`MlopsError` for the first problem in what ``run``'s stages will read; touch nothing.
     Cheap checks (schemas) come first, then the full parse of scored or retrained CSV files."""
     names = [stage.name for stage in run.stages]
-    schemas = {}
 
-    def _schema(source):  # each source described once (the training data is often the scored data too)
-        if id(source) not in schemas:
-            schemas[id(source)] = _describe(source)
-        return schemas[id(source)]
+    def _schema(source):
+        return source_schema(run, source)
 
     spec = run.features
     if not spec.inferred:
@@ -103,6 +100,15 @@ def check(run) -> None:
         _time_column(schema, monitor.timestamp, monitor.source)
     for source in {id(s): s for s in to_parse}.values():
         _validate(source)
+
+
+def source_schema(run, source) -> dict | None:
+    """``{column: type}`` of ``source``, or None when it cannot describe itself cheaply. Read once a run
+    (kept in ``run.schemas``): the check, the ``load`` stage and the training data often being the scored
+    data ask for the same source."""
+    if id(source) not in run.schemas:
+        run.schemas[id(source)] = _describe(source)
+    return run.schemas[id(source)]
 
 
 def _describe(source):

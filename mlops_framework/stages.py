@@ -26,6 +26,7 @@ def _need_target(spec):
 
 
 def load(run):
+    from mlops_framework import preflight
     from mlops_framework.contracts import SchemaSource
 
     settings = _settings(run.source) if run.shared is not None else None  # before the source caches anything
@@ -33,7 +34,7 @@ def load(run):
     if columns is not None:  # the id and time columns come along where the data has them
         extra = [c for c in (spec.id, spec.time) if c and c not in columns]
         if extra and isinstance(run.source, SchemaSource):
-            available = set(dict(run.source.schema()))
+            available = set(preflight.source_schema(run, run.source))
             extra = [c for c in extra if c in available or (c == spec.time and run.split.order == "time")]
         else:
             extra = [spec.time] if spec.time and run.split.order == "time" and spec.time not in columns else []

@@ -118,12 +118,11 @@ def _multirun(config):
 # ------------------------------------------------------------------------------ the best version
 def _registry_for(trial_dir):
     """The registry a trial was configured with, and its resolved ``registry`` settings."""
-    import yaml
-
+    from mlops_framework.config import load_yaml
     from mlops_framework.pipeline import build_registry
     from mlops_framework.plugins import Components, get_plugin_manager
 
-    resolved = yaml.safe_load((Path(trial_dir) / "resolved_config.yaml").read_text())
+    resolved = load_yaml((Path(trial_dir) / "resolved_config.yaml").read_text())
     components = Components(get_plugin_manager())
     return build_registry(resolved, components), resolved["registry"], components
 
@@ -198,10 +197,12 @@ def finish(sweep_dir, *, register=DEFAULT_REGISTER, alias=DEFAULT_ALIAS, metric=
     board = leaderboard(sweep_dir, metric=metric, direction=direction)
     best = board["best"]
     if best and best["kept"] and register == "best":
+        from mlops_framework import charts
         from mlops_framework.workers import call_warm
 
-        try:
-            registered = call_warm(register_trial, {key: board[key] for key in ("sweep_dir", "metric")}, dict(best))
+        try:  # the chart's imports (its table needs the version) overlap with registering in the fork
+            registered = call_warm(register_trial, {key: board[key] for key in ("sweep_dir", "metric")}, dict(best),
+                                   meanwhile=charts.prepare)
             best.update(model=registered["model"], version=registered["version"])
         except Exception as error:  # the leaderboard stands; say why nothing was registered
             _warn(f"register trial {best['trial']}'s model", error)

@@ -235,17 +235,24 @@ def start_forkserver_for(overrides: Sequence[str]) -> bool:
     return False
 
 
-def call_warm(function: Callable, *args: Any) -> Any:
+def call_warm(function: Callable, *args: Any, meanwhile: Callable[[], Any] | None = None) -> Any:
     """``function(*args)`` in a process forked from this process's forkserver when a sweep started one (its
     heavy imports done there), else in this process. A failure in the fork raises ``MlopsError`` with its
     one-line error. The sweep's end registers the best trial's model this way: unpickling the model would
-    otherwise import xgboost and scikit-learn in the parent, which needs neither."""
+    otherwise import xgboost and scikit-learn in the parent, which needs neither. ``meanwhile()`` runs in
+    this process while the fork works (after ``function`` when there is no fork); its result is dropped."""
     if not _forkserver_started:
-        return function(*args)
+        try:
+            return function(*args)
+        finally:
+            if meanwhile is not None:
+                meanwhile()
     from mlops_framework.errors import MlopsError
 
     with WorkerPool(1, cores()) as pool:
         pool.submit(None, function, *args)
+        if meanwhile is not None:
+            meanwhile()
         (outcome,) = pool.wait()
     if not outcome.ok:
         raise MlopsError(outcome.error)

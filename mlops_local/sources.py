@@ -270,6 +270,14 @@ class SyntheticSource(_Source):
             return con, con.from_arrow(reader.read_all())
         return con, con.from_arrow(reader)
 
+    def schema(self) -> list[tuple[str, str]]:
+        """The generator's columns as :meth:`read` returns them: the arguments are checked, nothing is
+        generated, DuckDB names the types once a process (a sweep's trials each ask)."""
+        from mlops_local import synthetic
+
+        synthetic.generate(**self._args())  # the argument check only
+        return list(_synthetic_schema())
+
     def count_rows(self) -> int:
         """Known without generating anything when there is no ``where``; else generated and counted."""
         if self.where:
@@ -297,6 +305,20 @@ class SyntheticSource(_Source):
             f"synthetic mortgage data: {self.weeks} weeks x {rows} rows from {self.start_date}, "
             f"seed {self.seed}, {drift}"
         )
+
+
+@functools.cache
+def _synthetic_schema() -> tuple[tuple[str, str], ...]:
+    import duckdb
+
+    from mlops_local import synthetic
+
+    con = duckdb.connect()
+    try:
+        relation = con.from_arrow(synthetic.SCHEMA.empty_table())
+        return tuple((column, str(type_)) for column, type_ in zip(relation.columns, relation.types))
+    finally:
+        con.close()
 
 
 # -- files ----------------------------------------------------------------------------------------

@@ -155,6 +155,33 @@ def test_config_files_are_parsed_by_libyaml_with_omegaconfs_own_rules(components
 
 
 
+def test_hydra_files_are_written_by_libyaml_with_omegaconfs_own_text(components, home):
+    """``OmegaConf.to_yaml`` (Hydra's ``.hydra`` files) runs on libyaml's emitter with OmegaConf's representers:
+    the text of OmegaConf's pure-Python dumper, for composed configs and for awkward values; text where the
+    two emitters differ (a NEL, a line separator, a control character) is written by the pure-Python one."""
+    from pathlib import Path
+
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf._utils import get_omega_conf_dumper
+
+    def pure_python(cfg):
+        container = OmegaConf.to_container(cfg, enum_to_str=True)
+        return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False,
+                         Dumper=get_omega_conf_dumper())
+
+    composed = config.compose(["hydra/sweeper=mlops_optuna", "pipeline=train"], components)
+    awkward = OmegaConf.create({**RECORD, "odd": ["x: y", "*star", "- dash", "~", "null", "2024-01-01", ".5", "+1",
+                                                  "12:30:00", "? q", "!tag", "%p", "@at", "`b", "'", '"'],
+                                "path": Path("/data/x.parquet"), 3: {"k": "v"}})
+    unlike = OmegaConf.create({"odd": ["\x85", "a\u2028b", "bell\x07", "\ufeffbom"], "when": "${now:%Y}"})
+    for cfg in (composed, awkward, unlike):
+        assert OmegaConf.to_yaml(cfg) == pure_python(cfg)
+    assert config._emitted_alike(OmegaConf.to_container(awkward)) and not config._emitted_alike(OmegaConf.to_container(unlike))
+    assert OmegaConf.to_yaml is config._to_yaml
+    assert config._emitted_alike(OmegaConf.to_container(composed)), "composed configs take libyaml's emitter"
+
+
 RECORD = {"paths": {"home": "/tmp/h"}, "seed": 42, "empty": None, "flags": [True, False, "yes", "no", "on"],
           "numbers": [1, -2.5, 1e-12, float("inf"), "1e3", "0x1F", "007"], "when": "2001-12-14", "colon": "a: b",
           "hash": "a #b", "quote": "it's \"x\"", "unicode": "naïve — ✓", "multiline": "one\ntwo\n",

@@ -80,6 +80,23 @@ def test_a_warm_call_runs_in_a_fork_of_the_started_forkserver_and_reports_its_er
         call_warm(fail)
 
 
+def appears(path, deadline_s=60.0):
+    deadline = time.monotonic() + deadline_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return os.getpid()
+
+
+def test_a_warm_call_runs_meanwhile_here_while_the_fork_works(pool, tmp_path):
+    from mlops_framework.workers import call_warm
+
+    flag = tmp_path / "meanwhile-ran"
+    forked = call_warm(appears, str(flag), meanwhile=flag.touch)  # the fork waits for what meanwhile does
+    assert forked and forked != os.getpid()
+
+
 def imported(name):
     import sys
 
