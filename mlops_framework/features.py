@@ -36,6 +36,13 @@ _MISSING = -1  # code of a null categorical value
 _UNSEEN = -2  # code of a value not in the vocabulary
 
 
+def written_by_scoring(column: str) -> bool:
+    """Whether ``column`` is one that scoring writes beside its inputs, for some task (``OUTPUT_COLUMNS``
+    and the multiclass ``PROBA_<class>``), in any case."""
+    name = column.upper()
+    return name in OUTPUT_COLUMNS or name.startswith("PROBA_")
+
+
 @dataclass
 class FeatureContract:
     """Which columns a model reads and how they become features.
@@ -486,7 +493,7 @@ def infer_roles(
     for column in columns:
         if column in taken:
             continue
-        if column in OUTPUT_COLUMNS or column.startswith("PROBA_"):
+        if written_by_scoring(column):
             skipped[column] = "a column scoring writes"
             continue
         series = frame[column]

@@ -145,7 +145,7 @@ def _require(schema, columns, what, source, hint=None):
 def _fits_table(sink, schema, target, source):
     """The scored data has the columns of the sink's existing table, but for those scoring adds
     (predictions, traceability, a target the data lacks)."""
-    from mlops_framework.scoring import added_by_scoring
+    from mlops_framework.features import written_by_scoring
 
     existing = sink.existing_columns() if schema is not None else None
     if not existing:
@@ -153,7 +153,7 @@ def _fits_table(sink, schema, target, source):
     table, scored = {c.upper() for c in existing}, {c.upper() for c in schema}
     new = [c for c in schema if c.upper() not in table]
     gone = [c for c in existing
-            if c.upper() not in scored and c.upper() != (target or "").upper() and not added_by_scoring(c)]
+            if c.upper() not in scored and c.upper() != (target or "").upper() and not written_by_scoring(c)]
     if new or gone:
         parts = [f"{what}: {', '.join(names)}" for what, names in
                  (("columns not in the table", new), ("table columns not in the scored data", gone)) if names]

@@ -283,23 +283,13 @@ def score_to_sink(
                        replaced=replaced[0] if replaced else None, unseen=unseen)
 
 
-TRACE_COLUMNS = ("MODEL_NAME", "MODEL_VERSION", "RUN_ID", "SCORED_AT")
-
-
 def trace_columns(model_name: str, version: str, run_id: str | None, scored_at=None) -> dict:
     """The traceability columns of every predictions row: model name, resolved version (never an
     alias), run id and scoring time (UTC, no time zone)."""
     import datetime as dt
 
     scored_at = scored_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    return dict(zip(TRACE_COLUMNS, (model_name, version, run_id, scored_at)))
-
-
-def added_by_scoring(column: str) -> bool:
-    """Whether ``column`` is one that the score stage adds to the scored rows, for some task: the
-    prediction columns (default names) and the traceability columns."""
-    name = column.upper()
-    return name in ("PREDICTED_SCORE", "PREDICTED_RESPONSE", *TRACE_COLUMNS) or name.startswith("PROBA_")
+    return {"MODEL_NAME": model_name, "MODEL_VERSION": version, "RUN_ID": run_id, "SCORED_AT": scored_at}
 
 
 def _constant(value) -> pa.Array:
