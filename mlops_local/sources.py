@@ -593,11 +593,23 @@ def _csv_header(line: str, delimiter: str, path) -> list[str]:
     import io
 
     names = next(csv.reader(io.StringIO(line), delimiter=delimiter), [])
+    if len(names) > 1 and all(_is_number(n) for n in names):
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise MlopsError(f"CSV {path} has a line of numbers where its header should be ({shown}): a CSV's first "
+                         "line names its columns")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise MlopsError(f"CSV {path} has duplicate column names: {', '.join(map(repr, twice))}; "
                          "rename them in the header so each column has one name")
     return names
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _refuse_duplicate_header(con, url, options, columns, label):

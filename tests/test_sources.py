@@ -247,6 +247,19 @@ def test_csv_quirks_read_as_written(tmp_path):
     assert kept["CAT"].tolist()[1:] == [None, "NA"]
 
 
+def test_csv_without_a_header_is_refused_saying_so_but_years_may_name_columns(tmp_path):
+    headless = tmp_path / "headless.csv.gz"
+    import gzip
+
+    headless.write_bytes(gzip.compress(b"0,0,5.5,13\n0,1,12,13\n1,0,4,16\n"))
+    with pytest.raises(MlopsError) as e:
+        CsvSource(str(headless)).read()
+    one_line_error(e, "has a line of numbers where its header should be (0, 0, 5.5, 13)")
+    years = tmp_path / "years.csv"
+    years.write_text("COUNTRY,2019,2020\nA,1.5,2\nB,3,4.5\n")
+    assert CsvSource(str(years)).read().columns.tolist() == ["COUNTRY", "2019", "2020"]
+
+
 def test_csv_in_latin1_or_utf16_reads_its_text_as_written(tmp_path):
     text = "CITY;SCORE\r\nZürich;1,5\r\nSão Paulo;2,25\r\nMalmö;NA\r\n"
     for encoding, given in (("latin-1", None), ("cp1252", "windows-1252"), ("utf-16", None), ("utf-8", "UTF8")):
