@@ -407,12 +407,8 @@ class CsvSource(_FileSource):
         encoding = _ENCODINGS[str(self.encoding).lower()] if self.encoding else _encoding_of(head)
         lines = head.decode(encoding, errors="replace").removeprefix("\ufeff").split("\n")
         lines = [line.rstrip("\r") for line in lines]
-        delimiter = self.delimiter or _delimiter_of(lines[0])
-        skip = _lines_before_header(con, urls[0], delimiter, encoding)
-        header_line = lines[skip] if skip < len(lines) else ""
-        if self.delimiter is None and skip:
-            delimiter = _delimiter_of(header_line)  # a title line above the header says nothing of it
-        header = _csv_header(header_line, delimiter, self.path)
+        skip, delimiter = _header_position(con, urls[0], lines, self.delimiter, encoding)
+        header = _csv_header(lines[skip] if skip < len(lines) else "", delimiter, self.path)
         overrides = _type_overrides(self.types, header, self.path)
         options = ["header = true", f"delim = {sql_string(delimiter)}", f"encoding = {sql_string(encoding)}"]
         if self.null_values is not None:
@@ -541,16 +537,29 @@ def _decimal_comma_columns(con, url, options, columns) -> list[str]:
     return [c for c, numbers in zip(columns, row) if numbers]
 
 
-def _lines_before_header(con, url, delimiter, encoding) -> int:
-    """How many lines DuckDB's sniffer skips before the header (a comment or title line); 0 when it
-    cannot tell (the read that follows then says why)."""
+def _header_position(con, url, lines, delimiter, encoding) -> tuple[int, str]:
+    """How many lines come before the header (a comment or title line), and the delimiter (given, or the
+    header line's most frequent of , ; tab |). The first line is the header when the second splits into as
+    many fields by its delimiter; else the header is where DuckDB's sniffer finds it (0 when it cannot tell:
+    the read that follows then says why)."""
     import duckdb
 
+    first = delimiter or _delimiter_of(lines[0])
+    if len(lines) < 2 or _fields(lines[0], first) == _fields(lines[1], first):
+        return 0, first
+    given = f", delim = {sql_string(delimiter)}" if delimiter else ""
     try:
-        return int(con.sql(f"SELECT SkipRows FROM sniff_csv({sql_string(url)}, header = true, "
-                           f"delim = {sql_string(delimiter)}, encoding = {sql_string(encoding)})").fetchall()[0][0])
+        skip = int(con.sql(f"SELECT SkipRows FROM sniff_csv({sql_string(url)}, header = true, "
+                           f"encoding = {sql_string(encoding)}{given})").fetchall()[0][0])
     except duckdb.Error:
-        return 0
+        skip = 0
+    return skip, delimiter or _delimiter_of(lines[skip] if skip < len(lines) else "")
+
+
+def _fields(line: str, delimiter: str) -> int:
+    import csv
+
+    return len(next(csv.reader([line], delimiter=delimiter), []))
 
 
 # The encodings DuckDB reads without an extension, by the names a user may give them.

@@ -247,17 +247,50 @@ def test_csv_quirks_read_as_written(tmp_path):
     assert kept["CAT"].tolist()[1:] == [None, "NA"]
 
 
-def test_csv_without_a_header_is_refused_saying_so_but_years_may_name_columns(tmp_path):
-    headless = tmp_path / "headless.csv.gz"
+def test_csv_without_a_header_is_refused_saying_so_but_numbers_may_name_columns(tmp_path):
     import gzip
 
-    headless.write_bytes(gzip.compress(b"0,0,5.5,13\n0,1,12,13\n1,0,4,16\n"))
+    headless = tmp_path / "headless.csv.gz"
+    headless.write_bytes(gzip.compress(b"0,0,5.5,13,7,1\n0,1,12,13,8,1\n1,0,4,16,9,0\n"))
     with pytest.raises(MlopsError) as e:
         CsvSource(str(headless)).read()
-    one_line_error(e, "has a line of numbers where its header should be (0, 0, 5.5, 13)")
-    years = tmp_path / "years.csv"
-    years.write_text("COUNTRY,2019,2020\nA,1.5,2\nB,3,4.5\n")
-    assert CsvSource(str(years)).read().columns.tolist() == ["COUNTRY", "2019", "2020"]
+    assert str(e.value) == (f"CSV {headless} has a line of numbers where its header should be (0, 0, 5.5, 13, 7, ...): "
+                            "a CSV's first line names its columns")
+    pair = tmp_path / "pair.csv"
+    pair.write_text("1,2\n3,4\n")
+    with pytest.raises(MlopsError, match=r"a line of numbers where its header should be \(1, 2\): a CSV"):
+        CsvSource(str(pair)).read()
+    for header in ("COUNTRY,2019,2020", "2019"):
+        path = tmp_path / "years.csv"
+        path.write_text(header + "\n" + "\n".join(",".join(["A", "1.5", "2"][-len(header.split(",")):]) for _ in range(3)))
+        assert CsvSource(str(path)).read().columns.tolist() == header.split(",")
+
+
+def test_csv_delimiter_is_the_header_lines_and_decimal_commas_only_count_where_commas_do_not_separate(tmp_path):
+    cases = {
+        "pipes.csv": "ID|NAME|SCORE\n1|a, b|1.5\n2|c|2.5\n",
+        "tabs.tsv": "ID\tNAME\tSCORE\n1\ta; b\t1.5\n2\tc\t2.5\n",
+        "names_with_marks.csv": "ID,NAME;LOCAL,SCORE|X\n1,a,1.5\n2,c,2.5\n",
+        "titled.csv": "# report, 2024\nID;NAME;SCORE\n1;a;1,5\n2;c;2,5\n",
+        "european.csv": "ID;NAME;SCORE\n1;a;1,5\n2;c;2,5\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        df = CsvSource(str(tmp_path / name)).read()
+        assert df.shape == (2, 3) and df.iloc[:, 2].tolist() == [1.5, 2.5], name
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('ID,CODE\n1,"1,5"\n2,"2,5"\n')
+    assert CsvSource(str(quoted)).read()["CODE"].tolist() == ["1,5", "2,5"]  # a comma file: text stays text
+
+
+def test_csv_utf8_with_a_character_cut_at_the_first_mib_stays_utf8(tmp_path):
+    path = tmp_path / "long.csv"
+    head = b"CITY,SCORE\n" + b"Bern,1\n" * 149_000
+    pad = (1 << 20) - 2 - len(head)  # then "Z", then the two bytes of "ü" on either side of the first MiB's end
+    data = head + b"x" * pad + "Zürich,2\n".encode()
+    assert data[(1 << 20) - 1:(1 << 20) + 1] == "ü".encode()
+    path.write_bytes(data)
+    assert CsvSource(str(path)).read()["CITY"].iloc[-1] == "x" * pad + "Zürich"
 
 
 def test_csv_in_latin1_or_utf16_reads_its_text_as_written(tmp_path):
