@@ -100,6 +100,9 @@ def test_windows_with_fewer_rows_than_min_rows_are_skipped_but_by_a_rows_rule():
     assert [a.window_start for a in al.evaluate(rules(f1_low={"metric": "f1", "op": "<", "threshold": 0.7,
                                                               "min_rows": 500}), data)] == [W3]
     assert len(al.evaluate(rules(psi_high={"metric": "psi", "op": ">", "threshold": 0.2, "min_rows": 0}), data)) == 3
+    unlabelled_count = {**data, "performance": [{**data["performance"][2], "rows": 50}]}
+    del unlabelled_count["performance"][0]["labeled_rows"]  # a window recorded without its labelled rows
+    assert al.evaluate(f1, unlabelled_count) == []  # its rows count
     few = rules(few={"metric": "rows", "op": "<", "threshold": 200})
     assert [a.window_start for a in al.evaluate(few, data)] == [W1, W2]  # the rows rule sees small windows
     assert psi[0].describe() == "psi_high: psi of any feature > 0.2 in new windows of 100+ rows"
