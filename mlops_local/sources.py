@@ -367,8 +367,9 @@ class _FileSource(_Source):
 class CsvSource(_FileSource):
     """One CSV file with a header row: a local path or an fsspec URL such as ``gs://bucket/loans.csv``.
 
-    The file is read as it is: DuckDB's sniffer picks the delimiter (unless given) and every column's
-    type; ``types`` overrides any of them; ``null_values`` are read as missing. See the module docstring.
+    The file is read as it is: the header line gives the delimiter (unless given), DuckDB's sniffer every
+    column's type; ``types`` overrides any of them; ``null_values`` are read as missing; ``encoding`` is
+    detected unless given. See the module docstring.
     ``count_rows()`` is None: counting would read the whole file.
     """
 
