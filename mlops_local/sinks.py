@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # annotations only: importing these at start-up would slow ev
     import pyarrow as pa
 
 _BATCH_VIEW = "__mlops_batch"
-_KEYS_VIEW = "__mlops_written_keys"
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
@@ -166,23 +165,16 @@ class _DuckDBWriter:
         if not self._partition_by:
             self._con.execute(f"DELETE FROM {self._quoted} WHERE {old}")
             return
+        written = f"SELECT DISTINCT {', '.join(quote_identifier(c) for c in self._partition_by)} FROM {self._quoted} " \
+                  f"WHERE rowid > {int(self._old_rows_end)}"  # the keys this write brought
         match = " AND ".join(
             f"{self._quoted}.{quote_identifier(c)} IS NOT DISTINCT FROM k.{quote_identifier(c)}" for c in self._partition_by
         )
         columns = ", ".join(f"k.{quote_identifier(c)}" for c in self._partition_by)
-        with _registered(self._con, _KEYS_VIEW, self._written_keys()):
-            for *key, n in self._con.execute(f"SELECT {columns}, count(*) FROM {self._quoted} JOIN {_KEYS_VIEW} AS k "
-                                             f"ON {match} WHERE {old} GROUP BY ALL").fetchall():
-                self.replaced[tuple(key)] = n
-            self._con.execute(f"DELETE FROM {self._quoted} USING {_KEYS_VIEW} AS k WHERE {old} AND {match}")
-
-    def _written_keys(self):
-        """The partition keys this write brought (counted as the batches went by), typed as the batches."""
-        import pyarrow as pa
-
-        keys = list(self.written)
-        return pa.table({c: pa.array([key[i] for key in keys], type=self._schema.field(c).type)
-                         for i, c in enumerate(self._partition_by)})
+        for *key, n in self._con.execute(f"SELECT {columns}, count(*) FROM {self._quoted} JOIN ({written}) AS k "
+                                         f"ON {match} WHERE {old} GROUP BY ALL").fetchall():
+            self.replaced[tuple(key)] = n
+        self._con.execute(f"DELETE FROM {self._quoted} USING ({written}) AS k WHERE {old} AND {match}")
 
     def abort(self) -> None:
         """Stop the insert (its transaction is then rolled back by the sink)."""
