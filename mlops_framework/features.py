@@ -36,6 +36,34 @@ _MISSING = -1  # code of a null categorical value
 _UNSEEN = -2  # code of a value not in the vocabulary
 
 
+def to_frame(data: pa.Table | pa.RecordBatch) -> pd.DataFrame:
+    """Arrow data as the features read it: a pandas frame whose DECIMAL columns are numbers (see
+    :func:`numbers_from_decimals`), not objects."""
+    return numbers_from_decimals(data).to_pandas()
+
+
+def numbers_from_decimals(data):
+    """Arrow ``data`` (a table, batch or array) with its DECIMAL columns as numbers, as Snowpark's
+    ``to_pandas`` gives NUMBER columns: int64 when the scale is 0 and every value fits, else float64.
+    Parquet unloaded from Snowflake holds every NUMBER column as a DECIMAL."""
+    if isinstance(data, (pa.Array, pa.ChunkedArray)):
+        return _decimal_as_number(data)
+    if not any(pa.types.is_decimal(field.type) for field in data.schema):
+        return data
+    return type(data).from_arrays([_decimal_as_number(column) for column in data.columns], names=data.schema.names)
+
+
+def _decimal_as_number(array):
+    if not pa.types.is_decimal(array.type):
+        return array
+    if array.type.scale == 0:
+        try:
+            return pc.cast(array, pa.int64())
+        except pa.ArrowInvalid:  # beyond int64
+            pass
+    return pc.cast(array, pa.float64())
+
+
 def written_by_scoring(column: str) -> bool:
     """Whether ``column`` is one that scoring writes beside its inputs, for some task (``OUTPUT_COLUMNS``
     and the multiclass ``PROBA_<class>``), in any case."""
@@ -177,7 +205,7 @@ class FeatureContract:
     def encode_target(self, series) -> np.ndarray:
         """Target values -> int32 class indices in ``classes`` (float64 values for regression)."""
         if isinstance(series, (pa.Array, pa.ChunkedArray)):
-            series = series.to_pandas()
+            series = numbers_from_decimals(series).to_pandas()
         series = pd.Series(series)
         if self.task == "regression":
             values = pd.to_numeric(series, errors="coerce")
