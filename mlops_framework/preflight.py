@@ -151,7 +151,11 @@ def _require(schema, columns, what, source, hint=None):
         return
     missing = [c for c in dict.fromkeys(columns) if c and c not in schema]
     if missing:
+        import difflib
+
         near = {c: a for c in missing for a in schema if a.lower() == c.lower()}
+        near.update({c: close[0] for c in missing if c not in near
+                     for close in [difflib.get_close_matches(c, list(schema), n=1, cutoff=0.8)] if close})
         close = "".join(f" (did you mean {near[c]!r} for {c!r}?)" for c in missing if c in near)
         raise MlopsError(
             f"{what} ({source.describe()}) lacks column{'s' if len(missing) > 1 else ''} "

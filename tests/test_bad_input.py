@@ -108,6 +108,8 @@ CASES = {
     "wrong delimiter": (["run", "data=csv", "features=mortgage", "data.path={semicolon}", "data.delimiter=,"], "delimiter"),
     "missing feature column": (["run", "data=csv", "features=mortgage", "data.path={drop_county}"], "COUNTY_NAME"),
     "missing target column": (["run", "data=csv", "features=mortgage", "data.path={drop_target}"], "MORTGAGERESPONSE"),
+    "misspelt target column": (["run", "features.target=MORTGAGERESPONCE"],
+                               "lacks column MORTGAGERESPONCE (did you mean 'MORTGAGERESPONSE' for 'MORTGAGERESPONCE'?)"),
     "missing column at scoring": ([*SCORE, "run", "data=parquet", "data.path={drop_type}"], "LOAN_TYPE_NAME"),
     "text in a numeric column": (["run", "data=csv", "features=mortgage", "data.path={text_income}"], "APPLICANT_INCOME_000S"),
     "one-class target": (["run", "data=csv", "features=mortgage", "data.path={one_class}"], "two classes"),
