@@ -138,6 +138,8 @@ def test_lifecycle_hooks_observe_every_stage_in_order(tmp_path, home, monkeypatc
     stages = ["load", "validate", "features", "split", "train", "evaluate", "register"]
     assert log.read_text().split("\n")[:-1] == [f"{when} {name}" for name in stages for when in ("before", "after")]
     log.unlink()
-    assert main(["run", "pipeline=score", "scoring.version=v9", *SMALL[:2]]) == 2
+    with open(home / "registry" / "MORTGAGE_XGB" / "versions" / "v1" / "artifact" / "model.ubj", "ab") as artifact:
+        artifact.write(b"tampered")  # found by the score stage, which checks the files it loads
+    assert main(["run", "pipeline=score", *SMALL[:2]]) == 2
     assert log.read_text().split("\n")[:-1] == ["before score", "error score MlopsError"]
     sys.modules.pop("recording_plugin", None)
