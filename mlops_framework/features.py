@@ -29,6 +29,7 @@ TASKS = ("binary", "multiclass", "regression")
 # Columns a scored table has beside its inputs: never features of a model trained on that table.
 OUTPUT_COLUMNS = ("PREDICTED_SCORE", "PREDICTED_RESPONSE", "MODEL_NAME", "MODEL_VERSION", "RUN_ID", "SCORED_AT")
 MAX_CLASSES = 20  # a numeric target with more distinct whole values than this is a regression target
+ROWS_PER_CLASS = 10  # nor is one with fewer rows than this per distinct whole value (17 incomes in 17 rows)
 _ID_MIN_ROWS = 10  # fewer rows: no column is called id-like for being unique per row
 UNSEEN_POLICIES = ("ignore", "error")
 _DELIMITERS = (";", "\t", "|", ",")
@@ -366,9 +367,11 @@ class FeatureContract:
 
 
 # ---------------------------------------------------------------------- inference
-def infer_task(series: pd.Series, target: str) -> str:
-    """The task a target column calls for: two values -> ``binary``; strings, bools, categories or at
-    most :data:`MAX_CLASSES` whole numbers -> ``multiclass``; other numbers -> ``regression``."""
+def infer_task(series: pd.Series, target: str, rows: int | None = None) -> str:
+    """The task a target column calls for: two values -> ``binary``; strings, bools, categories, or at
+    most :data:`MAX_CLASSES` whole numbers with :data:`ROWS_PER_CLASS` rows or more per value ->
+    ``multiclass``; other numbers -> ``regression``. ``rows``: how many rows hold a target, when
+    ``series`` holds only its distinct values (default: the non-null values of ``series``)."""
     values = series.dropna()
     distinct = values.nunique()
     if distinct < 2:
@@ -382,7 +385,8 @@ def infer_task(series: pd.Series, target: str) -> str:
     if kind != "numeric":
         raise MlopsError(f"target column {target!r} has {kind} values: a target must hold numbers, strings or bools")
     whole = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
-    return "multiclass" if whole and distinct <= MAX_CLASSES else "regression"
+    rows = len(values) if rows is None else rows
+    return "multiclass" if whole and distinct <= MAX_CLASSES and distinct * ROWS_PER_CLASS <= rows else "regression"
 
 
 @dataclass

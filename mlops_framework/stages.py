@@ -89,9 +89,10 @@ def validate(run):
         raise MlopsError("split.order=time needs the time column: set features.time=COLUMN")
 
 
-def resolve_task(spec, model_target, target_values):
+def resolve_task(spec, model_target, target_values, rows=None):
     """The run's task: ``features.task`` unless ``auto``; then regression for a regressor model, else
-    what the target's values call for (``features.infer_task``)."""
+    what the target's values call for (``features.infer_task``; ``rows``: the rows holding a target when
+    ``target_values`` are only its distinct values)."""
     from mlops_framework.features import infer_task
     from mlops_framework.model import is_regressor
 
@@ -99,7 +100,7 @@ def resolve_task(spec, model_target, target_values):
         return spec.task
     if is_regressor(model_target):
         return "regression"
-    return infer_task(target_values, spec.target)
+    return infer_task(target_values, spec.target, rows)
 
 
 def features(run):

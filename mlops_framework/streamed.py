@@ -152,7 +152,7 @@ def learn(run, table, resolve_task):
         for held in sample_batches:
             absorb(held)
     summary = _summary_frame({column: pa.concat_arrays(arrays) for column, arrays in seen.items()})
-    task = resolve_task(spec, run.model._target_, summary[spec.target])
+    task = resolve_task(spec, run.model._target_, summary[spec.target], rows_read - missing_target)
     contract = FeatureContract.fit(summary, numeric=roles.numeric, categorical=roles.categorical, target=spec.target,
                                    encoding=spec.encoding, unseen=spec.unseen, task=task)
     sample = _sample_frame(sample_batches).head(REGISTERED_SAMPLE_ROWS).copy()

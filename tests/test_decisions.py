@@ -115,8 +115,8 @@ from mlops_framework.errors import MlopsError  # noqa: E402
 
 @pytest.mark.parametrize("values, task", [
     ([0, 1, 1, None], "binary"), (["a", "b", "a"], "binary"), (["a", "b", "c"], "multiclass"),
-    ([1, 2, 3], "multiclass"), ([1.0, 2.0, 3.0], "multiclass"), (list(range(20)), "multiclass"),
-    (list(range(21)), "regression"), ([0.5, 1.0, 2.0], "regression"),
+    ([1, 2, 3] * 10, "multiclass"), ([1.0, 2.0, 3.0] * 10, "multiclass"), (list(range(20)) * 10, "multiclass"),
+    (list(range(21)) * 10, "regression"), ([1, 2, 3], "regression"), ([0.5, 1.0, 2.0] * 10, "regression"),
     (pd.Categorical(["x", "y", "z"]), "multiclass"),
 ])
 def test_the_task_follows_the_target(values, task):

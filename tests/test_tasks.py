@@ -151,11 +151,18 @@ def test_a_string_where_a_list_is_expected_is_one_column_never_letters():
 
 @pytest.mark.parametrize("values, task", [
     ([0, 1, 1, 0], "binary"), (["YES", "NO", "NO"], "binary"), ([True, False], "binary"),
-    (["a", "b", "c"], "multiclass"), ([1, 2, 3, 4, 2], "multiclass"),
+    (["a", "b", "c"], "multiclass"), ([1, 2, 3, 4, 2] * 8, "multiclass"),
     (np.linspace(0, 1, 50).tolist(), "regression"), (list(range(100)), "regression"),
+    ([26954, 29709, 32552, 33305, 34453, 29709], "regression"), ([0, 1, 2, 3, 5, 9, 2, 0, 1] * 4, "regression"),
 ])
 def test_the_task_follows_the_target(values, task):
     assert infer_task(pd.Series(values), "Y") == task
+
+
+def test_whole_numbers_are_classes_only_with_ten_rows_a_value_counted_over_all_rows():
+    distinct = pd.Series([0, 1, 2])  # what training from batches keeps of a target: its distinct values
+    assert infer_task(distinct, "Y", rows=30) == "multiclass"
+    assert infer_task(distinct, "Y", rows=29) == "regression"
 
 
 def test_contracts_per_task_round_trip_and_old_ones_load_as_binary():
