@@ -93,7 +93,8 @@ class FeatureContract:
         task: str = "binary",
     ) -> "FeatureContract":
         """Learn the contract from a training frame; every problem is one clear MlopsError.
-        ``task="auto"`` infers it from the target (:func:`infer_task`)."""
+        ``task="auto"`` infers it from the target (:func:`infer_task`); ``multiclass`` with two classes
+        is ``binary``."""
         if not isinstance(frame, pd.DataFrame):
             raise MlopsError(f"the training data must be a pandas DataFrame, got {type(frame).__name__}")
         numeric, categorical = list(numeric), list(categorical)
@@ -104,6 +105,8 @@ class FeatureContract:
         if task == "auto":
             task = infer_task(frame[target], target)
         classes = _learn_classes(frame[target], target, task)
+        if task == "multiclass" and len(classes) == 2:  # two classes make a binary model, whatever was asked
+            task = "binary"
         for col in numeric:
             series = frame[col]
             if not (pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)):

@@ -361,3 +361,9 @@ def test_the_lifecycle_experiment_runs_on_a_time_stamped_table_of_each_task(task
     assert f"task      {task}" in out and "promote 2" in out and "report" in out
     metric = "RMSE" if task == "regression" else "F1"
     assert f"last {metric}" in out
+
+
+def test_multiclass_asked_of_two_classes_is_binary():
+    frame = pd.DataFrame({"X": [0.0, 1.0, 2.0, 3.0], "Y": ["a", "b", "a", "b"]})
+    contract = FeatureContract.fit(frame, numeric=["X"], categorical=[], target="Y", task="multiclass")
+    assert (contract.task, contract.classes) == ("binary", ["a", "b"])
