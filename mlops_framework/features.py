@@ -30,6 +30,7 @@ TASKS = ("binary", "multiclass", "regression")
 OUTPUT_COLUMNS = ("PREDICTED_SCORE", "PREDICTED_RESPONSE", "MODEL_NAME", "MODEL_VERSION", "RUN_ID", "SCORED_AT")
 MAX_CLASSES = 20  # a numeric target with more distinct whole values than this is a regression target
 ROWS_PER_CLASS = 10  # nor is one with fewer rows than this per distinct whole value (17 incomes in 17 rows)
+MIN_CLASS_ROWS = 3  # a class's rows reach training through the stratified train/validation/holdout split
 _ID_MIN_ROWS = 10  # fewer rows: no column is called id-like for being unique per row
 UNSEEN_POLICIES = ("ignore", "error")
 _DELIMITERS = (";", "\t", "|", ",")
@@ -390,6 +391,15 @@ def infer_task(series: pd.Series, target: str, rows: int | None = None) -> str:
     whole = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
     rows = len(values) if rows is None else rows
     return "multiclass" if whole and distinct <= MAX_CLASSES and distinct * ROWS_PER_CLASS <= rows else "regression"
+
+
+def rare_classes(target: pd.Series, task: str) -> list:
+    """The classes of a classification target with fewer than :data:`MIN_CLASS_ROWS` rows, most frequent
+    first: too few to stratify into training, validation and holdout, so not learned (none for regression)."""
+    if task == "regression":
+        return []
+    counts = target.value_counts()
+    return counts[counts < MIN_CLASS_ROWS].index.tolist()
 
 
 @dataclass

@@ -131,7 +131,7 @@ def features(run):
 
 def _features(run, frame):
     """The features stage's results for ``frame``: the rows kept, the contract, the roles, X, y, the data report."""
-    from mlops_framework.features import FeatureContract
+    from mlops_framework.features import FeatureContract, rare_classes
 
     spec = run.features
     roles = spec.roles(frame)
@@ -140,6 +140,9 @@ def _features(run, frame):
     if no_target.any():
         frame = frame.loc[~no_target]
     task = resolve_task(spec, run.model._target_, frame[spec.target])
+    rare = rare_classes(frame[spec.target], task)
+    if rare:
+        frame = _without_rare_classes(frame, spec.target, rare)
     contract = FeatureContract.fit(
         frame, numeric=roles.numeric, categorical=roles.categorical, target=spec.target,
         encoding=spec.encoding, unseen=spec.unseen, task=task,
@@ -148,9 +151,35 @@ def _features(run, frame):
     return dict(
         frame=frame, contract=contract, roles=roles, X=contract.encode_frame(frame),
         y=contract.encode_target(frame[spec.target]),
-        data_report={"rows_read": rows, "rows_dropped": {"missing target": int(no_target.sum())},
+        data_report={"rows_read": rows, "rows_dropped": {"missing target": int(no_target.sum()),
+                                                         **_rare_rows(rare, rows - int(no_target.sum()) - len(frame))},
                      "nulls": nulls, "nulls_handling": "numeric: missing (NaN) for the model; categorical: no category"},
     )
+
+
+def _without_rare_classes(frame, target, rare):
+    """``frame`` without the rows of the ``rare`` classes; refused when fewer than two classes are left."""
+    from mlops_framework.features import MIN_CLASS_ROWS
+
+    kept = frame.loc[~frame[target].isin(rare)]
+    left = kept[target].unique().tolist()
+    if len(left) < 2:
+        counts = frame[target].value_counts()
+        shown = ", ".join(f"{str(value)[:40]} ({count:,} row{'s' if count > 1 else ''})" for value, count in counts.head(10).items())
+        raise MlopsError(f"target column {target!r} has {len(left)} class(es) with {MIN_CLASS_ROWS} rows or more, "
+                         f"where a classifier needs two: {shown}{', ...' if len(counts) > 10 else ''}"
+                         f"{'' if left else ': is it an id or free text? name another target'}")
+    return kept
+
+
+def _rare_rows(rare, count):
+    """The data report's entry for the rows of classes too rare to learn (none: no entry)."""
+    from mlops_framework.features import MIN_CLASS_ROWS
+
+    if not rare:
+        return {}
+    shown = ", ".join(map(str, rare[:10])) + (f" and {len(rare) - 10} more" if len(rare) > 10 else "")
+    return {f"class(es) with fewer than {MIN_CLASS_ROWS} rows: {shown}": count}
 
 
 def _describe_task(contract):

@@ -363,6 +363,35 @@ def test_the_lifecycle_experiment_runs_on_a_time_stamped_table_of_each_task(task
     assert f"last {metric}" in out
 
 
+def test_classes_too_rare_to_split_are_left_out_of_training_and_every_row_is_scored(tmp_path, capsys, home):
+    """A class of one or two rows cannot reach training through the stratified split: its rows are dropped
+    (said in the summary), and two classes left make a binary model, not a multiclass one."""
+    from mlops_framework.cli import main
+
+    frame, target = iris_with_missing_values()
+    frame = frame[frame[target].isin(["versicolor", "virginica"])].reset_index(drop=True)
+    frame.loc[0, target], frame.loc[1:2, target] = "setosa", "hybrid"
+    path = tmp_path / "iris.csv"
+    frame.to_csv(path, index=False)
+    data = ["data=csv", f"data.path={path}", f"features.target={target}"]
+    assert main(["run", *data]) == 0
+    out = capsys.readouterr().out
+    assert "task      binary species: 2 classes (versicolor, virginica)" in out
+    assert "96 rows read, 93 used; dropped 3 (class(es) with fewer than 3 rows: hybrid, setosa)" in out
+    assert len(predictions(home)) == len(frame)
+
+
+def test_a_target_with_one_class_of_three_rows_or_more_is_one_message(tmp_path, capsys, home):
+    from mlops_framework.cli import main
+
+    path = tmp_path / "events.csv"
+    pd.DataFrame({"X": range(7), "E": [1, 1, 1, 1, 1, 1, 0]}).to_csv(path, index=False)
+    assert main(["run", "data=csv", f"data.path={path}", "features.target=E"]) == 2
+    assert ("target column 'E' has 1 class(es) with 3 rows or more, where a classifier needs two: 1 (6 rows), "
+            "0 (1 row)") in capsys.readouterr().err
+    assert not (home / "registry").exists()
+
+
 def test_multiclass_asked_of_two_classes_is_binary():
     frame = pd.DataFrame({"X": [0.0, 1.0, 2.0, 3.0], "Y": ["a", "b", "a", "b"]})
     contract = FeatureContract.fit(frame, numeric=["X"], categorical=[], target="Y", task="multiclass")
