@@ -288,7 +288,7 @@ def train(run):
     else:
         X_train, y_train = _need(run, "splits", "train")["train"]
         _refuse_infinite(X_train)
-        if contract.task == "multiclass" and len(set(y_train.tolist())) < len(contract.classes):
+        if contract.task != "regression" and len(set(y_train.tolist())) < len(contract.classes):
             missing = [contract.classes[i] for i in range(len(contract.classes)) if i not in set(y_train.tolist())]
             raise MlopsError(f"the training split has no rows of class(es) {missing!r}: too few rows of them to learn")
         fit = lambda: estimator.fit(X_train, y_train)  # noqa: E731

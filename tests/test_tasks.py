@@ -396,3 +396,12 @@ def test_multiclass_asked_of_two_classes_is_binary():
     frame = pd.DataFrame({"X": [0.0, 1.0, 2.0, 3.0], "Y": ["a", "b", "a", "b"]})
     contract = FeatureContract.fit(frame, numeric=["X"], categorical=[], target="Y", task="multiclass")
     assert (contract.task, contract.classes) == ("binary", ["a", "b"])
+
+
+def test_a_binary_training_split_without_one_class_is_one_message(tmp_path, capsys, home):
+    from mlops_framework.cli import main
+
+    path = tmp_path / "late_events.csv"
+    pd.DataFrame({"T": range(50), "X": np.arange(50) % 7, "E": [0] * 40 + [1] * 10}).to_csv(path, index=False)
+    assert main(["run", "data=csv", f"data.path={path}", "features.target=E", "features.time=T", "split=time"]) == 2
+    assert "the training split has no rows of class(es) [1]: too few rows of them to learn" in capsys.readouterr().err
