@@ -34,6 +34,7 @@ MIN_CLASS_ROWS = 3  # a class's rows reach training through the stratified train
 _ID_MIN_ROWS = 10  # fewer rows: no column is called id-like for being unique per row
 UNSEEN_POLICIES = ("ignore", "error")
 _DELIMITERS = (";", "\t", "|", ",")
+_MODEL_NAME_MARKS = str.maketrans({"[": "(", "]": ")", "<": "lt"})  # marks XGBoost refuses in feature names
 _MISSING = -1  # code of a null categorical value
 _UNSEEN = -2  # code of a value not in the vocabulary
 
@@ -119,20 +120,22 @@ class FeatureContract:
                 raise MlopsError(f"numeric feature column {col!r} has no values (every row is missing)")
         vocabulary = {col: _learn_vocabulary(frame[col], col) for col in categorical}
         contract = cls(numeric, vocabulary, target, classes, encoding, unseen, task)
-        if encoding == "onehot":
-            names = contract.feature_names
-            if len(set(names)) != len(names):
-                dupes = sorted({n for n in names if names.count(n) > 1})
-                raise MlopsError(f"one-hot feature names collide: {', '.join(dupes[:10])}; rename the columns")
+        names = contract.feature_names
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise MlopsError(f"feature names collide: {', '.join(dupes[:10])}; rename the columns")
         return contract
 
     # ------------------------------------------------------------------ shape
     @property
     def feature_names(self) -> list[str]:
-        """The model's input columns, in order."""
+        """The model's input columns, in order, as XGBoost takes them: ``[``, ``]`` and ``<`` (a value such as
+        ``<0.006``, a column such as ``dose[mg]``) read ``(``, ``)`` and ``lt``."""
         if self.encoding == "native":
-            return [*self.numeric, *self.categorical]
-        return [*self.numeric, *(f"{col}_{value}" for col, vocab in self.categorical.items() for value in vocab)]
+            names = [*self.numeric, *self.categorical]
+        else:
+            names = [*self.numeric, *(f"{col}_{value}" for col, vocab in self.categorical.items() for value in vocab)]
+        return [name.translate(_MODEL_NAME_MARKS) for name in names]
 
     @property
     def input_columns(self) -> list[str]:
@@ -229,7 +232,9 @@ class FeatureContract:
             for col, vocab in self.categorical.items():
                 col_codes = codes[col]
                 data[col] = pd.Categorical.from_codes(np.where(col_codes < 0, -1, col_codes), categories=vocab)
-            return pd.DataFrame(data, index=pd.RangeIndex(n), columns=self.feature_names)
+            frame = pd.DataFrame(data, index=pd.RangeIndex(n), columns=self.input_columns)
+            frame.columns = self.feature_names
+            return frame
 
         width = len(self.numeric) + sum(len(v) for v in self.categorical.values())
         offset = len(self.numeric)
