@@ -22,7 +22,7 @@ data)"`` keeps the latest 30% of rows.
 Types. Parquet files, DuckDB tables and synthetic data keep their types. A CSV file is read as it is:
 ``header=true`` (a header row is required; a UTF-8 BOM is ignored; title or comment lines above it are
 skipped as DuckDB's sniffer finds them; ``.gz`` files are decompressed); the delimiter is the header line's
-most frequent of ``, ; tab |`` (unless given), and numbers with decimal commas are read as numbers in a file
+most frequent of ``, ; tab |``, else one space splitting it and the next line alike (unless given), and numbers with decimal commas are read as numbers in a file
 not separated by commas; text is UTF-8, Latin-1 when the file's first MiB is not UTF-8, or UTF-16 with its byte
 order mark (unless ``encoding`` is given); DuckDB's sniffer picks every column's type from the first rows, for every file
 whatever its column names (the synthetic generator's schema is the synthetic data's only). ``types`` overrides any column:
@@ -545,7 +545,7 @@ def _header_position(con, url, lines, delimiter, encoding) -> tuple[int, str]:
     the read that follows then says why)."""
     import duckdb
 
-    first = delimiter or _delimiter_of(lines[0])
+    first = delimiter or _delimiter_of(lines[0], lines[1] if len(lines) > 1 else "")
     if len(lines) < 2 or _fields(lines[0], first) == _fields(lines[1], first):
         return 0, first
     given = f", delim = {sql_string(delimiter)}" if delimiter else ""
@@ -554,7 +554,7 @@ def _header_position(con, url, lines, delimiter, encoding) -> tuple[int, str]:
                            f"encoding = {sql_string(encoding)}{given})").fetchall()[0][0])
     except duckdb.Error:
         skip = 0
-    return skip, delimiter or _delimiter_of(lines[skip] if skip < len(lines) else "")
+    return skip, delimiter or _delimiter_of(*(lines[skip:skip + 2] if skip < len(lines) else [""]))
 
 
 def _fields(line: str, delimiter: str) -> int:
@@ -591,10 +591,14 @@ def _encoding_of(head: bytes) -> str:
     return "utf-8"
 
 
-def _delimiter_of(line: str) -> str:
-    """The most frequent of , ; tab | in ``line`` (a comma when none is there)."""
+def _delimiter_of(line: str, next_line: str = "") -> str:
+    """The most frequent of , ; tab | in ``line``; when none is there, a single space if it splits ``line``
+    and ``next_line`` into as many fields, none empty (R's ``write.table``); else a comma."""
     counts = {d: line.count(d) for d in (",", ";", "\t", "|")}
-    return max(counts, key=counts.get) if any(counts.values()) else ","
+    if any(counts.values()):
+        return max(counts, key=counts.get)
+    spaced = line.strip() == line and "  " not in line and _fields(line, " ") > 1
+    return " " if spaced and _fields(line, " ") == _fields(next_line.strip(), " ") else ","
 
 
 def _csv_header(line: str, delimiter: str, path) -> list[str]:

@@ -283,6 +283,18 @@ def test_csv_delimiter_is_the_header_lines_and_decimal_commas_only_count_where_c
     assert CsvSource(str(quoted)).read()["CODE"].tolist() == ["1,5", "2,5"]  # a comma file: text stays text
 
 
+def test_csv_separated_by_single_spaces_as_r_writes_them(tmp_path):
+    """R's write.table(sep=" "): no comma, semicolon, tab or pipe, one space between fields, strings quoted."""
+    path = tmp_path / "anderson.csv"
+    path.write_text('t status "cell type" logWBC\n35 0 "small cell" 1.45\n34 0 "large" 1.47\n32 1 NA 2.2\n')
+    df = CsvSource(str(path)).read()
+    assert df.columns.tolist() == ["t", "status", "cell type", "logWBC"]
+    assert df["cell type"].tolist()[:2] == ["small cell", "large"] and df["logWBC"].tolist() == [1.45, 1.47, 2.2]
+    for text in ("Miles per gallon\n21.0\n22.5\n", "a  b\n1  2\n"):  # one column; aligned columns: not this
+        (tmp_path / "other.csv").write_text(text)
+        assert len(CsvSource(str(tmp_path / "other.csv")).read().columns) == 1
+
+
 def test_csv_utf8_with_a_character_cut_at_the_first_mib_stays_utf8(tmp_path):
     path = tmp_path / "long.csv"
     head = b"CITY,SCORE\n" + b"Bern,1\n" * 149_000
