@@ -405,3 +405,17 @@ def test_a_binary_training_split_without_one_class_is_one_message(tmp_path, caps
     pd.DataFrame({"T": range(50), "X": np.arange(50) % 7, "E": [0] * 40 + [1] * 10}).to_csv(path, index=False)
     assert main(["run", "data=csv", f"data.path={path}", "features.target=E", "features.time=T", "split=time"]) == 2
     assert "the training split has no rows of class(es) [1]: too few rows of them to learn" in capsys.readouterr().err
+
+
+def test_columns_named_by_numbers_are_named_on_the_command_line_as_hydra_reads_them(tmp_path, capsys, home):
+    """``features.target=2020`` reaches the config as the number 2020: it names the column "2020"."""
+    from mlops_framework.cli import main
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"country": rng.choice(["A", "B"], 40), "2019": rng.normal(size=40) + 5})
+    frame["2020"] = frame["2019"] * 1.1
+    frame.to_csv(tmp_path / "wide.csv", index=False)
+    assert main(["run", "pipeline=train", "data=csv", f"data.path={tmp_path / 'wide.csv'}", "features.target=2020",
+                 "features.numeric=[2019]"]) == 0
+    out = capsys.readouterr().out
+    assert "task      regression of 2020" in out and "features  numeric 2019; categorical country" in out
