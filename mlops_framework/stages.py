@@ -137,8 +137,9 @@ def _features(run, frame):
     roles = spec.roles(frame)
     rows = len(frame)
     no_target = frame[spec.target].isna()
-    if no_target.any():
-        frame = frame.loc[~no_target]
+    infinite = _infinite(frame[spec.target])
+    if no_target.any() or infinite.any():
+        frame = frame.loc[~(no_target | infinite)]
     task = resolve_task(spec, run.model._target_, frame[spec.target])
     rare = rare_classes(frame[spec.target], task)
     if rare:
@@ -151,10 +152,21 @@ def _features(run, frame):
     return dict(
         frame=frame, contract=contract, roles=roles, X=contract.encode_frame(frame),
         y=contract.encode_target(frame[spec.target]),
-        data_report={"rows_read": rows, "rows_dropped": {"missing target": int(no_target.sum()),
-                                                         **_rare_rows(rare, rows - int(no_target.sum()) - len(frame))},
+        data_report={"rows_read": rows, "rows_dropped": {
+                         "missing target": int(no_target.sum()), "infinite target": int(infinite.sum()),
+                         **_rare_rows(rare, rows - int(no_target.sum()) - int(infinite.sum()) - len(frame))},
                      "nulls": nulls, "nulls_handling": "numeric: missing (NaN) for the model; categorical: no category"},
     )
+
+
+def _infinite(target):
+    """Which rows of a numeric target are infinite (R's ``Inf``: a censored time); no model learns from them."""
+    import numpy as np
+    import pandas as pd
+
+    if not pd.api.types.is_float_dtype(target.dtype):
+        return pd.Series(False, index=target.index)
+    return pd.Series(np.isinf(target.to_numpy()), index=target.index)
 
 
 def _without_rare_classes(frame, target, rare):

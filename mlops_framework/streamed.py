@@ -84,13 +84,13 @@ class Table:
 
 
 def with_target(batch, target):
-    """``batch`` without its rows that have no ``target`` value (null or NaN)."""
+    """``batch`` without its rows that have no ``target`` value (null, NaN or infinite)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     values = batch.column(target)
     if pa.types.is_floating(values.type):
-        return batch.filter(pc.and_(pc.is_valid(values), pc.invert(pc.is_nan(values))))
+        return batch.filter(pc.and_(pc.is_valid(values), pc.is_finite(values)))
     return batch.filter(pc.is_valid(values)) if values.null_count else batch
 
 

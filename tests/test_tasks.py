@@ -419,3 +419,19 @@ def test_columns_named_by_numbers_are_named_on_the_command_line_as_hydra_reads_t
                  "features.numeric=[2019]"]) == 0
     out = capsys.readouterr().out
     assert "task      regression of 2020" in out and "features  numeric 2019; categorical country" in out
+
+
+def test_rows_of_an_infinite_target_are_left_out_of_training_in_memory_and_from_batches(tmp_path, capsys, home):
+    """R writes a censored time as ``Inf``: XGBoost refuses such a label ('Label contains NaN, infinity')."""
+    from mlops_framework.cli import main
+    from mlops_framework.streamed import with_target
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"X": rng.normal(size=60)})
+    frame["U"] = (frame["X"] * 10 + 100).astype(str)
+    frame.loc[[3, 7], "U"] = ["Inf", "-Inf"]
+    frame.to_csv(tmp_path / "censored.csv", index=False)
+    assert main(["run", "pipeline=train", "data=csv", f"data.path={tmp_path / 'censored.csv'}", "features.target=U"]) == 0
+    assert "60 rows read, 58 used; dropped 2 (infinite target)" in capsys.readouterr().out
+    batch = pa.record_batch({"U": pa.array([1.0, np.inf, np.nan, None, -np.inf, 2.0])})
+    assert with_target(batch, "U").column(0).to_pylist() == [1.0, 2.0]
