@@ -180,7 +180,7 @@ def _without_rare_classes(frame, target, rare):
         shown = ", ".join(f"{str(value)[:40]} ({count:,} row{'s' if count > 1 else ''})" for value, count in counts.head(10).items())
         raise MlopsError(f"target column {target!r} has {len(left)} class(es) with {MIN_CLASS_ROWS} rows or more, "
                          f"where a classifier needs two: {shown}{', ...' if len(counts) > 10 else ''}"
-                         f"{'' if left else ': is it an id or free text? name another target'}")
+                         f"{': a different value on every row (an id or free text?)' if counts.max() == 1 else ''}")
     return kept
 
 

@@ -435,3 +435,16 @@ def test_rows_of_an_infinite_target_are_left_out_of_training_in_memory_and_from_
     assert "60 rows read, 58 used; dropped 2 (infinite target)" in capsys.readouterr().out
     batch = pa.record_batch({"U": pa.array([1.0, np.inf, np.nan, None, -np.inf, 2.0])})
     assert with_target(batch, "U").column(0).to_pylist() == [1.0, 2.0]
+
+
+def test_a_target_of_a_different_text_on_every_row_is_called_so(tmp_path, capsys, home):
+    from mlops_framework.cli import main
+
+    path = tmp_path / "notes.csv"
+    pd.DataFrame({"X": [0.5, 1.5] * 6, "NOTE": [f"seen on day {i}" for i in range(12)]}).to_csv(path, index=False)
+    assert main(["run", "data=csv", f"data.path={path}", "features.target=NOTE"]) == 2
+    assert "seen on day 0 (1 row), " in (err := capsys.readouterr().err)
+    assert err.rstrip().endswith("a different value on every row (an id or free text?)")
+    path.write_text("X,Y\n1,yes\n2,yes\n3,no\n4,\n")
+    assert main(["run", "data=csv", f"data.path={path}", "features.target=Y"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("needs two: yes (2 rows), no (1 row)")
