@@ -28,7 +28,7 @@ order mark (unless ``encoding`` is given); DuckDB's sniffer picks every column's
 whatever its column names (the synthetic generator's schema is the synthetic data's only). ``types`` overrides any column:
 ``{TS: VARCHAR, AMOUNT: double, DAY: {type: date, format: "%d/%m/%Y"}}`` (a DuckDB type or one of
 string, int, float, bool, date, timestamp; a ``format`` is a strptime format). Then: values in
-``null_values`` (default ``"", NA, N/A, NULL, null``) are missing; ISO-8601 timestamps with a zone are
+``null_values`` (default ``"", NA, N/A, n/a, #N/A, NULL, null, NaN, nan``) are missing; ISO-8601 timestamps with a zone are
 converted to UTC; ``true/false`` in any case are BOOLEAN but ``YES/NO``-like labels stay text; codes with
 leading zeros or dashes (``00012``, ``17-000003``) stay text. Refused with one message each: duplicate
 column names, a line with fewer or more fields than the header (its line number), and a value that does
@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # annotations only: importing these at start-up would slow ev
 
 DEFAULT_BATCH_SIZE = 262_144
 # Read as missing in CSV files unless the data option's null_values says otherwise.
-DEFAULT_NULL_VALUES = ("", "NA", "N/A", "NULL", "null")
+DEFAULT_NULL_VALUES = ("", "NA", "N/A", "n/a", "#N/A", "NULL", "null", "NaN", "nan")  # R, Excel, pandas
 # Rows DuckDB's sniffer samples (its default), and that a BOOLEAN guess is checked on.
 _SNIFF_ROWS = 20_480
 # How long listing or checking a remote path may take before we say it cannot be reached.

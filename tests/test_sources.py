@@ -247,6 +247,14 @@ def test_csv_quirks_read_as_written(tmp_path):
     assert kept["CAT"].tolist()[1:] == [None, "NA"]
 
 
+def test_csv_missing_values_as_excel_and_pandas_write_them_keep_a_column_numeric(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("INCOME,CITY\n12.5,Bern\n#N/A,nan\nn/a,Genf\n7,NaN\n")
+    df = CsvSource(str(path)).read()
+    assert str(df["INCOME"].dtype) == "float64" and df["INCOME"].isna().tolist() == [False, True, True, False]
+    assert df["CITY"].isna().tolist() == [False, True, False, True]
+
+
 def test_csv_without_a_header_is_refused_saying_so_but_numbers_may_name_columns(tmp_path):
     import gzip
 
