@@ -46,10 +46,10 @@ class FeatureSpec:
         for key in ("numeric", "categorical", "exclude"):
             value = getattr(self, key)
             if isinstance(value, str):  # one column named where a list is expected: a list of one, not letters
-                setattr(self, key, [value])
+                setattr(self, key, value := [value])
             elif isinstance(value, list):  # [2019, 2020]: columns named by years, read as numbers by Hydra
-                setattr(self, key, [str(v) if _is_number(v) else v for v in value])
-            elif value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                setattr(self, key, value := [str(v) if _is_number(v) else v for v in value])
+            if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 raise MlopsError(f"features.{key} must be a list of column names, got {value!r}")
         for key in ("target", "id", "time"):
             value = getattr(self, key)

@@ -22,14 +22,14 @@ data)"`` keeps the latest 30% of rows.
 Types. Parquet files, DuckDB tables and synthetic data keep their types. A CSV file is read as it is:
 ``header=true`` (a header row is required; a UTF-8 BOM is ignored; title or comment lines above it are
 skipped as DuckDB's sniffer finds them; ``.gz`` files are decompressed); the delimiter is the header line's
-most frequent of ``, ; tab |``, else one space splitting it and the next line alike (unless given), and numbers with decimal commas are read as numbers in a file
-not separated by commas; text is UTF-8, Latin-1 when the file's first MiB is not UTF-8, or UTF-16 with its byte
+most frequent of ``, ; tab |``, else one space splitting it and the next line alike (unless given), and
+numbers with decimal commas are read as numbers in a file not separated by commas; text is UTF-8, Latin-1 when the file's first MiB is not UTF-8, or UTF-16 with its byte
 order mark (unless ``encoding`` is given); DuckDB's sniffer picks every column's type from the first rows, for every file
 whatever its column names (the synthetic generator's schema is the synthetic data's only). ``types`` overrides any column:
 ``{TS: VARCHAR, AMOUNT: double, DAY: {type: date, format: "%d/%m/%Y"}}`` (a DuckDB type or one of
 string, int, float, bool, date, timestamp; a ``format`` is a strptime format). Then: values in
-``null_values`` (default ``"", NA, N/A, n/a, #N/A, NULL, null, NaN, nan``) are missing; ISO-8601 timestamps with a zone are
-converted to UTC; ``true/false`` in any case are BOOLEAN but ``YES/NO``-like labels stay text; codes with
+``null_values`` (default ``"", NA, N/A, n/a, #N/A, NULL, null, NaN, nan``) are missing; ISO-8601 timestamps
+with a zone are converted to UTC; ``true/false`` in any case are BOOLEAN but ``YES/NO``-like labels stay text; codes with
 leading zeros or dashes (``00012``, ``17-000003``) stay text. Refused with one message each: duplicate
 column names, a line with fewer or more fields than the header (its line number), and a value that does
 not parse as its column's type (the column, value, line and the ``types`` override that fixes it). In

@@ -145,8 +145,9 @@ def test_roles_come_from_the_types(tmp_path):
 def test_a_string_where_a_list_is_expected_is_one_column_never_letters():
     spec = FeatureSpec(target="Y", numeric="AB", categorical=None, exclude="CD")
     assert spec.numeric == ["AB"] and spec.exclude == ["CD"]
+    assert FeatureSpec(target="Y", numeric=[2019, "A"]).numeric == ["2019", "A"]  # years Hydra read as numbers
     with pytest.raises(MlopsError, match="features.numeric must be a list"):
-        FeatureSpec(target="Y", numeric=[1, 2])
+        FeatureSpec(target="Y", numeric=[["A"], None])
 
 
 @pytest.mark.parametrize("values, task", [
