@@ -534,7 +534,8 @@ def infer_roles(
                   id=id, time=time, skipped=skipped)
     if not roles.numeric and not roles.categorical:
         raise MlopsError(f"no feature columns in the data besides the target {target!r}: "
-                         f"{'; '.join(f'{c}: {r}' for c, r in skipped.items()) or 'no other columns'}")
+                         f"{'; '.join(f'{c}: {r}' for c, r in skipped.items()) or 'no other columns'}"
+                         f"{'. To use one, name it: features.numeric=[COLUMN] or features.categorical=[COLUMN]' if skipped else ''}")
     return roles
 
 

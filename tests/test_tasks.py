@@ -138,8 +138,10 @@ def test_roles_come_from_the_types(tmp_path):
     assert named.numeric == ["INCOME"] and named.categorical == ["COLOR"] and named.id == "ROW"
     with pytest.raises(MlopsError, match="features.exclude names 'NOPE'"):
         infer_roles(frame, target="Y", exclude=["NOPE"])
-    with pytest.raises(MlopsError, match="no feature columns"):
+    with pytest.raises(MlopsError, match="no feature columns") as refused:
         infer_roles(frame[["ROW", "Y"]], target="Y")
+    assert str(refused.value).endswith("in order). To use one, name it: features.numeric=[COLUMN] or "
+                                       "features.categorical=[COLUMN]")  # a sorted count or a year may be a feature
 
 
 def test_a_string_where_a_list_is_expected_is_one_column_never_letters():
