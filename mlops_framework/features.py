@@ -46,6 +46,23 @@ def written_by_scoring(column: str) -> bool:
     return name in OUTPUT_COLUMNS or name.startswith("PROBA_")
 
 
+def to_pandas(data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray):
+    """Arrow data as the stages read it in pandas: decimals (Snowflake's ``NUMBER(p, s)``) as float64, and a
+    boolean column with nulls as pandas' nullable ``boolean``, where numpy would make numbers and booleans
+    Python objects that read as text (a feature inferred categorical, and scored against a VARCHAR signature)."""
+    if isinstance(data, (pa.Array, pa.ChunkedArray)):
+        return to_pandas(pa.table({"_": data}))["_"]
+    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+    for i, field_ in enumerate(table.schema):
+        if pa.types.is_decimal(field_.type):
+            table = table.set_column(i, field_.name, table.column(i).cast(pa.float64()))
+    frame = table.to_pandas()
+    for i, field_ in enumerate(table.schema):
+        if pa.types.is_boolean(field_.type) and table.column(i).null_count:
+            frame[field_.name] = table.column(i).to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
+    return frame
+
+
 @dataclass
 class FeatureContract:
     """Which columns a model reads and how they become features.

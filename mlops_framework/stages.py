@@ -532,6 +532,8 @@ def _describe_validate(run):
 
 def _describe_features(run):
     """The roles and task, inferred from a sample of the data when the config leaves them open."""
+    from mlops_framework.features import to_pandas
+
     spec = run.features
     contract = f"learn the {spec.encoding} feature contract (unseen categories: {spec.unseen})"
     if not spec.inferred and spec.task != "auto":
@@ -541,7 +543,7 @@ def _describe_features(run):
         return f"{contract}; roles and task inferred from the data at run time"
     try:
         _need_target(spec)
-        sample = next(iter(run.source.batches(batch_size=PLAN_SAMPLE_ROWS))).to_pandas()
+        sample = to_pandas(next(iter(run.source.batches(batch_size=PLAN_SAMPLE_ROWS))))
         roles = spec.roles(sample)
         if spec.target not in sample.columns:
             raise MlopsError(f"no column {spec.target!r}")

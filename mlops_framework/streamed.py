@@ -197,7 +197,9 @@ def _distinct(array):
 def _sample_frame(batches):
     import pyarrow as pa
 
-    return pa.Table.from_batches(batches).to_pandas()
+    from mlops_framework.features import to_pandas
+
+    return to_pandas(pa.Table.from_batches(batches))
 
 
 def _summary_frame(columns):
@@ -205,7 +207,9 @@ def _summary_frame(columns):
     ``FeatureContract.fit`` learns vocabularies, classes and types from, as it would from every row."""
     import pandas as pd
 
-    series = {column: array.to_pandas() for column, array in columns.items()}
+    from mlops_framework.features import to_pandas
+
+    series = {column: to_pandas(array) for column, array in columns.items()}
     length = max(len(values) for values in series.values())
     return pd.DataFrame({column: values.iloc[np.arange(length) % len(values)].reset_index(drop=True)
                          for column, values in series.items()})

@@ -96,7 +96,9 @@ class _Source:
             con.close()
         if table.num_rows == 0:
             raise self._no_rows()
-        return table.to_pandas()
+        from mlops_framework.features import to_pandas
+
+        return to_pandas(table)
 
     def batches(
         self, columns: list[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE

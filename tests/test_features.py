@@ -272,3 +272,17 @@ def test_values_and_columns_with_marks_xgboost_refuses_train_and_score(encoding)
     assert len(scored) == len(frame)
     if encoding == "native":
         assert list(contract.encode_frame(frame)["dose(mg)"]) == frame["dose[mg]"].tolist()
+
+
+def test_to_pandas_reads_decimals_as_floats_and_booleans_with_nulls_as_nullable_booleans():
+    from decimal import Decimal
+
+    from mlops_framework.features import to_pandas
+
+    table = pa.table({"PRICE": pa.array([Decimal("1.25"), None], pa.decimal128(10, 2)),
+                      "FLAG": pa.array([True, None]), "SEEN": pa.array([True, False])})
+    frame = to_pandas(table)
+    assert [str(t) for t in frame.dtypes] == ["float64", "boolean", "bool"]
+    assert frame["PRICE"].iloc[0] == 1.25 and frame["FLAG"].isna().tolist() == [False, True]
+    assert str(to_pandas(table.column("PRICE")).dtype) == "float64"
+    assert to_pandas(table.to_batches()[0]).equals(frame)

@@ -451,3 +451,31 @@ def test_a_target_of_a_different_text_on_every_row_is_called_so(tmp_path, capsys
     path.write_text("X,Y\n1,yes\n2,yes\n3,no\n4,\n")
     assert main(["run", "data=csv", f"data.path={path}", "features.target=Y"]) == 2
     assert capsys.readouterr().err.rstrip().endswith("needs two: yes (2 rows), no (1 row)")
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_booleans_with_missing_values_and_decimals_are_numeric_features_a_later_score_takes(kind, tmp_path, capsys, home):
+    """R's logical column with NA (TRUE/FALSE/NA), and Snowflake's NUMBER(10, 2) as Parquet DECIMAL: read as
+    Python objects, they were a categorical feature and no feature, and the flag's VARCHAR signature refused
+    a later `pipeline=score` of the very file trained on."""
+    from decimal import Decimal
+
+    from mlops_framework.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=80)
+    flag = pa.array([None if i % 7 == 0 else bool(v > 0) for i, v in enumerate(x)])
+    amount = pa.array([Decimal(f"{v:.2f}") for v in x * 100], pa.decimal128(10, 2))
+    table = pa.table({"FLAG": flag, "AMOUNT": amount, "Y": np.where(x + rng.normal(size=80) > 0, "up", "down")})
+    path = tmp_path / f"data.{kind}"
+    if kind == "csv":
+        table.to_pandas().to_csv(path, index=False, na_rep="NA")
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    data = [f"data={kind}", f"data.path={path}", "features.target=Y"]
+    assert main(["run", "pipeline=train", *data]) == 0
+    assert "features  numeric FLAG, AMOUNT; categorical -" in capsys.readouterr().out
+    assert main(["run", "pipeline=score", *data]) == 0
+    assert len(predictions(home)) == 80
