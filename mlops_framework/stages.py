@@ -273,7 +273,8 @@ def _split(run, X, y):
                     return train_test_split(X_, y_, test_size=size, random_state=spec.seed)
                 except ValueError:
                     pass
-            raise MlopsError(f"cannot split {len(y_)} rows: {error}") from error
+            raise MlopsError(f"cannot split {len(y):,} rows into train/validation/holdout ({_fractions(spec)}): "
+                             f"{error}") from error
 
     X_rest, X_holdout, y_rest, y_holdout = two_way(X, y, spec.holdout)
     X_train, X_val, y_train, y_val = two_way(X_rest, y_rest, spec.validation)

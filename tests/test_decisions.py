@@ -385,10 +385,12 @@ def test_a_class_too_rare_to_stratify_is_split_at_random_and_said():
     parts, said = _run_split(SplitSpec(holdout=0.2, validation=0.25, seed=1), y)
     assert [len(p) for p in parts.values()] == [12, 4, 4]
     assert said and said[0][0] == "split" and said[0][1].startswith("not stratified: ")
-    with pytest.raises(MlopsError, match="^cannot split 1 rows: "):
+    with pytest.raises(MlopsError, match=r"^cannot split 1 rows into train/validation/holdout \(60%/20%/20%\): "):
         _run_split(SplitSpec(), [0])
+    with pytest.raises(MlopsError, match=r"^cannot split 2 rows into train/validation/holdout \(60%/20%/20%\): "):
+        _run_split(SplitSpec(), [0, 1])  # the second split, of the one row left, fails: the table's rows are named
     said = []
-    with pytest.raises(MlopsError, match="^cannot split 1 rows: "):
+    with pytest.raises(MlopsError, match="^cannot split 1 rows into "):
         _run_split(SplitSpec(stratify=False), [0], said=said)
     assert said == [], "nothing to fall back to when not stratifying"
     from sklearn.model_selection import train_test_split
