@@ -39,28 +39,46 @@ _MISSING = -1  # code of a null categorical value
 _UNSEEN = -2  # code of a value not in the vocabulary
 
 
+def to_frame(data: pa.Table | pa.RecordBatch) -> pd.DataFrame:
+    """Arrow data as the features read it: a pandas frame whose DECIMAL columns are numbers (see
+    :func:`numbers_from_decimals`), and whose boolean columns with nulls (R's ``TRUE/FALSE/NA``) are pandas'
+    nullable ``boolean``, not Python objects (read as text: a feature inferred categorical, then scored
+    against a VARCHAR signature)."""
+    data = numbers_from_decimals(data)
+    frame = data.to_pandas()
+    for name, column in zip(data.schema.names, data.columns):
+        if pa.types.is_boolean(column.type) and column.null_count:
+            frame[name] = column.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
+    return frame
+
+
+def numbers_from_decimals(data):
+    """Arrow ``data`` (a table, batch or array) with its DECIMAL columns as numbers, as Snowpark's
+    ``to_pandas`` gives NUMBER columns: int64 when the scale is 0 and every value fits, else float64.
+    Parquet unloaded from Snowflake holds every NUMBER column as a DECIMAL."""
+    if isinstance(data, (pa.Array, pa.ChunkedArray)):
+        return _decimal_as_number(data)
+    if not any(pa.types.is_decimal(field.type) for field in data.schema):
+        return data
+    return type(data).from_arrays([_decimal_as_number(column) for column in data.columns], names=data.schema.names)
+
+
+def _decimal_as_number(array):
+    if not pa.types.is_decimal(array.type):
+        return array
+    if array.type.scale == 0:
+        try:
+            return pc.cast(array, pa.int64())
+        except pa.ArrowInvalid:  # beyond int64
+            pass
+    return pc.cast(array, pa.float64())
+
+
 def written_by_scoring(column: str) -> bool:
     """Whether ``column`` is one that scoring writes beside its inputs, for some task (``OUTPUT_COLUMNS``
     and the multiclass ``PROBA_<class>``), in any case."""
     name = column.upper()
     return name in OUTPUT_COLUMNS or name.startswith("PROBA_")
-
-
-def to_pandas(data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray):
-    """Arrow data as the stages read it in pandas: decimals (Snowflake's ``NUMBER(p, s)``) as float64, and a
-    boolean column with nulls as pandas' nullable ``boolean``, where numpy would make numbers and booleans
-    Python objects that read as text (a feature inferred categorical, and scored against a VARCHAR signature)."""
-    if isinstance(data, (pa.Array, pa.ChunkedArray)):
-        return to_pandas(pa.table({"_": data}))["_"]
-    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
-    for i, field_ in enumerate(table.schema):
-        if pa.types.is_decimal(field_.type):
-            table = table.set_column(i, field_.name, table.column(i).cast(pa.float64()))
-    frame = table.to_pandas()
-    for i, field_ in enumerate(table.schema):
-        if pa.types.is_boolean(field_.type) and table.column(i).null_count:
-            frame[field_.name] = table.column(i).to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
-    return frame
 
 
 @dataclass
@@ -202,7 +220,7 @@ class FeatureContract:
     def encode_target(self, series) -> np.ndarray:
         """Target values -> int32 class indices in ``classes`` (float64 values for regression)."""
         if isinstance(series, (pa.Array, pa.ChunkedArray)):
-            series = series.to_pandas()
+            series = numbers_from_decimals(series).to_pandas()
         series = pd.Series(series)
         if self.task == "regression":
             values = pd.to_numeric(series, errors="coerce")

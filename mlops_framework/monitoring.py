@@ -1168,8 +1168,14 @@ def run_monitor(run):
                 relation = _holdout_relation(con, run, spec, version, columns)
             else:
                 relation = "__baseline"
-                con.execute(f"CREATE OR REPLACE TEMP TABLE __baseline AS SELECT * FROM prepared "
-                            f"WHERE __version = {sql_string(version)} AND ({baseline_key})")
+                try:
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE __baseline AS SELECT * FROM prepared "
+                                f"WHERE __version = {sql_string(version)} AND ({baseline_key})")
+                except duckdb.Error as error:
+                    names = [row[0] for row in con.execute("DESCRIBE prepared").fetchall() if not row[0].startswith("__")]
+                    raise MlopsError(f"monitor.baseline {baseline_key!r} does not fit the monitored rows "
+                                     f"({str(error).splitlines()[0]}); write a condition on their columns "
+                                     f"({', '.join(names)}) or set monitor.baseline=holdout") from None
                 if con.execute("SELECT count(*) FROM __baseline").fetchone()[0] == 0:  # scored by another version
                     con.execute(f"CREATE OR REPLACE TEMP TABLE __baseline AS SELECT * FROM prepared WHERE {baseline_key}")
             stats = engine.baseline_stats(relation)

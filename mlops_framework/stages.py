@@ -544,7 +544,9 @@ def _describe_features(run):
         return f"{contract}; roles and task inferred from the data at run time"
     try:
         _need_target(spec)
-        sample = to_pandas(next(iter(run.source.batches(batch_size=PLAN_SAMPLE_ROWS))))
+        from mlops_framework.features import to_frame
+
+        sample = to_frame(next(iter(run.source.batches(batch_size=PLAN_SAMPLE_ROWS))))
         roles = spec.roles(sample)
         if spec.target not in sample.columns:
             raise MlopsError(f"no column {spec.target!r}")

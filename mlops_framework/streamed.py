@@ -124,8 +124,8 @@ def learn(run, table, resolve_task):
             nulls[column] = nulls.get(column, 0) + _missing(batch.column(column))
         if not target_capped:
             seen.setdefault(spec.target, []).append(_distinct(batch.column(spec.target)))
-            if pa.types.is_floating(batch.schema.field(spec.target).type) or pa.types.is_integer(
-                    batch.schema.field(spec.target).type):
+            target_type = batch.schema.field(spec.target).type
+            if pa.types.is_floating(target_type) or pa.types.is_integer(target_type) or pa.types.is_decimal(target_type):
                 merged = _distinct(pa.concat_arrays(seen[spec.target]))
                 seen[spec.target] = [merged]
                 target_capped = len(merged) > _TRACKED_TARGET_VALUES
@@ -197,9 +197,9 @@ def _distinct(array):
 def _sample_frame(batches):
     import pyarrow as pa
 
-    from mlops_framework.features import to_pandas
+    from mlops_framework.features import to_frame
 
-    return to_pandas(pa.Table.from_batches(batches))
+    return to_frame(pa.Table.from_batches(batches))
 
 
 def _summary_frame(columns):
@@ -207,9 +207,9 @@ def _summary_frame(columns):
     ``FeatureContract.fit`` learns vocabularies, classes and types from, as it would from every row."""
     import pandas as pd
 
-    from mlops_framework.features import to_pandas
+    from mlops_framework.features import numbers_from_decimals
 
-    series = {column: to_pandas(array) for column, array in columns.items()}
+    series = {column: numbers_from_decimals(array).to_pandas() for column, array in columns.items()}
     length = max(len(values) for values in series.values())
     return pd.DataFrame({column: values.iloc[np.arange(length) % len(values)].reset_index(drop=True)
                          for column, values in series.items()})

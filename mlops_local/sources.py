@@ -23,7 +23,10 @@ Types. Parquet files, DuckDB tables and synthetic data keep their types. A CSV f
 ``header=true`` (a header row is required; a UTF-8 BOM is ignored; title or comment lines above it are
 skipped as DuckDB's sniffer finds them; ``.gz`` files are decompressed); the delimiter is the header line's
 most frequent of ``, ; tab |``, else one space splitting it and the next line alike (unless given), and
-numbers with decimal commas are read as numbers in a file not separated by commas; text is UTF-8, Latin-1 when the file's first MiB is not UTF-8, or UTF-16 with its byte
+numbers with decimal commas are read as numbers in a file not separated by commas; a space after every
+delimiter of the header is dropped from the text values; a text column of numbers and placeholders of a
+missing value (``?``, ``-``, ``n/a``...) is read as numbers; text is UTF-8, Latin-1 when the file's first MiB
+is not UTF-8, or UTF-16 with its byte
 order mark (unless ``encoding`` is given); DuckDB's sniffer picks every column's type from the first rows, for every file
 whatever its column names (the synthetic generator's schema is the synthetic data's only). ``types`` overrides any column:
 ``{TS: VARCHAR, AMOUNT: double, DAY: {type: date, format: "%d/%m/%Y"}}`` (a DuckDB type or one of
@@ -96,9 +99,9 @@ class _Source:
             con.close()
         if table.num_rows == 0:
             raise self._no_rows()
-        from mlops_framework.features import to_pandas
+        from mlops_framework.features import to_frame
 
-        return to_pandas(table)
+        return to_frame(table)
 
     def batches(
         self, columns: list[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE
@@ -438,7 +441,12 @@ class CsvSource(_FileSource):
         if not_bool:  # YES/NO, Y/N, T/F: labels, kept as written
             read_types.update({c: "VARCHAR" for c in not_bool})
             rel = bind(read_types)
-        return rel.project(", ".join(_converted(c, str(t), overrides.get(c)) for c, t in zip(rel.columns, rel.types)))
+        text = [c for c, t in zip(rel.columns, rel.types) if str(t) == "VARCHAR" and c not in overrides]
+        spaced = _space_after_delimiter(lines[skip] if skip < len(lines) else "", delimiter)
+        numbers = _numbers_with_placeholders(con, urls[0], options, text)
+        return rel.project(", ".join(
+            _numbers(c) if c in numbers else f"ltrim({quote_identifier(c)}, ' ') AS {quote_identifier(c)}"
+            if spaced and c in text else _converted(c, str(t), overrides.get(c)) for c, t in zip(rel.columns, rel.types)))
 
     def validate(self) -> None:
         """Read every matching row once, converting every column as :meth:`read` does, so a value that does
@@ -538,6 +546,46 @@ def _decimal_comma_columns(con, url, options, columns) -> list[str]:
     row = con.sql(f"SELECT {checks} FROM (SELECT * FROM read_csv({sql_string(url)}, {', '.join(options)}, "
                   f"all_varchar = true) LIMIT {_SNIFF_ROWS})").fetchall()[0]
     return [c for c, numbers in zip(columns, row) if numbers]
+
+
+def _space_after_delimiter(header: str, delimiter: str) -> bool:
+    """Whether the header puts a space after every delimiter (``age, workclass, income``): the file's text
+    values then start with that space too, which is formatting, not data."""
+    return delimiter in header and header.count(delimiter) == header.count(delimiter + " ")
+
+
+def _numbers_with_placeholders(con, url, options, columns) -> list[str]:
+    """Of the text columns, those whose sampled values are all numbers but for a placeholder of a missing
+    value (``?`` in UCI files, ``-``, ``.``, ``n/a``, ``nan``, ``none``, ``missing``), at least one of each;
+    codes with leading zeros (``00012``) stay text."""
+    if not columns:
+        return []
+    checks = ", ".join(
+        f"count(*) FILTER (WHERE {_placeholder(c)}) > 0 AND count(*) FILTER (WHERE NOT {_placeholder(c)} "
+        f"AND (TRY_CAST(trim({quote_identifier(c)}) AS DOUBLE) IS NULL "
+        f"OR regexp_matches(trim({quote_identifier(c)}), '^[+-]?0[0-9]'))) = 0 AS {quote_identifier(c)}" for c in columns)
+    row = con.sql(f"SELECT {checks} FROM (SELECT * FROM read_csv({sql_string(url)}, {', '.join(options)}, "
+                  f"all_varchar = true) LIMIT {_SNIFF_ROWS})").fetchall()[0]
+    return [c for c, numbers in zip(columns, row) if numbers]
+
+
+_PLACEHOLDERS = ("?", "-", "--", ".", "n/a", "na", "nan", "none", "missing")
+
+
+def _placeholder(column) -> str:
+    return f"lower(trim({quote_identifier(column)})) IN ({', '.join(map(sql_string, _PLACEHOLDERS))})"
+
+
+def _numbers(column) -> str:
+    """The projection of a column of numbers and placeholders (:func:`_numbers_with_placeholders`): DOUBLE,
+    the placeholders missing; a value past the sampled rows that is neither is refused naming the column."""
+    name = quote_identifier(column)
+    refusal = sql_string(f"column {column} holds numbers and placeholders of missing values in its first rows, "
+                         f"then the value '") + f" || {name} || " + sql_string(
+        f"'; read it as text with data.types='{{{column}: VARCHAR}}'")
+    number = f"TRY_CAST(trim({name}) AS DOUBLE)"
+    return (f"CASE WHEN {name} IS NULL OR {_placeholder(column)} THEN NULL WHEN {number} IS NULL "
+            f"THEN error({refusal}) ELSE {number} END AS {name}")
 
 
 def _header_position(con, url, lines, delimiter, encoding) -> tuple[int, str]:

@@ -239,6 +239,43 @@ def test_integers_beyond_float32s_exact_range_encode_as_numpy_rounds_them():
     assert encoded[0, 0] == 22_227_416  # rounded, not refused
 
 
+def test_decimal_columns_become_int64_when_whole_and_in_range_else_float64():
+    from decimal import Decimal
+
+    from mlops_framework.features import numbers_from_decimals, to_frame
+
+    table = pa.table({
+        "ID": pa.array([Decimal(1), Decimal(2), None], pa.decimal128(38, 0)),
+        "HUGE": pa.array([Decimal(2**63), Decimal(1), None], pa.decimal128(38, 0)),
+        "PRICE": pa.array([Decimal("1.25"), None, Decimal("-3.10")], pa.decimal128(12, 2)),
+        "NAME": pa.array(["a", "b", None]),
+    })
+    converted = numbers_from_decimals(table)
+    assert [str(t) for t in converted.schema.types] == ["int64", "double", "double", "string"]
+    assert converted.column("ID").to_pylist() == [1, 2, None]
+    assert converted.column("HUGE").to_pylist() == [float(2**63), 1.0, None]
+    assert converted.column("PRICE").to_pylist() == [1.25, None, -3.1]
+    assert converted.column("NAME").equals(table.column("NAME"))
+    assert numbers_from_decimals(table.to_batches()[0]).schema == converted.schema
+    frame = to_frame(table)
+    assert str(frame["PRICE"].dtype) == "float64" and frame["ID"].tolist()[:2] == [1, 2]
+    plain = pa.table({"X": [1.0]})
+    assert numbers_from_decimals(plain) is plain
+
+
+def test_a_decimal_target_and_features_learn_as_numbers_and_score_from_decimals():
+    from decimal import Decimal
+
+    from mlops_framework.features import to_frame
+
+    table = pa.table({"AMOUNT": pa.array([Decimal(f"{v}.50") for v in range(8)], pa.decimal128(38, 2)),
+                      "LABEL": pa.array([Decimal(v % 2) for v in range(8)], pa.decimal128(38, 0))})
+    contract = FeatureContract.fit(to_frame(table), target="LABEL", numeric=["AMOUNT"], categorical=[])
+    assert contract.classes == [0, 1] and json.loads(json.dumps(contract.to_dict()))["classes"] == [0, 1]
+    np.testing.assert_array_equal(contract.encode_target(table.column("LABEL")), [v % 2 for v in range(8)])
+    np.testing.assert_array_equal(contract.encode_batch(table)[:, 0], np.arange(8) + 0.5)
+
+
 def test_native_encoding_keeps_numeric_float32_and_fixed_categories():
     frame = make_frame(50)
     contract = fit(frame, encoding="native")
@@ -274,15 +311,14 @@ def test_values_and_columns_with_marks_xgboost_refuses_train_and_score(encoding)
         assert list(contract.encode_frame(frame)["dose(mg)"]) == frame["dose[mg]"].tolist()
 
 
-def test_to_pandas_reads_decimals_as_floats_and_booleans_with_nulls_as_nullable_booleans():
+def test_to_frame_reads_booleans_with_nulls_as_nullable_booleans():
     from decimal import Decimal
 
-    from mlops_framework.features import to_pandas
+    from mlops_framework.features import to_frame
 
     table = pa.table({"PRICE": pa.array([Decimal("1.25"), None], pa.decimal128(10, 2)),
                       "FLAG": pa.array([True, None]), "SEEN": pa.array([True, False])})
-    frame = to_pandas(table)
+    frame = to_frame(table)
     assert [str(t) for t in frame.dtypes] == ["float64", "boolean", "bool"]
     assert frame["PRICE"].iloc[0] == 1.25 and frame["FLAG"].isna().tolist() == [False, True]
-    assert str(to_pandas(table.column("PRICE")).dtype) == "float64"
-    assert to_pandas(table.to_batches()[0]).equals(frame)
+    assert to_frame(table.to_batches()[0]).equals(frame)

@@ -289,7 +289,8 @@ def test_baseline_must_be_one_sql_expression_and_match_rows(tmp_path, monkeypatc
     for baseline, message in (("WEEK <= 1; DROP TABLE X", "monitor.baseline"),
                               ("1=1) UNION (SELECT 2", "monitor.baseline"),
                               ("WEEK > 99", "baseline has no rows"),
-                              ("NO_SUCH_COLUMN > 1", "monitor: Binder Error")):
+                              ("NO_SUCH_COLUMN > 1", r"monitor.baseline 'NO_SUCH_COLUMN > 1' does not fit the monitored "
+                                                     r"rows \(Binder Error.*\(TS, WEEK, .*monitor.baseline=holdout")):
         with pytest.raises(MlopsError, match=message):
             monitor(_monitor_run(tmp_path, monkeypatch, f"monitor.baseline='{baseline}'"))
     assert mon.check_expression("WEEK <= 5 -- training weeks", "x") == "WEEK <= 5"

@@ -86,6 +86,47 @@ def test_a_users_parquet_without_week_is_scored_without_partitions(mlops, home, 
     assert snapshot(home) == before
 
 
+def test_a_parquet_unloaded_from_snowflake_every_number_a_decimal(mlops, home, tmp_path):
+    """Snowflake's COPY INTO a Parquet file writes every NUMBER column as a DECIMAL: whole numbers (an id, a
+    0/1 label) as DECIMAL(38,0). They are numbers: the label's classes are 0 and 1, the measures are features,
+    the predictions keep the file's types, and a monitor whose default baseline names a column the data does
+    not have says which option to set."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns=lambda c: c.upper().replace(" ", "_"))
+    columns = {"ID": pa.array([Decimal(i) for i in range(len(frame))], pa.decimal128(38, 0)),
+               "MALIGNANT": pa.array([Decimal(int(1 - v)) for v in frame.pop("TARGET")], pa.decimal128(38, 0))}
+    columns.update({c: pa.array([Decimal(f"{v:.4f}") for v in frame[c]], pa.decimal128(38, 4)) for c in frame.columns})
+    path = tmp_path / "unloaded.parquet"
+    pq.write_table(pa.table(columns), path)
+
+    result = mlops("run", "data=parquet", f"data.path={path}", "features.target=MALIGNANT", check=True)
+    assert "binary MALIGNANT: 2 classes (0, 1)" in result.stdout
+    assert "numeric MEAN_RADIUS, MEAN_TEXTURE" in result.stdout and "not features ID (id-like" in result.stdout
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                 "WHERE table_name = 'PREDICTIONS_WITH_GROUND_TRUTH'").fetchall())
+        right = con.execute("SELECT count(*) FILTER (WHERE MALIGNANT = PREDICTED_RESPONSE), count(*) "
+                            "FROM PREDICTIONS_WITH_GROUND_TRUTH").fetchone()
+    assert types["MEAN_RADIUS"] == "DECIMAL(38,4)" and types["PREDICTED_RESPONSE"] == "BIGINT"
+    assert right[1] == 569 and right[0] > 0.9 * 569
+
+    streamed = mlops("run", "pipeline=train", "data=parquet", f"data.path={path}", "features.target=MEAN_RADIUS",
+                     "split.stream_from_rows=100", "registry.model_name=RADIUS", check=True)
+    assert "regression of MEAN_RADIUS" in streamed.stdout and "quantized matrix" in streamed.stdout
+
+    monitor = mlops("run", "pipeline=monitor", "data=parquet", f"data.path={path}", "features.target=MALIGNANT",
+                    "monitor.timestamp=SCORED_AT")
+    one_error_line(monitor, "monitor.baseline 'WEEK <= 5' does not fit the monitored rows", "MEAN_RADIUS",
+                   "monitor.baseline=holdout")
+    assert mlops("run", "pipeline=monitor", "data=parquet", f"data.path={path}", "features.target=MALIGNANT",
+                 "monitor.timestamp=SCORED_AT", "monitor.baseline='ID < 200'", check=True).returncode == 0
+
+
 def test_plotlys_gzipped_gapminder_csv_trains_and_scores_as_it_is(mlops, home):
     """A public file as it ships (plotly's package data): gzip-compressed, and populations beyond 2**24,
     which float32 holds only rounded (as XGBoost trains on them)."""

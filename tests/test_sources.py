@@ -255,6 +255,38 @@ def test_csv_missing_values_as_excel_and_pandas_write_them_keep_a_column_numeric
     assert df["CITY"].isna().tolist() == [False, True, False, True]
 
 
+def test_csv_with_a_space_after_each_delimiter_reads_values_without_it(tmp_path):
+    """UCI's files (adult) write ``39, State-gov, <=50K``: the space is formatting, not part of the value."""
+    path = tmp_path / "adult.csv"
+    path.write_text("age, workclass, note, income\n39, State-gov, a b, <=50K\n50,  Private, , >50K\n")
+    df = CsvSource(str(path)).read()
+    assert list(df.columns) == ["age", "workclass", "note", "income"] and df["age"].tolist() == [39, 50]
+    assert df["workclass"].tolist() == ["State-gov", "Private"] and df["income"].tolist() == ["<=50K", ">50K"]
+    assert df["note"].tolist() == ["a b", ""]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("age,workclass\n39, State-gov\n50,Private\n")
+    assert CsvSource(str(plain)).read()["workclass"].tolist() == [" State-gov", "Private"]
+
+
+def test_csv_numbers_with_placeholders_of_missing_values_are_numbers(tmp_path):
+    """``?`` (UCI), ``-``, ``n/a``... among numbers: the column is numbers with those missing. Codes with
+    leading zeros and text with a dash stay text; a word past the sampled rows is refused naming the column."""
+    path = tmp_path / "auto.csv"
+    rows = ["130,00012,A,1", "?,00034,-,0", " 95 ,?,B,1", "N/A,00056,A,0", "-,00078,B,1", "1e2,?,A,0"]
+    path.write_text("horsepower,zip,grade,y\n" + "\n".join(rows) + "\n")
+    source = CsvSource(str(path))
+    assert dict(source.schema()) == {"horsepower": "DOUBLE", "zip": "VARCHAR", "grade": "VARCHAR", "y": "BIGINT"}
+    df = source.read()
+    assert [df["horsepower"][i] for i in (0, 2, 5)] == [130.0, 95.0, 100.0] and df["horsepower"].isna().sum() == 3
+    assert df["zip"].tolist()[:2] == ["00012", "00034"] and df["grade"].tolist()[:2] == ["A", "-"]
+    late = tmp_path / "late.csv"
+    late.write_text("w,y\n" + "".join(f"{'?' if i % 9 == 0 else i},{i % 2}\n" for i in range(25_000)) + "heavy,1\n")
+    with pytest.raises(MlopsError) as e:
+        CsvSource(str(late)).read()
+    one_line_error(e, "column w holds numbers and placeholders", "'heavy'", "data.types='{w: VARCHAR}'")
+    assert CsvSource(str(late), types={"w": "VARCHAR"}).read()["w"].iloc[-1] == "heavy"
+
+
 def test_csv_without_a_header_is_refused_saying_so_but_numbers_may_name_columns(tmp_path):
     import gzip
 
