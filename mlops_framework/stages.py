@@ -533,8 +533,6 @@ def _describe_validate(run):
 
 def _describe_features(run):
     """The roles and task, inferred from a sample of the data when the config leaves them open."""
-    from mlops_framework.features import to_pandas
-
     spec = run.features
     contract = f"learn the {spec.encoding} feature contract (unseen categories: {spec.unseen})"
     if not spec.inferred and spec.task != "auto":
