@@ -12,6 +12,7 @@ only thing that keeps the columns the model was trained on lined up with the one
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -32,6 +33,9 @@ MAX_CLASSES = 20  # a numeric target with more distinct whole values than this i
 ROWS_PER_CLASS = 10  # nor is one with fewer rows than this per distinct whole value (17 incomes in 17 rows)
 MIN_CLASS_ROWS = 3  # a class's rows reach training through the stratified train/validation/holdout split
 _ID_MIN_ROWS = 10  # fewer rows: no column is called id-like for being unique per row
+# A row index written with the data, in any order: R's rownames ("" read as column0, Rdatasets' "rownames"),
+# pandas' to_csv index ("" again; "Unnamed: 0" once pandas read it back, "index" after reset_index).
+_ROW_INDEX = re.compile(r"column0+|Unnamed: 0|rownames|index")
 UNSEEN_POLICIES = ("ignore", "error")
 _DELIMITERS = (";", "\t", "|", ",")
 _MODEL_NAME_MARKS = str.maketrans({"[": "(", "]": ")", "<": "lt"})  # marks XGBoost refuses in feature names
@@ -505,6 +509,8 @@ def _as_list(value, key: str) -> list | None:
 def _id_like(series: pd.Series, kind: str) -> str | None:
     values = series.dropna()
     n, distinct = len(values), values.nunique()
+    if n > 1 and distinct == n and kind in ("numeric", "categorical") and _ROW_INDEX.fullmatch(str(series.name)):
+        return "a row index (a different value on every row)"
     if kind == "categorical":
         if n >= _ID_MIN_ROWS and distinct == n:
             return "id-like (a different string on every row)"

@@ -479,3 +479,18 @@ def test_booleans_with_missing_values_and_decimals_are_numeric_features_a_later_
     assert "features  numeric FLAG, AMOUNT; categorical -" in capsys.readouterr().out
     assert main(["run", "pipeline=score", *data]) == 0
     assert len(predictions(home)) == 80
+
+
+def test_a_row_index_written_with_the_data_is_not_a_feature_in_any_order(tmp_path):
+    """pandas' to_csv and R's write.csv write the row index under an empty name; after a shuffle or a sort
+    it is no longer in order, and was a numeric feature."""
+    from mlops_local.sources import CsvSource
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"X": rng.normal(size=30), "Y": rng.choice(["a", "b"], 30)}).sample(frac=1, random_state=1)
+    frame.to_csv(tmp_path / "shuffled.csv")  # header ",X,Y"
+    read = CsvSource(str(tmp_path / "shuffled.csv")).read()
+    for table in (read, read.rename(columns={"column0": "Unnamed: 0"}), read.rename(columns={"column0": "rownames"})):
+        roles = infer_roles(table, target="Y")
+        assert roles.numeric == ["X"] and list(roles.skipped.values()) == ["a row index (a different value on every row)"]
+    assert infer_roles(read.rename(columns={"column0": "column"}), target="Y").numeric == ["column", "X"]
