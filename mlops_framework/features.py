@@ -574,7 +574,8 @@ def infer_roles(
                   categorical=categorical if categorical is not None else inferred_categorical,
                   id=id, time=time, skipped=skipped)
     if not roles.numeric and not roles.categorical:
-        inferred_out = [c for c in set(skipped) - {*exclude, id, time} if "features.numeric" not in skipped[c]]
+        inferred_out = [c for c in set(skipped) - {*exclude, id, time}
+                        if "features.numeric" not in skipped[c] and not skipped[c].startswith("a row index")]
         raise MlopsError(f"no feature columns in the data besides the target {target!r}: "
                          f"{'; '.join(f'{c}: {r}' for c, r in skipped.items()) or 'no other columns'}"
                          f"{'. To use one, name it: features.numeric=[COLUMN] or features.categorical=[COLUMN]' if inferred_out else ''}")
