@@ -310,7 +310,7 @@ def _features(argv):
         path = config.user_conf_dir() / "features" / f"{args.save}.yaml"
         values = {"target": roles.target, "id": roles.id, "time": roles.time, "exclude": spec.exclude, "task": task,
                   "numeric": roles.numeric, "categorical": roles.categorical, "encoding": spec.encoding,
-                  "unseen": spec.unseen}
+                  "unseen": spec.unseen, "positive_class": spec.positive_class}
         path.parent.mkdir(parents=True, exist_ok=True)
         header = f"# Inferred by `mlops features` from {source.describe()}; edit freely.\n"
         path.write_text(header + yaml.safe_dump(values, sort_keys=False))

@@ -47,7 +47,19 @@ def register_resolvers():
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("secret", read_secret, replace=True, use_cache=False)
+    OmegaConf.register_new_resolver("required", required_value, replace=True, use_cache=False)
     use_libyaml()
+
+
+def required_value(key, *, _root_):
+    """``${required:features.time}``: the value at ``key``, which a config using it cannot do without (a null
+    there would otherwise reach SQL as the text "None")."""
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(_root_, key)
+    if value is None:
+        raise MlopsError(f"{key} is not set, and this configuration needs it: add {key}=...")
+    return value
 
 
 def use_libyaml():
@@ -242,7 +254,10 @@ def resolved_values(cfg):
 
 def _resolution_error(error):
     """One line for an interpolation that cannot be resolved: unknown key, unset variable, cycle."""
-    cause = error.__cause__ if isinstance(error.__cause__, MlopsError) else error
+    cause = error  # a resolver's own MlopsError, which OmegaConf wraps once or twice
+    while not isinstance(cause, MlopsError) and (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__
+    cause = cause if isinstance(cause, MlopsError) else error
     message = str(cause).split("\n")[0].strip()
     key = getattr(error, "full_key", None)
     where = f" (at {key})" if key else ""

@@ -93,7 +93,8 @@ class FeatureContract:
     - ``categorical``: column -> vocabulary learned at training (sorted, nulls excluded).
     - ``target`` / ``classes``: the target column and its classes (original label values, sorted;
       empty for regression). The model is trained on each label's index in ``classes``; for ``binary``,
-      ``classes[1]`` is the positive class, the one whose probability the model scores.
+      ``classes[1]`` is the positive class, the one whose probability the model scores (sorted last,
+      unless ``fit`` was given another).
     - ``encoding``: ``"onehot"`` (one float32 0/1 column per vocabulary value) or ``"native"``
       (pandas category dtype with the fixed vocabulary, for XGBoost ``enable_categorical``).
     - ``unseen``: a categorical value not in the vocabulary is scored as missing (``"ignore"``:
@@ -132,10 +133,12 @@ class FeatureContract:
         encoding: str = "onehot",
         unseen: str = "ignore",
         task: str = "binary",
+        positive_class=None,
     ) -> "FeatureContract":
         """Learn the contract from a training frame; every problem is one clear MlopsError.
         ``task="auto"`` infers it from the target (:func:`infer_task`); ``multiclass`` with two classes
-        is ``binary``."""
+        is ``binary``. ``positive_class``: for a binary target, the class that comes second (its probability
+        is scored); None: the second in sorted order."""
         if not isinstance(frame, pd.DataFrame):
             raise MlopsError(f"the training data must be a pandas DataFrame, got {type(frame).__name__}")
         numeric, categorical = list(numeric), list(categorical)
@@ -145,9 +148,9 @@ class FeatureContract:
 
         if task == "auto":
             task = infer_task(frame[target], target)
-        classes = _learn_classes(frame[target], target, task)
-        if task == "multiclass" and len(classes) == 2:  # two classes make a binary model, whatever was asked
+        if task == "multiclass" and frame[target].nunique() == 2:  # two classes make a binary model, whatever was asked
             task = "binary"
+        classes = _learn_classes(frame[target], target, task, positive_class)
         for col in numeric:
             series = frame[col]
             if not (pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)):
@@ -612,7 +615,9 @@ def _check_names(numeric: list[str], categorical: list[str], target: str) -> Non
         raise MlopsError(f"the target column {target!r} is also listed as a feature")
 
 
-def _learn_classes(series: pd.Series, target: str, task: str) -> list:
+def _learn_classes(series: pd.Series, target: str, task: str, positive_class=None) -> list:
+    if positive_class is not None and task != "binary":
+        raise MlopsError(f"features.positive_class is for a binary target; {target!r} is a {task} target")
     if series.isna().any():
         raise MlopsError(f"target column {target!r} has {int(series.isna().sum())} missing value(s); drop or fill them")
     if task == "regression":
@@ -637,6 +642,12 @@ def _learn_classes(series: pd.Series, target: str, task: str) -> list:
             f"target column {target!r} has {len(values)} classes ({shown}): binary classification needs exactly "
             f"two classes (features.task=multiclass, or features.task=auto)"
         )
+    if positive_class is not None:
+        chosen = [v for v in values if v == positive_class or str(v) == str(positive_class)]
+        if not chosen:
+            raise MlopsError(f"features.positive_class {positive_class!r} is not a class of target column "
+                             f"{target!r}: {', '.join(map(repr, values))}")
+        values = [v for v in values if v != chosen[0]] + chosen
     return values
 
 

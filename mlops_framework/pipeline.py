@@ -35,8 +35,7 @@ class FeatureSpec:
     task: str = "auto"
     encoding: str = "onehot"
     unseen: str = "ignore"
-    id: str | None = None
-    time: str | None = None
+    positive_class: str | int | float | bool | None = None  # binary: the class PREDICTED_SCORE is the probability of
 
     def __post_init__(self):
         for key, allowed in (("encoding", ("onehot", "native")), ("unseen", ("ignore", "error")),
@@ -56,6 +55,8 @@ class FeatureSpec:
             if value is not None and not (isinstance(value, str) and value):
                 raise MlopsError(f"features.{key} must be one column name, got {value!r}")
         self.exclude = list(self.exclude or [])
+        if isinstance(self.positive_class, (list, dict)):
+            raise MlopsError(f"features.positive_class must be one value of the target, got {self.positive_class!r}")
 
     @property
     def inferred(self):

@@ -8,7 +8,7 @@ a short line or a bad type override is refused before a version is registered or
 Then, for the stages in the pipeline:
 
 - training (``load``) and new data (``retrain``): the feature columns and the target exist;
-- scoring (``score``): the feature columns exist and each has the same kind of type as in the training
+- scoring (``score``): the ``scoring.version`` exists unless the run makes it; the feature columns exist and each has the same kind of type as in the training
   data, or, in a run that does not train, the scored version's signature (number, text, boolean, time);
   a mismatch names the column and both types; a difference within a kind (BIGINT trained, DOUBLE scored)
   is noted in the run summary;
@@ -79,6 +79,7 @@ def check(run) -> None:
         to_parse.append(source)
     monitor = run.monitor if "monitor" in names else None
     if "score" in names:
+        _scored_version_exists(run, names)
         source = run.scoring.source or run.source
         schema = _schema(source)
         _require(schema, inputs, "the scoring source", source)
@@ -100,6 +101,21 @@ def check(run) -> None:
         _time_column(schema, monitor.timestamp, monitor.source)
     for source in {id(s): s for s in to_parse}.values():
         _validate(source)
+
+
+def _scored_version_exists(run, names):
+    """A ``scoring.version`` the run cannot make itself (by registering it under that name, or by a promote
+    stage before the first score moving an alias) must be in the registry already."""
+    version = run.scoring.version
+    first_score = names.index("score")
+    if not version or "promote" in names[:first_score]:
+        return
+    if "register" in names[:first_score] and version == run.registration.version_name:
+        return
+    try:
+        run.registry.get_version(run.registration.model_name, version)
+    except MlopsError as error:
+        raise MlopsError(f"scoring.version={version}: {error}") from None
 
 
 def source_schema(run, source) -> dict | None:
@@ -135,7 +151,11 @@ def _require(schema, columns, what, source, hint=None):
         return
     missing = [c for c in dict.fromkeys(columns) if c and c not in schema]
     if missing:
+        import difflib
+
         near = {c: a for c in missing for a in schema if a.lower() == c.lower()}
+        near.update({c: close[0] for c in missing if c not in near
+                     for close in [difflib.get_close_matches(c, list(schema), n=1, cutoff=0.8)] if close})
         close = "".join(f" (did you mean {near[c]!r} for {c!r}?)" for c in missing if c in near)
         raise MlopsError(
             f"{what} ({source.describe()}) lacks column{'s' if len(missing) > 1 else ''} "

@@ -146,7 +146,7 @@ def _features(run, frame):
         frame = _without_rare_classes(frame, spec.target, rare)
     contract = FeatureContract.fit(
         frame, numeric=roles.numeric, categorical=roles.categorical, target=spec.target,
-        encoding=spec.encoding, unseen=spec.unseen, task=task,
+        encoding=spec.encoding, unseen=spec.unseen, task=task, positive_class=spec.positive_class,
     )
     nulls = {column: int(count) for column, count in frame[contract.input_columns].isna().sum().items() if count}
     return dict(
@@ -198,7 +198,8 @@ def _describe_task(contract):
     if contract.task == "regression":
         return f"regression of {contract.target}"
     shown = ", ".join(map(str, contract.classes[:10])) + (", ..." if len(contract.classes) > 10 else "")
-    return f"{contract.task} {contract.target}: {len(contract.classes)} classes ({shown})"
+    positive = f"; scores the probability of {contract.classes[1]}" if contract.task == "binary" else ""
+    return f"{contract.task} {contract.target}: {len(contract.classes)} classes ({shown}){positive}"
 
 
 def _describe_roles(roles):

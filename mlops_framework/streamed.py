@@ -155,7 +155,8 @@ def learn(run, table, resolve_task):
     summary = _summary_frame({column: pa.concat_arrays(arrays) for column, arrays in seen.items()})
     task = resolve_task(spec, run.model._target_, summary[spec.target], rows_read - missing_target)
     contract = FeatureContract.fit(summary, numeric=roles.numeric, categorical=roles.categorical, target=spec.target,
-                                   encoding=spec.encoding, unseen=spec.unseen, task=task)
+                                   encoding=spec.encoding, unseen=spec.unseen, task=task,
+                                   positive_class=spec.positive_class)
     sample = _sample_frame(sample_batches).head(REGISTERED_SAMPLE_ROWS).copy()
     report = {"rows_read": rows_read,
               "rows_dropped": {"missing target": missing_target - infinite_target, "infinite target": infinite_target},

@@ -276,6 +276,20 @@ def test_a_decimal_target_and_features_learn_as_numbers_and_score_from_decimals(
     np.testing.assert_array_equal(contract.encode_batch(table)[:, 0], np.arange(8) + 0.5)
 
 
+def test_positive_class_comes_second_and_must_be_one_of_a_binary_targets_classes():
+    frame = pd.DataFrame({"X": range(8), "LABEL": ["fraud", "ok", "ok", "ok"] * 2, "N": [0, 1] * 4})
+    default = FeatureContract.fit(frame, target="LABEL", numeric=["X"], categorical=[])
+    chosen = FeatureContract.fit(frame, target="LABEL", numeric=["X"], categorical=[], positive_class="fraud")
+    assert default.classes == ["fraud", "ok"] and chosen.classes == ["ok", "fraud"]
+    np.testing.assert_array_equal(chosen.encode_target(frame["LABEL"]), [1, 0, 0, 0] * 2)
+    assert FeatureContract.fit(frame, target="N", numeric=["X"], categorical=[], positive_class="0").classes == [1, 0]
+    assert FeatureContract.from_dict(json.loads(json.dumps(chosen.to_dict()))).classes == ["ok", "fraud"]
+    with pytest.raises(MlopsError, match=r"features.positive_class 'frod' is not a class of target column 'LABEL': 'fraud', 'ok'"):
+        FeatureContract.fit(frame, target="LABEL", numeric=["X"], categorical=[], positive_class="frod")
+    with pytest.raises(MlopsError, match="features.positive_class is for a binary target; 'X' is a regression target"):
+        FeatureContract.fit(frame, target="X", numeric=["N"], categorical=[], task="regression", positive_class=1)
+
+
 def test_native_encoding_keeps_numeric_float32_and_fixed_categories():
     frame = make_frame(50)
     contract = fit(frame, encoding="native")

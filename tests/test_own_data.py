@@ -127,6 +127,32 @@ def test_a_parquet_unloaded_from_snowflake_every_number_a_decimal(mlops, home, t
                  "monitor.timestamp=SCORED_AT", "monitor.baseline='ID < 200'", check=True).returncode == 0
 
 
+def test_the_positive_class_is_the_one_whose_probability_is_scored(mlops, home, tmp_path):
+    """scikit-learn's breast cancer labels as words: sorted, the positive class would be "malignant";
+    features.positive_class=benign makes PREDICTED_SCORE the probability of benign."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns=lambda c: c.upper().replace(" ", "_"))
+    frame["DIAGNOSIS"] = frame.pop("TARGET").map({0: "malignant", 1: "benign"})
+    path = tmp_path / "cancer.csv"
+    frame.to_csv(path, index=False)
+    result = mlops("run", "data=csv", f"data.path={path}", "features.target=DIAGNOSIS", "features.positive_class=benign",
+                   check=True)
+    assert "binary DIAGNOSIS: 2 classes (malignant, benign); scores the probability of benign" in result.stdout
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        benign, malignant, consistent = con.execute(
+            "SELECT avg(PREDICTED_SCORE) FILTER (WHERE DIAGNOSIS = 'benign'), "
+            "avg(PREDICTED_SCORE) FILTER (WHERE DIAGNOSIS = 'malignant'), "
+            "bool_and((PREDICTED_SCORE >= 0.5) = (PREDICTED_RESPONSE = 'benign')) "
+            "FROM PREDICTIONS_WITH_GROUND_TRUTH").fetchone()
+    assert benign > 0.8 and malignant < 0.2 and consistent
+    frame.to_parquet(tmp_path / "cancer.parquet")  # a Parquet file counts its rows cheaply: trained from batches
+    streamed = mlops("run", "pipeline=train", "data=parquet", f"data.path={tmp_path / 'cancer.parquet'}",
+                     "features.target=DIAGNOSIS", "features.positive_class=benign", "split.stream_from_rows=100",
+                     check=True)
+    assert "quantized matrix" in streamed.stdout and "scores the probability of benign" in streamed.stdout
+
+
 def test_plotlys_gzipped_gapminder_csv_trains_and_scores_as_it_is(mlops, home):
     """A public file as it ships (plotly's package data): gzip-compressed, and populations beyond 2**24,
     which float32 holds only rounded (as XGBoost trains on them)."""

@@ -62,7 +62,8 @@ def test_every_option_and_experiment_pair_plans_or_says_one_clean_line(monkeypat
 @pytest.mark.parametrize("data", ["csv", "parquet"])
 def test_every_experiment_plans_on_a_users_file(experiment, data, monkeypatch, tmp_path):
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
-    status, out, err = _plan([f"experiment={experiment}", f"data={data}", "data.path=loans.file"])
+    time = ["features.time=OPENED"] if experiment == "lifecycle" else []  # it orders the user's rows by it
+    status, out, err = _plan([f"experiment={experiment}", f"data={data}", "data.path=loans.file", *time])
     assert status == 0, err
     assert f"loans.file" in out
 

@@ -57,7 +57,8 @@ AREAS = {
         "AlertRule.__post_init__", "AlertRule.is_drift", "AlertRule.too_few_rows", "build_rules", "evaluate"])),
     "csv": (ROOT, _functions("mlops_local.sources", [
         "CsvSource._bind", "_delimiter_of", "_encoding_of", "_is_number", "_csv_header", "_decimal_comma_columns",
-        "_header_position", "_fields", "_not_true_false", "_type_overrides", "_converted"])),
+        "_header_position", "_fields", "_not_true_false", "_type_overrides", "_converted", "_space_after_delimiter",
+        "_numbers_with_placeholders", "_placeholder", "_numbers"])),
     "redaction": (ROOT, _functions("mlops_framework.config", [
         "redact", "mask_url", "scrub", "remember_secret", "_override_secret", "_remember_override_secrets",
         "_redact_overrides"])),
