@@ -12,6 +12,7 @@ only thing that keeps the columns the model was trained on lined up with the one
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -29,17 +30,30 @@ TASKS = ("binary", "multiclass", "regression")
 # Columns a scored table has beside its inputs: never features of a model trained on that table.
 OUTPUT_COLUMNS = ("PREDICTED_SCORE", "PREDICTED_RESPONSE", "MODEL_NAME", "MODEL_VERSION", "RUN_ID", "SCORED_AT")
 MAX_CLASSES = 20  # a numeric target with more distinct whole values than this is a regression target
+ROWS_PER_CLASS = 10  # nor is one with fewer rows than this per distinct whole value (17 incomes in 17 rows)
+MIN_CLASS_ROWS = 3  # a class's rows reach training through the stratified train/validation/holdout split
 _ID_MIN_ROWS = 10  # fewer rows: no column is called id-like for being unique per row
+# A row index written with the data, in any order: R's rownames ("" read as column0, Rdatasets' "rownames"),
+# pandas' to_csv index ("" again; "Unnamed: 0" once pandas read it back, "index" after reset_index).
+_ROW_INDEX = re.compile(r"column0+|Unnamed: 0|rownames|index")
 UNSEEN_POLICIES = ("ignore", "error")
 _DELIMITERS = (";", "\t", "|", ",")
+_MODEL_NAME_MARKS = str.maketrans({"[": "(", "]": ")", "<": "lt"})  # marks XGBoost refuses in feature names
 _MISSING = -1  # code of a null categorical value
 _UNSEEN = -2  # code of a value not in the vocabulary
 
 
 def to_frame(data: pa.Table | pa.RecordBatch) -> pd.DataFrame:
     """Arrow data as the features read it: a pandas frame whose DECIMAL columns are numbers (see
-    :func:`numbers_from_decimals`), not objects."""
-    return numbers_from_decimals(data).to_pandas()
+    :func:`numbers_from_decimals`), and whose boolean columns with nulls (R's ``TRUE/FALSE/NA``) are pandas'
+    nullable ``boolean``, not Python objects (read as text: a feature inferred categorical, then scored
+    against a VARCHAR signature)."""
+    data = numbers_from_decimals(data)
+    frame = data.to_pandas()
+    for name, column in zip(data.schema.names, data.columns):
+        if pa.types.is_boolean(column.type) and column.null_count:
+            frame[name] = column.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
+    return frame
 
 
 def numbers_from_decimals(data):
@@ -122,8 +136,9 @@ class FeatureContract:
         positive_class=None,
     ) -> "FeatureContract":
         """Learn the contract from a training frame; every problem is one clear MlopsError.
-        ``task="auto"`` infers it from the target (:func:`infer_task`). ``positive_class``: for a binary
-        target, the class that comes second (its probability is scored); None: the second in sorted order."""
+        ``task="auto"`` infers it from the target (:func:`infer_task`); ``multiclass`` with two classes
+        is ``binary``. ``positive_class``: for a binary target, the class that comes second (its probability
+        is scored); None: the second in sorted order."""
         if not isinstance(frame, pd.DataFrame):
             raise MlopsError(f"the training data must be a pandas DataFrame, got {type(frame).__name__}")
         numeric, categorical = list(numeric), list(categorical)
@@ -133,6 +148,8 @@ class FeatureContract:
 
         if task == "auto":
             task = infer_task(frame[target], target)
+        if task == "multiclass" and frame[target].nunique() == 2:  # two classes make a binary model, whatever was asked
+            task = "binary"
         classes = _learn_classes(frame[target], target, task, positive_class)
         for col in numeric:
             series = frame[col]
@@ -145,20 +162,22 @@ class FeatureContract:
                 raise MlopsError(f"numeric feature column {col!r} has no values (every row is missing)")
         vocabulary = {col: _learn_vocabulary(frame[col], col) for col in categorical}
         contract = cls(numeric, vocabulary, target, classes, encoding, unseen, task)
-        if encoding == "onehot":
-            names = contract.feature_names
-            if len(set(names)) != len(names):
-                dupes = sorted({n for n in names if names.count(n) > 1})
-                raise MlopsError(f"one-hot feature names collide: {', '.join(dupes[:10])}; rename the columns")
+        names = contract.feature_names
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise MlopsError(f"feature names collide: {', '.join(dupes[:10])}; rename the columns")
         return contract
 
     # ------------------------------------------------------------------ shape
     @property
     def feature_names(self) -> list[str]:
-        """The model's input columns, in order."""
+        """The model's input columns, in order, as XGBoost takes them: ``[``, ``]`` and ``<`` (a value such as
+        ``<0.006``, a column such as ``dose[mg]``) read ``(``, ``)`` and ``lt``."""
         if self.encoding == "native":
-            return [*self.numeric, *self.categorical]
-        return [*self.numeric, *(f"{col}_{value}" for col, vocab in self.categorical.items() for value in vocab)]
+            names = [*self.numeric, *self.categorical]
+        else:
+            names = [*self.numeric, *(f"{col}_{value}" for col, vocab in self.categorical.items() for value in vocab)]
+        return [name.translate(_MODEL_NAME_MARKS) for name in names]
 
     @property
     def input_columns(self) -> list[str]:
@@ -255,7 +274,9 @@ class FeatureContract:
             for col, vocab in self.categorical.items():
                 col_codes = codes[col]
                 data[col] = pd.Categorical.from_codes(np.where(col_codes < 0, -1, col_codes), categories=vocab)
-            return pd.DataFrame(data, index=pd.RangeIndex(n), columns=self.feature_names)
+            frame = pd.DataFrame(data, index=pd.RangeIndex(n), columns=self.input_columns)
+            frame.columns = self.feature_names
+            return frame
 
         width = len(self.numeric) + sum(len(v) for v in self.categorical.values())
         offset = len(self.numeric)
@@ -397,9 +418,11 @@ class FeatureContract:
 
 
 # ---------------------------------------------------------------------- inference
-def infer_task(series: pd.Series, target: str) -> str:
-    """The task a target column calls for: two values -> ``binary``; strings, bools, categories or at
-    most :data:`MAX_CLASSES` whole numbers -> ``multiclass``; other numbers -> ``regression``."""
+def infer_task(series: pd.Series, target: str, rows: int | None = None) -> str:
+    """The task a target column calls for: two values -> ``binary``; strings, bools, categories, or at
+    most :data:`MAX_CLASSES` whole numbers with :data:`ROWS_PER_CLASS` rows or more per value ->
+    ``multiclass``; other numbers -> ``regression``. ``rows``: how many rows hold a target, when
+    ``series`` holds only its distinct values (default: the non-null values of ``series``)."""
     values = series.dropna()
     distinct = values.nunique()
     if distinct < 2:
@@ -413,7 +436,17 @@ def infer_task(series: pd.Series, target: str) -> str:
     if kind != "numeric":
         raise MlopsError(f"target column {target!r} has {kind} values: a target must hold numbers, strings or bools")
     whole = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
-    return "multiclass" if whole and distinct <= MAX_CLASSES else "regression"
+    rows = len(values) if rows is None else rows
+    return "multiclass" if whole and distinct <= MAX_CLASSES and distinct * ROWS_PER_CLASS <= rows else "regression"
+
+
+def rare_classes(target: pd.Series, task: str) -> list:
+    """The classes of a classification target with fewer than :data:`MIN_CLASS_ROWS` rows, most frequent
+    first: too few to stratify into training, validation and holdout, so not learned (none for regression)."""
+    if task == "regression":
+        return []
+    counts = target.value_counts()
+    return counts[counts < MIN_CLASS_ROWS].index.tolist()
 
 
 @dataclass
@@ -479,6 +512,8 @@ def _as_list(value, key: str) -> list | None:
 def _id_like(series: pd.Series, kind: str) -> str | None:
     values = series.dropna()
     n, distinct = len(values), values.nunique()
+    if n > 1 and distinct == n and kind in ("numeric", "categorical") and _ROW_INDEX.fullmatch(str(series.name)):
+        return "a row index (a different value on every row)"
     if kind == "categorical":
         if n >= _ID_MIN_ROWS and distinct == n:
             return "id-like (a different string on every row)"
@@ -542,8 +577,11 @@ def infer_roles(
                   categorical=categorical if categorical is not None else inferred_categorical,
                   id=id, time=time, skipped=skipped)
     if not roles.numeric and not roles.categorical:
+        inferred_out = [c for c in set(skipped) - {*exclude, id, time}
+                        if "features.numeric" not in skipped[c] and not skipped[c].startswith("a row index")]
         raise MlopsError(f"no feature columns in the data besides the target {target!r}: "
-                         f"{'; '.join(f'{c}: {r}' for c, r in skipped.items()) or 'no other columns'}")
+                         f"{'; '.join(f'{c}: {r}' for c, r in skipped.items()) or 'no other columns'}"
+                         f"{'. To use one, name it: features.numeric=[COLUMN] or features.categorical=[COLUMN]' if inferred_out else ''}")
     return roles
 
 

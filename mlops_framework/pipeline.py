@@ -45,8 +45,10 @@ class FeatureSpec:
         for key in ("numeric", "categorical", "exclude"):
             value = getattr(self, key)
             if isinstance(value, str):  # one column named where a list is expected: a list of one, not letters
-                setattr(self, key, [value])
-            elif value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                setattr(self, key, value := [value])
+            elif isinstance(value, list):  # [2019, 2020]: columns named by years, read as numbers by Hydra
+                setattr(self, key, value := [str(v) if _is_number(v) else v for v in value])
+            if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 raise MlopsError(f"features.{key} must be a list of column names, got {value!r}")
         for key in ("target", "id", "time"):
             value = getattr(self, key)
@@ -306,15 +308,23 @@ class Run:
 
 def _spec(cls, values, where):
     """``cls(**values)`` after refusing unknown keys; one name given for a list field is a list of one
-    (``features.numeric=INCOME`` is ``[INCOME]``, never its letters)."""
+    (``features.numeric=INCOME`` is ``[INCOME]``, never its letters), and a number given for a text field
+    is its text (``features.target=2010``, a column named by a year, which Hydra reads as a number)."""
     import dataclasses
 
     values = dict(values or {})
     for field_ in dataclasses.fields(cls):
-        if isinstance(values.get(field_.name), str) and str(field_.type).startswith(("list", "<class 'list'>")):
-            values[field_.name] = [values[field_.name]]
+        value = values.get(field_.name)
+        if isinstance(value, str) and str(field_.type).startswith(("list", "<class 'list'>")):
+            values[field_.name] = [value]
+        elif _is_number(value) and str(field_.type) in ("str", "str | None", "<class 'str'>"):
+            values[field_.name] = str(value)
     check_arguments(cls, values, where=where)
     return cls(**values)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 REGISTRATION_KEYS = ("model_name", "version_name", "comment")  # what to register, not where

@@ -191,7 +191,7 @@ def _time_column(schema, column, source):
 
 
 _PANDAS_TO_DUCKDB = {"int8": "TINYINT", "int16": "SMALLINT", "int32": "INTEGER", "int64": "BIGINT",
-                     "float32": "FLOAT", "float64": "DOUBLE", "bool": "BOOLEAN", "object": "VARCHAR",
+                     "float32": "FLOAT", "float64": "DOUBLE", "bool": "BOOLEAN", "boolean": "BOOLEAN", "object": "VARCHAR",
                      "string": "VARCHAR", "str": "VARCHAR", "category": "VARCHAR"}
 
 

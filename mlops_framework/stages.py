@@ -89,9 +89,10 @@ def validate(run):
         raise MlopsError("split.order=time needs the time column: set features.time=COLUMN")
 
 
-def resolve_task(spec, model_target, target_values):
+def resolve_task(spec, model_target, target_values, rows=None):
     """The run's task: ``features.task`` unless ``auto``; then regression for a regressor model, else
-    what the target's values call for (``features.infer_task``)."""
+    what the target's values call for (``features.infer_task``; ``rows``: the rows holding a target when
+    ``target_values`` are only its distinct values)."""
     from mlops_framework.features import infer_task
     from mlops_framework.model import is_regressor
 
@@ -99,7 +100,7 @@ def resolve_task(spec, model_target, target_values):
         return spec.task
     if is_regressor(model_target):
         return "regression"
-    return infer_task(target_values, spec.target)
+    return infer_task(target_values, spec.target, rows)
 
 
 def features(run):
@@ -130,15 +131,19 @@ def features(run):
 
 def _features(run, frame):
     """The features stage's results for ``frame``: the rows kept, the contract, the roles, X, y, the data report."""
-    from mlops_framework.features import FeatureContract
+    from mlops_framework.features import FeatureContract, rare_classes
 
     spec = run.features
     roles = spec.roles(frame)
     rows = len(frame)
     no_target = frame[spec.target].isna()
-    if no_target.any():
-        frame = frame.loc[~no_target]
+    infinite = _infinite(frame[spec.target])
+    if no_target.any() or infinite.any():
+        frame = frame.loc[~(no_target | infinite)]
     task = resolve_task(spec, run.model._target_, frame[spec.target])
+    rare = rare_classes(frame[spec.target], task)
+    if rare:
+        frame = _without_rare_classes(frame, spec.target, rare)
     contract = FeatureContract.fit(
         frame, numeric=roles.numeric, categorical=roles.categorical, target=spec.target,
         encoding=spec.encoding, unseen=spec.unseen, task=task, positive_class=spec.positive_class,
@@ -147,9 +152,46 @@ def _features(run, frame):
     return dict(
         frame=frame, contract=contract, roles=roles, X=contract.encode_frame(frame),
         y=contract.encode_target(frame[spec.target]),
-        data_report={"rows_read": rows, "rows_dropped": {"missing target": int(no_target.sum())},
+        data_report={"rows_read": rows, "rows_dropped": {
+                         "missing target": int(no_target.sum()), "infinite target": int(infinite.sum()),
+                         **_rare_rows(rare, rows - int(no_target.sum()) - int(infinite.sum()) - len(frame))},
                      "nulls": nulls, "nulls_handling": "numeric: missing (NaN) for the model; categorical: no category"},
     )
+
+
+def _infinite(target):
+    """Which rows of a numeric target are infinite (R's ``Inf``: a censored time); no model learns from them."""
+    import numpy as np
+    import pandas as pd
+
+    if not pd.api.types.is_float_dtype(target.dtype):
+        return pd.Series(False, index=target.index)
+    return pd.Series(np.isinf(target.to_numpy()), index=target.index)
+
+
+def _without_rare_classes(frame, target, rare):
+    """``frame`` without the rows of the ``rare`` classes; refused when fewer than two classes are left."""
+    from mlops_framework.features import MIN_CLASS_ROWS
+
+    kept = frame.loc[~frame[target].isin(rare)]
+    left = kept[target].unique().tolist()
+    if len(left) < 2:
+        counts = frame[target].value_counts()
+        shown = ", ".join(f"{str(value)[:40]} ({count:,} row{'s' if count > 1 else ''})" for value, count in counts.head(10).items())
+        raise MlopsError(f"target column {target!r} has {len(left)} class(es) with {MIN_CLASS_ROWS} rows or more, "
+                         f"where a classifier needs two: {shown}{', ...' if len(counts) > 10 else ''}"
+                         f"{': a different value on every row (an id or free text?)' if counts.max() == 1 else ''}")
+    return kept
+
+
+def _rare_rows(rare, count):
+    """The data report's entry for the rows of classes too rare to learn (none: no entry)."""
+    from mlops_framework.features import MIN_CLASS_ROWS
+
+    if not rare:
+        return {}
+    shown = ", ".join(map(str, rare[:10])) + (f" and {len(rare) - 10} more" if len(rare) > 10 else "")
+    return {f"class(es) with fewer than {MIN_CLASS_ROWS} rows: {shown}": count}
 
 
 def _describe_task(contract):
@@ -232,7 +274,8 @@ def _split(run, X, y):
                     return train_test_split(X_, y_, test_size=size, random_state=spec.seed)
                 except ValueError:
                     pass
-            raise MlopsError(f"cannot split {len(y_)} rows: {error}") from error
+            raise MlopsError(f"cannot split {len(y):,} rows into train/validation/holdout ({_fractions(spec)}): "
+                             f"{error}") from error
 
     X_rest, X_holdout, y_rest, y_holdout = two_way(X, y, spec.holdout)
     X_train, X_val, y_train, y_val = two_way(X_rest, y_rest, spec.validation)
@@ -259,7 +302,7 @@ def train(run):
     else:
         X_train, y_train = _need(run, "splits", "train")["train"]
         _refuse_infinite(X_train)
-        if contract.task == "multiclass" and len(set(y_train.tolist())) < len(contract.classes):
+        if contract.task != "regression" and len(set(y_train.tolist())) < len(contract.classes):
             missing = [contract.classes[i] for i in range(len(contract.classes)) if i not in set(y_train.tolist())]
             raise MlopsError(f"the training split has no rows of class(es) {missing!r}: too few rows of them to learn")
         fit = lambda: estimator.fit(X_train, y_train)  # noqa: E731

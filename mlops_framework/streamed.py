@@ -84,13 +84,13 @@ class Table:
 
 
 def with_target(batch, target):
-    """``batch`` without its rows that have no ``target`` value (null or NaN)."""
+    """``batch`` without its rows that have no ``target`` value (null, NaN or infinite)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     values = batch.column(target)
     if pa.types.is_floating(values.type):
-        return batch.filter(pc.and_(pc.is_valid(values), pc.invert(pc.is_nan(values))))
+        return batch.filter(pc.and_(pc.is_valid(values), pc.is_finite(values)))
     return batch.filter(pc.is_valid(values)) if values.null_count else batch
 
 
@@ -104,7 +104,7 @@ def learn(run, table, resolve_task):
     from mlops_framework.features import FeatureContract
 
     spec = run.features
-    rows_read, missing_target = 0, 0
+    rows_read, missing_target, infinite_target = 0, 0, 0
     sample_batches, sample_rows = [], 0
     seen = {}  # column -> list of Arrow arrays: distinct values (categorical, target) or first non-null (numeric)
     nulls = {}
@@ -134,6 +134,7 @@ def learn(run, table, resolve_task):
         rows_read += batch.num_rows
         kept = with_target(batch, spec.target)
         missing_target += batch.num_rows - kept.num_rows
+        infinite_target += _infinite(batch.column(spec.target))
         if roles is not None:
             absorb(kept)
             continue
@@ -152,16 +153,25 @@ def learn(run, table, resolve_task):
         for held in sample_batches:
             absorb(held)
     summary = _summary_frame({column: pa.concat_arrays(arrays) for column, arrays in seen.items()})
-    task = resolve_task(spec, run.model._target_, summary[spec.target])
+    task = resolve_task(spec, run.model._target_, summary[spec.target], rows_read - missing_target)
     contract = FeatureContract.fit(summary, numeric=roles.numeric, categorical=roles.categorical, target=spec.target,
                                    encoding=spec.encoding, unseen=spec.unseen, task=task,
                                    positive_class=spec.positive_class)
     sample = _sample_frame(sample_batches).head(REGISTERED_SAMPLE_ROWS).copy()
-    report = {"rows_read": rows_read, "rows_dropped": {"missing target": missing_target},
+    report = {"rows_read": rows_read,
+              "rows_dropped": {"missing target": missing_target - infinite_target, "infinite target": infinite_target},
               "nulls": {column: count for column, count in nulls.items() if count},
               "nulls_handling": "numeric: missing (NaN) for the model; categorical: no category"}
     return {"contract": contract, "roles": roles, "data_report": report, "sample": sample,
             "rows": rows_read - missing_target}
+
+
+def _infinite(array):
+    """Infinite values in a float column (none in others)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.sum(pc.is_inf(array)).as_py() or 0 if pa.types.is_floating(array.type) else 0
 
 
 def _missing(array):

@@ -22,15 +22,17 @@ data)"`` keeps the latest 30% of rows.
 Types. Parquet files, DuckDB tables and synthetic data keep their types. A CSV file is read as it is:
 ``header=true`` (a header row is required; a UTF-8 BOM is ignored; title or comment lines above it are
 skipped as DuckDB's sniffer finds them; ``.gz`` files are decompressed); the delimiter is the header line's
-most frequent of ``, ; tab |`` (unless given), and numbers with decimal commas are read as numbers in a file
-not separated by commas; a space after every delimiter of the header is dropped from the text values; a text
-column of numbers and placeholders of a missing value (``?``, ``-``, ``n/a``...) is read as numbers; text is UTF-8, Latin-1 when the file's first MiB is not UTF-8, or UTF-16 with its byte
+most frequent of ``, ; tab |``, else one space splitting it and the next line alike (unless given), and
+numbers with decimal commas are read as numbers in a file not separated by commas; a space after every
+delimiter of the header is dropped from the text values; a text column of numbers and placeholders of a
+missing value (``?``, ``-``, ``n/a``...) is read as numbers; text is UTF-8, Latin-1 when the file's first MiB
+is not UTF-8, or UTF-16 with its byte
 order mark (unless ``encoding`` is given); DuckDB's sniffer picks every column's type from the first rows, for every file
 whatever its column names (the synthetic generator's schema is the synthetic data's only). ``types`` overrides any column:
 ``{TS: VARCHAR, AMOUNT: double, DAY: {type: date, format: "%d/%m/%Y"}}`` (a DuckDB type or one of
 string, int, float, bool, date, timestamp; a ``format`` is a strptime format). Then: values in
-``null_values`` (default ``"", NA, N/A, NULL, null``) are missing; ISO-8601 timestamps with a zone are
-converted to UTC; ``true/false`` in any case are BOOLEAN but ``YES/NO``-like labels stay text; codes with
+``null_values`` (default ``"", NA, N/A, n/a, #N/A, NULL, null, NaN, nan``) are missing; ISO-8601 timestamps
+with a zone are converted to UTC; ``true/false`` in any case are BOOLEAN but ``YES/NO``-like labels stay text; codes with
 leading zeros or dashes (``00012``, ``17-000003``) stay text. Refused with one message each: duplicate
 column names, a line with fewer or more fields than the header (its line number), and a value that does
 not parse as its column's type (the column, value, line and the ``types`` override that fixes it). In
@@ -63,7 +65,7 @@ if TYPE_CHECKING:  # annotations only: importing these at start-up would slow ev
 
 DEFAULT_BATCH_SIZE = 262_144
 # Read as missing in CSV files unless the data option's null_values says otherwise.
-DEFAULT_NULL_VALUES = ("", "NA", "N/A", "NULL", "null")
+DEFAULT_NULL_VALUES = ("", "NA", "N/A", "n/a", "#N/A", "NULL", "null", "NaN", "nan")  # R, Excel, pandas
 # Rows DuckDB's sniffer samples (its default), and that a BOOLEAN guess is checked on.
 _SNIFF_ROWS = 20_480
 # How long listing or checking a remote path may take before we say it cannot be reached.
@@ -593,7 +595,7 @@ def _header_position(con, url, lines, delimiter, encoding) -> tuple[int, str]:
     the read that follows then says why)."""
     import duckdb
 
-    first = delimiter or _delimiter_of(lines[0])
+    first = delimiter or _delimiter_of(lines[0], lines[1] if len(lines) > 1 else "")
     if len(lines) < 2 or _fields(lines[0], first) == _fields(lines[1], first):
         return 0, first
     given = f", delim = {sql_string(delimiter)}" if delimiter else ""
@@ -602,7 +604,7 @@ def _header_position(con, url, lines, delimiter, encoding) -> tuple[int, str]:
                            f"encoding = {sql_string(encoding)}{given})").fetchall()[0][0])
     except duckdb.Error:
         skip = 0
-    return skip, delimiter or _delimiter_of(lines[skip] if skip < len(lines) else "")
+    return skip, delimiter or _delimiter_of(*(lines[skip:skip + 2] if skip < len(lines) else [""]))
 
 
 def _fields(line: str, delimiter: str) -> int:
@@ -639,10 +641,14 @@ def _encoding_of(head: bytes) -> str:
     return "utf-8"
 
 
-def _delimiter_of(line: str) -> str:
-    """The most frequent of , ; tab | in ``line`` (a comma when none is there)."""
+def _delimiter_of(line: str, next_line: str = "") -> str:
+    """The most frequent of , ; tab | in ``line``; when none is there, a single space if it splits ``line``
+    and ``next_line`` into as many fields, none empty (R's ``write.table``); else a comma."""
     counts = {d: line.count(d) for d in (",", ";", "\t", "|")}
-    return max(counts, key=counts.get) if any(counts.values()) else ","
+    if any(counts.values()):
+        return max(counts, key=counts.get)
+    spaced = line.strip() == line and "  " not in line and _fields(line, " ") > 1
+    return " " if spaced and _fields(line, " ") == _fields(next_line.strip(), " ") else ","
 
 
 def _csv_header(line: str, delimiter: str, path) -> list[str]:

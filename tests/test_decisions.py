@@ -115,8 +115,8 @@ from mlops_framework.errors import MlopsError  # noqa: E402
 
 @pytest.mark.parametrize("values, task", [
     ([0, 1, 1, None], "binary"), (["a", "b", "a"], "binary"), (["a", "b", "c"], "multiclass"),
-    ([1, 2, 3], "multiclass"), ([1.0, 2.0, 3.0], "multiclass"), (list(range(20)), "multiclass"),
-    (list(range(21)), "regression"), ([0.5, 1.0, 2.0], "regression"),
+    ([1, 2, 3] * 10, "multiclass"), ([1.0, 2.0, 3.0] * 10, "multiclass"), (list(range(20)) * 10, "multiclass"),
+    (list(range(21)) * 10, "regression"), ([1, 2, 3], "regression"), ([0.5, 1.0, 2.0] * 10, "regression"),
     (pd.Categorical(["x", "y", "z"]), "multiclass"),
 ])
 def test_the_task_follows_the_target(values, task):
@@ -385,10 +385,12 @@ def test_a_class_too_rare_to_stratify_is_split_at_random_and_said():
     parts, said = _run_split(SplitSpec(holdout=0.2, validation=0.25, seed=1), y)
     assert [len(p) for p in parts.values()] == [12, 4, 4]
     assert said and said[0][0] == "split" and said[0][1].startswith("not stratified: ")
-    with pytest.raises(MlopsError, match="^cannot split 1 rows: "):
+    with pytest.raises(MlopsError, match=r"^cannot split 1 rows into train/validation/holdout \(60%/20%/20%\): "):
         _run_split(SplitSpec(), [0])
+    with pytest.raises(MlopsError, match=r"^cannot split 2 rows into train/validation/holdout \(60%/20%/20%\): "):
+        _run_split(SplitSpec(), [0, 1])  # the second split, of the one row left, fails: the table's rows are named
     said = []
-    with pytest.raises(MlopsError, match="^cannot split 1 rows: "):
+    with pytest.raises(MlopsError, match="^cannot split 1 rows into "):
         _run_split(SplitSpec(stratify=False), [0], said=said)
     assert said == [], "nothing to fall back to when not stratifying"
     from sklearn.model_selection import train_test_split

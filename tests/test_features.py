@@ -306,3 +306,33 @@ def test_numeric_column_of_text_is_a_clear_error_at_scoring():
     bad = pa.Table.from_pandas(make_frame(5).assign(LOAN_AMOUNT_000S="lots"))
     with pytest.raises(MlopsError, match="LOAN_AMOUNT_000S"):
         contract.encode_batch(bad)
+
+
+@pytest.mark.parametrize("encoding", ["onehot", "native"])
+def test_values_and_columns_with_marks_xgboost_refuses_train_and_score(encoding):
+    """A lab's ``<0.006`` or a column ``dose[mg]``: XGBoost refuses [, ] and < in feature names."""
+    import xgboost
+
+    frame = pd.DataFrame({"dose[mg]": [1.0, 2.0, 3.0, 4.0] * 5, "NH4": ["<0.006", "0.01", "[0.02]", "0.5"] * 5,
+                          "Y": [0, 1, 0, 1] * 5})
+    contract = FeatureContract.fit(frame, numeric=["dose[mg]"], categorical=["NH4"], target="Y", encoding=encoding)
+    assert not any(mark in name for name in contract.feature_names for mark in "[]<")
+    model = xgboost.XGBClassifier(n_estimators=2, enable_categorical=encoding == "native")
+    model.fit(contract.encode_frame(frame), contract.encode_target(frame["Y"]))
+    scored = model.get_booster().inplace_predict(contract.encode_batch(pa.Table.from_pandas(frame)))
+    assert len(scored) == len(frame)
+    if encoding == "native":
+        assert list(contract.encode_frame(frame)["dose(mg)"]) == frame["dose[mg]"].tolist()
+
+
+def test_to_frame_reads_booleans_with_nulls_as_nullable_booleans():
+    from decimal import Decimal
+
+    from mlops_framework.features import to_frame
+
+    table = pa.table({"PRICE": pa.array([Decimal("1.25"), None], pa.decimal128(10, 2)),
+                      "FLAG": pa.array([True, None]), "SEEN": pa.array([True, False])})
+    frame = to_frame(table)
+    assert [str(t) for t in frame.dtypes] == ["float64", "boolean", "bool"]
+    assert frame["PRICE"].iloc[0] == 1.25 and frame["FLAG"].isna().tolist() == [False, True]
+    assert to_frame(table.to_batches()[0]).equals(frame)

@@ -247,6 +247,14 @@ def test_csv_quirks_read_as_written(tmp_path):
     assert kept["CAT"].tolist()[1:] == [None, "NA"]
 
 
+def test_csv_missing_values_as_excel_and_pandas_write_them_keep_a_column_numeric(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("INCOME,CITY\n12.5,Bern\n#N/A,nan\nn/a,Genf\n7,NaN\n")
+    df = CsvSource(str(path)).read()
+    assert str(df["INCOME"].dtype) == "float64" and df["INCOME"].isna().tolist() == [False, True, True, False]
+    assert df["CITY"].isna().tolist() == [False, True, False, True]
+
+
 def test_csv_with_a_space_after_each_delimiter_reads_values_without_it(tmp_path):
     """UCI's files (adult) write ``39, State-gov, <=50K``: the space is formatting, not part of the value."""
     path = tmp_path / "adult.csv"
@@ -313,6 +321,18 @@ def test_csv_delimiter_is_the_header_lines_and_decimal_commas_only_count_where_c
     quoted = tmp_path / "quoted.csv"
     quoted.write_text('ID,CODE\n1,"1,5"\n2,"2,5"\n')
     assert CsvSource(str(quoted)).read()["CODE"].tolist() == ["1,5", "2,5"]  # a comma file: text stays text
+
+
+def test_csv_separated_by_single_spaces_as_r_writes_them(tmp_path):
+    """R's write.table(sep=" "): no comma, semicolon, tab or pipe, one space between fields, strings quoted."""
+    path = tmp_path / "anderson.csv"
+    path.write_text('t status "cell type" logWBC\n35 0 "small cell" 1.45\n34 0 "large" 1.47\n32 1 NA 2.2\n')
+    df = CsvSource(str(path)).read()
+    assert df.columns.tolist() == ["t", "status", "cell type", "logWBC"]
+    assert df["cell type"].tolist()[:2] == ["small cell", "large"] and df["logWBC"].tolist() == [1.45, 1.47, 2.2]
+    for text in ("Miles per gallon\n21.0\n22.5\n", "a  b\n1  2\n"):  # one column; aligned columns: not this
+        (tmp_path / "other.csv").write_text(text)
+        assert len(CsvSource(str(tmp_path / "other.csv")).read().columns) == 1
 
 
 def test_csv_utf8_with_a_character_cut_at_the_first_mib_stays_utf8(tmp_path):

@@ -138,24 +138,34 @@ def test_roles_come_from_the_types(tmp_path):
     assert named.numeric == ["INCOME"] and named.categorical == ["COLOR"] and named.id == "ROW"
     with pytest.raises(MlopsError, match="features.exclude names 'NOPE'"):
         infer_roles(frame, target="Y", exclude=["NOPE"])
-    with pytest.raises(MlopsError, match="no feature columns"):
+    with pytest.raises(MlopsError, match="no feature columns") as refused:
         infer_roles(frame[["ROW", "Y"]], target="Y")
+    assert str(refused.value).endswith("in order). To use one, name it: features.numeric=[COLUMN] or "
+                                       "features.categorical=[COLUMN]")  # a sorted count or a year may be a feature
 
 
 def test_a_string_where_a_list_is_expected_is_one_column_never_letters():
     spec = FeatureSpec(target="Y", numeric="AB", categorical=None, exclude="CD")
     assert spec.numeric == ["AB"] and spec.exclude == ["CD"]
+    assert FeatureSpec(target="Y", numeric=[2019, "A"]).numeric == ["2019", "A"]  # years Hydra read as numbers
     with pytest.raises(MlopsError, match="features.numeric must be a list"):
-        FeatureSpec(target="Y", numeric=[1, 2])
+        FeatureSpec(target="Y", numeric=[["A"], None])
 
 
 @pytest.mark.parametrize("values, task", [
     ([0, 1, 1, 0], "binary"), (["YES", "NO", "NO"], "binary"), ([True, False], "binary"),
-    (["a", "b", "c"], "multiclass"), ([1, 2, 3, 4, 2], "multiclass"),
+    (["a", "b", "c"], "multiclass"), ([1, 2, 3, 4, 2] * 8, "multiclass"),
     (np.linspace(0, 1, 50).tolist(), "regression"), (list(range(100)), "regression"),
+    ([26954, 29709, 32552, 33305, 34453, 29709], "regression"), ([0, 1, 2, 3, 5, 9, 2, 0, 1] * 4, "regression"),
 ])
 def test_the_task_follows_the_target(values, task):
     assert infer_task(pd.Series(values), "Y") == task
+
+
+def test_whole_numbers_are_classes_only_with_ten_rows_a_value_counted_over_all_rows():
+    distinct = pd.Series([0, 1, 2])  # what training from batches keeps of a target: its distinct values
+    assert infer_task(distinct, "Y", rows=30) == "multiclass"
+    assert infer_task(distinct, "Y", rows=29) == "regression"
 
 
 def test_contracts_per_task_round_trip_and_old_ones_load_as_binary():
@@ -354,3 +364,133 @@ def test_the_lifecycle_experiment_runs_on_a_time_stamped_table_of_each_task(task
     assert f"task      {task}" in out and "promote 2" in out and "report" in out
     metric = "RMSE" if task == "regression" else "F1"
     assert f"last {metric}" in out
+
+
+def test_classes_too_rare_to_split_are_left_out_of_training_and_every_row_is_scored(tmp_path, capsys, home):
+    """A class of one or two rows cannot reach training through the stratified split: its rows are dropped
+    (said in the summary), and two classes left make a binary model, not a multiclass one."""
+    from mlops_framework.cli import main
+
+    frame, target = iris_with_missing_values()
+    frame = frame[frame[target].isin(["versicolor", "virginica"])].reset_index(drop=True)
+    frame.loc[0, target], frame.loc[1:2, target] = "setosa", "hybrid"
+    path = tmp_path / "iris.csv"
+    frame.to_csv(path, index=False)
+    data = ["data=csv", f"data.path={path}", f"features.target={target}"]
+    assert main(["run", *data]) == 0
+    out = capsys.readouterr().out
+    assert "task      binary species: 2 classes (versicolor, virginica)" in out
+    assert "96 rows read, 93 used; dropped 3 (class(es) with fewer than 3 rows: hybrid, setosa)" in out
+    assert len(predictions(home)) == len(frame)
+
+
+def test_a_target_with_one_class_of_three_rows_or_more_is_one_message(tmp_path, capsys, home):
+    from mlops_framework.cli import main
+
+    path = tmp_path / "events.csv"
+    pd.DataFrame({"X": range(7), "E": [1, 1, 1, 1, 1, 1, 0]}).to_csv(path, index=False)
+    assert main(["run", "data=csv", f"data.path={path}", "features.target=E"]) == 2
+    assert ("target column 'E' has 1 class(es) with 3 rows or more, where a classifier needs two: 1 (6 rows), "
+            "0 (1 row)") in capsys.readouterr().err
+    assert not (home / "registry").exists()
+
+
+def test_multiclass_asked_of_two_classes_is_binary():
+    frame = pd.DataFrame({"X": [0.0, 1.0, 2.0, 3.0], "Y": ["a", "b", "a", "b"]})
+    contract = FeatureContract.fit(frame, numeric=["X"], categorical=[], target="Y", task="multiclass")
+    assert (contract.task, contract.classes) == ("binary", ["a", "b"])
+
+
+def test_a_binary_training_split_without_one_class_is_one_message(tmp_path, capsys, home):
+    from mlops_framework.cli import main
+
+    path = tmp_path / "late_events.csv"
+    pd.DataFrame({"T": range(50), "X": np.arange(50) % 7, "E": [0] * 40 + [1] * 10}).to_csv(path, index=False)
+    assert main(["run", "data=csv", f"data.path={path}", "features.target=E", "features.time=T", "split=time"]) == 2
+    assert "the training split has no rows of class(es) [1]: too few rows of them to learn" in capsys.readouterr().err
+
+
+def test_columns_named_by_numbers_are_named_on_the_command_line_as_hydra_reads_them(tmp_path, capsys, home):
+    """``features.target=2020`` reaches the config as the number 2020: it names the column "2020"."""
+    from mlops_framework.cli import main
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"country": rng.choice(["A", "B"], 40), "2019": rng.normal(size=40) + 5})
+    frame["2020"] = frame["2019"] * 1.1
+    frame.to_csv(tmp_path / "wide.csv", index=False)
+    assert main(["run", "pipeline=train", "data=csv", f"data.path={tmp_path / 'wide.csv'}", "features.target=2020",
+                 "features.numeric=[2019]"]) == 0
+    out = capsys.readouterr().out
+    assert "task      regression of 2020" in out and "features  numeric 2019; categorical country" in out
+
+
+def test_rows_of_an_infinite_target_are_left_out_of_training_in_memory_and_from_batches(tmp_path, capsys, home):
+    """R writes a censored time as ``Inf``: XGBoost refuses such a label ('Label contains NaN, infinity')."""
+    from mlops_framework.cli import main
+    from mlops_framework.streamed import with_target
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"X": rng.normal(size=60)})
+    frame["U"] = (frame["X"] * 10 + 100).astype(str)
+    frame.loc[[3, 7], "U"] = ["Inf", "-Inf"]
+    frame.to_csv(tmp_path / "censored.csv", index=False)
+    assert main(["run", "pipeline=train", "data=csv", f"data.path={tmp_path / 'censored.csv'}", "features.target=U"]) == 0
+    assert "60 rows read, 58 used; dropped 2 (infinite target)" in capsys.readouterr().out
+    batch = pa.record_batch({"U": pa.array([1.0, np.inf, np.nan, None, -np.inf, 2.0])})
+    assert with_target(batch, "U").column(0).to_pylist() == [1.0, 2.0]
+
+
+def test_a_target_of_a_different_text_on_every_row_is_called_so(tmp_path, capsys, home):
+    from mlops_framework.cli import main
+
+    path = tmp_path / "notes.csv"
+    pd.DataFrame({"X": [0.5, 1.5] * 6, "NOTE": [f"seen on day {i}" for i in range(12)]}).to_csv(path, index=False)
+    assert main(["run", "data=csv", f"data.path={path}", "features.target=NOTE"]) == 2
+    assert "seen on day 0 (1 row), " in (err := capsys.readouterr().err)
+    assert err.rstrip().endswith("a different value on every row (an id or free text?)")
+    path.write_text("X,Y\n1,yes\n2,yes\n3,no\n4,\n")
+    assert main(["run", "data=csv", f"data.path={path}", "features.target=Y"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("needs two: yes (2 rows), no (1 row)")
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_booleans_with_missing_values_and_decimals_are_numeric_features_a_later_score_takes(kind, tmp_path, capsys, home):
+    """R's logical column with NA (TRUE/FALSE/NA), and Snowflake's NUMBER(10, 2) as Parquet DECIMAL: read as
+    Python objects, they were a categorical feature and no feature, and the flag's VARCHAR signature refused
+    a later `pipeline=score` of the very file trained on."""
+    from decimal import Decimal
+
+    from mlops_framework.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=80)
+    flag = pa.array([None if i % 7 == 0 else bool(v > 0) for i, v in enumerate(x)])
+    amount = pa.array([Decimal(f"{v:.2f}") for v in x * 100], pa.decimal128(10, 2))
+    table = pa.table({"FLAG": flag, "AMOUNT": amount, "Y": np.where(x + rng.normal(size=80) > 0, "up", "down")})
+    path = tmp_path / f"data.{kind}"
+    if kind == "csv":
+        table.to_pandas().to_csv(path, index=False, na_rep="NA")
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    data = [f"data={kind}", f"data.path={path}", "features.target=Y"]
+    assert main(["run", "pipeline=train", *data]) == 0
+    assert "features  numeric FLAG, AMOUNT; categorical -" in capsys.readouterr().out
+    assert main(["run", "pipeline=score", *data]) == 0
+    assert len(predictions(home)) == 80
+
+
+def test_a_row_index_written_with_the_data_is_not_a_feature_in_any_order(tmp_path):
+    """pandas' to_csv and R's write.csv write the row index under an empty name; after a shuffle or a sort
+    it is no longer in order, and was a numeric feature."""
+    from mlops_local.sources import CsvSource
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"X": rng.normal(size=30), "Y": rng.choice(["a", "b"], 30)}).sample(frac=1, random_state=1)
+    frame.to_csv(tmp_path / "shuffled.csv")  # header ",X,Y"
+    read = CsvSource(str(tmp_path / "shuffled.csv")).read()
+    for table in (read, read.rename(columns={"column0": "Unnamed: 0"}), read.rename(columns={"column0": "rownames"})):
+        roles = infer_roles(table, target="Y")
+        assert roles.numeric == ["X"] and list(roles.skipped.values()) == ["a row index (a different value on every row)"]
+    assert infer_roles(read.rename(columns={"column0": "column"}), target="Y").numeric == ["column", "X"]
