@@ -104,13 +104,12 @@ def check(run) -> None:
 
 
 def _scored_version_exists(run, names):
-    """A ``scoring.version`` the run cannot make itself (by registering it under that name, or by a promote
-    stage before the first score moving an alias) must be in the registry already."""
+    """In a run that registers a version before it scores, a ``scoring.version`` the run cannot make itself
+    (registering it under that name, or a promote stage before the first score moving an alias) must be in
+    the registry already. (A run that scores first writes nothing before its score stage says so.)"""
     version = run.scoring.version
-    first_score = names.index("score")
-    if not version or "promote" in names[:first_score]:
-        return
-    if "register" in names[:first_score] and version == run.registration.version_name:
+    before = names[:names.index("score")]
+    if not version or "register" not in before or "promote" in before or version == run.registration.version_name:
         return
     try:
         run.registry.get_version(run.registration.model_name, version)

@@ -334,7 +334,7 @@ def test_monitor_baseline_injection_through_the_cli_is_one_message(mlops, home):
     ("model.threshold=0", "model.threshold"),
     ("model.threshold=abc", "model.threshold"),
     ("split.holdout=abc", "split.holdout"),
-    ("scoring.version=123", "scoring.version"),
+    ("scoring.version=[v1]", "scoring.version"),  # 123 names version "123", as Hydra reads a number
     ("scoring.sink.table=2024", "scoring.sink.table"),
     ("registry.model_name=${nope}", "nope"),
     ("registry.model_name=${oc.env:ADV_UNSET_VARIABLE}", "ADV_UNSET_VARIABLE"),
