@@ -207,10 +207,11 @@ def _summary_frame(columns):
     """A frame holding, per column, its distinct values (repeated to a common length): what
     ``FeatureContract.fit`` learns vocabularies, classes and types from, as it would from every row."""
     import pandas as pd
+    import pyarrow as pa
 
-    from mlops_framework.features import numbers_from_decimals
+    from mlops_framework.features import to_frame
 
-    series = {column: numbers_from_decimals(array).to_pandas() for column, array in columns.items()}
+    series = {column: to_frame(pa.table({column: array}))[column] for column, array in columns.items()}
     length = max(len(values) for values in series.values())
     return pd.DataFrame({column: values.iloc[np.arange(length) % len(values)].reset_index(drop=True)
                          for column, values in series.items()})
